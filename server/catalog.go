@@ -1,0 +1,80 @@
+package server
+
+import (
+	"slices"
+	"strings"
+)
+
+// Catalog is the in-memory view of tiers and patches that the check-in path selects from,
+// so that choosing a patch costs no database round trip.
+type Catalog struct {
+	positions map[string]int
+	// byKey indexes non-blocked patches by kernel ABI, flavour and architecture, newest first.
+	byKey map[catalogKey][]catalogEntry
+}
+
+type catalogKey struct{ abi, flavour, arch string }
+
+type catalogEntry struct {
+	patch    Patch
+	position int
+}
+
+// NewCatalog builds a catalog from the tiers and every patch.
+func NewCatalog(tiers []Tier, patches []Patch) *Catalog {
+	c := &Catalog{positions: make(map[string]int, len(tiers)), byKey: make(map[catalogKey][]catalogEntry)}
+	for _, t := range tiers {
+		c.positions[t.Name] = t.Position
+	}
+	for _, p := range patches {
+		pos, ok := c.positions[p.Tier]
+		if p.Blocked || !ok {
+			continue
+		}
+		k := catalogKey{KernelABI(p.Kernel), p.Flavour, p.Architecture}
+		c.byKey[k] = append(c.byKey[k], catalogEntry{p, pos})
+	}
+	for _, entries := range c.byKey {
+		slices.SortFunc(entries, func(a, b catalogEntry) int {
+			return CompareVersions(b.patch.Version, a.patch.Version) // newest first
+		})
+	}
+	return c
+}
+
+// TierPosition returns a tier's position, or 0 when there is no such tier.
+func (c *Catalog) TierPosition(tier string) int { return c.positions[tier] }
+
+// Select returns the patch a machine in tier running kernel release (uname -r) on arch
+// should have: the newest non-blocked patch for its kernel ABI, flavour and architecture
+// that has been promoted at least as far as the machine's tier. ok is false when there is
+// none.
+func (c *Catalog) Select(tier, release, arch string) (p Patch, ok bool) {
+	pos := c.positions[tier]
+	if pos == 0 {
+		return Patch{}, false
+	}
+	abi, flavour, err := SplitKernelRelease(release)
+	if err != nil {
+		return Patch{}, false
+	}
+	for _, e := range c.byKey[catalogKey{abi, flavour, strings.ToLower(arch)}] {
+		if e.position >= pos {
+			return e.patch, true
+		}
+	}
+	return Patch{}, false
+}
+
+// Offer turns a patch into the offer a client receives, with its download URL.
+func Offer(p Patch, urlTemplate string) *PatchOffer {
+	return &PatchOffer{
+		Version:  p.Version,
+		Filename: p.Filename,
+		URL:      strings.ReplaceAll(urlTemplate, "{filename}", p.Filename),
+		SHA256:   p.SHA256,
+		Size:     p.Size,
+		Module:   p.Module,
+		Fixes:    p.Fixes,
+	}
+}

@@ -1,0 +1,359 @@
+// Package config defines the livepatch-server configuration file: its schema, its defaults
+// and its validation. The livepatch charm renders this file and the server loads it, so both
+// sides share one Go type; the package imports only the standard library and yaml.v3 so the
+// hook binary can link it without the database driver.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole server configuration file.
+type Config struct {
+	Server         Server         `yaml:"server"`
+	Database       Database       `yaml:"database"`
+	Auth           Auth           `yaml:"auth"`
+	PatchStorage   PatchStorage   `yaml:"patch-storage"`
+	PatchCache     PatchCache     `yaml:"patch-cache"`
+	MachineReports MachineReports `yaml:"machine-reports"`
+	Contracts      Contracts      `yaml:"contracts"`
+	PatchSync      PatchSync      `yaml:"patch-sync"`
+	SyncServer     SyncServer     `yaml:"sync-server"`
+}
+
+// Server holds the HTTP listener settings.
+type Server struct {
+	Address          string `yaml:"address"`
+	URLTemplate      string `yaml:"url-template"`
+	LogLevel         string `yaml:"log-level"`
+	ConcurrencyLimit int    `yaml:"concurrency-limit"`
+	BurstLimit       int    `yaml:"burst-limit"`
+}
+
+// Database holds the PostgreSQL connection settings.
+type Database struct {
+	ConnectionString      string   `yaml:"connection-string"`
+	ConnectionPoolMax     int      `yaml:"connection-pool-max"`
+	ConnectionLifetimeMax Duration `yaml:"connection-lifetime-max"`
+}
+
+// Auth holds the administrator authentication settings.
+type Auth struct {
+	// BasicUsers are "user:bcrypt-hash" entries as htpasswd -B prints them.
+	BasicUsers []string `yaml:"basic-users"`
+	// SessionTTL is how long a session token issued at login stays valid.
+	SessionTTL Duration `yaml:"session-ttl"`
+}
+
+// Patch storage types.
+const (
+	StoragePostgres   = "postgres"
+	StorageFilesystem = "filesystem"
+)
+
+// PatchStorage selects where patch files live.
+type PatchStorage struct {
+	Type           string `yaml:"type"`
+	FilesystemPath string `yaml:"filesystem-path"`
+}
+
+// PatchCache configures the in-memory cache of patch file contents.
+type PatchCache struct {
+	Enabled   bool     `yaml:"enabled"`
+	CacheSize int      `yaml:"cache-size"`
+	CacheTTL  Duration `yaml:"cache-ttl"`
+}
+
+// MachineReports configures retention of machine report history.
+type MachineReports struct {
+	RetentionDays   int      `yaml:"retention-days"`
+	CleanupInterval Duration `yaml:"cleanup-interval"`
+	CleanupRowLimit int      `yaml:"cleanup-row-limit"`
+}
+
+// Contracts points at the Ubuntu Pro contracts server that validates resource tokens.
+type Contracts struct {
+	URL string `yaml:"url"`
+}
+
+// PatchSync configures pulling patches from an upstream livepatch server.
+type PatchSync struct {
+	Enabled              bool     `yaml:"enabled"`
+	ID                   string   `yaml:"id"`
+	UpstreamURL          string   `yaml:"upstream-url"`
+	Token                string   `yaml:"token"`
+	Interval             Duration `yaml:"interval"`
+	UpstreamTier         string   `yaml:"upstream-tier"`
+	Tier                 string   `yaml:"tier"`
+	Flavors              []string `yaml:"flavors"`
+	Architectures        []string `yaml:"architectures"`
+	MinimumKernelVersion string   `yaml:"minimum-kernel-version"`
+	SendMachineReports   bool     `yaml:"send-machine-reports"`
+	MachineCount         string   `yaml:"machine-count"`
+	TrustedKey           string   `yaml:"trusted-key"`
+	Proxy                Proxy    `yaml:"proxy"`
+}
+
+// Proxy holds the proxies used for outbound sync traffic.
+type Proxy struct {
+	HTTP    string `yaml:"http"`
+	HTTPS   string `yaml:"https"`
+	NoProxy string `yaml:"no-proxy"`
+}
+
+// SyncServer configures this server as an upstream for other servers.
+type SyncServer struct {
+	SigningKey string `yaml:"signing-key"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30m", "240h").
+type Duration time.Duration
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) {
+	return time.Duration(d).String(), nil
+}
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: cannot read duration: %w", n.Line, err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: invalid duration %q (use a form like 30m or 6h)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Default returns a configuration with every default filled in; the required keys
+// (server.address, server.url-template, database.connection-string) are left empty.
+func Default() Config {
+	return Config{
+		Server: Server{
+			LogLevel:         "info",
+			ConcurrencyLimit: 50,
+			BurstLimit:       500,
+		},
+		Database: Database{
+			ConnectionPoolMax:     15,
+			ConnectionLifetimeMax: Duration(30 * time.Minute),
+		},
+		Auth:           Auth{SessionTTL: Duration(240 * time.Hour)},
+		PatchStorage:   PatchStorage{Type: StoragePostgres},
+		PatchCache:     PatchCache{Enabled: true, CacheSize: 128, CacheTTL: Duration(time.Hour)},
+		MachineReports: MachineReports{RetentionDays: 90, CleanupInterval: Duration(6 * time.Hour), CleanupRowLimit: 1000},
+		Contracts:      Contracts{URL: "https://contracts.canonical.com"},
+		PatchSync: PatchSync{
+			UpstreamURL:  "https://livepatch.canonical.com",
+			Interval:     Duration(time.Hour),
+			UpstreamTier: "stable",
+			MachineCount: "bucket",
+		},
+	}
+}
+
+// Load reads, parses and validates the configuration file at path.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("cannot read config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("invalid config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML on top of the defaults, rejecting unknown keys, and validates the result.
+// A validation failure lists every problem at once.
+func Parse(data []byte) (Config, error) {
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("cannot parse: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Marshal renders the configuration as YAML.
+func (c Config) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("cannot render config: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("cannot render config: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// ValidationError lists every problem found in a configuration.
+type ValidationError struct {
+	Problems []string
+}
+
+func (e *ValidationError) Error() string {
+	if len(e.Problems) == 1 {
+		return e.Problems[0]
+	}
+	return fmt.Sprintf("%d problems:\n- %s", len(e.Problems), strings.Join(e.Problems, "\n- "))
+}
+
+var (
+	userPattern   = regexp.MustCompile(`^[A-Za-z0-9._@+-]+$`)
+	bcryptPattern = regexp.MustCompile(`^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$`)
+	kernelPattern = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
+	logLevels     = []string{"debug", "info", "warn", "error"}
+)
+
+// ParseBasicUser splits a "user:bcrypt-hash" entry. The error names the user, never the hash.
+func ParseBasicUser(entry string) (user, hash string, err error) {
+	user, hash, ok := strings.Cut(strings.TrimSpace(entry), ":")
+	if !ok || user == "" {
+		return "", "", errors.New(`entry is not of the form user:bcrypt-hash (use the output of htpasswd -bnBC 10 USER PASSWORD)`)
+	}
+	if !userPattern.MatchString(user) {
+		return "", "", fmt.Errorf("user %q has characters other than letters, digits and ._@+-", user)
+	}
+	if !bcryptPattern.MatchString(hash) {
+		return "", "", fmt.Errorf("user %q: password is not a bcrypt hash (use the output of htpasswd -bnBC 10 %s PASSWORD)", user, user)
+	}
+	return user, hash, nil
+}
+
+// CheckURLTemplate checks a patch download URL template.
+func CheckURLTemplate(tmpl string) error {
+	if tmpl == "" {
+		return errors.New("url template is not set")
+	}
+	if !strings.Contains(tmpl, "{filename}") {
+		return fmt.Errorf("url template %q does not contain {filename}", tmpl)
+	}
+	u, err := url.Parse(strings.ReplaceAll(tmpl, "{filename}", "f"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("url template %q is not an http(s) URL", tmpl)
+	}
+	return nil
+}
+
+// CheckKernelVersion checks an "x.y.z" minimum kernel version ("" allowed).
+func CheckKernelVersion(v string) error {
+	if v != "" && !kernelPattern.MatchString(v) {
+		return fmt.Errorf("kernel version %q is not of the form x.y.z", v)
+	}
+	return nil
+}
+
+// Validate checks every value and reports all problems at once.
+func (c Config) Validate() error {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+
+	if c.Server.Address == "" {
+		add("server.address is required")
+	} else if _, _, err := net.SplitHostPort(c.Server.Address); err != nil {
+		add("server.address %q is not host:port", c.Server.Address)
+	}
+	if err := CheckURLTemplate(c.Server.URLTemplate); err != nil {
+		add("server.url-template: %v", err)
+	}
+	if !slices.Contains(logLevels, c.Server.LogLevel) {
+		add("server.log-level %q is not one of %s", c.Server.LogLevel, strings.Join(logLevels, ", "))
+	}
+	if c.Server.ConcurrencyLimit < 1 {
+		add("server.concurrency-limit must be at least 1")
+	}
+	if c.Server.BurstLimit < 0 {
+		add("server.burst-limit must not be negative")
+	}
+	if c.Database.ConnectionString == "" {
+		add("database.connection-string is required")
+	}
+	if c.Database.ConnectionPoolMax < 1 {
+		add("database.connection-pool-max must be at least 1")
+	}
+	if c.Database.ConnectionLifetimeMax < 0 {
+		add("database.connection-lifetime-max must not be negative")
+	}
+	for i, e := range c.Auth.BasicUsers {
+		if _, _, err := ParseBasicUser(e); err != nil {
+			add("auth.basic-users[%d]: %v", i, err)
+		}
+	}
+	if c.Auth.SessionTTL <= 0 {
+		add("auth.session-ttl must be positive")
+	}
+	switch c.PatchStorage.Type {
+	case StoragePostgres:
+	case StorageFilesystem:
+		if c.PatchStorage.FilesystemPath == "" {
+			add("patch-storage.filesystem-path is required when patch-storage.type is filesystem")
+		}
+	default:
+		add("patch-storage.type %q is not one of postgres, filesystem", c.PatchStorage.Type)
+	}
+	if c.PatchCache.Enabled && c.PatchCache.CacheSize < 1 {
+		add("patch-cache.cache-size must be at least 1 when the cache is enabled")
+	}
+	if c.PatchCache.CacheTTL < 0 {
+		add("patch-cache.cache-ttl must not be negative")
+	}
+	if c.MachineReports.RetentionDays < 1 {
+		add("machine-reports.retention-days must be at least 1")
+	}
+	if c.MachineReports.CleanupInterval <= 0 {
+		add("machine-reports.cleanup-interval must be positive")
+	}
+	if c.MachineReports.CleanupRowLimit < 1 {
+		add("machine-reports.cleanup-row-limit must be at least 1")
+	}
+	if c.Contracts.URL != "" {
+		if u, err := url.Parse(c.Contracts.URL); err != nil || u.Host == "" {
+			add("contracts.url %q is not a URL", c.Contracts.URL)
+		}
+	}
+	s := c.PatchSync
+	if s.Enabled {
+		if u, err := url.Parse(s.UpstreamURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			add("patch-sync.upstream-url %q is not an http(s) URL", s.UpstreamURL)
+		}
+		if s.Interval < Duration(time.Minute) {
+			add("patch-sync.interval must be at least 1m")
+		}
+	}
+	if err := CheckKernelVersion(s.MinimumKernelVersion); err != nil {
+		add("patch-sync.minimum-kernel-version: %v", err)
+	}
+	if s.MachineCount != "bucket" && s.MachineCount != "exact" {
+		add("patch-sync.machine-count %q is not one of bucket, exact", s.MachineCount)
+	}
+	if len(p) > 0 {
+		return &ValidationError{Problems: p}
+	}
+	return nil
+}

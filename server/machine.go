@@ -1,0 +1,119 @@
+package server
+
+import (
+	"regexp"
+	"slices"
+	"time"
+)
+
+// Patch states, as the real client reports them.
+const (
+	StateApplied               = "applied"
+	StateApplyFailed           = "apply-failed"
+	StateUnapplied             = "unapplied"
+	StateNothingToApply        = "nothing-to-apply"
+	StateCheckFailed           = "check-failed"
+	StateNeedsCheck            = "needs-check"
+	StateKernelUpgradeRequired = "kernel-upgrade-required"
+	StateUnknown               = "unknown"
+)
+
+// PatchStates lists every valid patch state.
+var PatchStates = []string{
+	StateApplied, StateApplyFailed, StateUnapplied, StateNothingToApply,
+	StateCheckFailed, StateNeedsCheck, StateKernelUpgradeRequired, StateUnknown,
+}
+
+// Status is what a machine reports at every check-in.
+type Status struct {
+	Kernel        string    `json:"kernel"` // release as uname -r: 5.15.0-107-generic
+	Architecture  string    `json:"architecture"`
+	CPUModel      string    `json:"cpu-model,omitempty"`
+	BootTime      time.Time `json:"boot-time,omitzero"`
+	Uptime        int64     `json:"uptime,omitempty"` // seconds
+	ClientVersion string    `json:"client-version,omitempty"`
+	PatchState    string    `json:"patch-state"`
+	PatchVersion  string    `json:"patch-version,omitempty"`
+}
+
+var (
+	machineIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	archNameRE  = regexp.MustCompile(`^[a-z0-9_]{1,32}$`)
+)
+
+// CheckMachineID validates a machine id (the contents of /etc/machine-id, or similar).
+func CheckMachineID(id string) error {
+	if !machineIDRE.MatchString(id) {
+		return Errorf(CodeInvalid, "invalid machine id %q: use 1-128 letters, digits, dashes and underscores", id)
+	}
+	return nil
+}
+
+// Check validates a status report.
+func (s Status) Check() error {
+	if _, _, err := SplitKernelRelease(s.Kernel); err != nil {
+		return err
+	}
+	if !archNameRE.MatchString(s.Architecture) {
+		return Errorf(CodeInvalid, "invalid architecture %q", s.Architecture)
+	}
+	if !slices.Contains(PatchStates, s.PatchState) {
+		return Errorf(CodeInvalid, "invalid patch state %q: want one of %v", s.PatchState, PatchStates)
+	}
+	if s.PatchVersion != "" && !versionRE.MatchString(s.PatchVersion) {
+		return Errorf(CodeInvalid, "invalid patch version %q", s.PatchVersion)
+	}
+	if len(s.CPUModel) > 256 || len(s.ClientVersion) > 64 || s.Uptime < 0 {
+		return Errorf(CodeInvalid, "invalid status: cpu-model, client-version or uptime out of range")
+	}
+	return nil
+}
+
+// Machine is the latest known state of an enrolled machine.
+type Machine struct {
+	ID        string    `json:"id"`
+	Tier      string    `json:"tier"`
+	TokenID   string    `json:"token-id"` // the auth token label it enabled with
+	EnabledAt time.Time `json:"enabled-at"`
+	LastSeen  time.Time `json:"last-seen,omitzero"`
+	Status
+}
+
+// MachineFilter selects machines in reports.
+type MachineFilter struct {
+	Tier         string
+	PatchVersion string
+	PatchState   string
+	After        string // machine id cursor: list machines with a greater id
+	Limit        int    // 0: no limit
+}
+
+// KernelCount is one line of the kernels-in-use report.
+type KernelCount struct {
+	Kernel       string `json:"kernel"`
+	Architecture string `json:"architecture"`
+	Machines     int    `json:"machines"`
+}
+
+// Update is the answer to a check-in: the patch the machine should have, if any.
+type Update struct {
+	Tier  string      `json:"tier"`
+	Patch *PatchOffer `json:"patch,omitempty"`
+	Check CheckAdvice `json:"check"`
+}
+
+// CheckAdvice tells the client when to check in next.
+type CheckAdvice struct {
+	IntervalMinutes int `json:"interval-minutes,omitempty"`
+}
+
+// PatchOffer describes the patch a machine should download and apply.
+type PatchOffer struct {
+	Version  string `json:"version"`
+	Filename string `json:"filename"`
+	URL      string `json:"url"`
+	SHA256   string `json:"sha256"`
+	Size     int64  `json:"size"`
+	Module   string `json:"module"`
+	Fixes    []Fix  `json:"fixes,omitempty"`
+}

@@ -1,0 +1,138 @@
+package server
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// PatchFilter selects patches in listings; zero fields match everything.
+type PatchFilter struct {
+	Tier    string // patches available to this tier (promoted at least this far)
+	Kernel  string // kernel ABI or prefix, e.g. "5.15.0-107"
+	Version string
+}
+
+// NewAuthToken is what the store records for a new auth token.
+type NewAuthToken struct {
+	ID          string
+	Tier        string
+	Hash        []byte
+	ExpiresAt   *time.Time
+	MaxMachines int
+}
+
+// Enrolment is what the store records when a machine enables.
+type Enrolment struct {
+	AuthTokenHash    []byte
+	MachineID        string
+	MachineTokenHash []byte
+}
+
+// CheckIn is one machine check-in to record.
+type CheckIn struct {
+	MachineID        string
+	MachineTokenHash []byte
+	Status           Status
+}
+
+// Store is the persistent state of the server. Every method is one transaction. Errors the
+// caller may show are *Error values (not-found, conflict, invalid, unauthorized).
+type Store interface {
+	// Tiers returns every tier in promotion order.
+	Tiers(ctx context.Context) ([]Tier, error)
+	// AddTier inserts a tier at the given place; conflict when the name exists.
+	AddTier(ctx context.Context, name string, at TierPlacement) (Tier, error)
+	// DeleteTier removes a tier that no machine, auth token or sync token uses; its patches
+	// move to the previous tier. The first tier cannot be deleted while it holds patches.
+	DeleteTier(ctx context.Context, name string) error
+
+	// AddPatch records a patch file (its bytes are already in patch storage). The patch
+	// lands in p.Tier, or in the first tier when p.Tier is empty. Recording a filename that
+	// exists with the same SHA-256 is a no-op returning the existing patch; with another
+	// SHA-256 it is a conflict.
+	AddPatch(ctx context.Context, p Patch) (Patch, error)
+	// Patches lists patches matching f, newest version first.
+	Patches(ctx context.Context, f PatchFilter) ([]Patch, error)
+	// PromotePatch promotes every file of version to tier (never demotes); it returns how
+	// many files moved. not-found when no file has that version.
+	PromotePatch(ctx context.Context, version, tier string) (int, error)
+	// PromoteAll promotes every patch whose tier is from to tier to.
+	PromoteAll(ctx context.Context, from, to string) (int, error)
+	// SetBlocked blocks or unblocks every file of version.
+	SetBlocked(ctx context.Context, version string, blocked bool, reason string) (int, error)
+	// DeletePatchRecord forgets a patch file whose bytes are gone from storage.
+	DeletePatchRecord(ctx context.Context, filename string) error
+	// CatalogVersion returns a number that changes whenever tiers or patches change, on
+	// any unit; the catalog cache reloads when it moves.
+	CatalogVersion(ctx context.Context) (int64, error)
+
+	// CreateAuthToken records a new auth token; conflict when an unrevoked token has the id.
+	CreateAuthToken(ctx context.Context, t NewAuthToken) (AuthToken, error)
+	// AuthTokens lists auth tokens with their machine counts.
+	AuthTokens(ctx context.Context) ([]AuthToken, error)
+	// RevokeAuthToken revokes the unrevoked token with id; not-found if none.
+	RevokeAuthToken(ctx context.Context, id string) error
+
+	// CreateSession records an admin session by the hash of its token.
+	CreateSession(ctx context.Context, user string, hash []byte, expires time.Time) error
+	// Session returns the unexpired session with that token hash; unauthorized otherwise.
+	Session(ctx context.Context, hash []byte, now time.Time) (Session, error)
+	// DeleteSession ends a session (logout).
+	DeleteSession(ctx context.Context, hash []byte) error
+
+	// Enable enrols a machine with an auth token (unauthorized when the token is unknown,
+	// revoked or expired; forbidden when its machine limit is reached by other machines).
+	// Re-enabling an enrolled machine replaces its token and tier. It returns the machine.
+	Enable(ctx context.Context, e Enrolment, now time.Time) (Machine, error)
+	// CheckIn records a status report (latest state and history) in one round trip and
+	// returns the machine's tier; unauthorized when the id and token do not match.
+	CheckIn(ctx context.Context, c CheckIn, now time.Time) (tier string, err error)
+	// Disable unregisters a machine; unauthorized when the id and token do not match.
+	Disable(ctx context.Context, machineID string, machineTokenHash []byte) error
+
+	// Machines lists machines matching f, ordered by id.
+	Machines(ctx context.Context, f MachineFilter) ([]Machine, error)
+	// PatchHealth counts the machines of tier running version, per patch state.
+	PatchHealth(ctx context.Context, tier, version string) (map[string]int, error)
+	// Kernels counts machines per kernel and architecture.
+	Kernels(ctx context.Context) ([]KernelCount, error)
+	// CleanupReports deletes at most limit history rows older than before, returning how
+	// many it deleted.
+	CleanupReports(ctx context.Context, before time.Time, limit int) (int, error)
+
+	// RunExclusive runs fn while holding the cluster-wide lock named job (a PostgreSQL
+	// advisory lock), so a background job runs on one unit at a time. ran is false, and fn
+	// is not called, when another unit holds the lock.
+	RunExclusive(ctx context.Context, job string, fn func(ctx context.Context) error) (ran bool, err error)
+	// SchemaVersion returns the applied and the latest known migration numbers.
+	SchemaVersion(ctx context.Context) (current, latest int, err error)
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
+}
+
+// StoredFile is one file in patch storage.
+type StoredFile struct {
+	Filename string    `json:"filename"`
+	Size     int64     `json:"size"`
+	ModTime  time.Time `json:"mod-time,omitzero"`
+}
+
+// PatchFile is an open stored patch file, readable and seekable for Range requests.
+type PatchFile interface {
+	io.ReadSeekCloser
+	Stat() StoredFile
+}
+
+// PatchFiles stores patch file contents, keyed by filename (package patchstore).
+type PatchFiles interface {
+	// Put stores r under filename, replacing any previous content atomically: readers see
+	// the old or the new file, never a mix. It returns the size written.
+	Put(ctx context.Context, filename string, r io.Reader) (int64, error)
+	// Open opens a stored file; not-found when there is none.
+	Open(ctx context.Context, filename string) (PatchFile, error)
+	// List lists every stored file by name.
+	List(ctx context.Context) ([]StoredFile, error)
+	// Delete removes a stored file; deleting a missing file is not an error.
+	Delete(ctx context.Context, filename string) error
+}
