@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/config"
+	"github.com/livepatch-onprem/livepatch/server/httpapi"
+	"github.com/livepatch-onprem/livepatch/server/patchstore"
+	"github.com/livepatch-onprem/livepatch/server/postgres"
+)
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	configPath := fs.String("config", "", "server config file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *configPath == "" {
+		return usageError{"serve needs --config FILE"}
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	m := &Main{Config: cfg, Logger: newLogger(stderr, cfg.Server.LogLevel)}
+	return m.Run(ctx)
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// Main is the running server: it owns the database pool, the patch storage, the HTTP
+// listener and the background jobs. Tests start it on 127.0.0.1:0 and read Addr.
+type Main struct {
+	Config config.Config
+	Logger *slog.Logger
+	// Listening, when set, receives the bound address once the server accepts connections.
+	Listening chan<- net.Addr
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Run serves until ctx ends, then drains in-flight requests and returns nil.
+func (m *Main) Run(ctx context.Context) error {
+	cfg := m.Config
+	log := m.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if m.Now == nil {
+		m.Now = time.Now
+	}
+	db, err := postgres.Open(ctx, cfg.Database.ConnectionString, postgres.Options{
+		MaxConns:        cfg.Database.ConnectionPoolMax,
+		ConnMaxLifetime: cfg.Database.ConnectionLifetimeMax.D(),
+	})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	current, latest, err := db.SchemaVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot read schema version: %w", err)
+	}
+	if current < latest {
+		if current == 0 {
+			return fmt.Errorf("database not initialized: run livepatch-server schema upgrade --config FILE")
+		}
+		return fmt.Errorf("database schema is at version %d but this server needs %d: run livepatch-server schema upgrade --config FILE", current, latest)
+	}
+
+	var files server.PatchFiles
+	switch cfg.PatchStorage.Type {
+	case config.StorageFilesystem:
+		files, err = patchstore.NewFilesystem(cfg.PatchStorage.FilesystemPath)
+		if err != nil {
+			return err
+		}
+	default:
+		files = patchstore.NewPostgres(db.SQL())
+	}
+
+	api, err := httpapi.New(db, files, httpapi.Options{
+		Version:          version,
+		URLTemplate:      cfg.Server.URLTemplate,
+		BasicUsers:       cfg.Auth.BasicUsers,
+		SessionTTL:       cfg.Auth.SessionTTL.D(),
+		ConcurrencyLimit: cfg.Server.ConcurrencyLimit,
+		BurstLimit:       cfg.Server.BurstLimit,
+		Now:              m.Now,
+		Logger:           log,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Server.Address)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", cfg.Server.Address, err)
+	}
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	jobs, stopJobs := context.WithCancel(context.Background())
+	defer stopJobs()
+	done := make(chan struct{}, 2)
+	go func() { api.Run(jobs); done <- struct{}{} }()
+	go func() { m.cleanupReports(jobs, db, log); done <- struct{}{} }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("Server started", "address", ln.Addr().String(), "version", version, "schema", current, "patch-storage", cfg.PatchStorage.Type)
+	if m.Listening != nil {
+		m.Listening <- ln.Addr()
+	}
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("cannot serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("Server stopping: draining requests")
+	shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = srv.Shutdown(shutdown)
+	stopJobs()
+	<-done
+	<-done
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("cannot drain requests: %w", err)
+	}
+	log.Info("Server stopped")
+	return nil
+}
+
+// cleanupReports prunes machine report history older than the retention period, in
+// bounded batches, on one unit at a time.
+func (m *Main) cleanupReports(ctx context.Context, db *postgres.DB, log *slog.Logger) {
+	cfg := m.Config.MachineReports
+	t := time.NewTicker(cfg.CleanupInterval.D())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		before := m.Now().AddDate(0, 0, -cfg.RetentionDays)
+		ran, err := db.RunExclusive(ctx, "report-cleanup", func(ctx context.Context) error {
+			n, err := db.CleanupReports(ctx, before, cfg.CleanupRowLimit)
+			if n > 0 {
+				log.Info("Pruned machine reports", "rows", n, "before", before.Format(time.RFC3339))
+			}
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Warn("Cannot prune machine reports", "error", err)
+		} else if !ran {
+			log.Debug("Report cleanup runs on another unit")
+		}
+	}
+}

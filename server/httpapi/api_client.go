@@ -1,0 +1,91 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/livepatch-onprem/livepatch/server"
+)
+
+// checkInMinutes is the check-in interval advised to clients (the real client's default).
+const checkInMinutes = 60
+
+type enableResponse struct {
+	MachineToken string `json:"machine-token"`
+	Tier         string `json:"tier"`
+}
+
+// enableMachine enrols the machine named in the path with the auth token it presents and
+// answers a per-machine token (stored hashed).
+func (s *Server) enableMachine(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := server.CheckMachineID(id); err != nil {
+		return err
+	}
+	var st server.Status
+	if err := decodeJSON(w, r, &st, true); err != nil {
+		return err
+	}
+	token := server.NewToken()
+	m, err := s.store.Enable(r.Context(), server.Enrolment{
+		AuthTokenHash:    server.HashToken(bearer(r.Context())),
+		MachineID:        id,
+		MachineTokenHash: server.HashToken(token),
+	}, s.opts.Now())
+	if err != nil {
+		if c := server.ErrorCode(err); c == server.CodeUnauthorized || c == server.CodeForbidden {
+			s.securityEvent(r, "authtoken_enable_refused", "", "machine", id, "reason", server.ErrorMessage(err))
+			s.metrics.authFails.WithLabelValues("auth").Inc()
+		}
+		return err
+	}
+	s.log.Info("Machine enabled", "machine", id, "tier", m.Tier, "token-id", m.TokenID)
+	return writeJSON(w, http.StatusOK, enableResponse{MachineToken: token, Tier: m.Tier})
+}
+
+// checkIn records a machine's status in one database round trip and answers the patch
+// its tier offers for its kernel, chosen from the in-memory catalog.
+func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := server.CheckMachineID(id); err != nil {
+		return err
+	}
+	var st server.Status
+	if err := decodeJSON(w, r, &st, false); err != nil {
+		return err
+	}
+	if err := st.Check(); err != nil {
+		return err
+	}
+	tier, err := s.store.CheckIn(r.Context(), server.CheckIn{
+		MachineID:        id,
+		MachineTokenHash: server.HashToken(bearer(r.Context())),
+		Status:           st,
+	}, s.opts.Now())
+	if err != nil {
+		if server.ErrorCode(err) == server.CodeUnauthorized {
+			s.metrics.authFails.WithLabelValues("machine").Inc()
+		}
+		return err
+	}
+	up := server.Update{Tier: tier, Check: server.CheckAdvice{IntervalMinutes: checkInMinutes}}
+	if p, ok := s.catalog.get().catalog.Select(tier, st.Kernel, st.Architecture); ok {
+		up.Patch = server.Offer(p, s.opts.URLTemplate)
+		s.metrics.checkins.WithLabelValues("patch").Inc()
+	} else {
+		s.metrics.checkins.WithLabelValues("none").Inc()
+	}
+	return writeJSON(w, http.StatusOK, up)
+}
+
+func (s *Server) disableMachine(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := server.CheckMachineID(id); err != nil {
+		return err
+	}
+	if err := s.store.Disable(r.Context(), id, server.HashToken(bearer(r.Context()))); err != nil {
+		return err
+	}
+	s.log.Info("Machine disabled", "machine", id)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

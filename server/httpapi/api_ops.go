@@ -1,0 +1,67 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+func (s *Server) banner(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "Canonical Livepatch on-prem server, version %s\n", s.opts.Version)
+	return nil
+}
+
+func (s *Server) debugInfo(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]string{"version": s.opts.Version})
+}
+
+type componentStatus struct {
+	Status string `json:"status"`
+}
+
+// debugStatus reports the health of the database, the schema and patch storage; it
+// answers 503 when something is wrong so haproxy and update-status can act on it.
+func (s *Server) debugStatus(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	healthy := true
+	check := func(err error) componentStatus {
+		if err != nil {
+			healthy = false
+			return componentStatus{Status: err.Error()}
+		}
+		return componentStatus{Status: "OK"}
+	}
+	out := map[string]any{"version": s.opts.Version}
+	out["database"] = check(s.store.Ping(ctx))
+	current, latest, err := s.store.SchemaVersion(ctx)
+	schema := map[string]any{"current": current, "latest": latest}
+	if err != nil {
+		schema["status"] = check(err).Status
+	} else if current < latest {
+		healthy = false
+		schema["status"] = fmt.Sprintf("schema upgrade required: current %d, latest %d", current, latest)
+	} else {
+		schema["status"] = "OK"
+	}
+	out["schema"] = schema
+	_, err = s.files.List(ctx)
+	out["patch-storage"] = check(err)
+	out["patches"] = len(s.catalog.get().byFile)
+	out["sync"] = map[string]any{"enabled": false, "status": "disabled"}
+	out["contracts"] = componentStatus{Status: "OK"}
+	if s.opts.Status != nil {
+		for k, v := range s.opts.Status(ctx) {
+			out[k] = v
+		}
+	}
+	out["status"] = "OK"
+	status := http.StatusOK
+	if !healthy {
+		out["status"] = "degraded"
+		status = http.StatusServiceUnavailable
+	}
+	return writeJSON(w, status, out)
+}

@@ -1,0 +1,323 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+
+	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/patchfile"
+)
+
+func (s *Server) listPatches(w http.ResponseWriter, r *http.Request) error {
+	patches, err := s.store.Patches(r.Context(), server.PatchFilter{
+		Tier: queryValue(r, "tier"), Kernel: queryValue(r, "kernel"), Version: queryValue(r, "version"),
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"patches": nonNil(patches)})
+}
+
+func (s *Server) tierPatches(w http.ResponseWriter, r *http.Request) error {
+	tier := r.PathValue("name")
+	if err := s.checkTier(r, tier); err != nil {
+		return err
+	}
+	patches, err := s.store.Patches(r.Context(), server.PatchFilter{Tier: tier})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"patches": nonNil(patches)})
+}
+
+// checkTier answers not-found for an unknown tier, so listings of a misspelt tier do not
+// look empty.
+func (s *Server) checkTier(r *http.Request, tier string) error {
+	tiers, err := s.store.Tiers(r.Context())
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(tiers, func(t server.Tier) bool { return t.Name == tier }) {
+		return server.Errorf(server.CodeNotFound, "tier %q does not exist", tier)
+	}
+	return nil
+}
+
+func (s *Server) showPatch(w http.ResponseWriter, r *http.Request) error {
+	version := r.PathValue("version")
+	patches, err := s.store.Patches(r.Context(), server.PatchFilter{Version: version})
+	if err != nil {
+		return err
+	}
+	if len(patches) == 0 {
+		return server.Errorf(server.CodeNotFound, "patch version %q does not exist", version)
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"patches": patches})
+}
+
+// maxUpload bounds an uploaded archive.
+const maxUpload = patchfile.MaxModuleSize + patchfile.MaxMetadataSize + 1<<20
+
+// uploadPatch checks an archive (name and metadata agree, module present), stores it and
+// records it in the first tier. The bytes are stored before the record, so a patch is
+// never offered before its file can be downloaded.
+func (s *Server) uploadPatch(w http.ResponseWriter, r *http.Request) error {
+	filename := r.PathValue("filename")
+	if _, err := server.ParsePatchFilename(filename); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp("", "livepatch-upload-*")
+	if err != nil {
+		return fmt.Errorf("cannot buffer upload: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	hash := sha256.New()
+	size, err := io.Copy(io.MultiWriter(tmp, hash), http.MaxBytesReader(w, r.Body, maxUpload))
+	if err != nil {
+		if _, ok := err.(*http.MaxBytesError); ok {
+			return server.Errorf(server.CodeTooLarge, "patch file is larger than %d bytes", int64(maxUpload))
+		}
+		return server.Errorf(server.CodeInvalid, "cannot read upload: %v", err)
+	}
+	if r.ContentLength >= 0 && size != r.ContentLength {
+		return server.Errorf(server.CodeInvalid, "upload is incomplete: got %d of %d bytes", size, r.ContentLength)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("cannot rewind upload: %w", err)
+	}
+	info, err := patchfile.Check(tmp, filename)
+	if err != nil {
+		return err
+	}
+	sum := hex.EncodeToString(hash.Sum(nil))
+	existing, err := s.store.Patches(r.Context(), server.PatchFilter{Version: info.Metadata.Version})
+	if err != nil {
+		return err
+	}
+	for _, p := range existing {
+		if p.Filename != filename {
+			continue
+		}
+		if p.SHA256 == sum {
+			return writeJSON(w, http.StatusOK, p)
+		}
+		return server.Errorf(server.CodeConflict, "patch %s is already recorded with different contents (sha256 %s)", filename, p.SHA256)
+	}
+	p, err := s.recordPatchFile(r, tmp, filename, info, sum, size)
+	if err != nil {
+		return err
+	}
+	s.adminWrite(r, "patch_upload", "filename", filename, "sha256", sum)
+	return writeJSON(w, http.StatusCreated, p)
+}
+
+// recordPatchFile stores the checked file f and records it.
+func (s *Server) recordPatchFile(r *http.Request, f io.ReadSeeker, filename string, info patchfile.Info, sum string, size int64) (server.Patch, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return server.Patch{}, fmt.Errorf("cannot rewind patch: %w", err)
+	}
+	if _, err := s.files.Put(r.Context(), filename, f); err != nil {
+		return server.Patch{}, fmt.Errorf("cannot store patch %s: %w", filename, err)
+	}
+	m := info.Metadata
+	return s.store.AddPatch(r.Context(), server.Patch{
+		Filename: filename, Version: m.Version, Kernel: m.Kernel, Flavour: m.Flavour,
+		Architecture: m.Architecture, SHA256: sum, Size: size, Module: m.Module,
+		Description: m.Description, Fixes: m.Fixes, Source: server.SourceUpload,
+	})
+}
+
+type promoteRequest struct {
+	Tier string `json:"tier"`
+}
+
+func (s *Server) promotePatch(w http.ResponseWriter, r *http.Request) error {
+	var req promoteRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	version := r.PathValue("version")
+	n, err := s.store.PromotePatch(r.Context(), version, req.Tier)
+	if err != nil {
+		return err
+	}
+	s.adminWrite(r, "patch_promote", "version", version, "tier", req.Tier, "files", n)
+	return writeJSON(w, http.StatusOK, map[string]int{"promoted": n})
+}
+
+type promoteAllRequest struct {
+	To string `json:"to"`
+}
+
+func (s *Server) promoteAll(w http.ResponseWriter, r *http.Request) error {
+	var req promoteAllRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	from := r.PathValue("name")
+	n, err := s.store.PromoteAll(r.Context(), from, req.To)
+	if err != nil {
+		return err
+	}
+	s.adminWrite(r, "patch_promote_all", "from", from, "to", req.To, "files", n)
+	return writeJSON(w, http.StatusOK, map[string]int{"promoted": n})
+}
+
+type blockRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (s *Server) blockPatch(w http.ResponseWriter, r *http.Request) error {
+	var req blockRequest
+	if err := decodeJSON(w, r, &req, true); err != nil {
+		return err
+	}
+	version := r.PathValue("version")
+	n, err := s.store.SetBlocked(r.Context(), version, true, req.Reason)
+	if err != nil {
+		return err
+	}
+	s.adminWrite(r, "patch_block", "version", version, "files", n)
+	return writeJSON(w, http.StatusOK, map[string]int{"blocked": n})
+}
+
+func (s *Server) unblockPatch(w http.ResponseWriter, r *http.Request) error {
+	version := r.PathValue("version")
+	n, err := s.store.SetBlocked(r.Context(), version, false, "")
+	if err != nil {
+		return err
+	}
+	s.adminWrite(r, "patch_unblock", "version", version, "files", n)
+	return writeJSON(w, http.StatusOK, map[string]int{"unblocked": n})
+}
+
+// downloadPatch streams a recorded patch file with Range and ETag (the SHA-256) support.
+func (s *Server) downloadPatch(w http.ResponseWriter, r *http.Request) error {
+	filename := r.PathValue("filename")
+	p, ok := s.catalog.get().byFile[filename]
+	if !ok {
+		// The catalog may lag a change made on another unit; ask the database once.
+		if err := s.catalog.refresh(r.Context()); err != nil {
+			return err
+		}
+		if p, ok = s.catalog.get().byFile[filename]; !ok {
+			return server.Errorf(server.CodeNotFound, "patch file %q does not exist", filename)
+		}
+	}
+	f, err := s.files.Open(r.Context(), filename)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	s.metrics.downloads.Inc()
+	w.Header().Set("ETag", `"`+p.SHA256+`"`)
+	w.Header().Set("Content-Type", "application/x-bzip2")
+	w.Header().Set("Cache-Control", "public, max-age=86400, immutable")
+	http.ServeContent(w, r, filename, f.Stat().ModTime, f)
+	return nil
+}
+
+type storedFile struct {
+	server.StoredFile
+	Recorded bool `json:"recorded"`
+}
+
+func (s *Server) storagePatches(w http.ResponseWriter, r *http.Request) error {
+	files, err := s.files.List(r.Context())
+	if err != nil {
+		return err
+	}
+	recorded := s.recordedFiles(r)
+	out := make([]storedFile, 0, len(files))
+	for _, f := range files {
+		_, ok := recorded[f.Filename]
+		out = append(out, storedFile{StoredFile: f, Recorded: ok})
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"files": out})
+}
+
+func (s *Server) recordedFiles(r *http.Request) map[string]server.Patch {
+	if err := s.catalog.refresh(r.Context()); err != nil {
+		s.log.Warn("Cannot refresh patch catalog", "error", err)
+	}
+	return s.catalog.get().byFile
+}
+
+type invalidFile struct {
+	Filename string `json:"filename"`
+	Error    string `json:"error"`
+}
+
+type refreshResponse struct {
+	Added   []string      `json:"added"`
+	Removed []string      `json:"removed"`
+	Invalid []invalidFile `json:"invalid"`
+}
+
+// storageRefresh reconciles storage with the records: files in storage that are not
+// recorded are checked and recorded; records whose file is gone are removed.
+func (s *Server) storageRefresh(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	files, err := s.files.List(ctx)
+	if err != nil {
+		return err
+	}
+	recorded := s.recordedFiles(r)
+	out := refreshResponse{Added: []string{}, Removed: []string{}, Invalid: []invalidFile{}}
+	inStorage := make(map[string]bool, len(files))
+	for _, sf := range files {
+		inStorage[sf.Filename] = true
+		if _, ok := recorded[sf.Filename]; ok {
+			continue
+		}
+		if err := s.recordStored(r, sf.Filename); err != nil {
+			if server.ErrorCode(err) != server.CodeInvalid && server.ErrorCode(err) != server.CodeConflict {
+				return err
+			}
+			out.Invalid = append(out.Invalid, invalidFile{sf.Filename, server.ErrorMessage(err)})
+			continue
+		}
+		out.Added = append(out.Added, sf.Filename)
+	}
+	for name := range recorded {
+		if !inStorage[name] {
+			if err := s.store.DeletePatchRecord(ctx, name); err != nil {
+				return err
+			}
+			out.Removed = append(out.Removed, name)
+		}
+	}
+	slices.Sort(out.Removed)
+	s.adminWrite(r, "storage_refresh", "added", len(out.Added), "removed", len(out.Removed))
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// recordStored checks a file already in storage and records it.
+func (s *Server) recordStored(r *http.Request, filename string) error {
+	f, err := s.files.Open(r.Context(), filename)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	hash := sha256.New()
+	info, err := patchfile.Check(io.TeeReader(f, hash), filename)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(hash, f); err != nil { // the tar reader may stop before the end
+		return fmt.Errorf("cannot read %s: %w", filename, err)
+	}
+	m := info.Metadata
+	_, err = s.store.AddPatch(r.Context(), server.Patch{
+		Filename: filename, Version: m.Version, Kernel: m.Kernel, Flavour: m.Flavour,
+		Architecture: m.Architecture, SHA256: hex.EncodeToString(hash.Sum(nil)), Size: f.Stat().Size,
+		Module: m.Module, Description: m.Description, Fixes: m.Fixes, Source: server.SourceUpload,
+	})
+	return err
+}

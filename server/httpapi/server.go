@@ -1,0 +1,399 @@
+// Package httpapi serves the livepatch HTTP API: the admin API, the machine-facing client
+// API, patch downloads and the operations endpoints. Every route is declared once, in
+// routes, with the access level that guards it; every error reaches the caller through
+// writeError, the one place that maps server.Error codes to HTTP statuses.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/config"
+)
+
+// Options are what the API needs besides the store and the patch files.
+type Options struct {
+	Version          string
+	URLTemplate      string
+	BasicUsers       []string // user:bcrypt-hash
+	SessionTTL       time.Duration
+	ConcurrencyLimit int
+	BurstLimit       int
+	// CatalogRefresh is how often the in-memory catalog checks the database for changes
+	// made by other units (default 2s).
+	CatalogRefresh time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Logger receives request errors and security events (default slog.Default()).
+	Logger *slog.Logger
+	// Registry receives the metrics (default a new registry served at /metrics).
+	Registry *prometheus.Registry
+	// Status adds sections (such as sync) to /debug/status.
+	Status func(ctx context.Context) map[string]any
+}
+
+// Server is the HTTP API. Create it with New, start its background refresh with Run, and
+// serve it as an http.Handler.
+type Server struct {
+	store   server.Store
+	files   server.PatchFiles
+	opts    Options
+	log     *slog.Logger
+	mux     *http.ServeMux
+	routes  []Route
+	users   map[string]string // user -> bcrypt hash
+	basic   *basicCache
+	catalog *catalogCache
+	limit   *limiter
+	metrics *metrics
+}
+
+// Route is one entry of the route table.
+type Route struct {
+	Pattern string // "METHOD /path"
+	Access  Access
+}
+
+// Access is who may call a route.
+type Access int
+
+// Access levels.
+const (
+	// publicAccess routes answer anyone (operations, patch downloads).
+	publicAccess Access = iota
+	// basicAccess routes need admin basic auth (login).
+	basicAccess
+	// adminAccess routes need an admin session token or basic auth.
+	adminAccess
+	// authTokenAccess routes need a client auth token as bearer (enable).
+	authTokenAccess
+	// machineAccess routes need the machine token of the machine named in the path.
+	machineAccess
+	// syncAccess routes need a sync token or a resource token (the sync issue).
+	syncAccess
+)
+
+func (a Access) String() string {
+	return [...]string{"public", "basic", "admin", "auth-token", "machine", "sync"}[a]
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// New returns an API serving store and files.
+func New(store server.Store, files server.PatchFiles, opts Options) (*Server, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.SessionTTL <= 0 {
+		opts.SessionTTL = 240 * time.Hour
+	}
+	if opts.CatalogRefresh <= 0 {
+		opts.CatalogRefresh = 2 * time.Second
+	}
+	if opts.ConcurrencyLimit <= 0 {
+		opts.ConcurrencyLimit = 50
+	}
+	s := &Server{
+		store:   store,
+		files:   files,
+		opts:    opts,
+		log:     opts.Logger,
+		mux:     http.NewServeMux(),
+		users:   map[string]string{},
+		basic:   newBasicCache(),
+		limit:   newLimiter(opts.ConcurrencyLimit, opts.BurstLimit),
+		metrics: newMetrics(opts.Registry),
+	}
+	for _, e := range opts.BasicUsers {
+		user, hash, err := config.ParseBasicUser(e)
+		if err != nil {
+			return nil, fmt.Errorf("cannot use basic users: %w", err)
+		}
+		s.users[user] = hash
+	}
+	s.catalog = newCatalogCache(store)
+	s.register()
+	return s, nil
+}
+
+// Handle adds a route to the table; other packages (upstream sync) extend the API with it.
+// It must be called before the server handles requests.
+func (s *Server) Handle(pattern string, access Access, h func(w http.ResponseWriter, r *http.Request) error) {
+	s.handle(pattern, access, h)
+}
+
+// Routes returns the route table in declaration order.
+func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mux.ServeHTTP(w, r)
+}
+
+// Run keeps the catalog current until ctx ends: it loads it now and reloads it whenever the
+// database's catalog version moves.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.catalog.refresh(ctx); err != nil {
+		s.log.Warn("Cannot load patch catalog", "error", err)
+	}
+	t := time.NewTicker(s.opts.CatalogRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := s.catalog.refresh(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("Cannot refresh patch catalog", "error", err)
+			}
+		}
+	}
+}
+
+// handle declares a route. The access check runs before h; errors h returns go to writeError.
+func (s *Server) handle(pattern string, access Access, h handlerFunc) {
+	s.routes = append(s.routes, Route{Pattern: pattern, Access: access})
+	_, path, _ := strings.Cut(pattern, " ")
+	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			s.metrics.requests.WithLabelValues(path, r.Method, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
+		}()
+		if access != publicAccess || strings.HasPrefix(path, "/v1/") {
+			release, err := s.limit.acquire(r.Context())
+			if err != nil {
+				s.metrics.overload.Inc()
+				s.writeError(rec, r, err)
+				return
+			}
+			defer release()
+		}
+		ctx, err := s.authorize(r, access)
+		if err != nil {
+			s.writeError(rec, r, err)
+			return
+		}
+		if err := h(rec, r.WithContext(ctx)); err != nil {
+			s.writeError(rec, r, err)
+		}
+	}))
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// errorBody is the JSON body of every error response.
+type errorBody struct {
+	Code    server.Code `json:"code"`
+	Message string      `json:"message"`
+}
+
+// statusOf maps error codes to HTTP statuses; it is the only such mapping.
+var statusOf = map[server.Code]int{
+	server.CodeInvalid:         http.StatusBadRequest,
+	server.CodeUnauthorized:    http.StatusUnauthorized,
+	server.CodeForbidden:       http.StatusForbidden,
+	server.CodeNotFound:        http.StatusNotFound,
+	server.CodeConflict:        http.StatusConflict,
+	server.CodeTooLarge:        http.StatusRequestEntityTooLarge,
+	server.CodeTooManyRequests: http.StatusTooManyRequests,
+	server.CodeUnavailable:     http.StatusServiceUnavailable,
+	server.CodeInternal:        http.StatusInternalServerError,
+}
+
+// writeError answers a request with err: an *server.Error's code and message, or a 500
+// with a generic message (the details go to the log, never to the caller).
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client went away
+	}
+	if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		err = server.Errorf(server.CodeTooLarge, "request body is larger than %d bytes", mbe.Limit)
+	}
+	code := server.ErrorCode(err)
+	status := statusOf[code]
+	switch code {
+	case server.CodeInternal:
+		s.log.Error("Request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	case server.CodeUnavailable:
+		s.metrics.dbErrors.Inc()
+		s.log.Warn("Request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	}
+	if status == http.StatusUnauthorized && strings.HasPrefix(r.URL.Path, "/v1/admin/") {
+		w.Header().Set("WWW-Authenticate", `Basic realm="livepatch"`)
+	}
+	writeJSON(w, status, errorBody{Code: code, Message: server.ErrorMessage(err)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+// maxJSONBody bounds every JSON request body.
+const maxJSONBody = 64 << 10
+
+// decodeJSON reads a JSON request body into v. An empty body leaves v as it is when
+// optional; unknown fields and trailing data are errors that say what is wrong.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
+	body := http.MaxBytesReader(w, r.Body, maxJSONBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return server.Errorf(server.CodeTooLarge, "request body is larger than %d bytes", mbe.Limit)
+		}
+		if errors.Is(err, io.EOF) {
+			if optional {
+				return nil
+			}
+			return server.Errorf(server.CodeInvalid, "request body is empty: a JSON object is required")
+		}
+		return server.Errorf(server.CodeInvalid, "invalid request body: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return server.Errorf(server.CodeInvalid, "invalid request body: unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func jsonProblem(err error) string {
+	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
+		return fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, se)
+	}
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type, te.Value)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// remoteAddr is the caller's address for security events: haproxy's X-Forwarded-For when
+// the direct peer is a proxy on loopback or the unit's network, else the peer.
+func remoteAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if fwd := r.Header.Get("X-Forwarded-For"); fwd != "" {
+		first, _, _ := strings.Cut(fwd, ",")
+		return strings.TrimSpace(first) + " via " + host
+	}
+	return host
+}
+
+// limiter bounds concurrent requests: up to n run, up to burst more wait, the rest get 429.
+type limiter struct {
+	slots   chan struct{}
+	mu      sync.Mutex
+	waiting int
+	burst   int
+}
+
+func newLimiter(n, burst int) *limiter {
+	return &limiter{slots: make(chan struct{}, n), burst: burst}
+}
+
+func (l *limiter) acquire(ctx context.Context) (release func(), err error) {
+	select {
+	case l.slots <- struct{}{}:
+		return func() { <-l.slots }, nil
+	default:
+	}
+	l.mu.Lock()
+	if l.waiting >= l.burst {
+		l.mu.Unlock()
+		return nil, server.Errorf(server.CodeTooManyRequests, "server is busy: too many concurrent requests, retry later")
+	}
+	l.waiting++
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.waiting--
+		l.mu.Unlock()
+	}()
+	select {
+	case l.slots <- struct{}{}:
+		return func() { <-l.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+type metrics struct {
+	requests  *prometheus.HistogramVec
+	checkins  *prometheus.CounterVec
+	downloads prometheus.Counter
+	dbErrors  prometheus.Counter
+	overload  prometheus.Counter
+	authFails *prometheus.CounterVec
+}
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	m := &metrics{
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "livepatch_server_http_request_duration_seconds",
+			Help:    "HTTP request durations by route pattern, method and status code.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"handler", "method", "code"}),
+		checkins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "livepatch_server_checkins_total",
+			Help: "Machine check-ins by outcome (patch offered or not).",
+		}, []string{"outcome"}),
+		downloads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "livepatch_server_patch_downloads_total",
+			Help: "Patch file downloads started.",
+		}),
+		dbErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "livepatch_server_database_error_count",
+			Help: "Requests that failed because the database was unavailable.",
+		}),
+		overload: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "livepatch_server_httpgovernor_request_overload",
+			Help: "Requests refused because the concurrency and burst limits were full.",
+		}),
+		authFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "livepatch_server_http_auth_failures_total",
+			Help: "Failed authentications by token type.",
+		}, []string{"token_type"}),
+	}
+	reg.MustRegister(m.requests, m.checkins, m.downloads, m.dbErrors, m.overload, m.authFails,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {
+	promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+	return nil
+}
