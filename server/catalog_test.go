@@ -30,7 +30,7 @@ func TestCatalogSelect(t *testing.T) {
 		{"edge", "5.15.0-107-generic", "amd64", "107.10"},
 		{"beta", "5.15.0-107-generic", "amd64", "107.2"},
 		{"stable", "5.15.0-107-generic", "amd64", "107.1"}, // 107.3 is blocked
-		{"stable", "5.15.0-107-lowlatency", "amd64", ""},    // only in edge
+		{"stable", "5.15.0-107-lowlatency", "amd64", ""},   // only in edge
 		{"edge", "5.15.0-107-lowlatency", "amd64", "107.1"},
 		{"stable", "5.15.0-107-generic", "arm64", "107.1"},
 		{"stable", "5.15.0-107-generic", "s390x", ""},

@@ -1,0 +1,86 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/livepatch-onprem/livepatch/server"
+)
+
+// Enable enrols a machine with an auth token, reporting its status when status is not nil.
+// It returns the machine token for later check-ins and the machine's tier. Enabling an
+// enrolled machine again replaces its token.
+func (c *Client) Enable(ctx context.Context, machineID, authToken string, status *server.Status) (machineToken, tier string, err error) {
+	var in any = struct{}{}
+	if status != nil {
+		in = status
+	}
+	var out struct {
+		MachineToken string `json:"machine-token"`
+		Tier         string `json:"tier"`
+	}
+	_, err = c.do(ctx, request{
+		method: http.MethodPost, path: "/v1/client/" + esc(machineID),
+		auth: bearer(authToken), in: in, out: &out,
+	})
+	return out.MachineToken, out.Tier, err
+}
+
+// CheckIn reports a machine's status and returns the update the server has for it.
+func (c *Client) CheckIn(ctx context.Context, machineID, machineToken string, status server.Status) (server.Update, error) {
+	var out server.Update
+	_, err := c.do(ctx, request{
+		method: http.MethodPost, path: "/v1/client/" + esc(machineID) + "/updates",
+		auth: bearer(machineToken), in: status, out: &out,
+	})
+	return out, err
+}
+
+// Disable unregisters a machine.
+func (c *Client) Disable(ctx context.Context, machineID, machineToken string) error {
+	_, err := c.do(ctx, request{
+		method: http.MethodDelete, path: "/v1/client/" + esc(machineID),
+		auth: bearer(machineToken),
+	})
+	return err
+}
+
+// Download opens a patch file: rawURL is the URL of a patch offer, or a path such as
+// "/patches/<filename>" resolved against the server URL. It returns the body, which the
+// caller must close, and its size (-1 when the server did not say). No credentials are
+// sent: patch files are public and may be served by another host.
+func (c *Client) Download(ctx context.Context, rawURL string) (body io.ReadCloser, size int64, err error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, 0, fmt.Errorf("invalid patch URL %q: %w", rawURL, err)
+	}
+	if !u.IsAbs() {
+		abs := c.base.JoinPath(u.EscapedPath())
+		abs.RawQuery = u.RawQuery
+		u = abs
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("cannot create request: %w", err)
+	}
+	req.Header.Set("User-Agent", c.userAgent)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, 0, fmt.Errorf("download of %s interrupted: %w", u.Redacted(), ctx.Err())
+		}
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err
+		}
+		return nil, 0, fmt.Errorf("cannot reach patch server at %s: %w", u.Redacted(), err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, 0, decodeError(resp)
+	}
+	return resp.Body, resp.ContentLength, nil
+}

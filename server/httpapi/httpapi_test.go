@@ -1,0 +1,595 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/livepatch-onprem/livepatch/internal/pgtest"
+	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/httpapi"
+	"github.com/livepatch-onprem/livepatch/server/patchfile"
+	"github.com/livepatch-onprem/livepatch/server/patchstore"
+	"github.com/livepatch-onprem/livepatch/server/postgres"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const (
+	adminUser = "admin"
+	adminPass = "s3cret-Passw0rd"
+)
+
+// htpasswdEntry returns "user:hash" made by the real htpasswd -bnBC 10, as operators do.
+func htpasswdEntry(t testing.TB, user, pass string) string {
+	t.Helper()
+	path, err := exec.LookPath("htpasswd")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("htpasswd is missing: apt-get install -y apache2-utils")
+		}
+		t.Skip("htpasswd is missing: apt-get install -y apache2-utils")
+	}
+	out, err := exec.Command(path, "-bnBC", "10", user, pass).Output()
+	if err != nil {
+		t.Fatalf("htpasswd: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+var cachedEntry string
+
+type env struct {
+	t      testing.TB
+	srv    *httptest.Server
+	api    *httpapi.Server
+	db     *postgres.DB
+	now    time.Time
+	token  string // admin session token
+	logBuf *syncBuffer
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	if cachedEntry == "" {
+		cachedEntry = htpasswdEntry(t, adminUser, adminPass)
+	}
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.DSN(t), postgres.Options{MaxConns: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, _, err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, db: db, now: time.Now().UTC(), logBuf: &syncBuffer{}}
+	api, err := httpapi.New(db, patchstore.NewPostgres(db.SQL()), httpapi.Options{
+		Version:     "9.9.9",
+		URLTemplate: "http://lp.example/patches/{filename}",
+		BasicUsers:  []string{cachedEntry},
+		Now:         func() time.Time { return e.now },
+		Logger:      slog.New(slog.NewJSONHandler(e.logBuf, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.api = api
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { api.Run(runCtx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	e.srv = httptest.NewServer(api)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// syncBuffer is a log sink that handlers write to concurrently while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// do sends a request and returns the status and body; auth is "basic", "session", "" or
+// "Bearer <token>".
+func (e *env) do(method, path, auth string, body any) (int, []byte) {
+	e.t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		r = bytes.NewReader(b)
+	case string:
+		r = strings.NewReader(b)
+	default:
+		data, _ := json.Marshal(b)
+		r = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, r)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	switch {
+	case auth == "basic":
+		req.SetBasicAuth(adminUser, adminPass)
+	case auth == "session":
+		req.Header.Set("Authorization", "Bearer "+e.login())
+	case auth != "":
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, data
+}
+
+func (e *env) login() string {
+	e.t.Helper()
+	if e.token == "" {
+		status, body := e.do("POST", "/v1/admin/login", "basic", nil)
+		if status != 200 {
+			e.t.Fatalf("login: %d %s", status, body)
+		}
+		var out struct{ Token string }
+		json.Unmarshal(body, &out)
+		e.token = out.Token
+	}
+	return e.token
+}
+
+// must sends a request that must answer want and decodes the JSON answer into out.
+func (e *env) must(want int, method, path, auth string, body, out any) {
+	e.t.Helper()
+	status, data := e.do(method, path, auth, body)
+	if status != want {
+		e.t.Fatalf("%s %s: status %d, want %d: %s", method, path, status, want, data)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			e.t.Fatalf("%s %s: cannot decode %s: %v", method, path, data, err)
+		}
+	}
+}
+
+// wantError checks an error answer's status and that its message contains want.
+func (e *env) wantError(status int, want, method, path, auth string, body any) {
+	e.t.Helper()
+	got, data := e.do(method, path, auth, body)
+	var eb struct{ Code, Message string }
+	json.Unmarshal(data, &eb)
+	if got != status || !strings.Contains(eb.Message, want) {
+		e.t.Errorf("%s %s: got %d %s; want %d with %q", method, path, got, data, status, want)
+	}
+}
+
+func patchArchive(t testing.TB, kernel, flavour, version, arch string, size int) (string, []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := patchfile.Generate(&buf, patchfile.Metadata(kernel, flavour, version, arch), size); err != nil {
+		t.Fatal(err)
+	}
+	return server.PatchName{Kernel: kernel, Flavour: flavour, Version: version, Architecture: arch}.Filename(), buf.Bytes()
+}
+
+func (e *env) upload(kernel, flavour, version, arch string) server.Patch {
+	e.t.Helper()
+	name, data := patchArchive(e.t, kernel, flavour, version, arch, 4096)
+	var p server.Patch
+	e.must(201, "PUT", "/v1/admin/patches/files/"+name, "session", data, &p)
+	return p
+}
+
+func (e *env) authToken(id, tier string, maxMachines int) string {
+	e.t.Helper()
+	var tok server.AuthToken
+	e.must(201, "POST", "/v1/admin/auth-tokens", "session", map[string]any{"id": id, "tier": tier, "max-machines": maxMachines}, &tok)
+	return tok.Token
+}
+
+func (e *env) enable(machine, token string) string {
+	e.t.Helper()
+	var out struct {
+		MachineToken string `json:"machine-token"`
+		Tier         string
+	}
+	e.must(200, "POST", "/v1/client/"+machine, "Bearer "+token, nil, &out)
+	return out.MachineToken
+}
+
+func status(kernel string) server.Status {
+	return server.Status{Kernel: kernel, Architecture: "amd64", CPUModel: "Intel Xeon", Uptime: 100, ClientVersion: "10.0", PatchState: server.StateNothingToApply}
+}
+
+func TestRouteTableGolden(t *testing.T) {
+	api, err := httpapi.New(nil, nil, httpapi.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, r := range api.Routes() {
+		fmt.Fprintf(&b, "%-52s %s\n", r.Pattern, r.Access)
+	}
+	golden := filepath.Join("testdata", "routes.golden")
+	if *update {
+		os.WriteFile(golden, []byte(b.String()), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), b.String()); diff != "" {
+		t.Errorf("route table changed (-golden +now); run go test -update if intended:\n%s", diff)
+	}
+}
+
+// TestAdminRoutesRefuseUnauthenticated derives its cases from the route table, so a new
+// admin route cannot escape the check.
+func TestAdminRoutesRefuseUnauthenticated(t *testing.T) {
+	e := newEnv(t)
+	param := regexp.MustCompile(`\{[^}]+\}`)
+	n := 0
+	for _, r := range e.api.Routes() {
+		method, path, _ := strings.Cut(r.Pattern, " ")
+		if !strings.HasPrefix(path, "/v1/admin/") {
+			continue
+		}
+		if r.Access.String() != "admin" && r.Access.String() != "basic" {
+			t.Errorf("admin route %s has access %s", r.Pattern, r.Access)
+		}
+		n++
+		path = param.ReplaceAllString(path, "x")
+		for _, auth := range []string{"", "Bearer not-a-session", "Basic " + "YWRtaW46d3Jvbmc="} {
+			req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader("{}"))
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic") {
+				t.Errorf("%s with auth %q: status %d, WWW-Authenticate %q; want 401 with Basic challenge",
+					r.Pattern, auth, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+			}
+		}
+	}
+	if n < 20 {
+		t.Errorf("only %d admin routes found", n)
+	}
+}
+
+func TestLoginSessions(t *testing.T) {
+	e := newEnv(t)
+	var out struct {
+		Token     string
+		User      string
+		ExpiresAt time.Time `json:"expires-at"`
+	}
+	e.must(200, "POST", "/v1/admin/login", "basic", nil, &out)
+	if out.User != adminUser || out.Token == "" || out.ExpiresAt.Sub(e.now) < 239*time.Hour {
+		t.Errorf("login answer = %+v", out)
+	}
+	e.must(200, "GET", "/v1/admin/tiers", "Bearer "+out.Token, nil, nil)
+	e.must(200, "GET", "/v1/admin/tiers", "basic", nil, nil)
+	// The session expires.
+	e.now = e.now.Add(241 * time.Hour)
+	e.wantError(401, "session expired", "GET", "/v1/admin/tiers", "Bearer "+out.Token, nil)
+	e.now = e.now.Add(-241 * time.Hour)
+	e.must(204, "POST", "/v1/admin/logout", "Bearer "+out.Token, nil, nil)
+	e.wantError(401, "session expired", "GET", "/v1/admin/tiers", "Bearer "+out.Token, nil)
+	// Secrets never reach the log.
+	if strings.Contains(e.logBuf.String(), out.Token) || strings.Contains(e.logBuf.String(), adminPass) {
+		t.Errorf("log holds a secret:\n%s", e.logBuf)
+	}
+	if !strings.Contains(e.logBuf.String(), `"event":"login"`) {
+		t.Errorf("login is not a security event:\n%s", e.logBuf)
+	}
+}
+
+func TestTiers(t *testing.T) {
+	e := newEnv(t)
+	var tiers struct{ Tiers []server.Tier }
+	e.must(200, "GET", "/v1/admin/tiers", "session", nil, &tiers)
+	want := []server.Tier{{Name: "edge", Position: 1}, {Name: "beta", Position: 2}, {Name: "candidate", Position: 3}, {Name: "stable", Position: 4}}
+	if diff := cmp.Diff(want, tiers.Tiers); diff != "" {
+		t.Fatalf("default tiers (-want +got):\n%s", diff)
+	}
+	e.must(201, "POST", "/v1/admin/tiers", "session", map[string]any{"name": "canary", "first": true}, nil)
+	e.must(201, "POST", "/v1/admin/tiers", "session", map[string]any{"name": "qa", "after": "beta"}, nil)
+	e.must(201, "POST", "/v1/admin/tiers", "session", map[string]any{"name": "prod"}, nil)
+	e.must(200, "GET", "/v1/admin/tiers", "session", nil, &tiers)
+	var names []string
+	for _, t := range tiers.Tiers {
+		names = append(names, t.Name)
+	}
+	if diff := cmp.Diff([]string{"canary", "edge", "beta", "qa", "candidate", "stable", "prod"}, names); diff != "" {
+		t.Errorf("tier order (-want +got):\n%s", diff)
+	}
+	e.wantError(409, "qa", "POST", "/v1/admin/tiers", "session", map[string]any{"name": "qa"})
+	e.wantError(400, "invalid tier name", "POST", "/v1/admin/tiers", "session", map[string]any{"name": "Bad Name"})
+	e.wantError(404, "nosuch", "POST", "/v1/admin/tiers", "session", map[string]any{"name": "x", "after": "nosuch"})
+	e.must(204, "DELETE", "/v1/admin/tiers/qa", "session", nil, nil)
+	e.wantError(404, "qa", "DELETE", "/v1/admin/tiers/qa", "session", nil)
+	// A tier in use by a token cannot be deleted.
+	e.authToken("web", "prod", 0)
+	e.wantError(409, "prod", "DELETE", "/v1/admin/tiers/prod", "session", nil)
+}
+
+func TestPatchLifecycleAndCheckIn(t *testing.T) {
+	e := newEnv(t)
+	p1 := e.upload("5.15.0-107.117", "generic", "107.1", "amd64")
+	if p1.Tier != "edge" || p1.Size == 0 || len(p1.SHA256) != 64 || p1.Source != "upload" {
+		t.Fatalf("uploaded patch = %+v", p1)
+	}
+	e.upload("5.15.0-107.117", "generic", "107.2", "amd64")
+	e.upload("5.15.0-107.117", "lowlatency", "107.2", "amd64")
+
+	edgeTok := e.authToken("lab", "edge", 0)
+	stableTok := e.authToken("prod", "stable", 0)
+	mEdge := e.enable("m-edge", edgeTok)
+	mStable := e.enable("m-stable", stableTok)
+
+	checkIn := func(machine, token string, st server.Status) server.Update {
+		t.Helper()
+		var up server.Update
+		e.must(200, "POST", "/v1/client/"+machine+"/updates", "Bearer "+token, st, &up)
+		return up
+	}
+	up := checkIn("m-edge", mEdge, status("5.15.0-107-generic"))
+	if up.Tier != "edge" || up.Patch == nil || up.Patch.Version != "107.2" {
+		t.Fatalf("edge check-in = %+v", up)
+	}
+	if want := "http://lp.example/patches/livepatch-5.15.0-107.117-generic-107.2-amd64.tar.bz2"; up.Patch.URL != want {
+		t.Errorf("URL = %q, want %q", up.Patch.URL, want)
+	}
+	if up := checkIn("m-stable", mStable, status("5.15.0-107-generic")); up.Patch != nil {
+		t.Fatalf("stable machine got %+v before promotion", up.Patch)
+	}
+	var promoted map[string]int
+	e.must(200, "POST", "/v1/admin/patches/107.1/promote", "session", map[string]string{"tier": "stable"}, &promoted)
+	if promoted["promoted"] != 1 {
+		t.Errorf("promoted = %v", promoted)
+	}
+	if up := checkIn("m-stable", mStable, status("5.15.0-107-generic")); up.Patch == nil || up.Patch.Version != "107.1" {
+		t.Fatalf("stable check-in after promotion = %+v", up)
+	}
+	// Blocking hides a version; unblocking restores it.
+	e.must(200, "POST", "/v1/admin/patches/107.2/block", "session", map[string]string{"reason": "regression"}, nil)
+	if up := checkIn("m-edge", mEdge, status("5.15.0-107-generic")); up.Patch == nil || up.Patch.Version != "107.1" {
+		t.Fatalf("edge check-in with 107.2 blocked = %+v", up)
+	}
+	e.must(200, "POST", "/v1/admin/patches/107.2/unblock", "session", nil, nil)
+	e.must(200, "POST", "/v1/admin/tiers/edge/promote-all", "session", map[string]string{"to": "beta"}, &promoted)
+	if promoted["promoted"] != 2 {
+		t.Errorf("promote-all = %v, want 2", promoted)
+	}
+	var list struct{ Patches []server.Patch }
+	e.must(200, "GET", "/v1/admin/tiers/beta/patches", "session", nil, &list)
+	if len(list.Patches) != 3 {
+		t.Errorf("beta patches = %d, want 3", len(list.Patches))
+	}
+	e.must(200, "GET", "/v1/admin/patches?kernel=5.15.0-107&version=107.2", "session", nil, &list)
+	if len(list.Patches) != 2 {
+		t.Errorf("filtered patches = %d, want 2", len(list.Patches))
+	}
+	e.must(200, "GET", "/v1/admin/patches/107.2", "session", nil, &list)
+	e.wantError(404, "107.9", "GET", "/v1/admin/patches/107.9", "session", nil)
+
+	// Reports.
+	st := status("5.15.0-107-generic")
+	st.PatchState, st.PatchVersion = server.StateApplied, "107.1"
+	checkIn("m-stable", mStable, st)
+	var machines struct {
+		Machines []server.Machine
+		Next     string
+	}
+	e.must(200, "GET", "/v1/admin/reports/machines?tier=stable", "session", nil, &machines)
+	if len(machines.Machines) != 1 || machines.Machines[0].ID != "m-stable" || machines.Machines[0].PatchState != "applied" {
+		t.Errorf("machines report = %+v", machines)
+	}
+	var health struct {
+		Total  int
+		States map[string]int
+	}
+	e.must(200, "GET", "/v1/admin/reports/patch-health?tier=stable&version=107.1", "session", nil, &health)
+	if health.Total != 1 || health.States["applied"] != 1 {
+		t.Errorf("patch health = %+v", health)
+	}
+	var kernels struct{ Kernels []server.KernelCount }
+	e.must(200, "GET", "/v1/admin/reports/kernels", "session", nil, &kernels)
+	if len(kernels.Kernels) != 1 || kernels.Kernels[0].Machines != 2 {
+		t.Errorf("kernels = %+v", kernels)
+	}
+
+	// Disable: the machine token stops working.
+	e.must(204, "DELETE", "/v1/client/m-edge", "Bearer "+mEdge, nil, nil)
+	e.wantError(401, "", "POST", "/v1/client/m-edge/updates", "Bearer "+mEdge, status("5.15.0-107-generic"))
+}
+
+func TestDownload(t *testing.T) {
+	e := newEnv(t)
+	name, data := patchArchive(t, "5.15.0-107.117", "generic", "107.1", "amd64", 3<<20)
+	var p server.Patch
+	e.must(201, "PUT", "/v1/admin/patches/files/"+name, "session", data, &p)
+	// Uploading the same bytes again is fine; other bytes under the name conflict.
+	e.must(200, "PUT", "/v1/admin/patches/files/"+name, "session", data, nil)
+	for _, path := range []string{"/patches/" + name, "/v1/patches/" + name} {
+		resp, err := http.Get(e.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !bytes.Equal(got, data) || resp.Header.Get("ETag") != `"`+p.SHA256+`"` {
+			t.Fatalf("GET %s: %d, %d bytes, ETag %q", path, resp.StatusCode, len(got), resp.Header.Get("ETag"))
+		}
+	}
+	req, _ := http.NewRequest("GET", e.srv.URL+"/patches/"+name, nil)
+	req.Header.Set("Range", "bytes=1048570-1048589")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 206 || !bytes.Equal(got, data[1048570:1048590]) {
+		t.Errorf("range across a chunk boundary: %d, %q", resp.StatusCode, got)
+	}
+	req, _ = http.NewRequest("GET", e.srv.URL+"/patches/"+name, nil)
+	req.Header.Set("If-None-Match", `"`+p.SHA256+`"`)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 304 {
+		t.Errorf("If-None-Match: status %d, want 304", resp.StatusCode)
+	}
+	e.wantError(404, "does not exist", "GET", "/patches/livepatch-5.15.0-1.1-generic-1.1-amd64.tar.bz2", "", nil)
+}
+
+func TestStorageRefresh(t *testing.T) {
+	e := newEnv(t)
+	files := patchstore.NewPostgres(e.db.SQL())
+	ctx := context.Background()
+	name, data := patchArchive(t, "6.8.0-31.31", "generic", "31.1", "arm64", 2048)
+	if _, err := files.Put(ctx, name, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := files.Put(ctx, "livepatch-6.8.0-31.31-generic-31.2-arm64.tar.bz2", strings.NewReader("garbage")); err != nil {
+		t.Fatal(err)
+	}
+	gone := e.upload("5.15.0-107.117", "generic", "107.1", "amd64")
+	if err := files.Delete(ctx, gone.Filename); err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Added, Removed []string
+		Invalid        []struct{ Filename, Error string }
+	}
+	e.must(200, "POST", "/v1/admin/storage/refresh", "session", nil, &out)
+	if diff := cmp.Diff([]string{name}, out.Added); diff != "" {
+		t.Errorf("added (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{gone.Filename}, out.Removed); diff != "" {
+		t.Errorf("removed (-want +got):\n%s", diff)
+	}
+	if len(out.Invalid) != 1 || !strings.Contains(out.Invalid[0].Error, "not a bzip2") {
+		t.Errorf("invalid = %+v", out.Invalid)
+	}
+	var stored struct {
+		Files []struct {
+			Filename string
+			Recorded bool
+		}
+	}
+	e.must(200, "GET", "/v1/admin/storage/patches", "session", nil, &stored)
+	if len(stored.Files) != 2 {
+		t.Errorf("stored files = %+v", stored.Files)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	e := newEnv(t)
+	tok := e.authToken("lab", "edge", 1)
+	machineTok := e.enable("m1", tok)
+	name, data := patchArchive(t, "5.15.0-107.117", "generic", "107.1", "amd64", 1024)
+	otherName := strings.Replace(name, "107.1-amd64", "107.2-amd64", 1)
+
+	tests := []struct {
+		name, method, path, auth string
+		body                     any
+		status                   int
+		want                     string
+	}{
+		{"malformed archive", "PUT", "/v1/admin/patches/files/" + name, "session", []byte("not a tarball"), 400, "not a bzip2-compressed tar"},
+		{"name disagrees with metadata", "PUT", "/v1/admin/patches/files/" + otherName, "session", data, 400, `version is "107.1" in metadata.json but "107.2" in the filename`},
+		{"bad filename", "PUT", "/v1/admin/patches/files/evil.tar.bz2", "session", data, 400, "invalid patch filename"},
+		{"oversized JSON body", "POST", "/v1/admin/tiers", "session", `{"name":"` + strings.Repeat("a", 70000) + `"}`, 413, "larger than"},
+		{"malformed JSON", "POST", "/v1/admin/tiers", "session", `{"name":`, 400, "invalid request body"},
+		{"unknown field", "POST", "/v1/admin/tiers", "session", `{"name":"x","colour":"red"}`, 400, `unknown field "colour"`},
+		{"wrong type", "POST", "/v1/admin/auth-tokens", "session", `{"id":"x","tier":"edge","max-machines":"many"}`, 400, `field "max-machines"`},
+		{"unknown tier for token", "POST", "/v1/admin/auth-tokens", "session", map[string]any{"id": "x", "tier": "nosuch"}, 404, "nosuch"},
+		{"unknown tier report", "GET", "/v1/admin/reports/machines?tier=nosuch", "session", nil, 404, "nosuch"},
+		{"bad state", "GET", "/v1/admin/reports/machines?state=happy", "session", nil, 400, "invalid patch state"},
+		{"promote to unknown tier", "POST", "/v1/admin/patches/107.1/promote", "session", map[string]string{"tier": "nosuch"}, 404, ""},
+		{"unknown auth token", "POST", "/v1/client/m2", "Bearer 00000000-0000-4000-8000-000000000000", nil, 401, ""},
+		{"no bearer", "POST", "/v1/client/m2", "", nil, 401, "bearer token"},
+		{"over machine limit", "POST", "/v1/client/m2", "Bearer " + tok, nil, 403, ""},
+		{"bad machine id", "POST", "/v1/client/bad%20id/updates", "Bearer " + machineTok, status("5.15.0-107-generic"), 400, "invalid machine id"},
+		{"bad kernel", "POST", "/v1/client/m1/updates", "Bearer " + machineTok, status("linux"), 400, "kernel release"},
+		{"bad state in check-in", "POST", "/v1/client/m1/updates", "Bearer " + machineTok, map[string]any{"kernel": "5.15.0-107-generic", "architecture": "amd64", "patch-state": "great"}, 400, "invalid patch state"},
+		{"wrong machine token", "POST", "/v1/client/m1/updates", "Bearer wrong", status("5.15.0-107-generic"), 401, ""},
+		{"empty check-in", "POST", "/v1/client/m1/updates", "Bearer " + machineTok, "", 400, "empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e.t = t
+			e.wantError(tt.status, tt.want, tt.method, tt.path, tt.auth, tt.body)
+		})
+	}
+	e.t = t
+
+	// Re-enabling the same machine is allowed at the limit; revoked and expired tokens are refused.
+	e.enable("m1", tok)
+	e.must(204, "DELETE", "/v1/admin/auth-tokens/lab", "session", nil, nil)
+	e.wantError(401, "", "POST", "/v1/client/m3", "Bearer "+tok, nil)
+	exp := e.now.Add(time.Hour)
+	var short server.AuthToken
+	e.must(201, "POST", "/v1/admin/auth-tokens", "session", map[string]any{"id": "short", "tier": "edge", "expires-at": exp}, &short)
+	e.now = e.now.Add(2 * time.Hour)
+	e.wantError(401, "", "POST", "/v1/client/m4", "Bearer "+short.Token, nil)
+	e.wantError(400, "in the past", "POST", "/v1/admin/auth-tokens", "session", map[string]any{"id": "old", "tier": "edge", "expires-at": exp})
+}
+
+func TestOperations(t *testing.T) {
+	e := newEnv(t)
+	status, body := e.do("GET", "/", "", nil)
+	if status != 200 || string(body) != "Canonical Livepatch on-prem server, version 9.9.9\n" {
+		t.Errorf("banner: %d %q", status, body)
+	}
+	var st map[string]any
+	e.must(200, "GET", "/debug/status", "", nil, &st)
+	if st["status"] != "OK" || st["database"].(map[string]any)["status"] != "OK" {
+		t.Errorf("debug status = %v", st)
+	}
+	e.do("GET", "/debug/info", "", nil)
+	status, body = e.do("GET", "/metrics", "", nil)
+	if status != 200 || !strings.Contains(string(body), `livepatch_server_http_request_duration_seconds_count{code="200",handler="/debug/info",method="GET"} 1`) {
+		t.Errorf("metrics: %d\n%s", status, body)
+	}
+}

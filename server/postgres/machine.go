@@ -1,0 +1,316 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/livepatch-onprem/livepatch/server"
+)
+
+// Enable enrols a machine with an auth token, or re-enrols it with a new token and tier.
+func (db *DB) Enable(ctx context.Context, e server.Enrolment, now time.Time) (server.Machine, error) {
+	var m server.Machine
+	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+		m, err = enable(ctx, tx, e, now)
+		return err
+	})
+	return m, err
+}
+
+// authTokenRow is what Enable needs of an auth token.
+type authTokenRow struct {
+	id          int64
+	label       string
+	tierID      sql.NullInt64
+	tier        string
+	expiresAt   sql.NullTime
+	maxMachines int
+	revoked     bool
+}
+
+func enable(ctx context.Context, tx *sql.Tx, e server.Enrolment, now time.Time) (server.Machine, error) {
+	tok, err := findAuthToken(ctx, tx, e.AuthTokenHash, "")
+	if err != nil {
+		return server.Machine{}, err
+	}
+	if tok.maxMachines > 0 {
+		// Lock the token so that concurrent enables count each other's machines.
+		if tok, err = findAuthToken(ctx, tx, e.AuthTokenHash, "FOR UPDATE OF a"); err != nil {
+			return server.Machine{}, err
+		}
+	}
+	switch {
+	case tok.revoked:
+		return server.Machine{}, server.Errorf(server.CodeUnauthorized, "auth token has been revoked")
+	case tok.expiresAt.Valid && !now.Before(tok.expiresAt.Time):
+		return server.Machine{}, server.Errorf(server.CodeUnauthorized, "auth token has expired")
+	case !tok.tierID.Valid:
+		return server.Machine{}, server.Errorf(server.CodeUnauthorized, "auth token has no tier")
+	}
+	if tok.maxMachines > 0 {
+		var others int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM machines WHERE auth_token_id = $1 AND id <> $2`, tok.id, e.MachineID).Scan(&others); err != nil {
+			return server.Machine{}, fmt.Errorf("cannot count machines of auth token %q: %w", tok.label, err)
+		}
+		if others >= tok.maxMachines {
+			return server.Machine{}, server.Errorf(server.CodeForbidden, "auth token %q has reached its limit of %d machines", tok.label, tok.maxMachines)
+		}
+	}
+	row := tx.QueryRowContext(ctx, `
+		INSERT INTO machines (id, tier_id, auth_token_id, machine_token_hash, enabled_at)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (id) DO UPDATE SET tier_id = EXCLUDED.tier_id, auth_token_id = EXCLUDED.auth_token_id,
+			machine_token_hash = EXCLUDED.machine_token_hash, enabled_at = EXCLUDED.enabled_at
+		RETURNING `+machineColumns, e.MachineID, tok.tierID, tok.id, e.MachineTokenHash, now)
+	m, err := scanMachine(row, false)
+	if isForeignKey(err, "machines_tier_id_fkey") {
+		return server.Machine{}, server.Errorf(server.CodeConflict, "the tier of auth token %q is being deleted", tok.label)
+	}
+	if err != nil {
+		return server.Machine{}, fmt.Errorf("cannot enrol machine %q: %w", e.MachineID, err)
+	}
+	m.Tier, m.TokenID = tok.tier, tok.label
+	return m, nil
+}
+
+// findAuthToken finds an auth token by hash; unauthorized when there is none. lock is a
+// locking clause or empty.
+func findAuthToken(ctx context.Context, tx *sql.Tx, hash []byte, lock string) (authTokenRow, error) {
+	var a authTokenRow
+	err := tx.QueryRowContext(ctx, `
+		SELECT a.id, a.label, a.tier_id, coalesce(t.name, ''), a.expires_at, a.max_machines, a.revoked_at IS NOT NULL
+		FROM auth_tokens a LEFT JOIN tiers t ON t.id = a.tier_id
+		WHERE a.token_hash = $1 `+lock, hash).
+		Scan(&a.id, &a.label, &a.tierID, &a.tier, &a.expiresAt, &a.maxMachines, &a.revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return authTokenRow{}, server.Errorf(server.CodeUnauthorized, "invalid auth token")
+	}
+	if err != nil {
+		return authTokenRow{}, fmt.Errorf("cannot find auth token: %w", err)
+	}
+	return a, nil
+}
+
+// checkInSQL records a check-in in one statement: update the machine whose id and token
+// hash match, append the history row, and return the machine's tier.
+const checkInSQL = `
+	WITH m AS (
+		UPDATE machines SET last_seen = $3, kernel = $4, architecture = $5, cpu_model = $6,
+			boot_time = $7, uptime = $8, client_version = $9, patch_state = $10, patch_version = $11
+		WHERE id = $1 AND machine_token_hash = $2
+		RETURNING id, tier_id, last_seen, kernel, architecture, cpu_model, boot_time, uptime,
+			client_version, patch_state, patch_version
+	), r AS (
+		INSERT INTO machine_reports (machine_id, reported_at, kernel, architecture, cpu_model,
+			boot_time, uptime, client_version, patch_state, patch_version)
+		SELECT id, last_seen, kernel, architecture, cpu_model, boot_time, uptime,
+			client_version, patch_state, patch_version
+		FROM m
+	)
+	SELECT t.name FROM m JOIN tiers t ON t.id = m.tier_id`
+
+// CheckIn records a status report with one prepared statement, one round trip.
+func (db *DB) CheckIn(ctx context.Context, c server.CheckIn, now time.Time) (string, error) {
+	stmt, err := db.checkInStmt(ctx)
+	if err != nil {
+		return "", err
+	}
+	s := c.Status
+	var tier string
+	err = stmt.QueryRowContext(ctx, c.MachineID, c.MachineTokenHash, now, s.Kernel, s.Architecture,
+		s.CPUModel, nullTime(s.BootTime), s.Uptime, s.ClientVersion, s.PatchState, s.PatchVersion).Scan(&tier)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", server.Errorf(server.CodeUnauthorized, "unknown machine or invalid machine token")
+	}
+	if err != nil {
+		return "", classify(fmt.Errorf("cannot record check-in of machine %q: %w", c.MachineID, err))
+	}
+	return tier, nil
+}
+
+// checkInStmt returns the prepared check-in statement, preparing it on first use.
+func (db *DB) checkInStmt(ctx context.Context) (*sql.Stmt, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.checkIn == nil {
+		stmt, err := db.db.PrepareContext(ctx, checkInSQL)
+		if err != nil {
+			return nil, classify(fmt.Errorf("cannot prepare check-in statement: %w", err))
+		}
+		db.checkIn = stmt
+	}
+	return db.checkIn, nil
+}
+
+// Disable unregisters a machine whose id and token hash match.
+func (db *DB) Disable(ctx context.Context, machineID string, machineTokenHash []byte) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		n, err := execCount(ctx, tx, `DELETE FROM machines WHERE id = $1 AND machine_token_hash = $2`, machineID, machineTokenHash)
+		if err != nil {
+			return fmt.Errorf("cannot disable machine %q: %w", machineID, err)
+		}
+		if n == 0 {
+			return server.Errorf(server.CodeUnauthorized, "unknown machine or invalid machine token")
+		}
+		return nil
+	})
+}
+
+// machineColumns are the columns of machines m that scanMachine reads, without the tier
+// and token names.
+const machineColumns = `id, enabled_at, last_seen, kernel, architecture, cpu_model, boot_time,
+	uptime, client_version, patch_state, patch_version`
+
+// Machines lists machines matching f in id order, at most f.Limit of them after f.After.
+func (db *DB) Machines(ctx context.Context, f server.MachineFilter) ([]server.Machine, error) {
+	var machines []server.Machine
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		tierID := sql.NullInt64{}
+		if f.Tier != "" {
+			t, err := findTier(ctx, tx, f.Tier)
+			if err != nil {
+				return err
+			}
+			tierID = sql.NullInt64{Int64: t.id, Valid: true}
+		}
+		limit := sql.NullInt64{Int64: int64(f.Limit), Valid: f.Limit > 0}
+		rows, err := tx.QueryContext(ctx, `
+			SELECT m.id, m.enabled_at, m.last_seen, m.kernel, m.architecture, m.cpu_model, m.boot_time,
+				m.uptime, m.client_version, m.patch_state, m.patch_version, t.name, a.label
+			FROM machines m
+			JOIN tiers t ON t.id = m.tier_id
+			JOIN auth_tokens a ON a.id = m.auth_token_id
+			WHERE m.id > $1
+				AND ($2::bigint IS NULL OR m.tier_id = $2)
+				AND ($3 = '' OR m.patch_version = $3)
+				AND ($4 = '' OR m.patch_state = $4)
+			ORDER BY m.id
+			LIMIT $5`, f.After, tierID, f.PatchVersion, f.PatchState, limit)
+		if err != nil {
+			return fmt.Errorf("cannot list machines: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			m, err := scanMachine(rows, true)
+			if err != nil {
+				return fmt.Errorf("cannot list machines: %w", err)
+			}
+			machines = append(machines, m)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("cannot list machines: %w", err)
+		}
+		return nil
+	})
+	return machines, err
+}
+
+// scanMachine reads machineColumns, followed by the tier and token names when names is
+// set.
+func scanMachine(row interface{ Scan(...any) error }, names bool) (server.Machine, error) {
+	var m server.Machine
+	var lastSeen, bootTime sql.NullTime
+	dest := []any{&m.ID, &m.EnabledAt, &lastSeen, &m.Kernel, &m.Architecture, &m.CPUModel, &bootTime,
+		&m.Uptime, &m.ClientVersion, &m.PatchState, &m.PatchVersion}
+	if names {
+		dest = append(dest, &m.Tier, &m.TokenID)
+	}
+	if err := row.Scan(dest...); err != nil {
+		return server.Machine{}, err
+	}
+	m.EnabledAt = utc(m.EnabledAt)
+	if lastSeen.Valid {
+		m.LastSeen = utc(lastSeen.Time)
+	}
+	if bootTime.Valid {
+		m.BootTime = utc(bootTime.Time)
+	}
+	return m, nil
+}
+
+// PatchHealth counts the machines of tier running version, per patch state.
+func (db *DB) PatchHealth(ctx context.Context, tier, version string) (map[string]int, error) {
+	counts := make(map[string]int)
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		t, err := findTier(ctx, tx, tier)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `
+			SELECT patch_state, count(*) FROM machines
+			WHERE tier_id = $1 AND patch_version = $2
+			GROUP BY patch_state`, t.id, version)
+		if err != nil {
+			return fmt.Errorf("cannot count patch states: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var state string
+			var n int
+			if err := rows.Scan(&state, &n); err != nil {
+				return fmt.Errorf("cannot count patch states: %w", err)
+			}
+			counts[state] = n
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("cannot count patch states: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return counts, nil
+}
+
+// Kernels counts machines per kernel and architecture, most used first. Machines that
+// have not reported yet are left out.
+func (db *DB) Kernels(ctx context.Context) ([]server.KernelCount, error) {
+	var kernels []server.KernelCount
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `
+			SELECT kernel, architecture, count(*) FROM machines
+			WHERE kernel <> ''
+			GROUP BY kernel, architecture
+			ORDER BY count(*) DESC, kernel, architecture`)
+		if err != nil {
+			return fmt.Errorf("cannot count kernels: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k server.KernelCount
+			if err := rows.Scan(&k.Kernel, &k.Architecture, &k.Machines); err != nil {
+				return fmt.Errorf("cannot count kernels: %w", err)
+			}
+			kernels = append(kernels, k)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("cannot count kernels: %w", err)
+		}
+		return nil
+	})
+	return kernels, err
+}
+
+// CleanupReports deletes at most limit history rows reported before before, so that each
+// call is a short transaction however much history has piled up.
+func (db *DB) CleanupReports(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, server.Errorf(server.CodeInvalid, "invalid cleanup row limit %d: want 1 or more", limit)
+	}
+	var n int
+	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+		n, err = execCount(ctx, tx, `
+			DELETE FROM machine_reports WHERE id IN (
+				SELECT id FROM machine_reports WHERE reported_at < $1 LIMIT $2
+			)`, before, limit)
+		if err != nil {
+			return fmt.Errorf("cannot delete machine reports: %w", err)
+		}
+		return nil
+	})
+	return n, err
+}

@@ -1,0 +1,231 @@
+// Package postgres is the PostgreSQL implementation of server.Store, using lib/pq and
+// hand-written SQL. Every public method runs one transaction (CheckIn: one statement, one
+// round trip) and is the only place where driver errors become server.Error codes. The
+// schema is a numbered list of embedded migrations, applied by Migrate.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/lib/pq"
+	"github.com/lib/pq/pqerror"
+
+	"github.com/livepatch-onprem/livepatch/server"
+)
+
+// Options tunes the connection pool.
+type Options struct {
+	// MaxConns caps open connections (config database.connection-pool-max); 0 means 15.
+	MaxConns int
+	// ConnMaxLifetime closes connections older than this (config
+	// database.connection-lifetime-max), so that the pool follows failovers; 0 means never.
+	ConnMaxLifetime time.Duration
+}
+
+// DB is a PostgreSQL store. It is safe for concurrent use.
+type DB struct {
+	db *sql.DB
+
+	mu      sync.Mutex // guards preparing checkIn
+	checkIn *sql.Stmt  // prepared on first use: the schema may not exist at Open
+}
+
+var _ server.Store = (*DB)(nil)
+
+// Open connects to the database at dsn and checks that it answers. It does not migrate:
+// see Migrate and SchemaVersion.
+func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
+	connector, err := pq.NewConnector(dsn)
+	if err != nil {
+		return nil, server.Errorf(server.CodeInvalid, "invalid database connection string: %v", err)
+	}
+	db := sql.OpenDB(connector)
+	maxConns := opts.MaxConns
+	if maxConns <= 0 {
+		maxConns = 15
+	}
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
+	db.SetConnMaxLifetime(opts.ConnMaxLifetime)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, classify(fmt.Errorf("cannot connect to database: %w", err))
+	}
+	return &DB{db: db}, nil
+}
+
+// Close closes every connection.
+func (db *DB) Close() error {
+	db.mu.Lock()
+	if db.checkIn != nil {
+		db.checkIn.Close()
+	}
+	db.mu.Unlock()
+	return db.db.Close()
+}
+
+// SQL returns the connection pool, for adapters that keep their own tables in this
+// database (patchstore.NewPostgres).
+func (db *DB) SQL() *sql.DB { return db.db }
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.db.PingContext(ctx); err != nil {
+		return classify(fmt.Errorf("cannot reach database: %w", err))
+	}
+	return nil
+}
+
+// maxAttempts bounds how often a transaction that lost a serialization or deadlock race is
+// run again.
+const maxAttempts = 3
+
+// inTx runs fn in a transaction and commits it, running it again when PostgreSQL reports a
+// serialization failure or a deadlock. The error it returns is classified.
+func (db *DB) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	var err error
+	for range maxAttempts {
+		err = db.tryTx(ctx, fn)
+		if pq.As(err, pqerror.TRSerializationFailure, pqerror.TRDeadlockDetected) == nil {
+			break
+		}
+	}
+	return classify(err)
+}
+
+func (db *DB) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("cannot begin transaction: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("cannot commit transaction: %w", err)
+	}
+	return nil
+}
+
+// errUnavailable is the error callers see when the database cannot be reached.
+var errUnavailable = server.Errorf(server.CodeUnavailable, "database unavailable")
+
+// classify returns err, wrapped so that it carries CodeUnavailable when it says the database
+// cannot be reached. *server.Error values pass unchanged.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := errors.AsType[*server.Error](err); ok {
+		return err
+	}
+	if unreachable(err) {
+		return fmt.Errorf("%w: %w", errUnavailable, err)
+	}
+	return err
+}
+
+// unreachable reports whether err means the database is down, unreachable or refusing
+// connections, as opposed to a bug or a bad request.
+func unreachable(err error) bool {
+	if pqErr := pq.As(err); pqErr != nil {
+		switch pqErr.Code.Class() {
+		case "08", // connection exception
+			"53", // insufficient resources (too many connections, out of memory, disk full)
+			"57": // operator intervention (shutdown, cannot connect now)
+			return pqErr.Code != pqerror.QueryCanceled
+		}
+		return false
+	}
+	if _, ok := errors.AsType[net.Error](err); ok {
+		return true
+	}
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, sql.ErrConnDone)
+}
+
+// isUnique reports whether err is a unique violation of the named constraint.
+func isUnique(err error, constraint string) bool {
+	pqErr := pq.As(err, pqerror.UniqueViolation)
+	return pqErr != nil && pqErr.Constraint == constraint
+}
+
+// isForeignKey reports whether err is a foreign key violation of the named constraint.
+func isForeignKey(err error, constraint string) bool {
+	pqErr := pq.As(err, pqerror.ForeignKeyViolation)
+	return pqErr != nil && pqErr.Constraint == constraint
+}
+
+// RunExclusive runs fn while this session holds the advisory lock named job, on a
+// connection of its own, so that a background job runs on one unit at a time. It does not
+// wait: ran is false when another session holds the lock. If the connection breaks while
+// fn runs, PostgreSQL releases the lock early; jobs must tolerate an occasional overlap.
+func (db *DB) RunExclusive(ctx context.Context, job string, fn func(ctx context.Context) error) (ran bool, err error) {
+	conn, err := db.db.Conn(ctx)
+	if err != nil {
+		return false, classify(fmt.Errorf("cannot get a connection for job %q: %w", job, err))
+	}
+	defer conn.Close()
+	key := lockKey(job)
+	var locked bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&locked); err != nil {
+		return false, classify(fmt.Errorf("cannot lock job %q: %w", job, err))
+	}
+	if !locked {
+		return false, nil
+	}
+	defer func() {
+		if unlockErr := unlock(context.WithoutCancel(ctx), conn, key); unlockErr != nil {
+			err = errors.Join(err, fmt.Errorf("cannot unlock job %q: %w", job, unlockErr))
+		}
+	}()
+	return true, fn(ctx)
+}
+
+// unlock releases the session advisory lock key held on conn. When that fails, it
+// discards the connection: closing the session releases the lock.
+func unlock(ctx context.Context, conn *sql.Conn, key int64) error {
+	var released bool
+	err := conn.QueryRowContext(ctx, `SELECT pg_advisory_unlock($1)`, key).Scan(&released)
+	if err == nil && !released {
+		err = errors.New("lock was not held")
+	}
+	if err != nil {
+		conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	return err
+}
+
+// lockKey maps a lock name to a PostgreSQL advisory lock key.
+func lockKey(name string) int64 {
+	h := fnv.New64a()
+	io.WriteString(h, "livepatch:"+name)
+	return int64(h.Sum64())
+}
+
+// utc returns t in UTC; lib/pq returns times in the session's zone.
+func utc(t time.Time) time.Time { return t.UTC() }
+
+// nullTime turns the zero time into SQL NULL.
+func nullTime(t time.Time) sql.NullTime { return sql.NullTime{Time: t, Valid: !t.IsZero()} }
+
+// timePtr turns an optional time into a pointer in UTC.
+func timePtr(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	u := t.Time.UTC()
+	return &u
+}
