@@ -1,0 +1,203 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/livepatch-onprem/livepatch/server"
+)
+
+// cmdReport groups the machine reports.
+type cmdReport struct {
+	g *global
+}
+
+func (c *cmdReport) command() *cobra.Command {
+	return group("report", "Report on enrolled machines",
+		(&cmdReportMachines{g: c.g}).command(),
+		(&cmdReportPatchHealth{g: c.g}).command(),
+		(&cmdReportKernels{g: c.g}).command(),
+	)
+}
+
+// cmdReportMachines lists the machines of a tier.
+type cmdReportMachines struct {
+	g *global
+}
+
+func (c *cmdReportMachines) command() *cobra.Command {
+	return &cobra.Command{
+		Use:   "machines <tier> [<patch-version> [<patch-state>]]",
+		Short: "List the machines of a tier, optionally by patch version and state",
+		Long: `List the machines of a tier with their kernel and patch state, optionally
+only those running a patch version, in a patch state. Patch states:
+  ` + strings.Join(server.PatchStates[:4], ", ") + `,
+  ` + strings.Join(server.PatchStates[4:], ", ") + `.`,
+		Example: `  livepatch-admin report machines stable
+  livepatch-admin report machines stable 107.1 apply-failed`,
+		Args:              argNames([]string{"<tier>"}, "<patch-version>", "<patch-state>"),
+		RunE:              c.run,
+		ValidArgsFunction: c.completeArgs,
+	}
+}
+
+// completeArgs offers the tiers, then nothing for the version, then the patch states.
+func (c *cmdReportMachines) completeArgs(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) == 2 {
+		return withPrefix(server.PatchStates, toComplete), cobra.ShellCompDirectiveNoFileComp
+	}
+	return c.g.completeTiers(0)(cmd, args, toComplete)
+}
+
+// Paging of the machines report.
+const (
+	machinesPageSize = 1000
+	machinesMaxPages = 10_000
+)
+
+func (c *cmdReportMachines) run(cmd *cobra.Command, args []string) error {
+	f := server.MachineFilter{Tier: args[0], Limit: machinesPageSize}
+	if len(args) > 1 {
+		f.PatchVersion = args[1]
+	}
+	if len(args) > 2 {
+		f.PatchState = args[2]
+		if !slices.Contains(server.PatchStates, f.PatchState) {
+			return usagef(cmd, "invalid patch state %q: want one of %s", f.PatchState, strings.Join(server.PatchStates, ", "))
+		}
+	}
+	cl, err := c.g.admin()
+	if err != nil {
+		return err
+	}
+	var machines []server.Machine
+	for page := 0; ; page++ {
+		if page == machinesMaxPages {
+			return fmt.Errorf("cannot list machines: more than %d pages", machinesMaxPages)
+		}
+		ms, next, err := cl.ReportMachines(cmd.Context(), f)
+		if err != nil {
+			return err
+		}
+		machines = append(machines, ms...)
+		if next == "" {
+			break
+		}
+		if next == f.After {
+			return fmt.Errorf("cannot list machines: the server repeated the page after %q", next)
+		}
+		f.After = next
+	}
+	return c.g.show(orEmpty(machines), func(w io.Writer) {
+		if len(machines) == 0 {
+			fmt.Fprintln(w, "No machines.")
+			return
+		}
+		tw := newTable(w)
+		fmt.Fprintln(tw, "MACHINE\tKERNEL\tPATCH\tSTATE")
+		for _, m := range machines {
+			version := m.PatchVersion
+			if version == "" {
+				version = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.ID, m.Kernel, version, m.PatchState)
+		}
+		tw.Flush()
+	})
+}
+
+// cmdReportPatchHealth counts the patch states of the machines running a patch.
+type cmdReportPatchHealth struct {
+	g *global
+}
+
+func (c *cmdReportPatchHealth) command() *cobra.Command {
+	return &cobra.Command{
+		Use:               "patch-health <tier> <patch-version>",
+		Short:             "Count the patch states of the machines of a tier running a patch",
+		Example:           "  livepatch-admin report patch-health stable 107.1",
+		Args:              argNames([]string{"<tier>", "<patch-version>"}),
+		RunE:              c.run,
+		ValidArgsFunction: c.g.completeTiers(0),
+	}
+}
+
+func (c *cmdReportPatchHealth) run(cmd *cobra.Command, args []string) error {
+	cl, err := c.g.admin()
+	if err != nil {
+		return err
+	}
+	h, err := cl.PatchHealth(cmd.Context(), args[0], args[1])
+	if err != nil {
+		return err
+	}
+	if h.States == nil {
+		h.States = map[string]int{}
+	}
+	return c.g.show(h, func(w io.Writer) {
+		fmt.Fprintf(w, "Patch %s in tier %s: %s\n", h.Version, h.Tier, plural(h.Total, "machine", "machines"))
+		// States with machines: known ones in their documented order, then others by name.
+		var states, others []string
+		for _, s := range server.PatchStates {
+			if h.States[s] > 0 {
+				states = append(states, s)
+			}
+		}
+		for s, n := range h.States {
+			if n > 0 && !slices.Contains(server.PatchStates, s) {
+				others = append(others, s)
+			}
+		}
+		slices.Sort(others)
+		if len(states)+len(others) == 0 {
+			return
+		}
+		tw := newTable(w)
+		fmt.Fprintln(tw, "STATE\tMACHINES")
+		for _, s := range append(states, others...) {
+			fmt.Fprintf(tw, "%s\t%d\n", s, h.States[s])
+		}
+		tw.Flush()
+	})
+}
+
+// cmdReportKernels counts the machines per kernel.
+type cmdReportKernels struct {
+	g *global
+}
+
+func (c *cmdReportKernels) command() *cobra.Command {
+	return &cobra.Command{
+		Use:   "kernels",
+		Short: "Count the enrolled machines per kernel and architecture",
+		Args:  argNames(nil),
+		RunE:  c.run,
+	}
+}
+
+func (c *cmdReportKernels) run(cmd *cobra.Command, args []string) error {
+	cl, err := c.g.admin()
+	if err != nil {
+		return err
+	}
+	kernels, err := cl.Kernels(cmd.Context())
+	if err != nil {
+		return err
+	}
+	return c.g.show(orEmpty(kernels), func(w io.Writer) {
+		if len(kernels) == 0 {
+			fmt.Fprintln(w, "No machines.")
+			return
+		}
+		tw := newTable(w)
+		fmt.Fprintln(tw, "KERNEL\tARCH\tMACHINES")
+		for _, k := range kernels {
+			fmt.Fprintf(tw, "%s\t%s\t%d\n", k.Kernel, k.Architecture, k.Machines)
+		}
+		tw.Flush()
+	})
+}

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/livepatch-onprem/livepatch/server/client"
+)
+
+// Environment variables.
+const (
+	envURL       = "LIVEPATCH_URL"
+	envCA        = "LIVEPATCH_CA_CRT"
+	envPassword  = "LIVEPATCH_ADMIN_PASSWORD"
+	envConfigDir = "LIVEPATCH_ADMIN_CONFIG_DIR"
+)
+
+// Output formats.
+const (
+	formatTable = "table"
+	formatJSON  = "json"
+	formatYAML  = "yaml"
+)
+
+// global holds what every command shares: the streams, the environment and the global
+// flags.
+type global struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+
+	flagURL    string
+	flagCA     string
+	flagFormat string
+
+	// usedSession and sessionURL are set once a command authenticated with the cached
+	// session of a server, so that a 401 answer says to log in and forgets the session.
+	usedSession bool
+	sessionURL  string
+}
+
+func newRoot(g *global) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "livepatch-admin",
+		Short: "Administer a livepatch on-prem server",
+		Long: `livepatch-admin administers a livepatch on-prem server: log in, manage tiers,
+patches and client auth tokens, and read the machine reports.
+
+The server is named by --url or the LIVEPATCH_URL environment variable; a
+private certificate authority by --ca or LIVEPATCH_CA_CRT (a path or PEM text).
+Log in once with "livepatch-admin login -a user": the session is cached per
+server.`,
+		Args:              rootArgs,
+		RunE:              groupRun,
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		PersistentPreRunE: g.checkFlags,
+	}
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &usageError{cmd: cmd, msg: err.Error()}
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.flagURL, "url", "", "server URL (default $"+envURL+")")
+	pf.StringVar(&g.flagCA, "ca", "", "CA to trust: path or PEM (default $"+envCA+")")
+	pf.StringVar(&g.flagFormat, "format", formatTable, "output format: table, json or yaml")
+	root.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]cobra.Completion{formatTable, formatJSON, formatYAML}, cobra.ShellCompDirectiveNoFileComp))
+
+	root.AddCommand(
+		(&cmdLogin{g: g}).command(),
+		(&cmdLogout{g: g}).command(),
+		(&cmdAuthToken{g: g}).command(),
+		(&cmdAuthTokens{g: g}).command(),
+		(&cmdTier{g: g}).command(),
+		(&cmdPatch{g: g}).command(),
+		(&cmdStorage{g: g}).command(),
+		(&cmdReport{g: g}).command(),
+	)
+	return root
+}
+
+// rootArgs refuses unknown commands.
+func rootArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	return unknownCommand(cmd, args[0])
+}
+
+// groupRun runs a command that only groups subcommands: being run is a usage error.
+func groupRun(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return unknownCommand(cmd, args[0])
+	}
+	return usagef(cmd, "missing command")
+}
+
+// unknownCommand is the usage error for an unknown subcommand name, suggesting close ones.
+func unknownCommand(cmd *cobra.Command, name string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", name, cmd.CommandPath())
+	cmd.SuggestionsMinimumDistance = 2
+	if s := cmd.SuggestionsFor(name); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+	}
+	return usagef(cmd, "%s", msg)
+}
+
+// group returns a command that groups subcommands.
+func group(use, short string, subs ...*cobra.Command) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ArbitraryArgs,
+		RunE:  groupRun,
+	}
+	cmd.AddCommand(subs...)
+	return cmd
+}
+
+// argNames returns an argument validator for commands taking the required arguments
+// named in required, then at most len(optional) more; a variadic command ends optional
+// with "...".
+func argNames(required []string, optional ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < len(required) {
+			missing := required[len(args):]
+			if len(missing) == 1 {
+				return usagef(cmd, "missing argument %s", missing[0])
+			}
+			return usagef(cmd, "missing arguments %s", strings.Join(missing, " "))
+		}
+		variadic := len(optional) > 0 && strings.HasSuffix(optional[len(optional)-1], "...")
+		if max := len(required) + len(optional); !variadic && len(args) > max {
+			return usagef(cmd, "unexpected argument %q", args[max])
+		}
+		return nil
+	}
+}
+
+func (g *global) checkFlags(cmd *cobra.Command, args []string) error {
+	switch g.flagFormat {
+	case formatTable, formatJSON, formatYAML:
+		return nil
+	}
+	return usagef(cmd, "invalid --format %q: want table, json or yaml", g.flagFormat)
+}
+
+// serverURL returns the server URL from --url or LIVEPATCH_URL.
+func (g *global) serverURL() (string, error) {
+	u := g.flagURL
+	if u == "" {
+		u = g.getenv(envURL)
+	}
+	if u == "" {
+		return "", fmt.Errorf("no server URL: use --url or set %s", envURL)
+	}
+	return u, nil
+}
+
+// client returns an unauthenticated client of the server.
+func (g *global) client() (*client.Client, error) {
+	u, err := g.serverURL()
+	if err != nil {
+		return nil, err
+	}
+	opts := []client.Option{client.WithUserAgent("livepatch-admin")}
+	ca := g.flagCA
+	if ca == "" {
+		ca = g.getenv(envCA)
+	}
+	if ca != "" {
+		pem := []byte(ca)
+		if !strings.Contains(ca, "-----BEGIN") {
+			if pem, err = os.ReadFile(ca); err != nil {
+				return nil, fmt.Errorf("cannot read CA certificate: %w", err)
+			}
+		}
+		opts = append(opts, client.WithCACert(pem))
+	}
+	return client.New(u, opts...)
+}
+
+// admin returns a client authenticated with the cached session of the server, or
+// errNotLoggedIn.
+func (g *global) admin() (*client.Client, error) {
+	c, err := g.client()
+	if err != nil {
+		return nil, err
+	}
+	cache, err := g.sessions()
+	if err != nil {
+		return nil, err
+	}
+	s, ok, err := cache.get(c.URL())
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, errNotLoggedIn
+	}
+	g.usedSession, g.sessionURL = true, c.URL()
+	return c.WithToken(s.Token), nil
+}
+
+// forgetSession drops the cached session a command found expired; a failure to do so only
+// means the next command asks the server again.
+func (g *global) forgetSession() {
+	if cache, err := g.sessions(); err == nil {
+		cache.delete(g.sessionURL)
+	}
+}
+
+// completeTiers returns a completion function that offers the server's tiers for the
+// arguments at positions, when the user is logged in. Completion stays quiet on errors.
+func (g *global) completeTiers(positions ...int) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if !slices.Contains(positions, len(args)) {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return withPrefix(g.tierCompletions(cmd), toComplete), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeTierFlag offers the server's tiers for a flag's value.
+func (g *global) completeTierFlag(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	return withPrefix(g.tierCompletions(cmd), toComplete), cobra.ShellCompDirectiveNoFileComp
+}
+
+func (g *global) tierCompletions(cmd *cobra.Command) []cobra.Completion {
+	cl, err := g.admin()
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+	defer cancel()
+	tiers, err := cl.Tiers(ctx)
+	if err != nil {
+		return nil
+	}
+	return tierNames(tiers)
+}
+
+// withPrefix returns the candidates that start with prefix.
+func withPrefix(candidates []string, prefix string) []cobra.Completion {
+	var out []cobra.Completion
+	for _, c := range candidates {
+		if strings.HasPrefix(c, prefix) {
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -1,0 +1,91 @@
+// Command livepatch-admin administers a livepatch on-prem server: it logs in, manages
+// tiers, patches and client auth tokens, and reads the machine reports, through the HTTP
+// API (package server/client). See docs/admin.md for an operator's tour.
+//
+// Exit status: 0 on success, 1 on an error (printed as "error: <message>"), 2 on a usage
+// error.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/livepatch-onprem/livepatch/server/client"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one livepatch-admin command line and returns its exit code. Tests call it
+// in-process; getenv stands for os.Getenv.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	g := &global{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, errReported) {
+		return exitError
+	}
+	if ue, ok := errors.AsType[*usageError](err); ok {
+		fmt.Fprintf(stderr, "error: %s\n", ue.msg)
+		if ue.detail != "" {
+			fmt.Fprintln(stderr, ue.detail)
+		}
+		fmt.Fprint(stderr, ue.cmd.UsageString())
+		return exitUsage
+	}
+	if apiErr, ok := errors.AsType[*client.APIError](err); ok && apiErr.Status == 401 && g.usedSession {
+		g.forgetSession()
+		fmt.Fprintln(stderr, "error: not logged in or session expired: run livepatch-admin login")
+		return exitError
+	}
+	if errors.Is(err, errNotLoggedIn) {
+		fmt.Fprintln(stderr, "error: not logged in or session expired: run livepatch-admin login")
+		return exitError
+	}
+	fmt.Fprintf(stderr, "error: %s\n", err)
+	return exitError
+}
+
+// errReported is returned by commands that printed their own error messages.
+var errReported = errors.New("error already reported")
+
+// errNotLoggedIn means there is no cached session for the server.
+var errNotLoggedIn = errors.New("not logged in")
+
+// usageError is a command line the command cannot run: exit 2 with the usage.
+type usageError struct {
+	cmd    *cobra.Command
+	msg    string
+	detail string // printed between the message and the usage, when set
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(cmd *cobra.Command, format string, args ...any) *usageError {
+	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
+}
