@@ -103,6 +103,8 @@ func (m *Main) Run(ctx context.Context) error {
 		BurstLimit:       cfg.Server.BurstLimit,
 		Now:              m.Now,
 		Logger:           log,
+		PatchCacheSize:   patchCacheSize(cfg.PatchCache),
+		PatchCacheTTL:    cfg.PatchCache.CacheTTL.D(),
 	})
 	if err != nil {
 		return err
@@ -149,6 +151,13 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	log.Info("Server stopped")
 	return nil
+}
+
+func patchCacheSize(c config.PatchCache) int {
+	if !c.Enabled {
+		return 0
+	}
+	return c.CacheSize
 }
 
 // cleanupReports prunes machine report history older than the retention period, in

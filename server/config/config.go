@@ -158,7 +158,7 @@ func Default() Config {
 		},
 		Auth:           Auth{SessionTTL: Duration(240 * time.Hour)},
 		PatchStorage:   PatchStorage{Type: StoragePostgres},
-		PatchCache:     PatchCache{Enabled: true, CacheSize: 128, CacheTTL: Duration(time.Hour)},
+		PatchCache:     PatchCache{Enabled: false, CacheSize: 128, CacheTTL: Duration(time.Hour)},
 		MachineReports: MachineReports{RetentionDays: 90, CleanupInterval: Duration(6 * time.Hour), CleanupRowLimit: 1000},
 		Contracts:      Contracts{URL: "https://contracts.canonical.com"},
 		PatchSync: PatchSync{

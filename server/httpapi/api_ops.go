@@ -50,6 +50,11 @@ func (s *Server) debugStatus(w http.ResponseWriter, r *http.Request) error {
 	_, err = s.files.List(ctx)
 	out["patch-storage"] = check(err)
 	out["patches"] = len(s.catalog.get().byFile)
+	cache := map[string]any{"enabled": s.cache != nil}
+	if s.cache != nil {
+		cache["files"] = s.cache.len()
+	}
+	out["patch-cache"] = cache
 	out["sync"] = map[string]any{"enabled": false, "status": "disabled"}
 	out["contracts"] = componentStatus{Status: "OK"}
 	if s.opts.Status != nil {

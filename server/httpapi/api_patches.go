@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -210,16 +211,35 @@ func (s *Server) downloadPatch(w http.ResponseWriter, r *http.Request) error {
 			return server.Errorf(server.CodeNotFound, "patch file %q does not exist", filename)
 		}
 	}
+	s.metrics.downloads.Inc()
+	w.Header().Set("ETag", `"`+p.SHA256+`"`)
+	w.Header().Set("Content-Type", "application/x-bzip2")
+	w.Header().Set("Cache-Control", "public, max-age=86400, immutable")
+	key := fileKey{filename, p.SHA256}
+	if s.cache != nil {
+		if e, ok := s.cache.get(key); ok {
+			s.metrics.cacheHits.Inc()
+			http.ServeContent(w, r, filename, e.modTime, bytes.NewReader(e.data))
+			return nil
+		}
+		s.metrics.cacheMisses.Inc()
+	}
 	f, err := s.files.Open(r.Context(), filename)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	s.metrics.downloads.Inc()
-	w.Header().Set("ETag", `"`+p.SHA256+`"`)
-	w.Header().Set("Content-Type", "application/x-bzip2")
-	w.Header().Set("Cache-Control", "public, max-age=86400, immutable")
-	http.ServeContent(w, r, filename, f.Stat().ModTime, f)
+	st := f.Stat()
+	if s.cache != nil && st.Size <= maxCachedFile && r.Header.Get("Range") == "" {
+		data := make([]byte, st.Size)
+		if _, err := io.ReadFull(f, data); err != nil {
+			return fmt.Errorf("cannot read patch %s: %w", filename, err)
+		}
+		s.cache.put(key, data, st.ModTime)
+		http.ServeContent(w, r, filename, st.ModTime, bytes.NewReader(data))
+		return nil
+	}
+	http.ServeContent(w, r, filename, st.ModTime, f)
 	return nil
 }
 

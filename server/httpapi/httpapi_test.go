@@ -67,7 +67,7 @@ type env struct {
 	logBuf *syncBuffer
 }
 
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB, options ...func(*httpapi.Options)) *env {
 	t.Helper()
 	if cachedEntry == "" {
 		cachedEntry = htpasswdEntry(t, adminUser, adminPass)
@@ -82,13 +82,17 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, db: db, now: time.Now().UTC(), logBuf: &syncBuffer{}}
-	api, err := httpapi.New(db, patchstore.NewPostgres(db.SQL()), httpapi.Options{
+	opts := httpapi.Options{
 		Version:     "9.9.9",
 		URLTemplate: "http://lp.example/patches/{filename}",
 		BasicUsers:  []string{cachedEntry},
 		Now:         func() time.Time { return e.now },
 		Logger:      slog.New(slog.NewJSONHandler(e.logBuf, nil)),
-	})
+	}
+	for _, o := range options {
+		o(&opts)
+	}
+	api, err := httpapi.New(db, patchstore.NewPostgres(db.SQL()), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +445,18 @@ func TestPatchLifecycleAndCheckIn(t *testing.T) {
 }
 
 func TestDownload(t *testing.T) {
-	e := newEnv(t)
+	t.Run("storage", func(t *testing.T) { testDownload(t, newEnv(t)) })
+	t.Run("patch cache", func(t *testing.T) {
+		e := newEnv(t, func(o *httpapi.Options) { o.PatchCacheSize = 2; o.PatchCacheTTL = time.Hour })
+		testDownload(t, e)
+		_, body := e.do("GET", "/metrics", "", nil)
+		if !strings.Contains(string(body), "livepatch_server_patch_cache_hits 3") || !strings.Contains(string(body), "livepatch_server_patch_cache_misses 1") {
+			t.Errorf("cache hits not counted:\n%s", body)
+		}
+	})
+}
+
+func testDownload(t *testing.T, e *env) {
 	name, data := patchArchive(t, "5.15.0-107.117", "generic", "107.1", "amd64", 3<<20)
 	var p server.Patch
 	e.must(201, "PUT", "/v1/admin/patches/files/"+name, "session", data, &p)

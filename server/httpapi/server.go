@@ -42,6 +42,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Registry receives the metrics (default a new registry served at /metrics).
 	Registry *prometheus.Registry
+	// PatchCacheSize, when positive, keeps up to that many patch files in memory for
+	// downloads, each for PatchCacheTTL (0: until evicted).
+	PatchCacheSize int
+	PatchCacheTTL  time.Duration
 	// Status adds sections (such as sync) to /debug/status.
 	Status func(ctx context.Context) map[string]any
 }
@@ -60,6 +64,7 @@ type Server struct {
 	catalog *catalogCache
 	limit   *limiter
 	metrics *metrics
+	cache   *fileCache // nil when the patch cache is off
 }
 
 // Route is one entry of the route table.
@@ -132,6 +137,9 @@ func New(store server.Store, files server.PatchFiles, opts Options) (*Server, er
 		s.users[user] = hash
 	}
 	s.catalog = newCatalogCache(store)
+	if opts.PatchCacheSize > 0 {
+		s.cache = newFileCache(opts.PatchCacheSize, opts.PatchCacheTTL, opts.Now)
+	}
 	s.register()
 	return s, nil
 }
@@ -352,12 +360,14 @@ func (l *limiter) acquire(ctx context.Context) (release func(), err error) {
 }
 
 type metrics struct {
-	requests  *prometheus.HistogramVec
-	checkins  *prometheus.CounterVec
-	downloads prometheus.Counter
-	dbErrors  prometheus.Counter
-	overload  prometheus.Counter
-	authFails *prometheus.CounterVec
+	requests    *prometheus.HistogramVec
+	checkins    *prometheus.CounterVec
+	downloads   prometheus.Counter
+	dbErrors    prometheus.Counter
+	overload    prometheus.Counter
+	authFails   *prometheus.CounterVec
+	cacheHits   prometheus.Counter
+	cacheMisses prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -388,7 +398,15 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "Failed authentications by token type.",
 		}, []string{"token_type"}),
 	}
-	reg.MustRegister(m.requests, m.checkins, m.downloads, m.dbErrors, m.overload, m.authFails,
+	m.cacheHits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "livepatch_server_patch_cache_hits",
+		Help: "Patch downloads served from the in-memory patch cache.",
+	})
+	m.cacheMisses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "livepatch_server_patch_cache_misses",
+		Help: "Patch downloads that had to read patch storage.",
+	})
+	reg.MustRegister(m.requests, m.checkins, m.downloads, m.dbErrors, m.overload, m.authFails, m.cacheHits, m.cacheMisses,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
