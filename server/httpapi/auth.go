@@ -49,11 +49,19 @@ func (s *Server) authorize(r *http.Request, access Access) (context.Context, err
 		return ctx, nil
 	case basicAccess, adminAccess:
 		if user, pass, ok := r.BasicAuth(); ok {
+			addr := sourceAddr(r)
+			if err := s.lockout.check(user, addr); err != nil {
+				s.securityEvent(r, "basicauth_authn_locked", user)
+				return nil, server.Errorf(server.CodeTooManyRequests, "%v", err)
+			}
 			if !s.checkBasic(user, pass) {
+				s.lockout.fail(user, addr)
 				s.securityEvent(r, "basicauth_authn_failed", user)
 				s.metrics.authFails.WithLabelValues("basic").Inc()
 				return nil, server.Errorf(server.CodeUnauthorized, "invalid username or password")
 			}
+			s.lockout.succeed(user)
+			s.securityEvent(r, "authz_admin", user, "auth", "basic")
 			return context.WithValue(ctx, adminUserKey, user), nil
 		}
 		if access == basicAccess {
@@ -72,6 +80,7 @@ func (s *Server) authorize(r *http.Request, access Access) (context.Context, err
 			}
 			return nil, err
 		}
+		s.securityEvent(r, "authz_admin", sess.User, "auth", "session")
 		return context.WithValue(ctx, adminUserKey, sess.User), nil
 	case authTokenAccess, machineAccess, syncAccess:
 		token, ok := bearerToken(r)

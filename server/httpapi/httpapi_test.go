@@ -608,3 +608,61 @@ func TestOperations(t *testing.T) {
 		t.Errorf("metrics: %d\n%s", status, body)
 	}
 }
+
+func TestLoginLockout(t *testing.T) {
+	e := newEnv(t)
+	login := func(pass, forwarded string) int {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/v1/admin/login", nil)
+		req.SetBasicAuth(adminUser, pass)
+		if forwarded != "" {
+			req.Header.Set("X-Forwarded-For", forwarded)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 5 {
+		if got := login("wrong", "203.0.113.7"); got != 401 {
+			t.Fatalf("failure %d: status %d, want 401", i, got)
+		}
+	}
+	// The user is locked, even with the right password, from any address.
+	e.wantError(429, "too many failed logins for this user", "POST", "/v1/admin/login", "basic", nil)
+	if got := login(adminPass, "198.51.100.1"); got != 429 {
+		t.Errorf("locked user from another address: %d, want 429", got)
+	}
+	// The lock lifts after the window.
+	e.now = e.now.Add(16 * time.Minute)
+	if got := login(adminPass, "203.0.113.7"); got != 200 {
+		t.Errorf("after the lockout window: %d, want 200", got)
+	}
+	// An address spraying many users is locked too.
+	for i := range 20 {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/v1/admin/login", nil)
+		req.SetBasicAuth(fmt.Sprintf("user%d", i), "x")
+		req.Header.Set("X-Forwarded-For", "192.0.2.9")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if got := login(adminPass, "192.0.2.9"); got != 429 {
+		t.Errorf("sprayed address: %d, want 429", got)
+	}
+	if got := login(adminPass, "192.0.2.10"); got != 200 {
+		t.Errorf("another address: %d, want 200", got)
+	}
+	logs := e.logBuf.String()
+	for _, want := range []string{`"event":"basicauth_authn_failed"`, `"event":"basicauth_authn_locked"`, `"remote":"203.0.113.7 via 127.0.0.1"`, `"event":"authz_admin"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %s", want)
+		}
+	}
+	if strings.Contains(logs, adminPass) || strings.Contains(logs, `"wrong"`) {
+		t.Errorf("log holds a password")
+	}
+}

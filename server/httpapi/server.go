@@ -65,6 +65,7 @@ type Server struct {
 	limit   *limiter
 	metrics *metrics
 	cache   *fileCache // nil when the patch cache is off
+	lockout *lockout
 }
 
 // Route is one entry of the route table.
@@ -136,6 +137,7 @@ func New(store server.Store, files server.PatchFiles, opts Options) (*Server, er
 		}
 		s.users[user] = hash
 	}
+	s.lockout = newLockout(opts.Now)
 	s.catalog = newCatalogCache(store)
 	if opts.PatchCacheSize > 0 {
 		s.cache = newFileCache(opts.PatchCacheSize, opts.PatchCacheTTL, opts.Now)
@@ -307,18 +309,43 @@ func jsonProblem(err error) string {
 	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
-// remoteAddr is the caller's address for security events: haproxy's X-Forwarded-For when
-// the direct peer is a proxy on loopback or the unit's network, else the peer.
+// remoteAddr describes the caller for security events: the peer, and the client haproxy
+// reports in X-Forwarded-For when there is one.
 func remoteAddr(r *http.Request) string {
+	peer := peerHost(r)
+	if fwd := forwardedFor(r); fwd != "" {
+		return fwd + " via " + peer
+	}
+	return peer
+}
+
+// sourceAddr is the address failed logins are counted against: the rightmost
+// X-Forwarded-For entry (the one the nearest proxy, haproxy, appended) or the peer.
+func sourceAddr(r *http.Request) string {
+	if fwd := forwardedFor(r); fwd != "" {
+		return fwd
+	}
+	return peerHost(r)
+}
+
+func peerHost(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		host = r.RemoteAddr
-	}
-	if fwd := r.Header.Get("X-Forwarded-For"); fwd != "" {
-		first, _, _ := strings.Cut(fwd, ",")
-		return strings.TrimSpace(first) + " via " + host
+		return r.RemoteAddr
 	}
 	return host
+}
+
+func forwardedFor(r *http.Request) string {
+	values := r.Header.Values("X-Forwarded-For")
+	if len(values) == 0 {
+		return ""
+	}
+	last := values[len(values)-1]
+	if i := strings.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	return strings.TrimSpace(last)
 }
 
 // limiter bounds concurrent requests: up to n run, up to burst more wait, the rest get 429.
