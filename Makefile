@@ -29,3 +29,20 @@ lint:
 
 clean:
 	rm -rf build
+
+## charms: build/livepatch.charm and build/ubuntu-advantage.charm, validated with juju/charm/v12
+CHARMS_OUT ?= build
+CHARMS_STAGE := $(CHARMS_OUT)/stage
+.PHONY: charms
+charms:
+	rm -rf $(CHARMS_STAGE)
+	mkdir -p $(CHARMS_STAGE)/livepatch/bin $(CHARMS_STAGE)/ubuntu-advantage
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(CHARMS_STAGE)/livepatch/dispatch ./cmd/livepatch-charm
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(CHARMS_STAGE)/ubuntu-advantage/dispatch ./cmd/ubuntu-advantage-charm
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(CHARMS_STAGE)/livepatch/bin/livepatch-server ./cmd/livepatch-server
+	cp charms/livepatch/metadata.yaml charms/livepatch/config.yaml charms/livepatch/actions.yaml \
+		charms/livepatch/charmcraft.yaml charms/livepatch/README.md $(CHARMS_STAGE)/livepatch/
+	cp charms/ubuntu-advantage/metadata.yaml charms/ubuntu-advantage/config.yaml \
+		charms/ubuntu-advantage/charmcraft.yaml charms/ubuntu-advantage/README.md $(CHARMS_STAGE)/ubuntu-advantage/
+	$(GO) run ./charms/pack -out $(CHARMS_OUT) -bundle bundle/bundle.yaml -overlay bundle/local-overlay.yaml \
+		-public bundle/testdata $(CHARMS_STAGE)/livepatch $(CHARMS_STAGE)/ubuntu-advantage

@@ -1,0 +1,25 @@
+// Command livepatch-charm is the dispatch binary of the livepatch charm: Juju runs it for
+// every hook and action (JUJU_DISPATCH_PATH says which), and it configures the bundled
+// livepatch-server. See charms/livepatch/README.md.
+package main
+
+import (
+	"os"
+
+	"github.com/livepatch-onprem/livepatch/actions"
+	"github.com/livepatch-onprem/livepatch/hooks"
+	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
+)
+
+func main() {
+	os.Exit(hooks.Main(charm()))
+}
+
+// charm wires the livepatch charm's handlers.
+func charm() hooks.Charm {
+	return hooks.Charm{
+		Reconcile: livepatch.Reconcile,
+		Hooks:     livepatch.Hooks(),
+		Actions:   actions.Livepatch(),
+	}
+}

@@ -1,0 +1,627 @@
+package livepatch_test
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"gopkg.in/yaml.v3"
+
+	"github.com/livepatch-onprem/livepatch/hooks"
+	"github.com/livepatch-onprem/livepatch/hooks/hookstest"
+	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
+	lpt "github.com/livepatch-onprem/livepatch/hooks/livepatch/livepatchtest"
+	"github.com/livepatch-onprem/livepatch/server/config"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+const goodHash = "$2y$10$WfSWqEsSvlqFyUcOa6aL9.MsBzkQoh0CC8EL9w0nvIamJESwDHmhe"
+
+func without(rels []hookstest.Relation, endpoint string) []hookstest.Relation {
+	return slices.DeleteFunc(slices.Clone(rels), func(r hookstest.Relation) bool { return r.Endpoint == endpoint })
+}
+
+func TestGuardChain(t *testing.T) {
+	tests := []struct {
+		name   string
+		leader bool
+		modify func(*hookstest.State)
+		server func(*lpt.Server)
+		want   hooks.Status
+	}{{
+		name:   "url_template not set",
+		leader: true,
+		modify: func(s *hookstest.State) { delete(s.Config, "url_template") },
+		want:   hooks.Blocked(livepatch.MessageURLTemplateNotSet),
+	}, {
+		name:   "url_template without {filename}",
+		leader: true,
+		modify: func(s *hookstest.State) { s.Config["url_template"] = "http://lb.example/v1/patches/" },
+		want:   hooks.Blocked("url_template must contain {filename}, as in http://<haproxy>/v1/patches/{filename}"),
+	}, {
+		name:   "auth_basic_users entry not a bcrypt hash",
+		leader: true,
+		modify: func(s *hookstest.State) { s.Config["auth_basic_users"] = "admin:" + goodHash + ",bob:plaintext-pw" },
+		want:   hooks.Blocked(`auth_basic_users entry 2: user "bob": password is not a bcrypt hash (use the output of htpasswd -bnBC 10 bob PASSWORD)`),
+	}, {
+		name:   "auth_basic_users entry without user",
+		leader: true,
+		modify: func(s *hookstest.State) { s.Config["auth_basic_users"] = goodHash },
+		want:   hooks.Blocked("auth_basic_users entry 1: entry is not of the form user:bcrypt-hash (use the output of htpasswd -bnBC 10 USER PASSWORD)"),
+	}, {
+		name:   "several invalid options",
+		leader: true,
+		modify: func(s *hookstest.State) { s.Config["log_level"] = "loud"; s.Config["sync_interval"] = "often" },
+		want:   hooks.Blocked(`log_level "loud" is not one of debug, info, warn, error; sync_interval "often" is not a duration such as 30m or 6h`),
+	}, {
+		name:   "no database relation",
+		leader: true,
+		modify: func(s *hookstest.State) { s.Relations = without(s.Relations, "db") },
+		want:   hooks.Blocked(livepatch.MessageNoDatabase),
+	}, {
+		name:   "both db and database",
+		leader: true,
+		modify: func(s *hookstest.State) { s.Relations = append(s.Relations, lpt.DatabaseRelation()) },
+		want:   hooks.Blocked(livepatch.MessageBothDatabases),
+	}, {
+		name:   "db related, no postgresql unit yet",
+		leader: true,
+		modify: func(s *hookstest.State) { s.Relation("db").RemoteUnits = nil },
+		want:   hooks.Waiting("Waiting for postgres units to join the db relation"),
+	}, {
+		name:   "db related, database not echoed yet",
+		leader: true,
+		modify: func(s *hookstest.State) { delete(s.Relation("db").RemoteUnits["postgresql/0"], "database") },
+		want:   hooks.Waiting("Waiting for postgres to create database livepatch and grant access to livepatch/0"),
+	}, {
+		name:   "db related, unit not in allowed-units",
+		leader: false,
+		modify: func(s *hookstest.State) {
+			s.Relations = append(without(s.Relations, "db"), lpt.DBRelation("livepatch/1"))
+		},
+		want: hooks.Waiting("Waiting for postgres to create database livepatch and grant access to livepatch/0"),
+	}, {
+		name:   "database related, no credentials yet",
+		leader: true,
+		modify: func(s *hookstest.State) {
+			r := lpt.DatabaseRelation()
+			r.RemoteAppData = nil
+			s.Relations = append(without(s.Relations, "db"), r)
+		},
+		want: hooks.Waiting("Waiting for postgres to share the database credentials"),
+	}, {
+		name:   "database cannot be reached",
+		leader: true,
+		server: func(s *lpt.Server) { s.Unreachable = true },
+		want:   hooks.Waiting(livepatch.MessageDatabaseUnreached),
+	}, {
+		name:   "empty database, non-leader waits",
+		leader: false,
+		server: func(s *lpt.Server) { s.SetSchema(0, 3) },
+		want:   hooks.Waiting(livepatch.MessageSchemaLeaderInit),
+	}, {
+		name:   "empty database, leader initialises it",
+		leader: true,
+		server: func(s *lpt.Server) { s.SetSchema(0, 3) },
+		want:   hooks.Active(livepatch.MessageActive),
+	}, {
+		name:   "schema behind, leader blocked",
+		leader: true,
+		server: func(s *lpt.Server) { s.SetSchema(2, 3) },
+		want:   hooks.Blocked(livepatch.MessageSchemaUpgrade),
+	}, {
+		name:   "schema behind, non-leader waits for the leader",
+		leader: false,
+		server: func(s *lpt.Server) { s.SetSchema(2, 3) },
+		want:   hooks.Waiting(livepatch.MessageSchemaLeaderWait),
+	}, {
+		name:   "schema newer than the server",
+		leader: true,
+		server: func(s *lpt.Server) { s.SetSchema(4, 3) },
+		want:   hooks.Blocked("Database schema version 4 is newer than this charm's server supports (3): refresh the charm"),
+	}, {
+		name:   "sync enabled without token",
+		leader: true,
+		modify: func(s *hookstest.State) { s.Relations[0] = lpt.PeerRelation(nil) },
+		want:   hooks.Blocked(livepatch.MessageSyncTokenNotSet),
+	}, {
+		name:   "sync disabled without token",
+		leader: true,
+		modify: func(s *hookstest.State) {
+			s.Relations[0] = lpt.PeerRelation(nil)
+			s.Config["patch_sync_enabled"] = false
+		},
+		want: hooks.Active(livepatch.MessageActive),
+	}, {
+		name:   "sync_token option instead of resource token",
+		leader: false,
+		modify: func(s *hookstest.State) {
+			s.Relations[0] = lpt.PeerRelation(nil)
+			s.Config["sync_token"] = "chained-sync-token"
+		},
+		want: hooks.Active(livepatch.MessageActive),
+	}, {
+		name:   "postgresql_client relation",
+		leader: true,
+		modify: func(s *hookstest.State) { s.Relations = append(without(s.Relations, "db"), lpt.DatabaseRelation()) },
+		want:   hooks.Active(livepatch.MessageActive),
+	}, {
+		name:   "ready, non-leader",
+		leader: false,
+		want:   hooks.Active(livepatch.MessageActive),
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := lpt.New(t)
+			st := lpt.Ready(tt.leader)
+			if tt.modify != nil {
+				tt.modify(&st)
+			}
+			if tt.server != nil {
+				tt.server(e.Server)
+			}
+			e.Install(t, st)
+			res := e.H.Run(t, "config-changed", st)
+			if res.Err != nil {
+				t.Fatalf("config-changed failed: %v", res.Err)
+			}
+			if diff := cmp.Diff(tt.want, res.Status); diff != "" {
+				t.Errorf("status (-want +got):\n%s", diff)
+			}
+			lpt.CheckNoLeaks(t, res, goodHash, "plaintext-pw", "chained-sync-token")
+		})
+	}
+}
+
+func TestLeaderInitialisesEmptyDatabase(t *testing.T) {
+	e := lpt.New(t)
+	e.Server.SetSchema(0, 3)
+	st := lpt.Ready(true)
+	e.Install(t, st)
+	res := e.H.Run(t, "config-changed", st)
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	cfgPath := filepath.Join(e.H.Root, livepatch.ConfigPath)
+	want := []string{
+		"livepatch-server schema check --config " + cfgPath,
+		"livepatch-server schema version --config " + cfgPath + " --format json",
+		"livepatch-server schema upgrade --config " + cfgPath + " --format json",
+		"systemctl restart livepatch-server.service",
+	}
+	if diff := cmp.Diff(want, hookstest.CommandLines(res.Commands)); diff != "" {
+		t.Errorf("commands (-want +got):\n%s", diff)
+	}
+	if cur, _ := e.Server.Schema(); cur != 3 {
+		t.Errorf("schema version %d after initialisation, want 3", cur)
+	}
+}
+
+func TestNoRestartWhenSchemaBehind(t *testing.T) {
+	e := lpt.New(t)
+	e.Server.SetSchema(2, 3)
+	st := lpt.Ready(true)
+	e.Install(t, st)
+	res := e.H.Run(t, "config-changed", st)
+	if n := lpt.Restarts(res); n != 0 {
+		t.Errorf("%d restarts while the schema is behind, want 0", n)
+	}
+}
+
+func TestRestartOnlyWhenSomethingChanged(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	e.Install(t, st)
+	steps := []struct {
+		name     string
+		hook     string
+		change   func()
+		restarts int
+	}{
+		{name: "first configuration", hook: "config-changed", restarts: 1},
+		{name: "nothing changed", hook: "config-changed", restarts: 0},
+		{name: "unrelated relation event", hook: "website-relation-changed", restarts: 0},
+		{name: "log level changed", hook: "config-changed", change: func() { st.Config["log_level"] = "debug" }, restarts: 1},
+		{name: "same charm refreshed", hook: "upgrade-charm", restarts: 0},
+		{name: "new server binary", hook: "upgrade-charm", change: func() { e.SetBundledBinary(t, "fake livepatch-server v2") }, restarts: 1},
+		{name: "database password rotated", hook: "db-relation-changed", change: func() {
+			st.Relation("db").RemoteUnits["postgresql/0"]["password"] = lpt.DBPassword + "-2"
+		}, restarts: 1},
+		{name: "leader cues a restart", hook: "livepatch-relation-changed", change: func() {
+			st.Relation("livepatch").LocalAppData[livepatch.PeerRestartCue] = "1"
+		}, restarts: 1},
+		{name: "restart failed before", hook: "config-changed", change: func() {
+			st.Config["log_level"] = "warn"
+			e.SystemctlFail["restart"] = true
+		}, restarts: 1},
+		{name: "restart retried", hook: "update-status", change: func() { e.SystemctlFail["restart"] = false }, restarts: 1},
+	}
+	for _, step := range steps {
+		if step.change != nil {
+			step.change()
+		}
+		res := e.H.Run(t, step.hook, st)
+		if res.Err != nil {
+			t.Fatalf("%s: %s failed: %v", step.name, step.hook, res.Err)
+		}
+		if n := lpt.Restarts(res); n != step.restarts {
+			t.Errorf("%s: %d restarts, want %d", step.name, n, step.restarts)
+		}
+		if e.SystemctlFail["restart"] {
+			if diff := cmp.Diff(hooks.Blocked(livepatch.MessageRestartFailed), res.Status); diff != "" {
+				t.Errorf("%s: status (-want +got):\n%s", step.name, diff)
+			}
+		}
+		st = res.State
+	}
+}
+
+func TestRenderedFilesGolden(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	st.Config["auth_basic_users"] = "admin:" + goodHash
+	st.Config["sync_architectures"] = "amd64, arm64"
+	st.Env = map[string]string{"JUJU_CHARM_HTTPS_PROXY": "http://squid.internal:3128"}
+	e.Install(t, st)
+	if res := e.H.Run(t, "config-changed", st); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	for _, f := range []struct{ path, golden string }{
+		{livepatch.ConfigPath, "livepatch-server.yaml"},
+		{livepatch.UnitPath, "livepatch-server.service"},
+	} {
+		// Paths in the unit are under the harness root ("/" in production).
+		got := strings.ReplaceAll(e.H.ReadFile(t, f.path), e.H.Root, "")
+		golden := filepath.Join("testdata", f.golden+".golden")
+		if *update {
+			if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatalf("cannot read golden file (run go test -update): %v", err)
+		}
+		if diff := cmp.Diff(string(want), got); diff != "" {
+			t.Errorf("%s differs from %s (-want +got):\n%s", f.path, golden, diff)
+		}
+	}
+	// The server must accept what the charm renders.
+	if _, err := config.Load(filepath.Join(e.H.Root, livepatch.ConfigPath)); err != nil {
+		t.Errorf("server rejects the rendered config: %v", err)
+	}
+	info, err := os.Stat(filepath.Join(e.H.Root, livepatch.ConfigPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := info.Mode().Perm(); perm != 0o600 {
+		t.Errorf("config mode %o, want 600", perm)
+	}
+}
+
+func loadRendered(t *testing.T, e *lpt.Env) config.Config {
+	t.Helper()
+	c, err := config.Load(filepath.Join(e.H.Root, livepatch.ConfigPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestRenderedDatabaseAndUsers(t *testing.T) {
+	hash2 := "$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"
+	tests := []struct {
+		name      string
+		modify    func(*hookstest.State)
+		wantDSN   string
+		wantUsers []string
+	}{{
+		name:    "pgsql",
+		wantDSN: "postgres://juju_livepatch:pg-s3cret%2Fpass@10.0.0.9:5432/livepatch?sslmode=disable",
+	}, {
+		name: "pgsql with sslmode",
+		modify: func(s *hookstest.State) {
+			s.Relation("db").RemoteUnits["postgresql/0"]["sslmode"] = "require"
+		},
+		wantDSN: "postgres://juju_livepatch:pg-s3cret%2Fpass@10.0.0.9:5432/livepatch?sslmode=require",
+	}, {
+		name:    "postgresql_client with every endpoint",
+		modify:  func(s *hookstest.State) { s.Relations = append(without(s.Relations, "db"), lpt.DatabaseRelation()) },
+		wantDSN: "postgres://relation-4:pg-s3cret%2Fpass@10.0.0.9:5432,10.0.0.10:5432/livepatch?sslmode=disable&target_session_attrs=read-write",
+	}, {
+		name: "users from config and action merged, action wins",
+		modify: func(s *hookstest.State) {
+			s.Config["auth_basic_users"] = "admin:" + goodHash + ", ops:" + goodHash
+			s.Relation("livepatch").LocalAppData[livepatch.PeerBasicUsers] = "ops:" + hash2 + ",new:" + hash2
+		},
+		wantDSN:   "postgres://juju_livepatch:pg-s3cret%2Fpass@10.0.0.9:5432/livepatch?sslmode=disable",
+		wantUsers: []string{"admin:" + goodHash, "ops:" + hash2, "new:" + hash2},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := lpt.New(t)
+			st := lpt.Ready(true)
+			if tt.modify != nil {
+				tt.modify(&st)
+			}
+			e.Install(t, st)
+			if res := e.H.Run(t, "config-changed", st); res.Err != nil || res.Status.Name != "active" {
+				t.Fatalf("config-changed: %v, status %v", res.Err, res.Status)
+			}
+			c := loadRendered(t, e)
+			if c.Database.ConnectionString != tt.wantDSN {
+				t.Errorf("DSN %q, want %q", c.Database.ConnectionString, tt.wantDSN)
+			}
+			if diff := cmp.Diff(tt.wantUsers, c.Auth.BasicUsers, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("basic users (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRenderedSync(t *testing.T) {
+	tests := []struct {
+		name        string
+		config      map[string]any
+		peerToken   string
+		wantEnabled bool
+		wantToken   string
+	}{
+		{name: "resource token from the leader", peerToken: lpt.ResourceToken, wantEnabled: true, wantToken: lpt.ResourceToken},
+		{name: "sync_token wins", config: map[string]any{"sync_token": "sync-tok"}, peerToken: lpt.ResourceToken, wantEnabled: true, wantToken: "sync-tok"},
+		{name: "no token: the server serves without syncing", wantEnabled: false},
+		{name: "sync disabled", config: map[string]any{"patch_sync_enabled": false}, peerToken: lpt.ResourceToken, wantEnabled: false, wantToken: lpt.ResourceToken},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := lpt.New(t)
+			st := lpt.Ready(false)
+			st.Relations[0] = lpt.PeerRelation(map[string]string{livepatch.PeerResourceToken: tt.peerToken})
+			for k, v := range tt.config {
+				st.Config[k] = v
+			}
+			e.Install(t, st)
+			if res := e.H.Run(t, "config-changed", st); res.Err != nil {
+				t.Fatal(res.Err)
+			}
+			c := loadRendered(t, e)
+			if c.PatchSync.Enabled != tt.wantEnabled || c.PatchSync.Token != tt.wantToken {
+				t.Errorf("patch-sync enabled %v token %q, want %v %q", c.PatchSync.Enabled, c.PatchSync.Token, tt.wantEnabled, tt.wantToken)
+			}
+			if c.PatchSync.ID != st.ModelUUID {
+				t.Errorf("patch-sync id %q, want the model UUID", c.PatchSync.ID)
+			}
+		})
+	}
+}
+
+func TestRelationRequests(t *testing.T) {
+	tests := []struct {
+		name        string
+		leader      bool
+		db          hookstest.Relation
+		wantUnit    map[string]string
+		wantApp     map[string]string
+		wantWebsite map[string]string
+	}{{
+		name:        "pgsql leader",
+		leader:      true,
+		db:          lpt.DBRelation(lpt.UnitName),
+		wantUnit:    map[string]string{"database": "livepatch", "roles": "admin"},
+		wantApp:     map[string]string{"database": "livepatch", "roles": "admin"},
+		wantWebsite: map[string]string{"port": "8080"},
+	}, {
+		name:        "pgsql non-leader",
+		db:          lpt.DBRelation(lpt.UnitName),
+		wantUnit:    map[string]string{"database": "livepatch", "roles": "admin"},
+		wantWebsite: map[string]string{"port": "8080"},
+	}, {
+		name:        "postgresql_client leader",
+		leader:      true,
+		db:          lpt.DatabaseRelation(),
+		wantApp:     map[string]string{"database": "livepatch"},
+		wantWebsite: map[string]string{"port": "8080"},
+	}, {
+		name:        "postgresql_client non-leader",
+		db:          lpt.DatabaseRelation(),
+		wantWebsite: map[string]string{"port": "8080"},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := lpt.New(t)
+			st := lpt.Ready(tt.leader)
+			st.Config["psql_roles"] = "admin"
+			st.Relations = append(without(st.Relations, "db"), tt.db)
+			e.Install(t, st)
+			res := e.H.Run(t, tt.db.Endpoint+"-relation-changed", st, "postgresql/0")
+			if res.Err != nil {
+				t.Fatal(res.Err)
+			}
+			r := res.Relation(tt.db.Endpoint)
+			if diff := cmp.Diff(tt.wantUnit, r.LocalUnitData); diff != "" {
+				t.Errorf("unit bag (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantApp, r.LocalAppData); diff != "" {
+				t.Errorf("app bag (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantWebsite, res.Relation("website").LocalUnitData); diff != "" {
+				t.Errorf("website bag (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff([]string{"8080/tcp"}, res.Ports); diff != "" {
+				t.Errorf("ports (-want +got):\n%s", diff)
+			}
+			// A second run writes nothing new.
+			again := e.H.Run(t, "config-changed", res.State)
+			for _, call := range again.ToolCalls {
+				if call.Name == "relation-set" || call.Name == "open-port" {
+					t.Errorf("second run called %s", call)
+				}
+			}
+		})
+	}
+}
+
+func TestPortChange(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	e.Install(t, st)
+	res := e.H.Run(t, "config-changed", st)
+	st = res.State
+	st.Config["port"] = 9090
+	res = e.H.Run(t, "config-changed", st)
+	if diff := cmp.Diff([]string{"9090/tcp"}, res.Ports); diff != "" {
+		t.Errorf("ports (-want +got):\n%s", diff)
+	}
+	if got := res.Relation("website").LocalUnitData["port"]; got != "9090" {
+		t.Errorf("website port %q, want 9090", got)
+	}
+	if got := loadRendered(t, e).Server.Address; got != "10.0.0.5:9090" {
+		t.Errorf("server address %q, want 10.0.0.5:9090", got)
+	}
+}
+
+func TestDatabaseRelationBroken(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	e.Install(t, st)
+	// Juju 3 may still list the relation in its own -relation-broken hook.
+	st.Relation("db").RemoteUnits = nil
+	res := e.H.Run(t, "db-relation-broken", st)
+	if diff := cmp.Diff(hooks.Blocked(livepatch.MessageNoDatabase), res.Status); diff != "" {
+		t.Errorf("status (-want +got):\n%s", diff)
+	}
+}
+
+func TestInstall(t *testing.T) {
+	e := lpt.New(t)
+	res := e.Install(t, lpt.Ready(true))
+	want := []string{
+		"systemctl daemon-reload",
+		"systemctl enable livepatch-server.service",
+		"livepatch-server version",
+	}
+	if diff := cmp.Diff(want, hookstest.CommandLines(res.Commands)); diff != "" {
+		t.Errorf("commands (-want +got):\n%s", diff)
+	}
+	if res.AppVersion != "v1.0.0" {
+		t.Errorf("application version %q, want v1.0.0", res.AppVersion)
+	}
+	if got := e.H.ReadFile(t, livepatch.ServerBinary); got != "fake livepatch-server v1" {
+		t.Errorf("installed binary %q", got)
+	}
+	info, err := os.Stat(filepath.Join(e.H.Root, livepatch.ServerBinary))
+	if err != nil || info.Mode().Perm() != 0o755 {
+		t.Errorf("installed binary mode: %v %v", info.Mode(), err)
+	}
+	if res.Status.Name != "maintenance" {
+		t.Errorf("status %v, want maintenance", res.Status)
+	}
+}
+
+func TestInstallWithoutBundledBinary(t *testing.T) {
+	e := lpt.New(t)
+	if err := os.Remove(filepath.Join(e.H.CharmDir, livepatch.BundledBinary)); err != nil {
+		t.Fatal(err)
+	}
+	st := lpt.Ready(true)
+	for _, hook := range []string{"install", "config-changed"} {
+		res := e.H.Run(t, hook, st)
+		if res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		if diff := cmp.Diff(hooks.Blocked(livepatch.MessageNoBinary), res.Status); diff != "" {
+			t.Errorf("%s status (-want +got):\n%s", hook, diff)
+		}
+	}
+}
+
+func TestStopAndRemove(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	e.Install(t, st)
+	st = e.H.Run(t, "config-changed", st).State
+
+	res := e.H.Run(t, "stop", st)
+	want := []string{"systemctl stop livepatch-server.service", "systemctl disable livepatch-server.service"}
+	if diff := cmp.Diff(want, hookstest.CommandLines(res.Commands)); diff != "" {
+		t.Errorf("stop commands (-want +got):\n%s", diff)
+	}
+	res = e.H.Run(t, "remove", res.State)
+	want = append(want, "systemctl daemon-reload")
+	if diff := cmp.Diff(want, hookstest.CommandLines(res.Commands)); diff != "" {
+		t.Errorf("remove commands (-want +got):\n%s", diff)
+	}
+	for _, p := range []string{livepatch.ServerBinary, livepatch.ConfigPath, livepatch.UnitPath, livepatch.StateDir} {
+		if _, err := os.Stat(filepath.Join(e.H.Root, p)); !os.IsNotExist(err) {
+			t.Errorf("%s still exists after remove (%v)", p, err)
+		}
+	}
+}
+
+func TestStopToleratesMissingService(t *testing.T) {
+	e := lpt.New(t)
+	e.SystemctlFail["stop"] = true
+	res := e.H.Run(t, "stop", lpt.Ready(true))
+	if res.Err != nil {
+		t.Errorf("stop failed: %v", res.Err)
+	}
+}
+
+// TestConfigYAMLMatchesStruct keeps config.yaml and the Config struct in step.
+func TestConfigYAMLMatchesStruct(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(lpt.RepoRoot(), "charms", "livepatch", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Options map[string]struct {
+			Type string `yaml:"type"`
+		} `yaml:"options"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	yamlTypes := map[string]string{}
+	for k, o := range doc.Options {
+		yamlTypes[k] = o.Type
+	}
+	structTypes := map[string]string{}
+	jujuTypes := map[reflect.Kind]string{reflect.String: "string", reflect.Int: "int", reflect.Bool: "boolean", reflect.Float64: "float"}
+	for f := range reflect.TypeFor[livepatch.Config]().Fields() {
+		structTypes[f.Tag.Get("json")] = jujuTypes[f.Type.Kind()]
+	}
+	if diff := cmp.Diff(yamlTypes, structTypes); diff != "" {
+		t.Errorf("config.yaml options (-) and Config fields (+) differ:\n%s", diff)
+	}
+	for _, required := range strings.Fields(`url_template auth_basic_users port log_level psql_dbname dbconn_max
+		dbconn_max_lifetime patchstore storage_path patch_cache_on patch_cache_size patch_cache_ttl patch_sync_enabled
+		sync_token sync_upstream sync_upstream_tier sync_tier sync_interval sync_flavors sync_architectures
+		sync_minimum_kernel_version sync_send_machine_reports http_proxy https_proxy no_proxy report_retention
+		report_cleanup_interval report_cleanup_row_limit contract_server_url concurrency_limit burst_limit`) {
+		if _, ok := yamlTypes[required]; !ok {
+			t.Errorf("config.yaml lacks option %s", required)
+		}
+	}
+}
+
+func TestRenderedFilesystemStore(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	st.Config["patchstore"] = "file" // the 2021 name
+	e.Install(t, st)
+	if res := e.H.Run(t, "config-changed", st); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	got := loadRendered(t, e).PatchStorage
+	want := config.PatchStorage{Type: config.StorageFilesystem, FilesystemPath: filepath.Join(e.H.Root, "/var/lib/livepatch/patches")}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("patch storage (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,92 @@
+package livepatch
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/livepatch-onprem/livepatch/server/config"
+)
+
+// renderInput is everything the server configuration is made from.
+type renderInput struct {
+	cfg       Config
+	address   string // the unit's bind address
+	dsn       string
+	users     []string // user:bcrypt-hash
+	syncToken string
+	modelUUID string
+	// storagePath is storage_path joined under the filesystem root.
+	storagePath string
+	proxy       config.Proxy // the model's proxy settings, used where the options are empty
+}
+
+// renderServerConfig fills the server configuration from the charm configuration.
+func renderServerConfig(in renderInput) config.Config {
+	cfg := in.cfg
+	sc := config.Default()
+	sc.Server.Address = net.JoinHostPort(in.address, strconv.Itoa(cfg.Port))
+	sc.Server.URLTemplate = cfg.URLTemplate
+	sc.Server.LogLevel = cfg.LogLevel
+	sc.Server.ConcurrencyLimit = cfg.ConcurrencyLimit
+	sc.Server.BurstLimit = cfg.BurstLimit
+
+	sc.Database.ConnectionString = in.dsn
+	sc.Database.ConnectionPoolMax = cfg.DBConnMax
+	sc.Database.ConnectionLifetimeMax = duration(cfg.DBConnMaxLifetime)
+
+	sc.Auth.BasicUsers = in.users
+
+	sc.PatchStorage.Type = config.StoragePostgres
+	if cfg.Patchstore == "filesystem" || cfg.Patchstore == "file" {
+		sc.PatchStorage.Type = config.StorageFilesystem
+		sc.PatchStorage.FilesystemPath = in.storagePath
+	}
+	sc.PatchCache = config.PatchCache{
+		Enabled:   cfg.PatchCacheOn,
+		CacheSize: cfg.PatchCacheSize,
+		CacheTTL:  duration(cfg.PatchCacheTTL),
+	}
+	sc.MachineReports = config.MachineReports{
+		RetentionDays:   cfg.ReportRetention,
+		CleanupInterval: duration(cfg.ReportCleanupInterval),
+		CleanupRowLimit: cfg.ReportCleanupRowLimit,
+	}
+	sc.Contracts.URL = cfg.ContractServerURL
+
+	s := &sc.PatchSync
+	// Without a token the server cannot sync; it keeps serving what it has.
+	s.Enabled = cfg.PatchSyncEnabled && in.syncToken != ""
+	s.ID = in.modelUUID
+	s.UpstreamURL = cfg.SyncUpstream
+	s.Token = in.syncToken
+	s.Interval = duration(cfg.SyncInterval)
+	s.UpstreamTier = cfg.SyncUpstreamTier
+	s.Tier = cfg.SyncTier
+	s.Flavors = splitList(cfg.SyncFlavors)
+	s.Architectures = splitList(cfg.SyncArchitectures)
+	s.MinimumKernelVersion = cfg.SyncMinimumKernelVersion
+	s.SendMachineReports = cfg.SyncSendMachineReports
+	s.Proxy = config.Proxy{
+		HTTP:    firstNonEmpty(cfg.HTTPProxy, in.proxy.HTTP),
+		HTTPS:   firstNonEmpty(cfg.HTTPSProxy, in.proxy.HTTPS),
+		NoProxy: firstNonEmpty(cfg.NoProxy, in.proxy.NoProxy),
+	}
+	return sc
+}
+
+// duration parses an option already checked by Config.Validate.
+func duration(s string) config.Duration {
+	d, _ := time.ParseDuration(s)
+	return config.Duration(d)
+}
+
+func firstNonEmpty(values ...string) string {
+	for _, v := range values {
+		if v = strings.TrimSpace(v); v != "" {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,225 @@
+package livepatch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/livepatch-onprem/livepatch/hooks"
+)
+
+// Machine paths and names of the server the charm manages.
+const (
+	// ServerBinary is where the bundled server binary is installed.
+	ServerBinary = "/usr/local/bin/livepatch-server"
+	// BundledBinary is the server binary inside the charm directory.
+	BundledBinary = "bin/livepatch-server"
+	// ConfigPath is the rendered server configuration (mode 0600: it holds the DSN).
+	ConfigPath = "/etc/livepatch/livepatch-server.yaml"
+	// UnitPath is the systemd unit of the server.
+	UnitPath = "/etc/systemd/system/livepatch-server.service"
+	// ServiceName is the systemd service of the server.
+	ServiceName = "livepatch-server.service"
+	// StateDir holds the charm's own records on the unit.
+	StateDir = "/var/lib/livepatch-charm"
+	// recordPath is what the running server was last started with.
+	recordPath = StateDir + "/state.json"
+)
+
+// unitFile returns the systemd unit of the server. Its paths are machine paths joined under
+// the context's root, which in production is "/": the Juju model emulator runs the service of
+// each machine under that machine's root.
+func unitFile(c *hooks.Context) string {
+	return `[Unit]
+Description=Livepatch on-prem server (managed by the livepatch charm)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStart=` + c.Path(ServerBinary) + ` serve --config ` + c.Path(ConfigPath) + `
+Restart=always
+RestartSec=5
+TimeoutStopSec=30
+
+[Install]
+WantedBy=multi-user.target
+`
+}
+
+// MessageNoBinary is the status of a charm archive built without the server.
+const MessageNoBinary = "The charm has no bin/livepatch-server: rebuild it with make charms and run juju refresh"
+
+// installServer puts the bundled binary and the systemd unit in place. A non-zero status
+// means the charm cannot install the server.
+func installServer(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
+	data, err := os.ReadFile(filepath.Join(c.CharmDir(), BundledBinary))
+	if errors.Is(err, fs.ErrNotExist) {
+		return hooks.Blocked(MessageNoBinary), nil
+	}
+	if err != nil {
+		return hooks.Status{}, fmt.Errorf("cannot read bundled server: %w", err)
+	}
+	changed, err := c.WriteFile(ServerBinary, data, 0o755)
+	if err != nil {
+		return hooks.Status{}, err
+	}
+	if changed {
+		c.Logf(ctx, "Installed %s (sha256 %s)", ServerBinary, sha256Hex(data))
+	}
+	unitChanged, err := c.WriteFile(UnitPath, []byte(unitFile(c)), 0o644)
+	if err != nil {
+		return hooks.Status{}, err
+	}
+	if unitChanged {
+		if err := systemctl(ctx, c, "daemon-reload"); err != nil {
+			return hooks.Status{}, err
+		}
+	}
+	if err := systemctl(ctx, c, "enable", ServiceName); err != nil {
+		return hooks.Status{}, err
+	}
+	if version, err := serverVersion(ctx, c); err != nil {
+		_ = c.JujuLog(ctx, hooks.LevelWarning, fmt.Sprintf("Cannot read the server version: %v", err))
+	} else if version != "" {
+		if err := c.ApplicationVersionSet(ctx, version); err != nil {
+			return hooks.Status{}, err
+		}
+	}
+	return hooks.Status{}, nil
+}
+
+func systemctl(ctx context.Context, c *hooks.Context, args ...string) error {
+	if _, err := c.System.Run(ctx, hooks.Command{Name: "systemctl", Args: args}); err != nil {
+		return fmt.Errorf("cannot %s: %w", strings.Join(append([]string{"systemctl"}, args...), " "), err)
+	}
+	return nil
+}
+
+// server runs the installed server binary with args.
+func server(ctx context.Context, c *hooks.Context, args ...string) ([]byte, error) {
+	return c.System.Run(ctx, hooks.Command{Name: c.Path(ServerBinary), Args: args})
+}
+
+// serverVersion returns the version the server binary reports ("v1.2.3").
+func serverVersion(ctx context.Context, c *hooks.Context) (string, error) {
+	out, err := server(ctx, c, "version")
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	fields := strings.Fields(line)
+	if len(fields) == 0 {
+		return "", nil
+	}
+	return fields[len(fields)-1], nil
+}
+
+// SchemaVersion is the schema state of the database.
+type SchemaVersion struct {
+	// Current is the version of the database (0: empty database).
+	Current int `json:"current"`
+	// Latest is the version the installed server needs.
+	Latest int `json:"latest"`
+}
+
+// SchemaCheck reports whether migrations are pending (livepatch-server schema check: exit 0
+// current, 2 pending, anything else an error).
+func SchemaCheck(ctx context.Context, c *hooks.Context) (pending bool, err error) {
+	_, err = server(ctx, c, "schema", "check", "--config", c.Path(ConfigPath))
+	switch hooks.ExitCode(err) {
+	case 0:
+		return false, nil
+	case 2:
+		return true, nil
+	}
+	return false, fmt.Errorf("cannot check the database schema: %w", err)
+}
+
+// GetSchemaVersion returns the current and latest schema versions.
+func GetSchemaVersion(ctx context.Context, c *hooks.Context) (SchemaVersion, error) {
+	out, err := server(ctx, c, "schema", "version", "--config", c.Path(ConfigPath), "--format", "json")
+	if err != nil {
+		return SchemaVersion{}, fmt.Errorf("cannot read the database schema version: %w", err)
+	}
+	var v SchemaVersion
+	if err := json.Unmarshal(out, &v); err != nil {
+		return SchemaVersion{}, fmt.Errorf("cannot decode the database schema version: %w", err)
+	}
+	return v, nil
+}
+
+// SchemaUpgrade runs the migrations and returns the versions before and after.
+func SchemaUpgrade(ctx context.Context, c *hooks.Context) (from, to int, err error) {
+	out, err := server(ctx, c, "schema", "upgrade", "--config", c.Path(ConfigPath), "--format", "json")
+	if err != nil {
+		return 0, 0, fmt.Errorf("cannot upgrade the database schema: %w", err)
+	}
+	var v struct {
+		From int `json:"from"`
+		To   int `json:"to"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		return 0, 0, fmt.Errorf("cannot decode the schema upgrade result: %w", err)
+	}
+	return v.From, v.To, nil
+}
+
+// Restart restarts the server service.
+func Restart(ctx context.Context, c *hooks.Context) error {
+	return systemctl(ctx, c, "restart", ServiceName)
+}
+
+// record is what the running server was last started with, so a hook restarts it only when
+// something it reads changed.
+type record struct {
+	ConfigSHA256 string `json:"config-sha256"`
+	BinarySHA256 string `json:"binary-sha256"`
+	RestartCue   string `json:"restart-cue,omitempty"`
+	Port         int    `json:"port,omitempty"`
+}
+
+func readRecord(c *hooks.Context) (record, error) {
+	var r record
+	data, err := c.ReadFile(recordPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return r, nil
+	}
+	if err != nil {
+		return r, fmt.Errorf("cannot read charm state: %w", err)
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		// A damaged record only costs a restart.
+		return record{}, nil
+	}
+	return r, nil
+}
+
+func writeRecord(c *hooks.Context, r record) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("cannot encode charm state: %w", err)
+	}
+	_, err = c.WriteFile(recordPath, append(data, '\n'), 0o600)
+	return err
+}
+
+func sha256Hex(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+func fileSHA256(c *hooks.Context, p string) (string, error) {
+	data, err := c.ReadFile(p)
+	if err != nil {
+		return "", fmt.Errorf("cannot read %s: %w", p, err)
+	}
+	return sha256Hex(data), nil
+}

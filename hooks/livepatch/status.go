@@ -1,0 +1,114 @@
+package livepatch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/livepatch-onprem/livepatch/hooks"
+)
+
+// debugStatus is the body of the server's GET /debug/status.
+type debugStatus struct {
+	Version  string `json:"version"`
+	Status   string `json:"status"`
+	Database struct {
+		Status string `json:"status"`
+	} `json:"database"`
+	Schema struct {
+		Current int `json:"current"`
+		Latest  int `json:"latest"`
+	} `json:"schema"`
+	PatchStorage struct {
+		Status string `json:"status"`
+	} `json:"patch-storage"`
+	Sync struct {
+		Enabled bool   `json:"enabled"`
+		Status  string `json:"status"`
+	} `json:"sync"`
+	Contracts struct {
+		Status string `json:"status"`
+	} `json:"contracts"`
+}
+
+// problems lists the parts of the status that are not OK.
+func (s debugStatus) problems() []string {
+	var p []string
+	add := func(name, status string) {
+		if status != "" && status != "OK" {
+			p = append(p, name+": "+status)
+		}
+	}
+	add("database", s.Database.Status)
+	if s.Schema.Current != s.Schema.Latest {
+		p = append(p, fmt.Sprintf("schema: version %d, server needs %d", s.Schema.Current, s.Schema.Latest))
+	}
+	add("patch storage", s.PatchStorage.Status)
+	if s.Sync.Enabled {
+		add("sync", s.Sync.Status)
+	}
+	add("contracts", s.Contracts.Status)
+	return p
+}
+
+// maxStatusDetail bounds the server's own words in a status message.
+const maxStatusDetail = 200
+
+// UpdateStatus reconciles and, when the unit should be serving, asks the server for its
+// health at /debug/status and reports what is wrong.
+func UpdateStatus(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
+	st, err := Reconcile(ctx, c)
+	if err != nil || (st.Name != "active" && st.Message != MessageSyncTokenNotSet) {
+		return st, err
+	}
+	cfg, err := LoadConfig(ctx, c)
+	if err != nil {
+		return hooks.Status{}, err
+	}
+	network, err := c.NetworkGet(ctx, WebsiteEndpoint)
+	if err != nil {
+		return hooks.Status{}, err
+	}
+	addr := net.JoinHostPort(network.BindAddress(), strconv.Itoa(cfg.Port))
+	if problem := checkServer(ctx, c, addr); problem != "" {
+		return hooks.Blocked(problem), nil
+	}
+	return st, nil
+}
+
+// checkServer returns what is wrong with the server at addr, or "".
+func checkServer(ctx context.Context, c *hooks.Context, addr string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/status", nil)
+	if err != nil {
+		return fmt.Sprintf("Cannot check livepatch-server on %s: %v", addr, err)
+	}
+	resp, err := hooks.DirectHTTPClient(c.HTTP).Do(req)
+	if err != nil {
+		return fmt.Sprintf("livepatch-server is not answering on %s: see journalctl -u livepatch-server", addr)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode == http.StatusOK {
+		return ""
+	}
+	var s debugStatus
+	if json.Unmarshal(body, &s) != nil {
+		return fmt.Sprintf("livepatch-server on %s answered /debug/status with HTTP %d", addr, resp.StatusCode)
+	}
+	detail := strings.Join(s.problems(), "; ")
+	if detail == "" {
+		detail = "status " + s.Status
+	}
+	if len(detail) > maxStatusDetail {
+		detail = detail[:maxStatusDetail] + "..."
+	}
+	return "livepatch-server degraded: " + detail
+}

@@ -1,0 +1,105 @@
+package livepatch_test
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/livepatch-onprem/livepatch/hooks"
+	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
+	lpt "github.com/livepatch-onprem/livepatch/hooks/livepatch/livepatchtest"
+)
+
+func TestUpdateStatus(t *testing.T) {
+	degraded := `{"version":"v1.0.0","status":"degraded","database":{"status":"dial tcp 10.0.0.9:5432: connection refused"},
+		"schema":{"current":3,"latest":3},"patch-storage":{"status":"OK"},"sync":{"enabled":true,"status":"OK"},
+		"contracts":{"status":"OK"}}`
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc // nil: nothing listens
+		peer    map[string]string
+		want    hooks.Status
+	}{{
+		name: "healthy",
+		handler: func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/debug/status" {
+				http.NotFound(w, r)
+				return
+			}
+			w.Write([]byte(`{"status":"OK"}`))
+		},
+		want: hooks.Active(livepatch.MessageActive),
+	}, {
+		name: "degraded",
+		handler: func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(degraded))
+		},
+		want: hooks.Blocked("livepatch-server degraded: database: dial tcp 10.0.0.9:5432: connection refused"),
+	}, {
+		name: "error without JSON",
+		handler: func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "oops", http.StatusInternalServerError)
+		},
+		want: hooks.Blocked("livepatch-server on 127.0.0.1:PORT answered /debug/status with HTTP 500"),
+	}, {
+		name: "not answering",
+		want: hooks.Blocked("livepatch-server is not answering on 127.0.0.1:PORT: see journalctl -u livepatch-server"),
+	}, {
+		name: "healthy but no sync token",
+		handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(`{"status":"OK"}`))
+		},
+		peer: map[string]string{},
+		want: hooks.Blocked(livepatch.MessageSyncTokenNotSet),
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var port int
+			if tt.handler != nil {
+				srv := httptest.NewServer(tt.handler)
+				t.Cleanup(srv.Close)
+				port = srv.Listener.Addr().(*net.TCPAddr).Port
+			} else {
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				port = l.Addr().(*net.TCPAddr).Port
+				l.Close()
+			}
+			e := lpt.New(t)
+			st := lpt.Ready(true)
+			st.Address = "127.0.0.1"
+			st.Config["port"] = port
+			if tt.peer != nil {
+				st.Relations[0] = lpt.PeerRelation(tt.peer)
+			}
+			e.Install(t, st)
+			res := e.H.Run(t, "update-status", st)
+			if res.Err != nil {
+				t.Fatal(res.Err)
+			}
+			want := tt.want
+			want.Message = strings.ReplaceAll(want.Message, "PORT", strconv.Itoa(port))
+			if diff := cmp.Diff(want, res.Status); diff != "" {
+				t.Errorf("status (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestUpdateStatusStopsAtGuards(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	delete(st.Config, "url_template")
+	res := e.H.Run(t, "update-status", st)
+	if diff := cmp.Diff(hooks.Blocked(livepatch.MessageURLTemplateNotSet), res.Status); diff != "" {
+		t.Errorf("status (-want +got):\n%s", diff)
+	}
+}
