@@ -39,8 +39,10 @@ func FuzzParseBasicUser(f *testing.F) {
 	f.Fuzz(func(t *testing.T, entry string) {
 		user, hash, err := config.ParseBasicUser(entry)
 		if err != nil {
-			_, secret, ok := strings.Cut(entry, ":")
-			if ok && len(secret) >= 8 && strings.Contains(err.Error(), secret) {
+			user, secret, ok := strings.Cut(entry, ":")
+			// The message names the user, so only a secret that is not part of the user
+			// name can be told apart.
+			if ok && len(secret) >= 8 && !strings.Contains(user, secret) && strings.Contains(err.Error(), secret) {
 				t.Fatalf("error %q echoes the secret", err)
 			}
 			return
