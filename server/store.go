@@ -74,6 +74,25 @@ type Store interface {
 	// RevokeAuthToken revokes the unrevoked token with id; not-found if none.
 	RevokeAuthToken(ctx context.Context, id string) error
 
+	// CreateSyncToken records a new sync token; conflict when an unrevoked token has the
+	// name, not-found when the tier does not exist.
+	CreateSyncToken(ctx context.Context, t NewSyncToken) (SyncToken, error)
+	// SyncTokens lists sync tokens, revoked ones included, by name.
+	SyncTokens(ctx context.Context) ([]SyncToken, error)
+	// SyncToken returns the sync token with that hash, revoked or expired ones included
+	// (the caller decides); not-found when there is none.
+	SyncToken(ctx context.Context, hash []byte) (SyncToken, error)
+	// RevokeSyncToken revokes the unrevoked sync token with name; not-found if none.
+	RevokeSyncToken(ctx context.Context, name string) error
+	// AddSyncReport records a sync run, forgetting the oldest beyond a bounded history,
+	// and returns it with its id.
+	AddSyncReport(ctx context.Context, r SyncReport) (SyncReport, error)
+	// SyncReports lists sync reports matching f, newest first.
+	SyncReports(ctx context.Context, f SyncReportFilter) ([]SyncReport, error)
+	// RecordSyncMachines records the machines a downstream deployment reported (upstream
+	// side of send-machine-reports), replacing earlier reports of the same machines.
+	RecordSyncMachines(ctx context.Context, deploymentID string, machines []SyncMachine, now time.Time) error
+
 	// CreateSession records an admin session by the hash of its token.
 	CreateSession(ctx context.Context, user string, hash []byte, expires time.Time) error
 	// Session returns the unexpired session with that token hash; unauthorized otherwise.

@@ -40,4 +40,14 @@ func (s *Server) register() {
 	s.handle("GET /v1/admin/reports/machines", adminAccess, s.reportMachines)
 	s.handle("GET /v1/admin/reports/patch-health", adminAccess, s.reportPatchHealth)
 	s.handle("GET /v1/admin/reports/kernels", adminAccess, s.reportKernels)
+	s.handle("POST /v1/admin/sync/trigger", adminAccess, s.triggerSync)
+	s.handle("GET /v1/admin/sync/status", adminAccess, s.syncStatus)
+	s.handle("GET /v1/admin/sync/reports", adminAccess, s.syncReports)
+	s.handle("GET /v1/admin/sync-tokens", adminAccess, s.listSyncTokens)
+	s.handle("POST /v1/admin/sync-tokens", adminAccess, s.createSyncToken)
+	s.handle("DELETE /v1/admin/sync-tokens/{name}", adminAccess, s.revokeSyncToken)
+
+	// Downstream servers syncing from this one.
+	s.handle("GET /v1/sync/patches", syncAccess, s.syncPatches)
+	s.handle("POST /v1/sync/machine-reports", syncAccess, s.syncMachineReports)
 }

@@ -6,6 +6,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +49,15 @@ type Options struct {
 	PatchCacheTTL  time.Duration
 	// Status adds sections (such as sync) to /debug/status.
 	Status func(ctx context.Context) map[string]any
+	// Sync drives this server's upstream sync for the admin sync routes (package
+	// upstream); nil: sync status says disabled and triggers are refused.
+	Sync Syncer
+	// SigningKey signs the patch lists this server serves to downstream servers; nil:
+	// this server is not a sync upstream and /v1/sync/ answers 503.
+	SigningKey ed25519.PrivateKey
+	// ResourceTokens checks an Ubuntu Pro resource token with the contracts server
+	// (package upstream); nil: only sync tokens may sync from this server.
+	ResourceTokens func(ctx context.Context, token string) error
 }
 
 // Server is the HTTP API. Create it with New, start its background refresh with Run, and
@@ -278,7 +288,12 @@ const maxJSONBody = 64 << 10
 // decodeJSON reads a JSON request body into v. An empty body leaves v as it is when
 // optional; unknown fields and trailing data are errors that say what is wrong.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
-	body := http.MaxBytesReader(w, r.Body, maxJSONBody)
+	return decodeJSONMax(w, r, v, optional, maxJSONBody)
+}
+
+// decodeJSONMax is decodeJSON for a body of at most limit bytes.
+func decodeJSONMax(w http.ResponseWriter, r *http.Request, v any, optional bool, limit int64) error {
+	body := http.MaxBytesReader(w, r.Body, limit)
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -1,0 +1,314 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/livepatch-onprem/livepatch/server"
+)
+
+// Syncer is this server's upstream sync as the admin routes drive it (package upstream
+// implements it).
+type Syncer interface {
+	// Trigger asks for a sync run that starts after the call; the channel receives the
+	// run's report when it ends, or is closed if the server stops first.
+	Trigger(ctx context.Context) (<-chan server.SyncReport, error)
+	// Status returns the sync configuration and state as this unit sees it.
+	Status(ctx context.Context) (server.SyncStatus, error)
+}
+
+// errSyncDisabled answers admin sync requests of a server that does not sync.
+var errSyncDisabled = server.Errorf(server.CodeConflict, "upstream sync is not enabled on this server (patch-sync.enabled)")
+
+// triggerSync starts a sync; with ?wait=true it answers the run's report when it ends.
+func (s *Server) triggerSync(w http.ResponseWriter, r *http.Request) error {
+	wait := false
+	if v := queryValue(r, "wait"); v != "" {
+		var err error
+		if wait, err = strconv.ParseBool(v); err != nil {
+			return server.Errorf(server.CodeInvalid, "invalid wait %q: want true or false", v)
+		}
+	}
+	if s.opts.Sync == nil {
+		return errSyncDisabled
+	}
+	done, err := s.opts.Sync.Trigger(r.Context())
+	if err != nil {
+		return err
+	}
+	s.securityEvent(r, "sync_trigger", adminUser(r.Context()))
+	if !wait {
+		return writeJSON(w, http.StatusAccepted, map[string]bool{"triggered": true})
+	}
+	select {
+	case report, ok := <-done:
+		if !ok {
+			return server.Errorf(server.CodeUnavailable, "the server stopped before the sync ended")
+		}
+		return writeJSON(w, http.StatusOK, report)
+	case <-r.Context().Done():
+		return r.Context().Err() // the sync goes on without the caller
+	}
+}
+
+func (s *Server) syncStatus(w http.ResponseWriter, r *http.Request) error {
+	if s.opts.Sync != nil {
+		st, err := s.opts.Sync.Status(r.Context())
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, st)
+	}
+	// Not syncing now; reports of earlier runs may still be there.
+	var st server.SyncStatus
+	reports, err := s.store.SyncReports(r.Context(), server.SyncReportFilter{Limit: 1})
+	if err != nil {
+		return err
+	}
+	if len(reports) > 0 {
+		st.LastRun = &reports[0]
+	}
+	return writeJSON(w, http.StatusOK, st)
+}
+
+// Bounds of GET /v1/admin/sync/reports?limit=.
+const (
+	defaultSyncReports = 20
+	maxSyncReportsPage = 1000
+)
+
+func (s *Server) syncReports(w http.ResponseWriter, r *http.Request) error {
+	limit := defaultSyncReports
+	if v := queryValue(r, "limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxSyncReportsPage {
+			return server.Errorf(server.CodeInvalid, "invalid limit %q: want 1 to %d", v, maxSyncReportsPage)
+		}
+		limit = n
+	}
+	reports, err := s.store.SyncReports(r.Context(), server.SyncReportFilter{Limit: limit})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"reports": nonNil(reports)})
+}
+
+func (s *Server) listSyncTokens(w http.ResponseWriter, r *http.Request) error {
+	tokens, err := s.store.SyncTokens(r.Context())
+	if err != nil {
+		return err
+	}
+	for i := range tokens {
+		tokens[i].Token = ""
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"tokens": nonNil(tokens)})
+}
+
+type createSyncTokenRequest struct {
+	Name       string     `json:"name"`
+	Tier       string     `json:"tier"`
+	ValidUntil *time.Time `json:"valid-until,omitempty"`
+}
+
+// createSyncToken issues a sync token bound to a tier; its value is in this answer only.
+func (s *Server) createSyncToken(w http.ResponseWriter, r *http.Request) error {
+	var req createSyncTokenRequest
+	if err := decodeJSON(w, r, &req, false); err != nil {
+		return err
+	}
+	if err := server.CheckLabel("sync token name", req.Name); err != nil {
+		return err
+	}
+	if req.Tier == "" {
+		return server.Errorf(server.CodeInvalid, "tier is required")
+	}
+	if req.ValidUntil != nil && !req.ValidUntil.After(s.opts.Now()) {
+		return server.Errorf(server.CodeInvalid, "valid-until %s is in the past", req.ValidUntil.Format(time.RFC3339))
+	}
+	token := server.NewUUID()
+	t, err := s.store.CreateSyncToken(r.Context(), server.NewSyncToken{
+		Name: req.Name, Tier: req.Tier, Hash: server.HashToken(token), ValidUntil: req.ValidUntil,
+	})
+	if err != nil {
+		return err
+	}
+	s.securityEvent(r, "synctoken_create", adminUser(r.Context()), "token-name", t.Name, "tier", t.Tier)
+	t.Token = token
+	return writeJSON(w, http.StatusCreated, t)
+}
+
+func (s *Server) revokeSyncToken(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if err := s.store.RevokeSyncToken(r.Context(), name); err != nil {
+		return err
+	}
+	s.securityEvent(r, "synctoken_revoke", adminUser(r.Context()), "token-name", name)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// syncCaller is a downstream server that proved who it is.
+type syncCaller struct {
+	tier       string // the tier it may sync: a sync token's own, or ?tier= for a resource token
+	who        string // for security events: "sync-token:<name>" or "resource-token"
+	deployment string // Livepatch-Deployment-Id, when valid
+	machines   int    // Livepatch-Machine-Count; -1 when absent or invalid
+}
+
+// checkSyncCaller authenticates a sync request: a sync token from the database, else a
+// resource token checked with the contracts server. needTier says the route serves a
+// tier, which a resource token must name with ?tier=.
+func (s *Server) checkSyncCaller(r *http.Request, needTier bool) (syncCaller, error) {
+	ctx := r.Context()
+	token := bearer(ctx)
+	tier := queryValue(r, "tier")
+	c := syncCaller{machines: -1}
+	if id := r.Header.Get(server.HeaderDeploymentID); server.CheckDeploymentID(id) == nil {
+		c.deployment = id
+	}
+	if n, err := strconv.Atoi(r.Header.Get(server.HeaderMachineCount)); err == nil && n >= 0 {
+		c.machines = n
+	}
+	fail := func(kind, event string, err error) (syncCaller, error) {
+		s.securityEvent(r, event, "", "deployment", c.deployment)
+		s.metrics.authFails.WithLabelValues(kind).Inc()
+		return syncCaller{}, err
+	}
+	st, err := s.store.SyncToken(ctx, server.HashToken(token))
+	switch {
+	case err == nil:
+		if st.Revoked {
+			return fail("sync", "synctoken_authn_failed:revoked", server.Errorf(server.CodeUnauthorized, "sync token %q has been revoked: ask the upstream's administrator for a new one", st.Name))
+		}
+		if st.ValidUntil != nil && !s.opts.Now().Before(*st.ValidUntil) {
+			return fail("sync", "synctoken_authn_failed:expired", server.Errorf(server.CodeUnauthorized, "sync token %q expired at %s: ask the upstream's administrator for a new one", st.Name, st.ValidUntil.Format(time.RFC3339)))
+		}
+		if tier != "" && tier != st.Tier {
+			return fail("sync", "synctoken_authz_failed:tier", server.Errorf(server.CodeForbidden, "sync token %q is for tier %q, not %q: set patch-sync.upstream-tier to %q", st.Name, st.Tier, tier, st.Tier))
+		}
+		c.tier, c.who = st.Tier, "sync-token:"+st.Name
+		return c, nil
+	case server.ErrorCode(err) != server.CodeNotFound:
+		return syncCaller{}, err
+	}
+	if s.opts.ResourceTokens == nil || isUUID(token) {
+		return fail("sync", "synctoken_authn_failed:unknown", server.Errorf(server.CodeUnauthorized, "unknown sync token"))
+	}
+	if err := s.opts.ResourceTokens(ctx, token); err != nil {
+		if server.ErrorCode(err) == server.CodeUnauthorized {
+			return fail("resource", "resourcetoken_authn_failed", err)
+		}
+		return syncCaller{}, err
+	}
+	c.who = "resource-token"
+	if needTier {
+		if tier == "" {
+			return syncCaller{}, server.Errorf(server.CodeInvalid, "tier is required with a resource token: use ?tier=<name>")
+		}
+		if err := s.checkTier(r, tier); err != nil {
+			return syncCaller{}, err
+		}
+		c.tier = tier
+	}
+	return c, nil
+}
+
+// isUUID reports whether token has the form of a sync or auth token, never of a resource
+// token, so unknown UUIDs are not sent to the contracts server.
+func isUUID(token string) bool {
+	if len(token) != 36 {
+		return false
+	}
+	for i, c := range token {
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'):
+			return false
+		}
+	}
+	return true
+}
+
+// errNotUpstream answers sync requests to a server without a signing key.
+var errNotUpstream = server.Errorf(server.CodeUnavailable, "this server is not configured as a sync upstream (sync-server.signing-key)")
+
+// syncPatches serves the signed list of the non-blocked patches available to the caller's
+// tier, with their download URLs.
+func (s *Server) syncPatches(w http.ResponseWriter, r *http.Request) error {
+	if s.opts.SigningKey == nil {
+		return errNotUpstream
+	}
+	c, err := s.checkSyncCaller(r, true)
+	if err != nil {
+		return err
+	}
+	patches, err := s.store.Patches(r.Context(), server.PatchFilter{Tier: c.tier})
+	if err != nil {
+		return err
+	}
+	tmpl := s.opts.URLTemplate
+	if tmpl == "" {
+		tmpl = "/v1/patches/{filename}"
+	}
+	list := server.SyncList{Tier: c.tier, GeneratedAt: s.opts.Now().UTC(), Patches: []server.SyncPatch{}}
+	for _, p := range patches {
+		if p.Blocked {
+			continue
+		}
+		list.Patches = append(list.Patches, server.SyncPatch{
+			Filename: p.Filename, Version: p.Version, Kernel: p.Kernel, Flavour: p.Flavour,
+			Architecture: p.Architecture, SHA256: p.SHA256, Size: p.Size, Module: p.Module,
+			Description: p.Description, Fixes: p.Fixes, URL: server.Offer(p, tmpl).URL,
+		})
+	}
+	signed, err := server.SignSyncList(list, s.opts.SigningKey)
+	if err != nil {
+		return err
+	}
+	s.securityEvent(r, "sync_list", c.who, "tier", c.tier, "patches", len(list.Patches),
+		"deployment", c.deployment, "machines", c.machines)
+	return writeJSON(w, http.StatusOK, signed)
+}
+
+// maxMachineReportBody bounds a machine report request (MaxSyncMachines machines).
+const maxMachineReportBody = 4 << 20
+
+type machineReportRequest struct {
+	Machines []server.SyncMachine `json:"machines"`
+}
+
+// syncMachineReports records the machines a downstream deployment reports.
+func (s *Server) syncMachineReports(w http.ResponseWriter, r *http.Request) error {
+	if s.opts.SigningKey == nil {
+		return errNotUpstream
+	}
+	c, err := s.checkSyncCaller(r, false)
+	if err != nil {
+		return err
+	}
+	if c.deployment == "" {
+		return server.Errorf(server.CodeInvalid, "machine reports need a valid %s header", server.HeaderDeploymentID)
+	}
+	var req machineReportRequest
+	if err := decodeJSONMax(w, r, &req, false, maxMachineReportBody); err != nil {
+		return err
+	}
+	if len(req.Machines) > server.MaxSyncMachines {
+		return server.Errorf(server.CodeTooLarge, "too many machines in one report: %d, at most %d", len(req.Machines), server.MaxSyncMachines)
+	}
+	for _, m := range req.Machines {
+		if err := m.Check(); err != nil {
+			return err
+		}
+	}
+	if err := s.store.RecordSyncMachines(r.Context(), c.deployment, req.Machines, s.opts.Now()); err != nil {
+		return err
+	}
+	s.securityEvent(r, "sync_machine_reports", c.who, "deployment", c.deployment, "machines", len(req.Machines))
+	return writeJSON(w, http.StatusOK, map[string]int{"recorded": len(req.Machines)})
+}

@@ -1,0 +1,235 @@
+package server
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Sync outcomes.
+const (
+	SyncSuccess = "success"
+	SyncFailed  = "failed"
+	SyncSkipped = "skipped" // another unit held the sync lock
+)
+
+// SyncReport is the record of one sync run of a downstream server.
+type SyncReport struct {
+	ID           int64     `json:"id"`
+	StartedAt    time.Time `json:"started-at"`
+	EndedAt      time.Time `json:"ended-at"`
+	Outcome      string    `json:"outcome"`
+	PatchesAdded int       `json:"patches-added"`
+	Bytes        int64     `json:"bytes"`
+	// Error says what went wrong in words an operator can act on; empty on success.
+	Error string `json:"error,omitempty"`
+	// Unit is the host name of the unit that ran the sync.
+	Unit string `json:"unit"`
+}
+
+// SyncReportFilter selects sync reports; zero fields match everything.
+type SyncReportFilter struct {
+	Outcome string
+	Limit   int // 0: no limit
+}
+
+// SyncStatus is the configuration and state of upstream sync as one unit sees it.
+type SyncStatus struct {
+	Enabled      bool   `json:"enabled"`
+	Upstream     string `json:"upstream"`
+	UpstreamTier string `json:"upstream-tier"`
+	Tier         string `json:"tier"` // the local tier synced patches land in
+	// Running is true while this unit runs a sync.
+	Running     bool        `json:"running"`
+	LastRun     *SyncReport `json:"last-run,omitempty"`
+	LastSuccess *time.Time  `json:"last-success,omitempty"`
+	NextRun     *time.Time  `json:"next-run,omitempty"`
+	// Warnings are configuration problems that weaken or stop sync.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// NewSyncToken is what the store records for a new sync token.
+type NewSyncToken struct {
+	Name       string
+	Tier       string
+	Hash       []byte
+	ValidUntil *time.Time
+}
+
+// SyncList is the list of a tier's patches that an upstream serves to downstream servers.
+// It travels as the signed payload of a SignedSyncList.
+type SyncList struct {
+	Tier        string      `json:"tier"`
+	GeneratedAt time.Time   `json:"generated-at"`
+	Patches     []SyncPatch `json:"patches"`
+}
+
+// SyncPatch is one patch file of a SyncList.
+type SyncPatch struct {
+	Filename     string `json:"filename"`
+	Version      string `json:"version"`
+	Kernel       string `json:"kernel"`
+	Flavour      string `json:"flavour"`
+	Architecture string `json:"architecture"`
+	SHA256       string `json:"sha256"`
+	Size         int64  `json:"size"`
+	Module       string `json:"module"`
+	Description  string `json:"description,omitempty"`
+	Fixes        []Fix  `json:"fixes,omitempty"`
+	// URL is where to download the file: absolute, or a path relative to the upstream URL.
+	URL string `json:"url"`
+}
+
+// SignedSyncList is the answer of GET /v1/sync/patches: the JSON bytes of a SyncList and
+// an ed25519 signature of exactly those bytes. Both encode as standard base64 in JSON.
+type SignedSyncList struct {
+	Payload   []byte `json:"payload"`
+	Signature []byte `json:"signature"`
+	KeyID     string `json:"key-id"`
+}
+
+// SyncMachine is a downstream machine as reported to the upstream: its id is an HMAC of
+// the machine id keyed with the deployment id, so the upstream cannot learn the real one.
+type SyncMachine struct {
+	ID       string    `json:"id"`
+	Tier     string    `json:"tier"`
+	LastSeen time.Time `json:"last-seen,omitzero"`
+	Status
+}
+
+// Check validates a reported machine.
+func (m SyncMachine) Check() error {
+	if len(m.ID) != 64 || strings.Trim(m.ID, "0123456789abcdef") != "" {
+		return Errorf(CodeInvalid, "invalid machine id %q: want the hex HMAC-SHA256 of the machine id", m.ID)
+	}
+	if m.Tier != "" {
+		if err := CheckTierName(m.Tier); err != nil {
+			return err
+		}
+	}
+	return m.Status.Check()
+}
+
+// SignSyncList encodes l and signs the bytes with key.
+func SignSyncList(l SyncList, key ed25519.PrivateKey) (SignedSyncList, error) {
+	payload, err := json.Marshal(l)
+	if err != nil {
+		return SignedSyncList{}, fmt.Errorf("cannot encode patch list: %w", err)
+	}
+	return SignedSyncList{
+		Payload:   payload,
+		Signature: ed25519.Sign(key, payload),
+		KeyID:     KeyID(key.Public().(ed25519.PublicKey)),
+	}, nil
+}
+
+// ErrBadSignature means a signed patch list does not verify with the trusted key.
+var ErrBadSignature = errors.New("bad signature")
+
+// Verify checks the signature with key and decodes the list. A nil key skips the check
+// (a downstream without a trusted key). Errors wrap ErrBadSignature when the signature
+// is wrong.
+func (s SignedSyncList) Verify(key ed25519.PublicKey) (SyncList, error) {
+	if key != nil && !ed25519.Verify(key, s.Payload, s.Signature) {
+		if s.KeyID != KeyID(key) {
+			return SyncList{}, fmt.Errorf("%w: the list is signed by key %s, not by the trusted key %s", ErrBadSignature, s.KeyID, KeyID(key))
+		}
+		return SyncList{}, fmt.Errorf("%w: the list does not verify with the trusted key %s", ErrBadSignature, KeyID(key))
+	}
+	var l SyncList
+	if err := json.Unmarshal(s.Payload, &l); err != nil {
+		return SyncList{}, fmt.Errorf("cannot decode the patch list: %w", err)
+	}
+	return l, nil
+}
+
+// KeyID names a public key: the hex of the first 8 bytes of its SHA-256.
+func KeyID(pub ed25519.PublicKey) string {
+	h := sha256.Sum256(pub)
+	return hex.EncodeToString(h[:8])
+}
+
+// ParsePublicKey reads an ed25519 public key written as base64 (standard or URL
+// alphabet, padded or not) of its 32 bytes.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	b, err := decodeBase64(strings.TrimSpace(s))
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, errors.New("not the base64 of a 32-byte ed25519 public key")
+	}
+	return ed25519.PublicKey(b), nil
+}
+
+// ParsePrivateKey reads an ed25519 private key: PEM ("PRIVATE KEY", PKCS #8, as
+// livepatch-server keys generate and openssl genpkey -algorithm ed25519 write it), or
+// base64 of the 64-byte private key (seed and public key). A bare 32-byte seed is
+// refused: it cannot be told apart from a public key given by mistake.
+func ParsePrivateKey(data []byte) (ed25519.PrivateKey, error) {
+	if block, _ := pem.Decode(data); block != nil {
+		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("cannot parse PEM private key: %w", err)
+		}
+		key, ok := k.(ed25519.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("the PEM private key is a %T, not an ed25519 key", k)
+		}
+		return key, nil
+	}
+	b, err := decodeBase64(strings.TrimSpace(string(data)))
+	if err == nil && len(b) == ed25519.PrivateKeySize {
+		key := ed25519.NewKeyFromSeed(b[:ed25519.SeedSize])
+		if !key.Equal(ed25519.PrivateKey(b)) {
+			return nil, errors.New("the base64 private key is inconsistent: its public half does not match its seed")
+		}
+		return key, nil
+	}
+	return nil, errors.New("not a PEM ed25519 private key, nor the base64 of a 64-byte ed25519 private key")
+}
+
+// MarshalPrivateKey writes key as PEM (PKCS #8), the form ParsePrivateKey reads.
+func MarshalPrivateKey(key ed25519.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("cannot encode private key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// MarshalPublicKey writes a public key as standard base64, the form ParsePublicKey reads.
+func MarshalPublicKey(pub ed25519.PublicKey) string {
+	return base64.StdEncoding.EncodeToString(pub)
+}
+
+func decodeBase64(s string) ([]byte, error) {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	return nil, errors.New("not base64")
+}
+
+// Telemetry headers a downstream server sends with its sync requests.
+const (
+	HeaderDeploymentID = "Livepatch-Deployment-Id"
+	HeaderMachineCount = "Livepatch-Machine-Count"
+)
+
+// MaxSyncMachines bounds the machines of one machine report request.
+const MaxSyncMachines = 1000
+
+// CheckDeploymentID validates a deployment id (patch-sync.id; the charm uses the model UUID).
+func CheckDeploymentID(id string) error {
+	if !labelRE.MatchString(id) {
+		return Errorf(CodeInvalid, "invalid deployment id %q: use 1-128 letters, digits, dots, dashes and underscores", id)
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package upstream_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/upstream"
+)
+
+func TestContracts(t *testing.T) {
+	now := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	calls := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		mu.Lock()
+		calls[token]++
+		mu.Unlock()
+		if r.Method != "GET" || r.URL.Path != "/v1/resources/livepatch-onprem/context/token" {
+			http.NotFound(w, r)
+			return
+		}
+		switch token {
+		case "good":
+			io.WriteString(w, `{"valid":true,"expires":"2024-05-01T13:00:00Z"}`)
+		case "soon":
+			io.WriteString(w, `{"valid":true,"expires":"2024-05-01T12:02:00Z"}`)
+		case "invalid":
+			io.WriteString(w, `{"valid":false}`)
+		case "expired":
+			io.WriteString(w, `{"valid":true,"expires":"2024-05-01T11:00:00Z"}`)
+		case "broken":
+			w.WriteHeader(http.StatusInternalServerError)
+		case "garbage":
+			io.WriteString(w, `<html>`)
+		default:
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	}))
+	defer srv.Close()
+	c, err := upstream.NewContracts(srv.URL+"/", nil, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(token string, want server.Code, msg string) {
+		t.Helper()
+		err := c.CheckResourceToken(t.Context(), token)
+		if want == "" {
+			if err != nil {
+				t.Errorf("%s: %v, want accepted", token, err)
+			}
+			return
+		}
+		if server.ErrorCode(err) != want || !strings.Contains(server.ErrorMessage(err), msg) {
+			t.Errorf("%s: %v (code %s), want code %s with %q", token, err, server.ErrorCode(err), want, msg)
+		}
+	}
+	check("good", "", "")
+	check("good", "", "")
+	check("soon", "", "")
+	check("refused", server.CodeUnauthorized, "the contracts server refused the resource token")
+	check("refused", server.CodeUnauthorized, "refused")
+	check("invalid", server.CodeUnauthorized, "not valid or has expired")
+	check("expired", server.CodeUnauthorized, "not valid or has expired")
+	check("broken", server.CodeUnavailable, "answered 500 Internal Server Error")
+	check("garbage", server.CodeUnavailable, "answered something else")
+	// Accepted tokens are remembered for 5 minutes, and never past their expiry.
+	now = now.Add(time.Minute)
+	check("good", "", "")
+	check("soon", "", "")
+	now = now.Add(2 * time.Minute) // past soon's expiry
+	check("good", "", "")
+	check("soon", server.CodeUnauthorized, "not valid or has expired")
+	now = now.Add(3 * time.Minute) // past the cache time
+	check("good", "", "")
+	mu.Lock()
+	if calls["good"] != 2 || calls["soon"] != 2 || calls["refused"] != 2 {
+		t.Errorf("contracts server calls = %v; want good and soon twice (cache), refused twice (not cached)", calls)
+	}
+	mu.Unlock()
+
+	srv.Close()
+	check("other", server.CodeUnavailable, "cannot reach the contracts server at "+srv.URL)
+	if _, err := upstream.NewContracts("not a url", nil, nil); err == nil {
+		t.Errorf("NewContracts accepted a bad URL")
+	}
+}
+
+func TestLoadTrustedKey(t *testing.T) {
+	const b64 = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+	key, err := upstream.LoadTrustedKey(b64)
+	if err != nil || server.MarshalPublicKey(key) != b64 {
+		t.Fatalf("LoadTrustedKey(base64) = %v, %v", key, err)
+	}
+	path := t.TempDir() + "/signing.pub"
+	if err := writeFile(path, b64+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	if key, err := upstream.LoadTrustedKey(path); err != nil || server.MarshalPublicKey(key) != b64 {
+		t.Errorf("LoadTrustedKey(path) = %v, %v", key, err)
+	}
+	if err := writeFile(path, "not a key"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := upstream.LoadTrustedKey(path); err == nil || !strings.Contains(err.Error(), "patch-sync.trusted-key file "+path) {
+		t.Errorf("LoadTrustedKey(bad file) = %v", err)
+	}
+}
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o644) }

@@ -1,0 +1,295 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/patchfile"
+)
+
+// result is what one pass of the scheduler did.
+type result struct {
+	report server.SyncReport // set when a run happened or was skipped
+	locked bool              // a scheduled run found another unit syncing
+	// notDue is set when a scheduled run found a recent success: how long until the
+	// next one is due.
+	notDue time.Duration
+}
+
+// recordTimeout bounds recording a report after the run's context ended.
+const recordTimeout = 10 * time.Second
+
+// run runs one sync under the cluster-wide lock. A scheduled run (forced false) first
+// checks that the last success of any unit is an interval old.
+func (s *Syncer) run(ctx context.Context, forced bool) (res result) {
+	s.setRunning(true)
+	defer s.setRunning(false)
+	start := s.opts.Now()
+	ran, err := s.store.RunExclusive(ctx, LockName, func(ctx context.Context) error {
+		if !forced {
+			last, err := s.store.SyncReports(ctx, server.SyncReportFilter{Outcome: server.SyncSuccess, Limit: 1})
+			if err != nil {
+				return err
+			}
+			if len(last) > 0 {
+				if due := last[0].EndedAt.Add(s.cfg.Interval.D()); due.After(s.opts.Now()) {
+					res.notDue = due.Sub(s.opts.Now())
+					return nil
+				}
+			}
+		}
+		res.report = s.sync(ctx)
+		return nil
+	})
+	switch {
+	case err != nil:
+		// The lock or the schedule check failed: the database is in trouble.
+		res.notDue = 0
+		res.report = s.finish(ctx, server.SyncReport{StartedAt: start},
+			[]error{fmt.Errorf("cannot start a sync: %s", server.ErrorMessage(err))})
+		s.log.Warn("Sync failed", "error", err)
+	case !ran && forced:
+		res.report = s.finish(ctx, server.SyncReport{StartedAt: start, Outcome: server.SyncSkipped,
+			Error: "another unit is running a sync: this one was not started"}, nil)
+	case !ran:
+		res.locked = true
+	}
+	return res
+}
+
+// sync runs the steps of one sync and records its report.
+func (s *Syncer) sync(ctx context.Context) (report server.SyncReport) {
+	report = server.SyncReport{StartedAt: s.opts.Now()}
+	s.log.Info("Sync started", "upstream", s.upstreamName(), "tier", s.cfg.UpstreamTier)
+	var errs []error
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("Sync panicked", "panic", p, "stack", string(debug.Stack()))
+				errs = append(errs, fmt.Errorf("internal error: %v", p))
+			}
+		}()
+		errs = s.syncPatches(ctx, &report)
+	}()
+	return s.finish(ctx, report, errs)
+}
+
+// finish completes report with errs, records it, updates the metrics and logs it.
+func (s *Syncer) finish(ctx context.Context, report server.SyncReport, errs []error) server.SyncReport {
+	report.EndedAt = s.opts.Now()
+	report.Unit = s.opts.Unit
+	if len(errs) > 0 {
+		report.Outcome = server.SyncFailed
+		report.Error = joinErrors(errs)
+	} else if report.Outcome == "" {
+		report.Outcome = server.SyncSuccess
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if recorded, err := s.store.AddSyncReport(rctx, report); err != nil {
+		s.log.Error("Cannot record sync report", "error", err, "outcome", report.Outcome, "report-error", report.Error)
+	} else {
+		report = recorded
+	}
+	s.metrics.runs.WithLabelValues(report.Outcome).Inc()
+	switch report.Outcome {
+	case server.SyncSuccess:
+		s.metrics.lastSuccess.Set(float64(report.EndedAt.UnixNano()) / 1e9)
+		s.log.Info("Sync succeeded", "patches-added", report.PatchesAdded, "bytes", report.Bytes)
+	case server.SyncFailed:
+		s.log.Warn("Sync failed", "error", report.Error, "patches-added", report.PatchesAdded)
+	case server.SyncSkipped:
+		s.log.Info("Sync skipped", "reason", report.Error)
+	}
+	return report
+}
+
+// maxReportedErrors bounds how many per-patch errors a report lists.
+const maxReportedErrors = 5
+
+func joinErrors(errs []error) string {
+	var msgs []string
+	for _, err := range errs[:min(len(errs), maxReportedErrors)] {
+		msgs = append(msgs, err.Error()) // our own messages: no secrets, no driver details
+	}
+	if n := len(errs) - maxReportedErrors; n > 0 {
+		msgs = append(msgs, fmt.Sprintf("and %d more errors (see the server log)", n))
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// syncPatches fetches and verifies the list, then adds each missing patch that passes the
+// filters. It returns the errors that make the run a failure: one that stops the run, or
+// one per patch that could not be added (the others are still added).
+func (s *Syncer) syncPatches(ctx context.Context, report *server.SyncReport) []error {
+	if s.problem != nil {
+		return []error{s.problem}
+	}
+	if err := s.checkLandingTier(ctx); err != nil {
+		return []error{err}
+	}
+	list, err := s.fetchList(ctx)
+	if err != nil {
+		return []error{err}
+	}
+	local, err := s.store.Patches(ctx, server.PatchFilter{})
+	if err != nil {
+		return []error{storeError("cannot read the local patches", err)}
+	}
+	recorded := make(map[string]string, len(local))
+	for _, p := range local {
+		recorded[p.Filename] = p.SHA256
+	}
+	var errs []error
+	for _, p := range list.Patches {
+		if !s.wanted(p) {
+			continue
+		}
+		if sum, ok := recorded[p.Filename]; ok {
+			if sum != p.SHA256 {
+				errs = append(errs, server.Errorf(server.CodeConflict,
+					"patch %s is recorded here with sha256 %s but the upstream lists sha256 %s: it was not replaced", p.Filename, sum, p.SHA256))
+			}
+			continue
+		}
+		size, err := s.addPatch(ctx, p)
+		if err != nil {
+			s.log.Warn("Cannot sync patch", "filename", p.Filename, "error", err)
+			errs = append(errs, err)
+			if fatal(ctx, err) {
+				return errs
+			}
+			continue
+		}
+		recorded[p.Filename] = p.SHA256
+		report.PatchesAdded++
+		report.Bytes += size
+		s.metrics.added.Inc()
+		s.metrics.bytes.Add(float64(size))
+		s.log.Info("Synced patch", "filename", p.Filename, "size", size)
+	}
+	if len(errs) == 0 && s.cfg.SendMachineReports && server.CheckDeploymentID(s.cfg.ID) == nil {
+		if err := s.sendMachineReports(ctx); err != nil {
+			// Reports are a courtesy to the upstream: the patches are what matter.
+			s.log.Warn("Cannot send machine reports to the upstream", "error", err)
+		}
+	}
+	return errs
+}
+
+// errStore marks errors of the local database or patch storage: they stop a run.
+var errStore = errors.New("local storage error")
+
+func storeError(what string, err error) error {
+	return fmt.Errorf("%w: %s: %s", errStore, what, server.ErrorMessage(err))
+}
+
+// fatal reports whether err stops the run rather than only the patch.
+func fatal(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, errStore)
+}
+
+// checkLandingTier checks that patch-sync.tier names a local tier.
+func (s *Syncer) checkLandingTier(ctx context.Context) error {
+	if s.cfg.Tier == "" {
+		return nil
+	}
+	tiers, err := s.store.Tiers(ctx)
+	if err != nil {
+		return storeError("cannot read the tiers", err)
+	}
+	names := make([]string, len(tiers))
+	for i, t := range tiers {
+		if t.Name == s.cfg.Tier {
+			return nil
+		}
+		names[i] = t.Name
+	}
+	return server.Errorf(server.CodeInvalid, "patch-sync.tier %q is not a tier of this server (tiers: %s)", s.cfg.Tier, strings.Join(names, ", "))
+}
+
+// wanted applies the filters: flavours, architectures, minimum kernel version.
+func (s *Syncer) wanted(p server.SyncPatch) bool {
+	if len(s.cfg.Flavors) > 0 && !slices.Contains(s.cfg.Flavors, p.Flavour) {
+		return false
+	}
+	if len(s.cfg.Architectures) > 0 && !slices.Contains(s.cfg.Architectures, p.Architecture) {
+		return false
+	}
+	return server.KernelAtLeast(p.Kernel, s.cfg.MinimumKernelVersion)
+}
+
+var sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// maxPatchSize bounds a listed patch file, as uploads are bounded.
+const maxPatchSize = patchfile.MaxModuleSize + patchfile.MaxMetadataSize + 1<<20
+
+// checkEntry checks that a list entry is coherent before anything is downloaded.
+func checkEntry(p server.SyncPatch) error {
+	name, err := server.ParsePatchFilename(p.Filename)
+	if err != nil {
+		return server.Errorf(server.CodeInvalid, "the upstream lists an invalid patch: %s", server.ErrorMessage(err))
+	}
+	if name.Kernel != p.Kernel || name.Flavour != p.Flavour || name.Version != p.Version || name.Architecture != p.Architecture {
+		return server.Errorf(server.CodeInvalid, "the upstream lists %s with a kernel, flavour, version or architecture that its name does not have", p.Filename)
+	}
+	if !sha256RE.MatchString(p.SHA256) {
+		return server.Errorf(server.CodeInvalid, "the upstream lists %s with an invalid sha256 %q", p.Filename, p.SHA256)
+	}
+	if p.Size <= 0 || p.Size > maxPatchSize {
+		return server.Errorf(server.CodeInvalid, "the upstream lists %s with an invalid size %d", p.Filename, p.Size)
+	}
+	return nil
+}
+
+// addPatch downloads and verifies p, stores the file, and records it in the landing
+// tier, in that order: a patch is never recorded before its verified file is stored, so
+// an interrupted run leaves nothing half-recorded and the next run resumes. It returns
+// the file's size.
+func (s *Syncer) addPatch(ctx context.Context, p server.SyncPatch) (int64, error) {
+	if err := checkEntry(p); err != nil {
+		return 0, err
+	}
+	f, info, err := s.download(ctx, p)
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	// Look again just before storing: never overwrite a file recorded meanwhile.
+	same, err := s.store.Patches(ctx, server.PatchFilter{Version: p.Version})
+	if err != nil {
+		return 0, storeError("cannot read the local patches", err)
+	}
+	for _, q := range same {
+		if q.Filename == p.Filename && q.SHA256 != p.SHA256 {
+			return 0, server.Errorf(server.CodeConflict,
+				"patch %s is recorded here with sha256 %s but the upstream lists sha256 %s: it was not replaced", p.Filename, q.SHA256, p.SHA256)
+		}
+	}
+	if _, err := s.files.Put(ctx, p.Filename, f); err != nil {
+		return 0, storeError("cannot store patch "+p.Filename, err)
+	}
+	m := info.Metadata
+	_, err = s.store.AddPatch(ctx, server.Patch{
+		Filename: p.Filename, Version: m.Version, Kernel: m.Kernel, Flavour: m.Flavour,
+		Architecture: m.Architecture, SHA256: p.SHA256, Size: p.Size, Module: m.Module,
+		Description: m.Description, Fixes: m.Fixes, Tier: s.cfg.Tier, Source: server.SourceSync,
+	})
+	if server.ErrorCode(err) == server.CodeConflict {
+		// Recorded meanwhile with other contents (an upload on another unit).
+		return 0, err
+	}
+	if err != nil {
+		return 0, storeError("cannot record patch "+p.Filename, err)
+	}
+	return p.Size, nil
+}
