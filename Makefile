@@ -46,3 +46,25 @@ charms:
 		charms/ubuntu-advantage/charmcraft.yaml charms/ubuntu-advantage/README.md $(CHARMS_STAGE)/ubuntu-advantage/
 	$(GO) run ./charms/pack -out $(CHARMS_OUT) -bundle bundle/bundle.yaml -overlay bundle/local-overlay.yaml \
 		-public bundle/testdata $(CHARMS_STAGE)/livepatch $(CHARMS_STAGE)/ubuntu-advantage
+
+## bench: the load and benchmark harness (tests/load): BENCH_SIZE=quick (a few minutes) or
+## full; prints a table and writes docs/benchmarks.md. BENCH_FLAGS passes more lpbench flags.
+BENCH_SIZE  ?= quick
+BENCH_FLAGS ?=
+BENCH_BIN   := build/bench/bin
+.PHONY: bench
+bench: deps
+	./tests/load/deps
+	mkdir -p $(BENCH_BIN)
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BENCH_BIN)/ ./cmd/livepatch-server ./tests/load/cmd/...
+	$(BENCH_BIN)/lpbench -size $(BENCH_SIZE) -bin $(BENCH_BIN) -work build/bench/run -out docs/benchmarks.md $(BENCH_FLAGS)
+
+## jujusim: the Juju model emulator CLI (tests/cmd/jujusim) into build/bin; see tests/README.md
+.PHONY: jujusim test-emulator
+jujusim:
+	mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/jujusim ./tests/cmd/jujusim
+
+## test-emulator: the emulator's own tests (hook machinery, stand-ins, CLI)
+test-emulator:
+	$(GO) test -race -count=1 ./tests/jujusim/... ./tests/standin/... ./tests/cmd/...

@@ -1,0 +1,295 @@
+package jujusim_test
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/livepatch-onprem/livepatch/tests/jujusim"
+)
+
+func deploy(t *testing.T, m *jujusim.Model, args jujusim.DeployArgs) {
+	t.Helper()
+	if _, err := m.Deploy(args); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func relate(t *testing.T, m *jujusim.Model, a, b string) int {
+	t.Helper()
+	id, err := m.Relate(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestDeployAndRelateOrder(t *testing.T) {
+	m, _ := newModel(t)
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "srv", srvMeta, "", ""), NumUnits: 2})
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "cli", cliMeta, cliConfig, cliActions)})
+	waitIdle(t, m)
+
+	want := map[string][]string{
+		"srv/0": {"install", "cluster-relation-created", "leader-elected", "config-changed", "start",
+			"cluster-relation-joined srv/1", "cluster-relation-changed srv/1"},
+		"srv/1": {"install", "cluster-relation-created", "leader-settings-changed", "config-changed", "start",
+			"cluster-relation-joined srv/0", "cluster-relation-changed srv/0"},
+		"cli/0": {"install", "leader-elected", "config-changed", "start"},
+	}
+	for unit, hooks := range want {
+		if diff := cmp.Diff(hooks, m.HookNames(unit)); diff != "" {
+			t.Errorf("%s hooks (-want +got):\n%s", unit, diff)
+		}
+	}
+
+	relate(t, m, "cli", "srv")
+	waitIdle(t, m)
+	got := m.HookNames("cli/0")[4:]
+	if got[0] != "db-relation-created" {
+		t.Errorf("first relation hook = %q, want db-relation-created", got[0])
+	}
+	// Within the relation, joined(u) is directly followed by changed(u).
+	var joined []string
+	for i, h := range got {
+		if r, ok := strings.CutPrefix(h, "db-relation-joined "); ok {
+			joined = append(joined, r)
+			if i+1 >= len(got) || got[i+1] != "db-relation-changed "+r {
+				t.Errorf("joined %s not followed by its changed: %v", r, got)
+			}
+		}
+	}
+	slices.Sort(joined)
+	if diff := cmp.Diff([]string{"srv/0", "srv/1"}, joined); diff != "" {
+		t.Errorf("joined (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"db-relation-created", "db-relation-joined cli/0", "db-relation-changed cli/0"}, m.HookNames("srv/1")[7:]); diff != "" {
+		t.Errorf("srv/1 relation hooks (-want +got):\n%s", diff)
+	}
+}
+
+func TestRelationDataCommitAndCascade(t *testing.T) {
+	m, sc := newModel(t)
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "srv", srvMeta, "", "")})
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "cli", cliMeta, cliConfig, "")})
+	sc.set(t, "db-relation-joined", `
+if [ "$JUJU_UNIT_NAME" = srv/0 ]; then
+	relation-set host="$(unit-get private-address)" port=5432
+	if is-leader >/dev/null && [ "$(is-leader)" = True ]; then relation-set --app database=main; fi
+fi
+`)
+	sc.set(t, "db-relation-changed", `
+if [ "$JUJU_UNIT_NAME" = cli/0 ]; then
+	echo "remote=$JUJU_REMOTE_UNIT host=$(relation-get host srv/0) app=$(relation-get --app database srv)" >> "$SIMTEST_SCRIPTS/seen"
+fi
+`)
+	id := relate(t, m, "cli:db", "srv:db")
+	waitIdle(t, m)
+
+	addr, _ := m.UnitAddress("srv/0")
+	seen := strings.Split(strings.TrimSpace(sc.read(t, "seen")), "\n")
+	if last := seen[len(seen)-1]; !strings.Contains(last, "host="+addr) || !strings.Contains(last, "app=main") {
+		t.Errorf("cli/0 last saw %q, want host=%s app=main", last, addr)
+	}
+	data, err := m.RelationData(id, "srv/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"host": addr, "port": "5432", "private-address": addr, "ingress-address": addr, "egress-subnets": addr + "/32"}
+	if diff := cmp.Diff(want, data); diff != "" {
+		t.Errorf("srv/0 bag (-want +got):\n%s", diff)
+	}
+	// The writer never gets relation-changed for its own data; cli wrote nothing.
+	if n := strings.Count(strings.Join(m.HookNames("srv/0"), "\n"), "db-relation-changed"); n != 1 {
+		t.Errorf("srv/0 ran db-relation-changed %d times, want 1 (the one after joined)", n)
+	}
+
+	// A failing hook discards its relation data and holds later hooks until resolved.
+	sc.set(t, "config-changed", `
+if [ "$JUJU_UNIT_NAME" = srv/0 ]; then
+	relation-set -r db:`+itoa(id)+` port=1
+	status-set blocked "kept even though the hook fails"
+	exit 3
+fi
+`)
+	// Force config-changed on srv by upgrading it, which also runs upgrade-charm first.
+	if err := m.Upgrade("srv", testCharm(t, "srv", srvMeta, "", "")); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m)
+	st := m.Status()
+	u, _ := st.Unit("srv/0")
+	if u.Agent.Current != "error" || u.Agent.Message != `hook failed: "config-changed"` {
+		t.Errorf("srv/0 agent = %+v, want error hook failed: \"config-changed\"", u.Agent)
+	}
+	if u.Workload.Current != "error" {
+		t.Errorf("srv/0 workload shown as %q, want error", u.Workload.Current)
+	}
+	data, _ = m.RelationData(id, "srv/0")
+	if data["port"] != "5432" {
+		t.Errorf("port = %q after failed hook, want 5432 (change discarded)", data["port"])
+	}
+	// Held: update-status does not run while in error.
+	m.TriggerUpdateStatus()
+	waitIdle(t, m)
+	if slices.Contains(m.HookNames("srv/0"), "update-status") {
+		t.Errorf("update-status ran on a unit in error")
+	}
+	sc.set(t, "config-changed", "")
+	if err := m.Resolved("srv/0", true); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m)
+	hooks := m.HookNames("srv/0")
+	tail := hooks[len(hooks)-4:]
+	if diff := cmp.Diff([]string{"upgrade-charm", "config-changed (exit 3)", "config-changed", "update-status"}, tail); diff != "" {
+		t.Errorf("srv/0 hooks (-want +got):\n%s", diff)
+	}
+	u, _ = m.Status().Unit("srv/0")
+	if u.Workload.Current != "blocked" || u.Workload.Message != "kept even though the hook fails" {
+		t.Errorf("srv/0 workload = %+v, want the status set by the failed hook", u.Workload)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestActions(t *testing.T) {
+	m, sc := newModel(t)
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "cli", cliMeta, cliConfig, cliActions)})
+	sc.set(t, "greet", `
+action-log "greeting $(action-get who)"
+action-set result.text="hello $(action-get who) x$(action-get times)" result.hook="$JUJU_HOOK_NAME"
+if [ "$(action-get who)" = bad ]; then action-fail "bad name"; fi
+`)
+	waitIdle(t, m)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	a, err := m.RunAction("cli/leader", "greet", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"result": map[string]any{"text": "hello world x1", "hook": ""}}
+	if res.Status != "completed" || !cmp.Equal(want, res.Results) || !slices.Equal(res.Log, []string{"greeting world"}) {
+		t.Errorf("result = %+v, want completed with %v", res, want)
+	}
+
+	a, err = m.RunAction("cli/0", "greet", map[string]any{"who": "bad"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, _ = a.Wait(ctx); res.Status != "failed" || res.Message != "bad name" {
+		t.Errorf("result = %+v, want failed: bad name", res)
+	}
+
+	for _, params := range []map[string]any{{"who": 3}, {"unknown": "x"}} {
+		if _, err := m.RunAction("cli/0", "greet", params); err == nil {
+			t.Errorf("RunAction(%v) succeeded, want a validation error", params)
+		}
+	}
+	if _, err := m.RunAction("cli/0", "nope", nil); err == nil {
+		t.Error("RunAction(nope) succeeded")
+	}
+
+	// Actions still run while the unit is in a hook error.
+	sc.set(t, "config-changed", "exit 1")
+	if err := m.SetConfig("cli", map[string]string{"name": "y"}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m)
+	a, _ = m.RunAction("cli/0", "greet", map[string]any{"who": "err"})
+	if res, _ = a.Wait(ctx); res.Status != "completed" {
+		t.Errorf("action in error state: %+v", res)
+	}
+}
+
+func TestSubordinateLifecycle(t *testing.T) {
+	m, _ := newModel(t)
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "cli", cliMeta, cliConfig, ""), NumUnits: 2})
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "sub", subMeta, "", "")})
+	relate(t, m, "cli", "sub")
+	waitIdle(t, m)
+	st := m.Status()
+	if diff := cmp.Diff([]string{"sub/0", "sub/1"}, st.UnitNames("sub")); diff != "" {
+		t.Fatalf("subordinates (-want +got):\n%s", diff)
+	}
+	cli0, _ := st.Unit("cli/0")
+	var sub string
+	for name := range cli0.Subordinates {
+		sub = name
+	}
+	wantSub := []string{"install", "juju-info-relation-created", "leader-elected", "config-changed", "start",
+		"juju-info-relation-joined cli/0", "juju-info-relation-changed cli/0"}
+	if sub != "sub/0" {
+		wantSub[2] = "leader-settings-changed"
+	}
+	if diff := cmp.Diff(wantSub, m.HookNames(sub)); diff != "" {
+		t.Errorf("%s hooks (-want +got):\n%s", sub, diff)
+	}
+	subAddr, _ := m.UnitAddress(sub)
+	if subAddr != cli0.PublicAddress {
+		t.Errorf("subordinate address %s, principal %s: not co-located", subAddr, cli0.PublicAddress)
+	}
+
+	if err := m.RemoveUnit("cli/0"); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m)
+	wantTeardown := []string{"juju-info-relation-departed cli/0", "juju-info-relation-broken", "stop", "remove"}
+	got := m.HookNames(sub)
+	if diff := cmp.Diff(wantTeardown, got[len(got)-4:]); diff != "" {
+		t.Errorf("%s teardown (-want +got):\n%s", sub, diff)
+	}
+	got = m.HookNames("cli/0")
+	if diff := cmp.Diff([]string{"juju-info-relation-departed " + sub, "juju-info-relation-broken", "stop", "remove"}, got[len(got)-4:]); diff != "" {
+		t.Errorf("cli/0 teardown (-want +got):\n%s", diff)
+	}
+	if names := m.Status().UnitNames("sub"); len(names) != 1 {
+		t.Errorf("subordinates after removal: %v", names)
+	}
+	if m.Leader("cli") != "cli/1" {
+		t.Errorf("leader = %q, want cli/1", m.Leader("cli"))
+	}
+	if h := m.HookNames("cli/1"); !slices.Contains(h, "leader-elected") {
+		t.Errorf("cli/1 did not run leader-elected: %v", h)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	m, sc := newModel(t)
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "cli", cliMeta, cliConfig, ""), Config: map[string]any{"port": 9000}})
+	sc.set(t, "config-changed", `config-get --format=json > "$SIMTEST_SCRIPTS/config.json"`)
+	waitIdle(t, m)
+	if got := sc.read(t, "config.json"); got != `{"debug":false,"name":"x","port":9000}`+"\n" {
+		t.Errorf("config-get = %s", got)
+	}
+	for _, bad := range []map[string]string{{"port": "many"}, {"nope": "1"}} {
+		if err := m.SetConfig("cli", bad); err == nil {
+			t.Errorf("SetConfig(%v) succeeded", bad)
+		}
+	}
+	if err := m.SetConfig("cli", map[string]string{"port": "", "debug": "true", "ratio": "0.5"}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m)
+	if got := sc.read(t, "config.json"); got != `{"debug":true,"name":"x","port":8080,"ratio":0.5}`+"\n" {
+		t.Errorf("config-get = %s", got)
+	}
+	// Setting the same values again changes nothing: no config-changed.
+	n := len(m.HookNames("cli/0"))
+	if err := m.SetConfig("cli", map[string]string{"debug": "true"}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m)
+	if got := len(m.HookNames("cli/0")); got != n {
+		t.Errorf("hooks ran after a no-op config change: %v", m.HookNames("cli/0")[n:])
+	}
+}

@@ -1,0 +1,327 @@
+// Package pro is a stand-in for the `pro` (ubuntu-advantage) CLI: attach, detach and status,
+// against the contract_url of <root>/etc/ubuntu-advantage/uaclient.conf, keeping the machine
+// token in <root>/var/lib/ubuntu-advantage/private/machine-token.json, where <root> is
+// JUJU_SIM_ROOT (or /).
+package pro
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Version is the reported client version.
+const Version = "31.2.3"
+
+func root() string {
+	if r := os.Getenv("JUJU_SIM_ROOT"); r != "" {
+		return r
+	}
+	return "/"
+}
+
+func confPath() string { return filepath.Join(root(), "etc/ubuntu-advantage/uaclient.conf") }
+func tokenPath() string {
+	return filepath.Join(root(), "var/lib/ubuntu-advantage/private/machine-token.json")
+}
+func enabledPath() string {
+	return filepath.Join(root(), "var/lib/ubuntu-advantage/private/jujusim-services.json")
+}
+func machineIDPath() string { return filepath.Join(root(), "etc/machine-id") }
+
+// MachineToken is the machine-token.json document (the contracts server's response).
+type MachineToken struct {
+	MachineToken     string         `json:"machineToken"`
+	MachineTokenInfo map[string]any `json:"machineTokenInfo"`
+	ResourceTokens   []any          `json:"resourceTokens,omitempty"`
+}
+
+// Main runs the CLI and returns its exit code.
+func Main(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: pro <command> [options]")
+		return 2
+	}
+	var err error
+	code := 1
+	switch args[0] {
+	case "attach":
+		code, err = attach(args[1:])
+	case "detach":
+		code, err = detach(args[1:])
+	case "status":
+		code, err = status(args[1:])
+	case "version", "--version":
+		fmt.Println(Version)
+		return 0
+	case "refresh", "enable", "disable":
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "pro: invalid choice: %q\n", args[0])
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	return code
+}
+
+func contractURL() string {
+	conf := map[string]any{}
+	if b, err := os.ReadFile(confPath()); err == nil {
+		yaml.Unmarshal(b, &conf)
+	}
+	if u, ok := conf["contract_url"].(string); ok && u != "" {
+		return strings.TrimRight(u, "/")
+	}
+	return "https://contracts.canonical.com"
+}
+
+func machineID() string {
+	b, err := os.ReadFile(machineIDPath())
+	if err == nil && len(bytes.TrimSpace(b)) > 0 {
+		return string(bytes.TrimSpace(b))
+	}
+	id := fmt.Sprintf("%x", time.Now().UnixNano())
+	os.MkdirAll(filepath.Dir(machineIDPath()), 0o755)
+	os.WriteFile(machineIDPath(), []byte(id+"\n"), 0o444)
+	return id
+}
+
+func readToken() (*MachineToken, error) {
+	b, err := os.ReadFile(tokenPath())
+	if err != nil {
+		return nil, err
+	}
+	var mt MachineToken
+	return &mt, json.Unmarshal(b, &mt)
+}
+
+func contractName(mt *MachineToken) string {
+	ci, _ := mt.MachineTokenInfo["contractInfo"].(map[string]any)
+	name, _ := ci["name"].(string)
+	return name
+}
+
+func attach(args []string) (int, error) {
+	fs := flag.NewFlagSet("attach", flag.ContinueOnError)
+	config := fs.String("attach-config", "", "YAML file with token and enable_services")
+	noAuto := fs.Bool("no-auto-enable", false, "do not enable default services")
+	format := fs.String("format", "cli", "cli or json")
+	if err := fs.Parse(args); err != nil {
+		return 2, nil
+	}
+	_ = format
+	token := fs.Arg(0)
+	var enable []string
+	explicit := false
+	if *config != "" {
+		b, err := os.ReadFile(*config)
+		if err != nil {
+			return 1, fmt.Errorf("Error: could not read attach config %s", *config)
+		}
+		var c struct {
+			Token          string   `yaml:"token"`
+			EnableServices []string `yaml:"enable_services"`
+		}
+		if err := yaml.Unmarshal(b, &c); err != nil {
+			return 1, fmt.Errorf("Error while reading %s: %v", *config, err)
+		}
+		token, enable, explicit = c.Token, c.EnableServices, c.EnableServices != nil
+	}
+	if token == "" {
+		return 2, errors.New("Attach requires a token: sudo pro attach <TOKEN>")
+	}
+	if mt, err := readToken(); err == nil {
+		return 2, fmt.Errorf("This machine is already attached to '%s'\nTo use a different subscription first run: sudo pro detach.", contractName(mt))
+	}
+	body, _ := json.Marshal(map[string]any{
+		"machineId": machineID(), "architecture": "amd64", "hostType": "container",
+		"os": map[string]any{"distribution": "Ubuntu", "kernel": "6.8.0-generic", "release": "22.04", "series": "jammy", "type": "Linux"},
+	})
+	req, _ := http.NewRequest("POST", contractURL()+"/v1/context/machines/token", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return 1, fmt.Errorf("Failed to connect to %s\n%v", contractURL(), err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return 1, errors.New("Invalid token. See https://ubuntu.com/pro/dashboard")
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 1, fmt.Errorf("Failed to attach machine. See https://ubuntu.com/pro/dashboard (%s)", resp.Status)
+	}
+	var mt MachineToken
+	if err := json.Unmarshal(data, &mt); err != nil {
+		return 1, fmt.Errorf("invalid contracts response: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(tokenPath()), 0o700); err != nil {
+		return 1, err
+	}
+	if err := os.WriteFile(tokenPath(), data, 0o600); err != nil {
+		return 1, err
+	}
+	var enabled []string
+	for _, e := range entitlements(&mt) {
+		byDefault, _ := e["obligations"].(map[string]any)["enableByDefault"].(bool)
+		name, _ := e["type"].(string)
+		if explicit && slices.Contains(enable, name) || !explicit && !*noAuto && byDefault {
+			enabled = append(enabled, name)
+			fmt.Printf("Enabling %s\n%s enabled\n", name, name)
+		}
+	}
+	b, _ := json.Marshal(enabled)
+	os.WriteFile(enabledPath(), b, 0o600)
+	fmt.Printf("This machine is now attached to '%s'\n", contractName(&mt))
+	return 0, nil
+}
+
+func entitlements(mt *MachineToken) []map[string]any {
+	ci, _ := mt.MachineTokenInfo["contractInfo"].(map[string]any)
+	list, _ := ci["resourceEntitlements"].([]any)
+	var out []map[string]any
+	for _, e := range list {
+		if m, ok := e.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func detach(args []string) (int, error) {
+	if !slices.Contains(args, "--assume-yes") {
+		return 1, errors.New("Unable to process uaclient.conf: detach needs --assume-yes when not interactive")
+	}
+	if _, err := readToken(); err != nil {
+		return 1, errors.New("This machine is not attached to an Ubuntu Pro subscription.\nSee https://ubuntu.com/pro")
+	}
+	os.Remove(tokenPath())
+	os.Remove(enabledPath())
+	fmt.Println("This machine is now detached.")
+	return 0, nil
+}
+
+// Service is one entry of `pro status --format json` services.
+type Service struct {
+	Name                string  `json:"name" yaml:"name"`
+	Description         string  `json:"description" yaml:"description"`
+	Available           string  `json:"available" yaml:"available"`
+	Entitled            string  `json:"entitled" yaml:"entitled"`
+	Status              string  `json:"status" yaml:"status"`
+	StatusDetails       string  `json:"status_details" yaml:"status_details"`
+	DescriptionOverride *string `json:"description_override" yaml:"description_override"`
+	BlockedBy           []any   `json:"blocked_by" yaml:"blocked_by"`
+}
+
+var descriptions = map[string]string{
+	"esm-apps":         "Expanded Security Maintenance for Applications",
+	"esm-infra":        "Expanded Security Maintenance for Infrastructure",
+	"livepatch":        "Canonical Livepatch service",
+	"livepatch-onprem": "Canonical Livepatch on-premises",
+}
+
+// Status builds the `pro status --format json` document.
+func Status() map[string]any {
+	out := map[string]any{
+		"_doc":              "Content provided in json response is currently considered as Experimental and may change",
+		"_schema_version":   "0.1",
+		"version":           Version,
+		"result":            "success",
+		"errors":            []any{},
+		"warnings":          []any{},
+		"attached":          false,
+		"machine_id":        nil,
+		"effective":         nil,
+		"expires":           nil,
+		"execution_status":  "inactive",
+		"execution_details": "No Ubuntu Pro operations are running",
+		"simulated":         false,
+		"notices":           []any{},
+		"config_path":       confPath(),
+		"environment_vars":  []any{},
+		"contract":          map[string]any{"id": "", "name": "", "created_at": "", "products": []string{"free"}, "tech_support_level": "n/a"},
+		"account":           map[string]any{"id": "", "name": "", "created_at": "", "external_account_ids": []any{}},
+		"config": map[string]any{
+			"contract_url": contractURL(),
+			"security_url": "https://ubuntu.com/security",
+			"data_dir":     filepath.Join(root(), "var/lib/ubuntu-advantage"),
+			"log_level":    "debug",
+			"log_file":     filepath.Join(root(), "var/log/ubuntu-advantage.log"),
+			"ua_config":    map[string]any{"apt_http_proxy": nil, "apt_https_proxy": nil, "http_proxy": nil, "https_proxy": nil},
+		},
+	}
+	services := []Service{}
+	mt, err := readToken()
+	if err != nil {
+		for _, name := range []string{"esm-apps", "esm-infra", "livepatch"} {
+			services = append(services, Service{Name: name, Description: descriptions[name], Available: "yes", Entitled: "no", Status: "n/a", BlockedBy: []any{}})
+		}
+		out["services"] = services
+		return out
+	}
+	var enabled []string
+	if b, err := os.ReadFile(enabledPath()); err == nil {
+		json.Unmarshal(b, &enabled)
+	}
+	for _, e := range entitlements(mt) {
+		name, _ := e["type"].(string)
+		st := "disabled"
+		if slices.Contains(enabled, name) {
+			st = "enabled"
+		}
+		services = append(services, Service{Name: name, Description: descriptions[name], Available: "yes", Entitled: "yes", Status: st, BlockedBy: []any{}})
+	}
+	ci, _ := mt.MachineTokenInfo["contractInfo"].(map[string]any)
+	ai, _ := mt.MachineTokenInfo["accountInfo"].(map[string]any)
+	out["attached"] = true
+	out["machine_id"] = mt.MachineTokenInfo["machineId"]
+	out["effective"] = ci["effectiveFrom"]
+	out["expires"] = ci["effectiveTo"]
+	out["services"] = services
+	out["contract"] = map[string]any{"id": ci["id"], "name": ci["name"], "created_at": ci["createdAt"], "products": ci["products"], "tech_support_level": "essential"}
+	out["account"] = map[string]any{"id": ai["id"], "name": ai["name"], "created_at": ai["createdAt"], "external_account_ids": []any{}}
+	return out
+}
+
+func status(args []string) (int, error) {
+	format := "tabular"
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, "--format="); ok {
+			format = v
+		} else if a == "--format" && i+1 < len(args) {
+			format = args[i+1]
+		}
+	}
+	st := Status()
+	switch format {
+	case "json":
+		b, _ := json.Marshal(st)
+		fmt.Println(string(b))
+	case "yaml":
+		b, _ := yaml.Marshal(st)
+		fmt.Print(string(b))
+	default:
+		fmt.Println("SERVICE          ENTITLED  STATUS    DESCRIPTION")
+		for _, s := range st["services"].([]Service) {
+			fmt.Printf("%-16s %-9s %-9s %s\n", s.Name, s.Entitled, s.Status, s.Description)
+		}
+		if st["attached"] == false {
+			fmt.Println("\nThis machine is not attached to an Ubuntu Pro subscription.")
+		}
+	}
+	return 0, nil
+}
