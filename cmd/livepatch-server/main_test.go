@@ -10,9 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
+	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/config"
+	"github.com/livepatch-onprem/livepatch/server/postgres"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -150,5 +153,52 @@ func TestServeDrains(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Errorf("Run after cancel: %v", err)
+	}
+}
+
+// TestPruneReports checks the retention job deletes every expired history row in bounded
+// batches and keeps the rest.
+func TestPruneReports(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.DSN(t), postgres.Options{MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, _, err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if _, err := db.CreateAuthToken(ctx, server.NewAuthToken{ID: "t", Tier: "edge", Hash: server.HashToken("tok")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Enable(ctx, server.Enrolment{AuthTokenHash: server.HashToken("tok"), MachineID: "m1", MachineTokenHash: server.HashToken("mt")}, now); err != nil {
+		t.Fatal(err)
+	}
+	st := server.Status{Kernel: "5.15.0-107-generic", Architecture: "amd64", PatchState: server.StateNothingToApply}
+	for i := range 25 {
+		at := now.AddDate(0, 0, -100).Add(time.Duration(i) * time.Minute) // expired
+		if i >= 20 {
+			at = now.Add(-time.Duration(i) * time.Minute) // recent
+		}
+		if _, err := db.CheckIn(ctx, server.CheckIn{MachineID: "m1", MachineTokenHash: server.HashToken("mt"), Status: st}, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := now.AddDate(0, 0, -90)
+	n, err := pruneReports(ctx, db, before, 3, 2) // two batches only: 6 of 20
+	if err != nil || n != 6 {
+		t.Fatalf("bounded run pruned %d, %v; want 6", n, err)
+	}
+	n, err = pruneReports(ctx, db, before, 3, maxCleanupBatches)
+	if err != nil || n != 14 {
+		t.Fatalf("full run pruned %d, %v; want the other 14", n, err)
+	}
+	var left int
+	if err := db.SQL().QueryRowContext(ctx, "SELECT count(*) FROM machine_reports").Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 5 {
+		t.Errorf("%d history rows left, want the 5 recent ones", left)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,11 +12,14 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/config"
 	"github.com/livepatch-onprem/livepatch/server/httpapi"
 	"github.com/livepatch-onprem/livepatch/server/patchstore"
 	"github.com/livepatch-onprem/livepatch/server/postgres"
+	"github.com/livepatch-onprem/livepatch/server/upstream"
 )
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
@@ -94,6 +98,10 @@ func (m *Main) Run(ctx context.Context) error {
 		files = patchstore.NewPostgres(db.SQL())
 	}
 
+	reg := prometheus.NewRegistry()
+	syncer := upstream.New(db, files, cfg.PatchSync, upstream.Options{Now: m.Now, Logger: log, Registry: reg})
+	signingKey, resourceTokens := m.syncServer(log)
+
 	api, err := httpapi.New(db, files, httpapi.Options{
 		Version:          version,
 		URLTemplate:      cfg.Server.URLTemplate,
@@ -105,6 +113,13 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger:           log,
 		PatchCacheSize:   patchCacheSize(cfg.PatchCache),
 		PatchCacheTTL:    cfg.PatchCache.CacheTTL.D(),
+		Registry:         reg,
+		Sync:             syncer,
+		SigningKey:       signingKey,
+		ResourceTokens:   resourceTokens,
+		Status: func(ctx context.Context) map[string]any {
+			return map[string]any{"sync": syncer.DebugStatus(ctx)}
+		},
 	})
 	if err != nil {
 		return err
@@ -123,9 +138,10 @@ func (m *Main) Run(ctx context.Context) error {
 
 	jobs, stopJobs := context.WithCancel(context.Background())
 	defer stopJobs()
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
 	go func() { api.Run(jobs); done <- struct{}{} }()
 	go func() { m.cleanupReports(jobs, db, log); done <- struct{}{} }()
+	go func() { syncer.Run(jobs); done <- struct{}{} }()
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -146,11 +162,37 @@ func (m *Main) Run(ctx context.Context) error {
 	stopJobs()
 	<-done
 	<-done
+	<-done
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("cannot drain requests: %w", err)
 	}
 	log.Info("Server stopped")
 	return nil
+}
+
+// syncServer loads what this server needs to serve downstream servers: the signing key
+// (sync-server.signing-key) and the resource token check with the contracts server. A
+// bad key is logged and leaves the server serving everything else.
+func (m *Main) syncServer(log *slog.Logger) (ed25519.PrivateKey, func(context.Context, string) error) {
+	cfg := m.Config
+	if cfg.SyncServer.SigningKey == "" {
+		return nil, nil
+	}
+	key, err := loadSigningKey(cfg.SyncServer.SigningKey)
+	if err != nil {
+		log.Error("Cannot load the sync signing key: downstream servers cannot sync from this one", "error", err)
+		return nil, nil
+	}
+	log.Info("Serving downstream servers", "key-id", server.KeyID(key.Public().(ed25519.PublicKey)))
+	if cfg.Contracts.URL == "" {
+		return key, nil
+	}
+	contracts, err := upstream.NewContracts(cfg.Contracts.URL, upstream.NewHTTPClient(cfg.PatchSync.Proxy), m.Now)
+	if err != nil {
+		log.Error("Cannot check resource tokens: only sync tokens are accepted", "error", err)
+		return key, nil
+	}
+	return key, contracts.CheckResourceToken
 }
 
 func patchCacheSize(c config.PatchCache) int {
@@ -160,21 +202,16 @@ func patchCacheSize(c config.PatchCache) int {
 	return c.CacheSize
 }
 
-// cleanupReports prunes machine report history older than the retention period, in
-// bounded batches, on one unit at a time.
+// cleanupReports prunes machine report history older than the retention period, at
+// start and then every cleanup interval, on one unit at a time.
 func (m *Main) cleanupReports(ctx context.Context, db *postgres.DB, log *slog.Logger) {
 	cfg := m.Config.MachineReports
 	t := time.NewTicker(cfg.CleanupInterval.D())
 	defer t.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 		before := m.Now().AddDate(0, 0, -cfg.RetentionDays)
 		ran, err := db.RunExclusive(ctx, "report-cleanup", func(ctx context.Context) error {
-			n, err := db.CleanupReports(ctx, before, cfg.CleanupRowLimit)
+			n, err := pruneReports(ctx, db, before, cfg.CleanupRowLimit, maxCleanupBatches)
 			if n > 0 {
 				log.Info("Pruned machine reports", "rows", n, "before", before.Format(time.RFC3339))
 			}
@@ -185,5 +222,28 @@ func (m *Main) cleanupReports(ctx context.Context, db *postgres.DB, log *slog.Lo
 		} else if !ran {
 			log.Debug("Report cleanup runs on another unit")
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
+}
+
+// maxCleanupBatches bounds one cleanup run; what is left waits for the next run.
+const maxCleanupBatches = 10_000
+
+// pruneReports deletes history rows older than before in batches of limit rows (each its
+// own short transaction, so check-ins never wait long on it) until none is left or
+// maxBatches batches ran.
+func pruneReports(ctx context.Context, db *postgres.DB, before time.Time, limit, maxBatches int) (int, error) {
+	total := 0
+	for range maxBatches {
+		n, err := db.CleanupReports(ctx, before, limit)
+		total += n
+		if err != nil || n < limit || ctx.Err() != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
