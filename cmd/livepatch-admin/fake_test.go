@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -103,6 +104,7 @@ func newFakeAPI(t *testing.T, overrides map[string]http.HandlerFunc) *fakeAPI {
 		"GET /v1/admin/reports/patch-health": reply(200, jsonHealth),
 		"GET /v1/admin/reports/kernels":      reply(200, jsonKernels),
 	}
+	maps.Copy(routes, syncRoutes())
 	for pattern, h := range overrides {
 		if _, ok := routes[pattern]; !ok {
 			t.Fatalf("override of unknown route %q", pattern)

@@ -51,7 +51,8 @@ func newRoot(g *global) *cobra.Command {
 		Use:   "livepatch-admin",
 		Short: "Administer a livepatch on-prem server",
 		Long: `livepatch-admin administers a livepatch on-prem server: log in, manage tiers,
-patches and client auth tokens, and read the machine reports.
+patches and client auth tokens, read the machine reports, and sync from an
+upstream server.
 
 The server is named by --url or the LIVEPATCH_URL environment variable; a
 private certificate authority by --ca or LIVEPATCH_CA_CRT (a path or PEM text).
@@ -81,6 +82,8 @@ server.`,
 		(&cmdPatch{g: g}).command(),
 		(&cmdStorage{g: g}).command(),
 		(&cmdReport{g: g}).command(),
+		(&cmdSync{g: g}).command(),
+		(&cmdSyncTokens{g: g}).command(),
 	)
 	return root
 }

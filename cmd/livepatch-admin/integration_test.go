@@ -417,6 +417,22 @@ KERNEL              ARCH   MACHINES
 		t.Errorf("second revoke: exit %d, stderr %q", code, stderr)
 	}
 
+	// Sync tokens for downstream servers; this server does not sync itself.
+	syncToken := strings.TrimSpace(a.ok("sync-tokens", "add", "stable", "region-eu", "--valid-until", "30d"))
+	if len(syncToken) != 36 {
+		t.Errorf("sync-tokens add printed %q, want one token", syncToken)
+	}
+	var syncTokens []server.SyncToken
+	a.jsonOf(&syncTokens, "sync-tokens", "list")
+	if len(syncTokens) != 1 || syncTokens[0].Name != "region-eu" || syncTokens[0].Tier != "stable" || syncTokens[0].Token != "" || syncTokens[0].ValidUntil == nil {
+		t.Errorf("sync-tokens list = %+v", syncTokens)
+	}
+	a.expect([]string{"sync-tokens", "revoke", "region-eu"}, 0, "Revoked sync token region-eu\n", "")
+	a.expect([]string{"sync-tokens", "revoke", "region-eu"}, 1, "", "error: sync token \"region-eu\" not found\n")
+	a.expect([]string{"sync", "status"}, 0, "enabled:       no\nlast run:      never\nlast success:  never\n", "")
+	a.expect([]string{"sync", "reports"}, 0, "No sync reports.\n", "")
+	a.expect([]string{"sync", "trigger", "--wait"}, 1, "", "error: upstream sync is not enabled on this server (patch-sync.enabled)\n")
+
 	// Logout ends the session on the server too.
 	cache := &sessionCache{dir: configDir}
 	s, ok, err := cache.get(url)

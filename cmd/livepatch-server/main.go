@@ -22,6 +22,7 @@ const usage = `Usage:
   livepatch-server schema upgrade  (--config FILE | --db DSN) [--format text|json]
   livepatch-server schema check    (--config FILE | --db DSN)
   livepatch-server schema version  (--config FILE | --db DSN) [--format text|json]
+  livepatch-server keys generate --out DIR
   livepatch-server version
 
 The database DSN may also come from LIVEPATCH_DATABASE_URL. Prefer --config: a DSN on the
@@ -77,6 +78,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usageError{"schema needs a subcommand: upgrade, check or version"}
 		}
 		return cmdSchema(ctx, args[1], args[2:], stdout)
+	case "keys":
+		return cmdKeys(args[1:], stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version)
 		return nil

@@ -185,6 +185,9 @@ func (s *Server) checkSyncCaller(r *http.Request, needTier bool) (syncCaller, er
 		if st.ValidUntil != nil && !s.opts.Now().Before(*st.ValidUntil) {
 			return fail("sync", "synctoken_authn_failed:expired", server.Errorf(server.CodeUnauthorized, "sync token %q expired at %s: ask the upstream's administrator for a new one", st.Name, st.ValidUntil.Format(time.RFC3339)))
 		}
+		if st.Tier == "" {
+			return fail("sync", "synctoken_authz_failed:tier", server.Errorf(server.CodeForbidden, "sync token %q has no tier", st.Name))
+		}
 		if tier != "" && tier != st.Tier {
 			return fail("sync", "synctoken_authz_failed:tier", server.Errorf(server.CodeForbidden, "sync token %q is for tier %q, not %q: set patch-sync.upstream-tier to %q", st.Name, st.Tier, tier, st.Tier))
 		}

@@ -50,6 +50,9 @@ func (s *Syncer) run(ctx context.Context, forced bool) (res result) {
 		return nil
 	})
 	switch {
+	case err != nil && res.report.ID != 0:
+		// The run is recorded; only releasing the lock failed (the session's end does).
+		s.log.Warn("Cannot release the sync lock", "error", err)
 	case err != nil:
 		// The lock or the schedule check failed: the database is in trouble.
 		res.notDue = 0

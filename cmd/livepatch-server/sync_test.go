@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/livepatch-onprem/livepatch/internal/pgtest"
+	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/client"
+	"github.com/livepatch-onprem/livepatch/server/config"
+	"github.com/livepatch-onprem/livepatch/server/patchfile"
+)
+
+func TestKeysGenerate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	code, out, errOut := runCmd(t, "keys", "generate", "--out", dir)
+	if code != 0 || errOut != "" {
+		t.Fatalf("keys generate: exit %d, stderr %q", code, errOut)
+	}
+	keyPath, pubPath := filepath.Join(dir, "signing.key"), filepath.Join(dir, "signing.pub")
+	info, err := os.Stat(keyPath)
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("signing.key: %v, mode %v; want 0600", err, info.Mode())
+	}
+	pubText, err := os.ReadFile(pubPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := server.ParsePublicKey(string(pubText))
+	if err != nil {
+		t.Fatalf("signing.pub: %v", err)
+	}
+	want := "Wrote " + keyPath + " (secret: set sync-server.signing-key to its path)\n" +
+		"Wrote " + pubPath + " (key id " + server.KeyID(pub) + ": give it to downstream servers as patch-sync.trusted-key)\n"
+	if out != want {
+		t.Errorf("keys generate printed %q, want %q", out, want)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(keyPEM, []byte("-----BEGIN PRIVATE KEY-----\n")) {
+		t.Errorf("signing.key is not PEM:\n%s", keyPEM)
+	}
+	// The key reads back from its path, its PEM text, and base64 of the 64-byte key.
+	key, err := loadSigningKey(keyPath)
+	if err != nil || !key.Public().(ed25519.PublicKey).Equal(pub) {
+		t.Fatalf("loadSigningKey(path) = %v; public key differs from signing.pub", err)
+	}
+	for _, value := range []string{string(keyPEM), base64.StdEncoding.EncodeToString(key)} {
+		if k, err := loadSigningKey(value); err != nil || !k.Equal(key) {
+			t.Errorf("loadSigningKey(%.20q...) = %v", value, err)
+		}
+	}
+	// The public key given by mistake is refused, as text or as a file.
+	for _, value := range []string{pubPath, string(pubText)} {
+		if _, err := loadSigningKey(value); err == nil {
+			t.Errorf("loadSigningKey(%q) accepted the public key", value)
+		}
+	}
+	if _, err := loadSigningKey("/nonexistent/signing.key"); err == nil {
+		t.Errorf("loadSigningKey of a missing file succeeded")
+	}
+
+	// An existing key is never replaced.
+	code, _, errOut = runCmd(t, "keys", "generate", "--out", dir)
+	if code != 1 || !strings.Contains(errOut, "signing.key already exists") {
+		t.Errorf("second keys generate: exit %d, stderr %q", code, errOut)
+	}
+	if again, _ := os.ReadFile(keyPath); !bytes.Equal(again, keyPEM) {
+		t.Errorf("signing.key changed")
+	}
+	for _, args := range [][]string{{"keys"}, {"keys", "rotate"}, {"keys", "generate"}, {"keys", "generate", "--out", dir, "extra"}} {
+		if code, _, errOut := runCmd(t, args...); code != 2 || !strings.Contains(errOut, "Usage:") {
+			t.Errorf("%q: exit %d, stderr %q; want 2 with usage", args, code, errOut)
+		}
+	}
+}
+
+// freeAddr returns a loopback address that was free a moment ago, for a server whose
+// url-template must name its own address before it starts.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startMain migrates cfg's database and runs a server on it until the test ends.
+func startMain(t *testing.T, cfg config.Config) string {
+	t.Helper()
+	if code, _, errOut := runCmd(t, "schema", "upgrade", "--db", cfg.Database.ConnectionString); code != 0 {
+		t.Fatal(errOut)
+	}
+	listening := make(chan net.Addr, 1)
+	m := &Main{Config: cfg, Listening: listening, Logger: newLogger(io.Discard, "info")}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	select {
+	case addr := <-listening:
+		return "http://" + addr.String()
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	return ""
+}
+
+// TestServeSyncsFromUpstream runs two servers as the serve command wires them: a
+// downstream syncs a patch from an upstream with a sync token, trusting the key that
+// keys generate wrote.
+func TestServeSyncsFromUpstream(t *testing.T) {
+	ctx := t.Context()
+	keys := t.TempDir()
+	if code, _, errOut := runCmd(t, "keys", "generate", "--out", keys); code != 0 {
+		t.Fatal(errOut)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := func(addr string) config.Config {
+		c := config.Default()
+		c.Server.Address = addr
+		c.Server.URLTemplate = "http://" + addr + "/v1/patches/{filename}"
+		c.Database.ConnectionString = pgtest.DSN(t)
+		c.Auth.BasicUsers = []string{"admin:" + string(hash)}
+		return c
+	}
+
+	upCfg := base(freeAddr(t))
+	upCfg.SyncServer.SigningKey = filepath.Join(keys, "signing.key")
+	upURL := startMain(t, upCfg)
+	up, err := client.New(upURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up = up.WithBasicAuth("admin", "pw")
+	var archive bytes.Buffer
+	if err := patchfile.Generate(&archive, patchfile.Metadata("5.15.0-107.117", "generic", "107.1", "amd64"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	name := "livepatch-5.15.0-107.117-generic-107.1-amd64.tar.bz2"
+	p, _, err := up.UploadPatch(ctx, name, bytes.NewReader(archive.Bytes()), int64(archive.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := up.CreateSyncToken(ctx, client.SyncTokenRequest{Name: "region-eu", Tier: "edge"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	downCfg := base(freeAddr(t))
+	downCfg.PatchSync.Enabled = true
+	downCfg.PatchSync.ID = "model-down"
+	downCfg.PatchSync.UpstreamURL = upURL
+	downCfg.PatchSync.Token = tok.Token
+	downCfg.PatchSync.UpstreamTier = "edge"
+	downCfg.PatchSync.TrustedKey = filepath.Join(keys, "signing.pub")
+	if err := downCfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	downURL := startMain(t, downCfg)
+	down, err := client.New(downURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down = down.WithBasicAuth("admin", "pw")
+	// The server syncs at start; a triggered run comes after it.
+	r, err := down.TriggerSyncWait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Outcome != server.SyncSuccess {
+		t.Fatalf("triggered sync = %+v", r)
+	}
+	got, err := down.PatchVersion(ctx, "107.1")
+	if err != nil || len(got) != 1 || got[0].SHA256 != p.SHA256 || got[0].Source != server.SourceSync {
+		t.Fatalf("downstream patch 107.1 = %+v, %v", got, err)
+	}
+	body, _, err := down.Download(ctx, "/v1/patches/"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(body)
+	body.Close()
+	if !bytes.Equal(data, archive.Bytes()) {
+		t.Errorf("the downstream serves other bytes")
+	}
+
+	st, err := down.SyncStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Enabled || st.Upstream != upURL || st.LastSuccess == nil || st.NextRun == nil || st.NextRun.Before(time.Now().Add(50*time.Minute)) {
+		t.Errorf("sync status = %+v", st)
+	}
+	ds, err := down.DebugStatus(ctx)
+	if err != nil || ds.Status != "OK" || !ds.Sync.Enabled || ds.Sync.Status != "OK" {
+		t.Errorf("debug status = %+v, %v", ds, err)
+	}
+	resp, err := http.Get(downURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`livepatch_server_sync_runs_total{outcome="success"} `, "livepatch_server_sync_patches_added_total 1\n",
+		"livepatch_server_sync_last_success_timestamp_seconds ", "livepatch_server_http_request_duration_seconds"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// The upstream is not syncing itself: its status says so.
+	if ds, err := up.DebugStatus(ctx); err != nil || ds.Sync.Enabled || ds.Sync.Status != "disabled" {
+		t.Errorf("upstream debug status = %+v, %v", ds, err)
+	}
+}
