@@ -1,0 +1,53 @@
+package httpapi
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLockoutAddress(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newLockout(func() time.Time { return now })
+	for i := range addressFailureLimit {
+		if err := l.check(fmt.Sprintf("user%d", i), "192.0.2.9"); err != nil {
+			t.Fatalf("attempt %d refused early: %v", i, err)
+		}
+		l.fail(fmt.Sprintf("user%d", i), "192.0.2.9")
+	}
+	if err := l.check("admin", "192.0.2.9"); err == nil || !strings.Contains(err.Error(), "this address") {
+		t.Errorf("sprayed address: %v, want locked", err)
+	}
+	if err := l.check("admin", "192.0.2.10"); err != nil {
+		t.Errorf("another address: %v", err)
+	}
+	now = now.Add(lockoutWindow + time.Second)
+	if err := l.check("admin", "192.0.2.9"); err != nil {
+		t.Errorf("after the window: %v", err)
+	}
+}
+
+func TestLockoutUser(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newLockout(func() time.Time { return now })
+	for range userFailureLimit - 1 {
+		l.fail("admin", "a")
+	}
+	l.succeed("admin") // a success forgets earlier failures
+	for range userFailureLimit - 1 {
+		l.fail("admin", "b")
+	}
+	if err := l.check("admin", "c"); err != nil {
+		t.Fatalf("locked after a success reset: %v", err)
+	}
+	l.fail("admin", "b")
+	err := l.check("admin", "c")
+	if err == nil || err.Error() != "too many failed logins for this user: try again in 15 minutes" {
+		t.Errorf("check = %v", err)
+	}
+	now = now.Add(10 * time.Minute)
+	if err := l.check("admin", "c"); err == nil || !strings.Contains(err.Error(), "in 5 minutes") {
+		t.Errorf("after 10 minutes: %v", err)
+	}
+}
