@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"time"
 )
@@ -55,7 +56,7 @@ func (l *lockout) check(user, addr string) error {
 			continue
 		}
 		if left := f.last.Add(l.lockFor).Sub(now); left > 0 {
-			return fmt.Errorf("too many failed logins for this %s: try again in %d minutes", k[0], int(left.Minutes())+1)
+			return fmt.Errorf("too many failed logins for this %s: try again in %d minutes", k[0], int(math.Ceil(left.Minutes())))
 		}
 	}
 	return nil
