@@ -34,7 +34,8 @@ type fakeAPI struct {
 	checkIns     []server.Status
 	disabled     int
 	unreachable  bool
-	advice       int // check interval the server advises, in minutes
+	advice       int    // check interval the server advises, in minutes
+	kernelState  string // what the server says of the machine's kernel
 }
 
 func newFakeAPI() *fakeAPI {
@@ -72,7 +73,7 @@ func (f *fakeAPI) CheckIn(ctx context.Context, machineID, machineToken string, s
 		return server.Update{}, &client.APIError{Status: http.StatusBadRequest, Code: server.CodeInvalid, Message: err.Error()}
 	}
 	f.checkIns = append(f.checkIns, status)
-	return server.Update{Tier: f.tier, Patch: f.offer, Check: server.CheckAdvice{IntervalMinutes: f.advice}}, nil
+	return server.Update{Tier: f.tier, Patch: f.offer, KernelState: f.kernelState, Check: server.CheckAdvice{IntervalMinutes: f.advice}}, nil
 }
 
 func (f *fakeAPI) Disable(ctx context.Context, machineID, machineToken string) error {

@@ -79,7 +79,7 @@ func (a *Agent) check(ctx context.Context, c *Config, st *State, token string) e
 	}
 	st.AdvisedInterval = upd.Check.IntervalMinutes
 	st.Offered = upd.Patch
-	patchErr := a.handleOffer(ctx, c, api, st, kernel, upd.Patch)
+	patchErr := a.handleOffer(ctx, c, api, st, kernel, upd)
 	if err := a.saveState(st); err != nil {
 		return errors.Join(patchErr, err)
 	}
@@ -133,13 +133,17 @@ func (a *Agent) reconcile(st *State, kernel string) {
 	}
 }
 
-// handleOffer acts on the server's offer and sets the patch state.
-func (a *Agent) handleOffer(ctx context.Context, c *Config, api API, st *State, kernel string, offer *server.PatchOffer) error {
+// handleOffer acts on the server's answer and sets the patch state.
+func (a *Agent) handleOffer(ctx context.Context, c *Config, api API, st *State, kernel string, upd server.Update) error {
+	offer := upd.Patch
 	if offer == nil {
 		a.dropWaiting(st)
 		st.PatchState, st.Reason = server.StateNothingToApply, ""
-		if st.Applied != nil {
+		switch {
+		case st.Applied != nil:
 			st.PatchState = server.StateApplied // the module stays loaded until reboot
+		case upd.KernelState == server.KernelUpgradeRequired:
+			st.PatchState = server.StateKernelUpgradeRequired
 		}
 		return nil
 	}

@@ -376,6 +376,20 @@ func TestNothingToApply(t *testing.T) {
 	}
 }
 
+// TestKernelUpgradeRequired: with no patch offered and the server saying newer kernels
+// have patches, the machine reports kernel-upgrade-required and status says to upgrade.
+func TestKernelUpgradeRequired(t *testing.T) {
+	e := newTestEnv(t)
+	e.api.kernelState = server.KernelUpgradeRequired
+	res := e.enable(t)
+	if res.CheckErr != nil || res.State.PatchState != server.StateKernelUpgradeRequired {
+		t.Fatalf("check error %v, state %q", res.CheckErr, res.State.PatchState)
+	}
+	if got := e.api.lastCheckIn(); got.PatchState != server.StateKernelUpgradeRequired {
+		t.Errorf("reported %q", got.PatchState)
+	}
+}
+
 func TestCheckFailures(t *testing.T) {
 	e := newTestEnv(t)
 	e.configure(t, "mode", ModeNoApply)

@@ -11,6 +11,8 @@ type Catalog struct {
 	positions map[string]int
 	// byKey indexes non-blocked patches by kernel ABI, flavour and architecture, newest first.
 	byKey map[catalogKey][]catalogEntry
+	// newest holds, per flavour and architecture, the newest kernel ABI with a patch.
+	newest map[[2]string]string
 }
 
 type catalogKey struct{ abi, flavour, arch string }
@@ -22,7 +24,7 @@ type catalogEntry struct {
 
 // NewCatalog builds a catalog from the tiers and every patch.
 func NewCatalog(tiers []Tier, patches []Patch) *Catalog {
-	c := &Catalog{positions: make(map[string]int, len(tiers)), byKey: make(map[catalogKey][]catalogEntry)}
+	c := &Catalog{positions: make(map[string]int, len(tiers)), byKey: make(map[catalogKey][]catalogEntry), newest: map[[2]string]string{}}
 	for _, t := range tiers {
 		c.positions[t.Name] = t.Position
 	}
@@ -33,6 +35,10 @@ func NewCatalog(tiers []Tier, patches []Patch) *Catalog {
 		}
 		k := catalogKey{KernelABI(p.Kernel), p.Flavour, p.Architecture}
 		c.byKey[k] = append(c.byKey[k], catalogEntry{p, pos})
+		fa := [2]string{p.Flavour, p.Architecture}
+		if n, ok := c.newest[fa]; !ok || compareKernels(k.abi, n) > 0 {
+			c.newest[fa] = k.abi
+		}
 	}
 	for _, entries := range c.byKey {
 		slices.SortFunc(entries, func(a, b catalogEntry) int {
@@ -64,6 +70,28 @@ func (c *Catalog) Select(tier, release, arch string) (p Patch, ok bool) {
 		}
 	}
 	return Patch{}, false
+}
+
+// KernelState says whether a kernel release on arch is covered by the patches held, in
+// any tier (see KernelSupported and the other states).
+func (c *Catalog) KernelState(release, arch string) string {
+	abi, flavour, err := SplitKernelRelease(release)
+	if err != nil {
+		return KernelUnknown
+	}
+	arch = strings.ToLower(arch)
+	if len(c.byKey[catalogKey{abi, flavour, arch}]) > 0 {
+		return KernelSupported
+	}
+	if n, ok := c.newest[[2]string{flavour, arch}]; ok && compareKernels(n, abi) > 0 {
+		return KernelUpgradeRequired
+	}
+	return KernelUnknown
+}
+
+// compareKernels orders kernel ABIs such as "5.15.0-107" numerically.
+func compareKernels(a, b string) int {
+	return CompareVersions(strings.Replace(a, "-", ".", 1), strings.Replace(b, "-", ".", 1))
 }
 
 // Offer turns a patch into the offer a client receives, with its download URL.

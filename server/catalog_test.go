@@ -89,3 +89,31 @@ func TestCompareVersions(t *testing.T) {
 		}
 	}
 }
+
+func TestCatalogKernelState(t *testing.T) {
+	tiers := []server.Tier{{Name: "edge", Position: 1}, {Name: "stable", Position: 2}}
+	patch := func(kernel, flavour, arch string, blocked bool) server.Patch {
+		return server.Patch{Version: "1.1", Kernel: kernel, Flavour: flavour, Architecture: arch, Tier: "edge", Blocked: blocked}
+	}
+	c := server.NewCatalog(tiers, []server.Patch{
+		patch("5.15.0-107.117", "generic", "amd64", false),
+		patch("5.15.0-91.101", "generic", "amd64", false),
+		patch("6.8.0-9", "generic", "amd64", true), // blocked: does not count
+		patch("5.15.0-107.117", "aws", "arm64", false),
+	})
+	for _, tt := range []struct{ release, arch, want string }{
+		{"5.15.0-107-generic", "amd64", server.KernelSupported},
+		{"5.15.0-91-generic", "amd64", server.KernelSupported},
+		{"5.15.0-88-generic", "amd64", server.KernelUpgradeRequired},
+		{"5.4.0-200-generic", "amd64", server.KernelUpgradeRequired},
+		{"5.15.0-110-generic", "amd64", server.KernelUnknown}, // newer than anything held
+		{"6.8.0-9-generic", "amd64", server.KernelUnknown},
+		{"5.15.0-88-aws", "arm64", server.KernelUpgradeRequired},
+		{"5.15.0-88-lowlatency", "amd64", server.KernelUnknown},
+		{"garbage", "amd64", server.KernelUnknown},
+	} {
+		if got := c.KernelState(tt.release, tt.arch); got != tt.want {
+			t.Errorf("KernelState(%s, %s) = %s, want %s", tt.release, tt.arch, got, tt.want)
+		}
+	}
+}

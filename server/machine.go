@@ -95,12 +95,26 @@ type KernelCount struct {
 	Machines     int    `json:"machines"`
 }
 
-// Update is the answer to a check-in: the patch the machine should have, if any.
+// Update is the answer to a check-in: the patch the machine should have, if any, and
+// whether its kernel is covered.
 type Update struct {
-	Tier  string      `json:"tier"`
-	Patch *PatchOffer `json:"patch,omitempty"`
-	Check CheckAdvice `json:"check"`
+	Tier        string      `json:"tier"`
+	Patch       *PatchOffer `json:"patch,omitempty"`
+	KernelState string      `json:"kernel-state,omitempty"`
+	Check       CheckAdvice `json:"check"`
 }
+
+// Kernel states a check-in answer carries, as the hosted service's kernel support query
+// names them.
+const (
+	// KernelSupported: the server holds patches for this kernel, in some tier.
+	KernelSupported = "supported"
+	// KernelUpgradeRequired: no patch exists for this kernel but newer kernels of the same
+	// flavour and architecture have patches: the machine should move to a newer kernel.
+	KernelUpgradeRequired = "kernel-upgrade-required"
+	// KernelUnknown: the server has no patches for this flavour and architecture.
+	KernelUnknown = "unknown"
+)
 
 // CheckAdvice tells the client when to check in next.
 type CheckAdvice struct {

@@ -67,8 +67,13 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
-	up := server.Update{Tier: tier, Check: server.CheckAdvice{IntervalMinutes: checkInMinutes}}
-	if p, ok := s.catalog.get().catalog.Select(tier, st.Kernel, st.Architecture); ok {
+	catalog := s.catalog.get().catalog
+	up := server.Update{
+		Tier:        tier,
+		KernelState: catalog.KernelState(st.Kernel, st.Architecture),
+		Check:       server.CheckAdvice{IntervalMinutes: checkInMinutes},
+	}
+	if p, ok := catalog.Select(tier, st.Kernel, st.Architecture); ok {
 		up.Patch = server.Offer(p, s.opts.URLTemplate)
 		s.metrics.checkins.WithLabelValues("patch").Inc()
 	} else {

@@ -401,8 +401,11 @@ func TestPatchLifecycleAndCheckIn(t *testing.T) {
 		return up
 	}
 	up := checkIn("m-edge", mEdge, status("5.15.0-107-generic"))
-	if up.Tier != "edge" || up.Patch == nil || up.Patch.Version != "107.2" {
+	if up.Tier != "edge" || up.Patch == nil || up.Patch.Version != "107.2" || up.KernelState != server.KernelSupported {
 		t.Fatalf("edge check-in = %+v", up)
+	}
+	if up := checkIn("m-edge", mEdge, status("5.15.0-91-generic")); up.Patch != nil || up.KernelState != server.KernelUpgradeRequired {
+		t.Errorf("check-in on an old kernel = %+v, want kernel-upgrade-required", up)
 	}
 	if want := "http://lp.example/patches/livepatch-5.15.0-107.117-generic-107.2-amd64.tar.bz2"; up.Patch.URL != want {
 		t.Errorf("URL = %q, want %q", up.Patch.URL, want)
