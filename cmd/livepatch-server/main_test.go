@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -133,21 +134,25 @@ func TestServeDrains(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("debug/status: %d %s", resp.StatusCode, body)
 	}
-	// Open a connection with a request in flight: send headers, hold the body.
+	// Put a request in flight: send its headers with Expect: 100-continue and hold the
+	// body. The server answers "100 Continue" once the handler reads the body, so the
+	// request is known to be in the handler before the server is told to stop.
 	conn, err := net.Dial("tcp", addr.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	io.WriteString(conn, "POST /v1/client/m1/updates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\n")
-	// Wait until the server has the request: a second request on another connection
-	// proves the server is serving; then cancel and finish the held request.
-	if resp, err := http.Get(base + "/debug/info"); err == nil {
-		resp.Body.Close()
+	io.WriteString(conn, "POST /v1/client/m1/updates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"+
+		"Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+	br := bufio.NewReader(conn)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("before the body: %q, %v", line, err)
 	}
+	br.ReadString('\n') // the blank line ending the interim response
 	cancel()
 	io.WriteString(conn, "{}")
-	reply, _ := io.ReadAll(conn)
+	reply, _ := io.ReadAll(br)
 	if !strings.HasPrefix(string(reply), "HTTP/1.1 400") {
 		t.Errorf("in-flight request answer: %q", reply)
 	}
