@@ -69,8 +69,9 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Now = time.Now
 	}
 	db, err := postgres.Open(ctx, cfg.Database.ConnectionString, postgres.Options{
-		MaxConns:        cfg.Database.ConnectionPoolMax,
-		ConnMaxLifetime: cfg.Database.ConnectionLifetimeMax.D(),
+		MaxConns:            cfg.Database.ConnectionPoolMax,
+		ConnMaxLifetime:     cfg.Database.ConnectionLifetimeMax.D(),
+		SynchronousCheckIns: cfg.MachineReports.SynchronousCommit,
 	})
 	if err != nil {
 		return err

@@ -189,18 +189,28 @@ func (f *pgFile) Read(p []byte) (int, error) {
 }
 
 func (f *pgFile) fetch(chunk int64) error {
-	f.chunk, f.data = -1, nil
-	var data []byte
-	err := f.db.QueryRowContext(f.ctx, `SELECT data FROM patch_file_data WHERE filename = $1 AND generation = $2 AND chunk = $3`,
-		f.info.Filename, f.gen, chunk).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("cannot read patch file %q: it was replaced or deleted while being read", f.info.Filename)
-	}
+	f.chunk = -1
+	rows, err := f.db.QueryContext(f.ctx, `SELECT data FROM patch_file_data WHERE filename = $1 AND generation = $2 AND chunk = $3`,
+		f.info.Filename, f.gen, chunk)
 	if err != nil {
 		return fmt.Errorf("cannot read patch file %q: %w", f.info.Filename, err)
 	}
-	f.chunk, f.data = chunk, data
-	return nil
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("cannot read patch file %q: %w", f.info.Filename, err)
+		}
+		return fmt.Errorf("cannot read patch file %q: it was replaced or deleted while being read", f.info.Filename)
+	}
+	// RawBytes points into the driver's buffer: copy it into this file's own buffer,
+	// reused from chunk to chunk, rather than allocating a copy per chunk.
+	var raw sql.RawBytes
+	if err := rows.Scan(&raw); err != nil {
+		return fmt.Errorf("cannot read patch file %q: %w", f.info.Filename, err)
+	}
+	f.data = append(f.data[:0], raw...)
+	f.chunk = chunk
+	return rows.Close()
 }
 
 // Seek sets the offset of the next Read; no data is fetched until then.

@@ -95,7 +95,8 @@ func findAuthToken(ctx context.Context, tx *sql.Tx, hash []byte, lock string) (a
 }
 
 // checkInSQL records a check-in in one statement: update the machine whose id and token
-// hash match, append the history row, and return the machine's tier.
+// hash match, append the history row, and return the machine's tier. It also sets the
+// statement's commit durability (Options.SynchronousCheckIns).
 const checkInSQL = `
 	WITH m AS (
 		UPDATE machines SET last_seen = $3, kernel = $4, architecture = $5, cpu_model = $6,
@@ -109,8 +110,12 @@ const checkInSQL = `
 		SELECT id, last_seen, kernel, architecture, cpu_model, boot_time, uptime,
 			client_version, patch_state, patch_version
 		FROM m
+	), durability AS (
+		-- Local to this statement's transaction: when $12 is 'off' the check-in is
+		-- acknowledged before its WAL reaches disk (group commit without the wait).
+		SELECT set_config('synchronous_commit', $12, true)
 	)
-	SELECT t.name FROM m JOIN tiers t ON t.id = m.tier_id`
+	SELECT t.name FROM m JOIN tiers t ON t.id = m.tier_id CROSS JOIN durability`
 
 // CheckIn records a status report with one prepared statement, one round trip.
 func (db *DB) CheckIn(ctx context.Context, c server.CheckIn, now time.Time) (string, error) {
@@ -121,7 +126,7 @@ func (db *DB) CheckIn(ctx context.Context, c server.CheckIn, now time.Time) (str
 	s := c.Status
 	var tier string
 	err = stmt.QueryRowContext(ctx, c.MachineID, c.MachineTokenHash, now, s.Kernel, s.Architecture,
-		s.CPUModel, nullTime(s.BootTime), s.Uptime, s.ClientVersion, s.PatchState, s.PatchVersion).Scan(&tier)
+		s.CPUModel, nullTime(s.BootTime), s.Uptime, s.ClientVersion, s.PatchState, s.PatchVersion, db.checkInCommit).Scan(&tier)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", server.Errorf(server.CodeUnauthorized, "unknown machine or invalid machine token")
 	}

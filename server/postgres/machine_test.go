@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/postgres"
 )
@@ -450,4 +452,47 @@ func TestCleanupReports(t *testing.T) {
 	}
 	_, err := db.CleanupReports(ctx, cutoff, 0)
 	wantCode(t, err, server.CodeInvalid)
+}
+
+// TestCheckInDurability checks both commit modes record the check-in, and that the
+// asynchronous mode stays local to the check-in: the connection it used (the only one)
+// still commits synchronously afterwards.
+func TestCheckInDurability(t *testing.T) {
+	ctx := context.Background()
+	for _, sync := range []bool{false, true} {
+		dsn := pgtest.DSN(t)
+		db, err := postgres.Open(ctx, dsn, postgres.Options{MaxConns: 1, SynchronousCheckIns: sync})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, _, err := db.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.CreateAuthToken(ctx, server.NewAuthToken{ID: "t", Tier: "edge", Hash: server.HashToken("tok")}); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		if _, err := db.Enable(ctx, server.Enrolment{AuthTokenHash: server.HashToken("tok"), MachineID: "m1", MachineTokenHash: server.HashToken("mt")}, now); err != nil {
+			t.Fatal(err)
+		}
+		// The test cluster runs with synchronous_commit off; make the one connection's own
+		// setting on, so a leak of the check-in's local setting would show.
+		if _, err := db.SQL().ExecContext(ctx, `SET synchronous_commit = on`); err != nil {
+			t.Fatal(err)
+		}
+		st := server.Status{Kernel: "5.15.0-107-generic", Architecture: "amd64", PatchState: server.StateNothingToApply}
+		tier, err := db.CheckIn(ctx, server.CheckIn{MachineID: "m1", MachineTokenHash: server.HashToken("mt"), Status: st}, now)
+		if err != nil || tier != "edge" {
+			t.Fatalf("sync=%v: CheckIn = %q, %v", sync, tier, err)
+		}
+		var setting string
+		var reports int
+		if err := db.SQL().QueryRowContext(ctx, `SELECT current_setting('synchronous_commit'), (SELECT count(*) FROM machine_reports)`).Scan(&setting, &reports); err != nil {
+			t.Fatal(err)
+		}
+		if setting != "on" || reports != 1 {
+			t.Errorf("sync=%v: after a check-in synchronous_commit is %q and %d reports, want on and 1", sync, setting, reports)
+		}
+	}
 }

@@ -30,6 +30,13 @@ type Options struct {
 	// ConnMaxLifetime closes connections older than this (config
 	// database.connection-lifetime-max), so that the pool follows failovers; 0 means never.
 	ConnMaxLifetime time.Duration
+	// SynchronousCheckIns makes every check-in wait for its WAL flush before it is
+	// acknowledged (config machine-reports.synchronous-commit). Off, check-ins commit
+	// asynchronously: a PostgreSQL crash (not a clean restart) can lose the last fraction
+	// of a second of acknowledged check-ins, which machines report again at their next
+	// check, and the database sustains several times the rate. Enrolments, tokens and
+	// every admin write are always synchronous.
+	SynchronousCheckIns bool
 }
 
 // DB is a PostgreSQL store. It is safe for concurrent use.
@@ -38,6 +45,8 @@ type DB struct {
 
 	mu      sync.Mutex // guards preparing checkIn
 	checkIn *sql.Stmt  // prepared on first use: the schema may not exist at Open
+
+	checkInCommit string // synchronous_commit for check-ins: "on" or "off"
 }
 
 var _ server.Store = (*DB)(nil)
@@ -47,7 +56,8 @@ var _ server.Store = (*DB)(nil)
 func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	connector, err := pq.NewConnector(dsn)
 	if err != nil {
-		return nil, server.Errorf(server.CodeInvalid, "invalid database connection string: %v", err)
+		// The driver's message can quote the connection string, password included.
+		return nil, server.Errorf(server.CodeInvalid, "invalid database connection string: want postgres://user:password@host:port/dbname?sslmode=disable or key=value pairs")
 	}
 	db := sql.OpenDB(connector)
 	maxConns := opts.MaxConns
@@ -61,7 +71,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		db.Close()
 		return nil, classify(fmt.Errorf("cannot connect to database: %w", err))
 	}
-	return &DB{db: db}, nil
+	commit := "off"
+	if opts.SynchronousCheckIns {
+		commit = "on"
+	}
+	return &DB{db: db, checkInCommit: commit}, nil
 }
 
 // Close closes every connection.
