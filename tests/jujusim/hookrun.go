@@ -166,15 +166,18 @@ func (m *Model) execOp(u *unit, o *op) {
 		if o.kind == opAction {
 			code, runErr = 1, fmt.Errorf("action not implemented on unit %q", u.name)
 		}
-	} else {
+	}
+	start := time.Now()
+	if path != "" {
 		code, stdout, stderr, runErr = m.runProcess(u, path, args, env)
 	}
+	took := time.Since(start)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.contexts, c.id)
 	u.running = false
-	rec := HookRecord{Unit: u.name, Hook: name, RemoteUnit: c.remoteUnit, RemoteApp: c.remoteApp, Departing: c.departing, ExitCode: code}
+	rec := HookRecord{Unit: u.name, Hook: name, RemoteUnit: c.remoteUnit, RemoteApp: c.remoteApp, Departing: c.departing, ExitCode: code, Start: start, Duration: took}
 	if o.kind == opAction {
 		rec.Hook = "action:" + o.action.Name
 	}

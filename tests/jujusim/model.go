@@ -87,6 +87,9 @@ type HookRecord struct {
 	RemoteApp  string
 	Departing  string
 	ExitCode   int
+	// Start and Duration time the dispatch process, from start to exit.
+	Start    time.Time
+	Duration time.Duration
 }
 
 func (r HookRecord) String() string {
