@@ -49,7 +49,9 @@ func configured(ctx context.Context, c *hooks.Context, what string) (*livepatch.
 	return u, nil
 }
 
-// SchemaUpgrade runs the database migrations on the leader and cues every unit to restart.
+// SchemaUpgrade runs the database migrations on the leader, with the staged server of a
+// charm upgrade when there is one, then starts a rolling restart: every unit restarts once,
+// one at a time in unit order, switching to its staged server.
 func SchemaUpgrade(ctx context.Context, c *hooks.Context, _ map[string]any) (map[string]string, error) {
 	if err := requireLeader(ctx, c, "schema-upgrade"); err != nil {
 		return nil, err
@@ -59,21 +61,20 @@ func SchemaUpgrade(ctx context.Context, c *hooks.Context, _ map[string]any) (map
 		return nil, err
 	}
 	_ = c.ActionLog(ctx, "Upgrading the database schema")
-	from, to, err := livepatch.SchemaUpgrade(ctx, c)
+	from, to, err := livepatch.SchemaUpgrade(ctx, c, livepatch.SchemaBinary(c))
 	if err != nil {
 		return nil, err
 	}
-	cue := strconv.FormatInt(c.Now().UnixNano(), 10)
-	if u.Peer.Data[livepatch.PeerRestartCue] == cue {
-		cue += "-1"
-	}
-	if err := livepatch.SetPeerData(ctx, c, map[string]string{livepatch.PeerRestartCue: cue}); err != nil {
-		return nil, fmt.Errorf("schema upgraded from %d to %d but cannot cue the units to restart: %w", from, to, err)
+	gen := strconv.Itoa(u.Peer.Generation() + 1)
+	if err := livepatch.SetPeerData(ctx, c, map[string]string{livepatch.PeerRestartGeneration: gen}); err != nil {
+		return nil, fmt.Errorf("schema upgraded from %d to %d but cannot start the rolling restart: %w", from, to, err)
 	}
 	return map[string]string{
-		"from-version": strconv.Itoa(from),
-		"to-version":   strconv.Itoa(to),
-		"result":       fmt.Sprintf("schema upgraded from version %d to %d; every unit restarts its server", from, to),
+		"from-version":       strconv.Itoa(from),
+		"to-version":         strconv.Itoa(to),
+		"restart-generation": gen,
+		"result": fmt.Sprintf("schema upgraded from version %d to %d; the units restart one at a time in unit order (rolling restart %s)",
+			from, to, gen),
 	}, nil
 }
 
@@ -82,7 +83,7 @@ func SchemaVersion(ctx context.Context, c *hooks.Context, _ map[string]any) (map
 	if _, err := configured(ctx, c, "read the database schema version"); err != nil {
 		return nil, err
 	}
-	v, err := livepatch.GetSchemaVersion(ctx, c)
+	v, err := livepatch.GetSchemaVersion(ctx, c, livepatch.SchemaBinary(c))
 	if err != nil {
 		return nil, err
 	}

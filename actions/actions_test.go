@@ -130,35 +130,26 @@ func TestSchemaUpgrade(t *testing.T) {
 	res := e.H.RunAction(t, "schema-upgrade", nil, before.State)
 	checkSucceeded(t, res)
 	want := map[string]string{
-		"from-version": "2",
-		"to-version":   "3",
-		"result":       "schema upgraded from version 2 to 3; every unit restarts its server",
+		"from-version":       "2",
+		"to-version":         "3",
+		"restart-generation": "1",
+		"result":             "schema upgraded from version 2 to 3; the units restart one at a time in unit order (rolling restart 1)",
 	}
 	if diff := cmp.Diff(want, res.ActionResults); diff != "" {
 		t.Errorf("results (-want +got):\n%s", diff)
 	}
-	if res.Relation("livepatch").LocalAppData[livepatch.PeerRestartCue] == "" {
-		t.Error("no restart cue for the other units")
+	if got := res.Relation("livepatch").LocalAppData[livepatch.PeerRestartGeneration]; got != "1" {
+		t.Errorf("restart generation %q, want 1", got)
 	}
 	if res.Status.Name != "active" {
 		t.Errorf("status after upgrade %v, want active", res.Status)
 	}
+	// livepatch/0 is first in unit order: it restarts in the reconcile after the action.
 	if lpt.Restarts(res) != 1 {
 		t.Errorf("%d restarts on the leader, want 1", lpt.Restarts(res))
 	}
-
-	// A non-leader sees the cue and restarts too.
-	other := lpt.New(t)
-	other.Server.SetSchema(3, 3)
-	nl := lpt.Ready(false)
-	nl.Unit = "livepatch/1"
-	nl.Relations = []hookstest.Relation{res.Relation("livepatch").Clone(), lpt.DBRelation("livepatch/1"), lpt.WebsiteRelation()}
-	other.Install(t, nl)
-	first := other.H.Run(t, "config-changed", nl)
-	first.State.Relation("livepatch").LocalAppData[livepatch.PeerRestartCue] = "later"
-	second := other.H.Run(t, "livepatch-relation-changed", first.State)
-	if lpt.Restarts(second) != 1 {
-		t.Errorf("non-leader did not restart on the cue")
+	if got := res.Relation("livepatch").LocalUnitData[livepatch.PeerRestartedGeneration]; got != "1" {
+		t.Errorf("leader published restarted-generation %q, want 1", got)
 	}
 }
 
@@ -379,10 +370,10 @@ func TestGetResourceTokenFromAttachment(t *testing.T) {
 	if !rendered.PatchSync.Enabled || rendered.PatchSync.Token != lpt.ResourceToken {
 		t.Errorf("patch-sync not enabled with the token: %+v", rendered.PatchSync)
 	}
-	// The token is passed through stdin of relation-set only.
+	// The token goes to the shared application bag, through stdin of relation-set only.
 	for _, call := range res.ToolCalls {
-		if call.Name == "relation-set" && !slices.Contains(call.Args, "--app") {
-			t.Errorf("relation-set without --app: %v", call)
+		if call.Name == "relation-set" && !slices.Contains(call.Args, "--app") && strings.Contains(string(call.Stdin), lpt.ResourceToken) {
+			t.Errorf("token set in a unit bag: %v", call)
 		}
 	}
 }

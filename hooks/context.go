@@ -16,6 +16,7 @@ package hooks
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -44,6 +45,10 @@ type Context struct {
 	Getenv func(key string) string
 	// Now is the clock.
 	Now func() time.Time
+	// After returns a channel that receives once d has passed on the context's clock; nil
+	// means time.After. Hooks that poll (the health wait after a restart) wait through it, so
+	// tests drive time instead of sleeping.
+	After func(d time.Duration) <-chan time.Time
 	// HTTP is the client for outgoing HTTP requests (the contracts server, the local server).
 	HTTP *http.Client
 }
@@ -85,6 +90,20 @@ func (c *Context) Path(p string) string {
 		root = "/"
 	}
 	return filepath.Join(root, p)
+}
+
+// Wait waits for d on the context's clock, or until ctx ends (its error is returned).
+func (c *Context) Wait(ctx context.Context, d time.Duration) error {
+	after := c.After
+	if after == nil {
+		after = time.After
+	}
+	select {
+	case <-after(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // ReadFile reads the machine file p (joined under the root).
@@ -161,6 +180,7 @@ func NewContext() *Context {
 		Root:   root,
 		Getenv: os.Getenv,
 		Now:    time.Now,
+		After:  time.After,
 		HTTP:   NewHTTPClient(os.Getenv),
 	}
 }

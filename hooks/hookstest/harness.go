@@ -32,8 +32,11 @@ type Harness struct {
 	System hooks.Runner
 	// HTTP is the HTTP client of the hook; nil means http.DefaultClient.
 	HTTP *http.Client
-	// Now is the clock; nil means a fixed time.
+	// Now is the clock; nil means Clock.Now.
 	Now func() time.Time
+	// Clock is the fake clock of the hooks when Now is nil, and the timer of Context.After
+	// always: a hook that waits advances it instead of sleeping. New starts it at a fixed time.
+	Clock *Clock
 
 	// Meta, Config and Actions describe the charm (see LoadCharm). When set, relations must
 	// be on declared endpoints, config defaults fill State.Config and is validated, and action
@@ -46,7 +49,43 @@ type Harness struct {
 // New returns a harness for ch with fresh temporary directories.
 func New(t testing.TB, ch hooks.Charm) *Harness {
 	t.Helper()
-	return &Harness{Charm: ch, Root: t.TempDir(), CharmDir: t.TempDir()}
+	return &Harness{Charm: ch, Root: t.TempDir(), CharmDir: t.TempDir(), Clock: NewClock(fixedTime)}
+}
+
+// fixedTime is where the clocks of harnesses start.
+var fixedTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// Clock is a fake clock. After advances it by the duration asked and fires at once, so a
+// hook that polls with a deadline runs through to its end without sleeping, and a test
+// can read how much time the hook waited.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock returns a clock showing t.
+func NewClock(t time.Time) *Clock { return &Clock{now: t} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// After advances the clock by d and returns a channel that already holds the new time.
+func (c *Clock) After(d time.Duration) <-chan time.Time {
+	c.Advance(d)
+	ch := make(chan time.Time, 1)
+	ch <- c.Now()
+	return ch
 }
 
 // LoadCharm reads metadata.yaml, config.yaml and actions.yaml of the charm source directory
@@ -182,9 +221,12 @@ func (h *Harness) run(t testing.TB, in State, env map[string]string, params map[
 	maps.Copy(fullEnv, st.Env)
 	maps.Copy(fullEnv, env)
 	sys := &recorder{next: h.System}
+	if h.Clock == nil {
+		h.Clock = NewClock(fixedTime)
+	}
 	now := h.Now
 	if now == nil {
-		now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
+		now = h.Clock.Now
 	}
 	client := h.HTTP
 	if client == nil {
@@ -196,6 +238,7 @@ func (h *Harness) run(t testing.TB, in State, env map[string]string, params map[
 		Root:   h.Root,
 		Getenv: func(k string) string { return fullEnv[k] },
 		Now:    now,
+		After:  h.Clock.After,
 		HTTP:   client,
 	}
 	runErr := hooks.Run(t.Context(), c, h.Charm, "dispatch")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/hooks"
+	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
@@ -38,6 +39,7 @@ type Config struct {
 	SyncArchitectures        string `json:"sync_architectures"`
 	SyncMinimumKernelVersion string `json:"sync_minimum_kernel_version"`
 	SyncSendMachineReports   bool   `json:"sync_send_machine_reports"`
+	SyncTrustedKey           string `json:"sync_trusted_key"`
 	HTTPProxy                string `json:"http_proxy"`
 	HTTPSProxy               string `json:"https_proxy"`
 	NoProxy                  string `json:"no_proxy"`
@@ -127,6 +129,11 @@ func (cfg Config) Validate() []string {
 	}
 	if err := config.CheckKernelVersion(cfg.SyncMinimumKernelVersion); err != nil {
 		add("sync_minimum_kernel_version %q is not of the form x.y.z", cfg.SyncMinimumKernelVersion)
+	}
+	if key := strings.TrimSpace(cfg.SyncTrustedKey); key != "" {
+		if _, err := server.ParsePublicKey(key); err != nil {
+			add("sync_trusted_key is not the base64 of an ed25519 public key: give the content of the upstream's signing.pub")
+		}
 	}
 	if cfg.PatchSyncEnabled {
 		if u, err := url.Parse(cfg.SyncUpstream); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {

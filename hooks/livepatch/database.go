@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/livepatch-onprem/livepatch/hooks"
@@ -113,25 +114,82 @@ func pgsqlDSN(ctx context.Context, c *hooks.Context, relID string, cfg Config, l
 		if err != nil {
 			return "", hooks.Status{}, err
 		}
-		if data["database"] != cfg.PsqlDBName || !slices.Contains(strings.Fields(data["allowed-units"]), c.UnitName()) {
-			continue
+		dsn, problem, ok := pgsqlCredentials(data, cfg.PsqlDBName, c.UnitName())
+		if problem != "" {
+			return "", hooks.Blocked(fmt.Sprintf("%s shares unusable connection details on the db relation: %s", unit, problem)), nil
 		}
-		if data["state"] == "hot standby" || data["host"] == "" || data["user"] == "" || data["password"] == "" {
-			continue
+		if ok {
+			return dsn, hooks.Status{}, nil
 		}
-		port := data["port"]
-		if port == "" {
-			port = "5432"
-		}
-		sslmode := data["sslmode"]
-		if sslmode == "" {
-			sslmode = "disable"
-		}
-		dsn := postgresURL(data["user"], data["password"], []string{net.JoinHostPort(data["host"], port)}, cfg.PsqlDBName,
-			url.Values{"sslmode": {sslmode}})
-		return dsn, hooks.Status{}, nil
 	}
 	return "", hooks.Waiting(fmt.Sprintf("Waiting for postgres to create database %s and grant access to %s", cfg.PsqlDBName, c.UnitName())), nil
+}
+
+// pgsqlCredentials returns the connection string a postgresql unit's pgsql bag offers unit
+// for database db, once the bag echoes db, lists unit in allowed-units and holds the
+// credentials of a primary. problem says what is wrong with a bag that is complete but
+// unusable; it never holds the password.
+func pgsqlCredentials(data map[string]string, db, unit string) (dsn, problem string, ok bool) {
+	if data["database"] != db || !slices.Contains(strings.Fields(data["allowed-units"]), unit) {
+		return "", "", false
+	}
+	if data["state"] == "hot standby" || data["host"] == "" || data["user"] == "" || data["password"] == "" {
+		return "", "", false
+	}
+	port := data["port"]
+	if port == "" {
+		port = "5432"
+	}
+	sslmode := data["sslmode"]
+	if sslmode == "" {
+		sslmode = "disable"
+	}
+	endpoint := net.JoinHostPort(data["host"], port)
+	if problem := checkEndpoint(endpoint); problem != "" {
+		return "", problem, false
+	}
+	if !slices.Contains(sslModes, sslmode) {
+		return "", fmt.Sprintf("sslmode %q is not one of %s", sslmode, strings.Join(sslModes, ", ")), false
+	}
+	return postgresURL(data["user"], data["password"], []string{endpoint}, db, url.Values{"sslmode": {sslmode}}), "", true
+}
+
+// sslModes are the sslmode values of libpq.
+var sslModes = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+// checkEndpoint checks a host:port from relation data: an IP address or a DNS name, and a
+// port number. It returns what is wrong, or "".
+func checkEndpoint(endpoint string) string {
+	host, port, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		return fmt.Sprintf("endpoint %q is not host:port", endpoint)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strings.TrimLeft(port, "0123456789") != "" {
+		return fmt.Sprintf("port %q is not a port number", port)
+	}
+	if net.ParseIP(host) == nil && !isDNSName(host) {
+		return fmt.Sprintf("host %q is neither an IP address nor a DNS name", host)
+	}
+	return ""
+}
+
+// isDNSName reports whether s is a host name: dot-separated labels of letters, digits,
+// hyphens and underscores, at most 253 bytes.
+func isDNSName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // postgresqlClientDSN handles the postgresql_client interface: the leader asks for a database
@@ -160,16 +218,34 @@ func postgresqlClientDSN(ctx context.Context, c *hooks.Context, relID string, cf
 	if err != nil {
 		return "", hooks.Status{}, err
 	}
+	dsn, problem, ok := postgresqlClientCredentials(data, cfg.PsqlDBName)
+	if problem != "" {
+		return "", hooks.Blocked(fmt.Sprintf("%s shares unusable connection details on the database relation: %s", remote, problem)), nil
+	}
+	if !ok {
+		return "", waiting, nil
+	}
+	return dsn, hooks.Status{}, nil
+}
+
+// postgresqlClientCredentials returns the connection string the provider's application bag
+// of a postgresql_client relation offers for database db, once it holds the credentials.
+// problem says what is wrong with a bag that is complete but unusable.
+func postgresqlClientCredentials(data map[string]string, db string) (dsn, problem string, ok bool) {
 	hosts := splitList(data["endpoints"])
 	if len(hosts) == 0 || data["username"] == "" || data["password"] == "" {
-		return "", waiting, nil
+		return "", "", false
 	}
-	db := cfg.PsqlDBName
 	if data["database"] != "" && data["database"] != db {
-		return "", waiting, nil
+		return "", "", false
+	}
+	for _, h := range hosts {
+		if problem := checkEndpoint(h); problem != "" {
+			return "", problem, false
+		}
 	}
 	query := url.Values{"sslmode": {"disable"}, "target_session_attrs": {"read-write"}}
-	return postgresURL(data["username"], data["password"], hosts, db, query), hooks.Status{}, nil
+	return postgresURL(data["username"], data["password"], hosts, db, query), "", true
 }
 
 // postgresURL builds a postgres:// connection string.

@@ -1,11 +1,12 @@
-// Package livepatch holds the hooks of the livepatch charm: Install and UpgradeCharm put the
-// bundled livepatch-server binary and its systemd unit in place, Stop and Remove take them
-// away, and every other hook runs Reconcile, which brings the unit to the state the model
-// describes through one guard chain:
+// Package livepatch holds the hooks of the livepatch charm: Install puts the bundled
+// livepatch-server binary and its systemd unit in place, UpgradeCharm stages the new binary
+// next to the running one, Stop and Remove take them away, and every other hook runs
+// Reconcile, which brings the unit to the state the model describes through one guard chain:
 //
 //	config valid -> a database relation -> credentials ready -> config rendered ->
-//	schema current (the leader initialises an empty database) -> server (re)started if its
-//	config or binary changed -> port published on website -> sync token present -> Active
+//	schema current for the staged or the installed binary (the leader initialises an empty
+//	database) -> server started, or restarted at this unit's turn of a rolling restart ->
+//	port published on website -> sync token present -> Active
 //
 // The first guard that does not pass sets the status (Blocked when the operator must act,
 // Waiting when something else must happen first) and ends the hook successfully.
@@ -30,6 +31,9 @@ const (
 	MessageActive            = "Livepatch server running"
 	MessageRestartFailed     = "livepatch-server failed to restart: see journalctl -u livepatch-server"
 	MessageDatabaseUnreached = "Cannot reach the database yet: retrying"
+	// MessageUpgradeHeld is the status of a non-leader serving while the new server it
+	// staged waits for schema-upgrade (with the versions when the binaries tell them).
+	MessageUpgradeHeld = "Livepatch server running; the new server is staged and waits for the schema-upgrade action on the leader"
 )
 
 // Hooks returns the hooks that do something other than Reconcile.
@@ -54,8 +58,9 @@ type Unit struct {
 	rendered  []byte
 }
 
-// Configure runs the guard chain up to rendering the server configuration to ConfigPath. A
-// non-zero status means a guard stopped the chain.
+// Configure runs the guard chain up to rendering the server configuration (written to
+// ConfigPath when the server is next started) and the schema configuration the server CLI
+// reads. A non-zero status means a guard stopped the chain.
 func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, error) {
 	cfg, err := LoadConfig(ctx, c)
 	if err != nil {
@@ -119,9 +124,9 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 	if u.rendered, err = sc.Marshal(); err != nil {
 		return nil, hooks.Status{}, err
 	}
-	// The server CLI reads the DSN from this file (never from its arguments), so the file is
-	// written before the schema check; the running server only reads it when restarted.
-	if _, err := c.WriteFile(ConfigPath, u.rendered, 0o600); err != nil {
+	// The server CLI reads the DSN from a file (never from its arguments), written before
+	// the schema check.
+	if err := writeSchemaConfig(c, sc); err != nil {
 		return nil, hooks.Status{}, err
 	}
 	return u, hooks.Status{}, nil
@@ -136,92 +141,121 @@ func Reconcile(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
 	if !c.FileExists(ServerBinary) {
 		return hooks.Blocked(MessageNoBinary), nil
 	}
-	if st, err := ensureSchema(ctx, c, u); err != nil || !st.IsZero() {
+	plan, st, err := planServer(ctx, c, u)
+	if err != nil || !st.IsZero() {
 		return st, err
 	}
-	if st, err := ensureRunning(ctx, c, u); err != nil || !st.IsZero() {
-		return st, err
+	var note string
+	if !plan.held {
+		// A held unit restarts nothing: its old server would read the configuration the
+		// new charm renders, which may hold keys only the new server knows. What changed
+		// applies when it switches.
+		if note, st, err = ensureRunning(ctx, c, u, plan.binary); err != nil || !st.IsZero() {
+			return st, err
+		}
 	}
 	if err := publishWebsite(ctx, c, u); err != nil {
 		return hooks.Status{}, err
 	}
+	if plan.held {
+		if u.Leader {
+			return hooks.Blocked(MessageSchemaUpgrade), nil
+		}
+		return hooks.Active(heldMessage(ctx, c)), nil
+	}
 	if u.Config.PatchSyncEnabled && u.SyncToken == "" {
 		return hooks.Blocked(MessageSyncTokenNotSet), nil
+	}
+	if note != "" {
+		return hooks.Active(MessageActive + "; " + note), nil
 	}
 	return hooks.Active(MessageActive), nil
 }
 
-// ensureSchema checks the database schema against the installed server: the leader
-// initialises an empty database; a database behind the server blocks until the operator runs
-// schema-upgrade.
-func ensureSchema(ctx context.Context, c *hooks.Context, u *Unit) (hooks.Status, error) {
-	pending, err := SchemaCheck(ctx, c)
+// serverPlan is what the schema step decided this unit runs.
+type serverPlan struct {
+	// binary is the machine path of the binary to run from the next (re)start on.
+	binary string
+	// held reports that the staged binary waits for schema-upgrade while the installed one,
+	// which matches the schema, keeps serving.
+	held bool
+}
+
+// planServer picks the binary to run from the database schema: the staged binary of a
+// charm upgrade when the schema suits it, else the installed one while it matches the
+// schema (the upgrade waits for schema-upgrade), else none (a non-zero status).
+func planServer(ctx context.Context, c *hooks.Context, u *Unit) (serverPlan, hooks.Status, error) {
+	if !c.FileExists(StagedBinary) {
+		_, st, err := ensureSchema(ctx, c, u, ServerBinary)
+		return serverPlan{binary: ServerBinary}, st, err
+	}
+	behind, st, err := ensureSchema(ctx, c, u, StagedBinary)
+	if err != nil || (!st.IsZero() && !behind) {
+		return serverPlan{}, st, err
+	}
+	if st.IsZero() {
+		return serverPlan{binary: StagedBinary}, hooks.Status{}, nil
+	}
+	// The staged server needs a newer schema: the installed one serves on while the schema
+	// suits it, until the operator runs schema-upgrade (after which, migrations being
+	// expand-first, it still serves until this unit's turn to switch).
+	pending, err := SchemaCheck(ctx, c, ServerBinary)
 	if err != nil {
 		_ = c.JujuLog(ctx, hooks.LevelWarning, fmt.Sprintf("Schema check failed: %v", err))
-		return hooks.Waiting(MessageDatabaseUnreached), nil
+		return serverPlan{}, hooks.Waiting(MessageDatabaseUnreached), nil
+	}
+	rec, err := readRecord(c)
+	if err != nil {
+		return serverPlan{}, hooks.Status{}, err
+	}
+	if pending || !rec.started() {
+		return serverPlan{}, st, nil
+	}
+	return serverPlan{binary: ServerBinary, held: true}, hooks.Status{}, nil
+}
+
+// heldMessage is the status of a non-leader that serves while its upgrade waits for
+// schema-upgrade.
+func heldMessage(ctx context.Context, c *hooks.Context) string {
+	running, _ := serverVersion(ctx, c, ServerBinary)
+	staged, _ := serverVersion(ctx, c, StagedBinary)
+	if running == "" || staged == "" {
+		return MessageUpgradeHeld
+	}
+	return fmt.Sprintf("Livepatch server %s running; %s is staged and waits for the schema-upgrade action on the leader", running, staged)
+}
+
+// ensureSchema checks the database schema against binary: the leader initialises an empty
+// database; a database behind the binary stops the chain (behind is then true) until the
+// operator runs schema-upgrade.
+func ensureSchema(ctx context.Context, c *hooks.Context, u *Unit, binary string) (behind bool, st hooks.Status, err error) {
+	pending, err := SchemaCheck(ctx, c, binary)
+	if err != nil {
+		_ = c.JujuLog(ctx, hooks.LevelWarning, fmt.Sprintf("Schema check failed: %v", err))
+		return false, hooks.Waiting(MessageDatabaseUnreached), nil
 	}
 	if !pending {
-		return hooks.Status{}, nil
+		return false, hooks.Status{}, nil
 	}
-	v, err := GetSchemaVersion(ctx, c)
+	v, err := GetSchemaVersion(ctx, c, binary)
 	if err != nil {
 		_ = c.JujuLog(ctx, hooks.LevelWarning, fmt.Sprintf("Schema version failed: %v", err))
-		return hooks.Waiting(MessageDatabaseUnreached), nil
+		return false, hooks.Waiting(MessageDatabaseUnreached), nil
 	}
 	switch {
 	case v.Current == 0 && !u.Leader:
-		return hooks.Waiting(MessageSchemaLeaderInit), nil
+		return false, hooks.Waiting(MessageSchemaLeaderInit), nil
 	case v.Current == 0:
-		from, to, err := SchemaUpgrade(ctx, c)
+		from, to, err := SchemaUpgrade(ctx, c, binary)
 		if err != nil {
-			return hooks.Status{}, err
+			return false, hooks.Status{}, err
 		}
 		c.Logf(ctx, "Initialised the database schema (version %d to %d)", from, to)
-		return hooks.Status{}, nil
-	case v.Current > v.Latest:
-		return hooks.Blocked(fmt.Sprintf("Database schema version %d is newer than this charm's server supports (%d): refresh the charm", v.Current, v.Latest)), nil
+		return false, hooks.Status{}, nil
 	case !u.Leader:
-		return hooks.Waiting(MessageSchemaLeaderWait), nil
+		return true, hooks.Waiting(MessageSchemaLeaderWait), nil
 	}
-	return hooks.Blocked(MessageSchemaUpgrade), nil
-}
-
-// ensureRunning restarts the server when its configuration, its binary or the leader's
-// restart cue changed since it was last started.
-func ensureRunning(ctx context.Context, c *hooks.Context, u *Unit) (hooks.Status, error) {
-	binarySum, err := fileSHA256(c, ServerBinary)
-	if err != nil {
-		return hooks.Status{}, err
-	}
-	want := record{
-		ConfigSHA256: sha256Hex(u.rendered),
-		BinarySHA256: binarySum,
-		RestartCue:   u.Peer.Data[PeerRestartCue],
-	}
-	have, err := readRecord(c)
-	if err != nil {
-		return hooks.Status{}, err
-	}
-	want.Port = have.Port
-	if have == want {
-		return hooks.Status{}, nil
-	}
-	var why []string
-	if have.ConfigSHA256 != want.ConfigSHA256 {
-		why = append(why, "configuration")
-	}
-	if have.BinarySHA256 != want.BinarySHA256 {
-		why = append(why, "binary")
-	}
-	if have.RestartCue != want.RestartCue {
-		why = append(why, "restart requested by the leader")
-	}
-	if err := Restart(ctx, c); err != nil {
-		_ = c.JujuLog(ctx, hooks.LevelError, fmt.Sprintf("Restart failed: %v", err))
-		return hooks.Blocked(MessageRestartFailed), nil
-	}
-	c.Logf(ctx, "Restarted livepatch-server (changed: %s)", strings.Join(why, ", "))
-	return hooks.Status{}, writeRecord(c, want)
+	return true, hooks.Blocked(MessageSchemaUpgrade), nil
 }
 
 // publishWebsite opens the server port and publishes it on every website relation; haproxy
@@ -266,16 +300,21 @@ func publishWebsite(ctx context.Context, c *hooks.Context, u *Unit) error {
 // Install installs the bundled server and its systemd unit; the config-changed hook that
 // Juju runs next configures it.
 func Install(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
-	if st, err := installServer(ctx, c); err != nil || !st.IsZero() {
+	if st, err := installServer(ctx, c, false); err != nil || !st.IsZero() {
 		return st, err
 	}
 	return hooks.Maintenance("livepatch-server installed, waiting for configuration"), nil
 }
 
-// UpgradeCharm installs the server bundled in the new charm and reconciles; the server
-// restarts if its binary changed and the database schema allows it.
+// UpgradeCharm stages the server bundled in the new charm (or installs it, when no server
+// runs yet) and reconciles: the running server keeps serving until the database schema suits
+// the new one and this unit's turn in a rolling restart comes.
 func UpgradeCharm(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
-	if st, err := installServer(ctx, c); err != nil || !st.IsZero() {
+	rec, err := readRecord(c)
+	if err != nil {
+		return hooks.Status{}, err
+	}
+	if st, err := installServer(ctx, c, rec.started()); err != nil || !st.IsZero() {
 		return st, err
 	}
 	return Reconcile(ctx, c)

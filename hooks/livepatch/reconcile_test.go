@@ -1,11 +1,13 @@
 package livepatch_test
 
 import (
+	"crypto/ed25519"
 	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/livepatch-onprem/livepatch/hooks/hookstest"
 	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
 	lpt "github.com/livepatch-onprem/livepatch/hooks/livepatch/livepatchtest"
+	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
@@ -55,6 +58,11 @@ func TestGuardChain(t *testing.T) {
 		leader: true,
 		modify: func(s *hookstest.State) { s.Config["auth_basic_users"] = goodHash },
 		want:   hooks.Blocked("auth_basic_users entry 1: entry is not of the form user:bcrypt-hash (use the output of htpasswd -bnBC 10 USER PASSWORD)"),
+	}, {
+		name:   "sync_trusted_key not a public key",
+		leader: true,
+		modify: func(s *hookstest.State) { s.Config["sync_trusted_key"] = "/etc/livepatch/signing.pub" },
+		want:   hooks.Blocked("sync_trusted_key is not the base64 of an ed25519 public key: give the content of the upstream's signing.pub"),
 	}, {
 		name:   "several invalid options",
 		leader: true,
@@ -122,10 +130,11 @@ func TestGuardChain(t *testing.T) {
 		server: func(s *lpt.Server) { s.SetSchema(2, 3) },
 		want:   hooks.Waiting(livepatch.MessageSchemaLeaderWait),
 	}, {
+		// Migrations are expand-first: a server keeps serving on its successor's schema.
 		name:   "schema newer than the server",
 		leader: true,
 		server: func(s *lpt.Server) { s.SetSchema(4, 3) },
-		want:   hooks.Blocked("Database schema version 4 is newer than this charm's server supports (3): refresh the charm"),
+		want:   hooks.Active(livepatch.MessageActive),
 	}, {
 		name:   "sync enabled without token",
 		leader: true,
@@ -189,7 +198,7 @@ func TestLeaderInitialisesEmptyDatabase(t *testing.T) {
 	if res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	cfgPath := filepath.Join(e.H.Root, livepatch.ConfigPath)
+	cfgPath := filepath.Join(e.H.Root, livepatch.SchemaConfigPath)
 	want := []string{
 		"livepatch-server schema check --config " + cfgPath,
 		"livepatch-server schema version --config " + cfgPath + " --format json",
@@ -201,6 +210,39 @@ func TestLeaderInitialisesEmptyDatabase(t *testing.T) {
 	}
 	if cur, _ := e.Server.Schema(); cur != 3 {
 		t.Errorf("schema version %d after initialisation, want 3", cur)
+	}
+}
+
+// TestSchemaConfig: the server CLI gets the database from a file that holds only the keys
+// every server version requires, so that an old server binary reads what a new charm writes.
+func TestSchemaConfig(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	e.Install(t, st)
+	if res := e.H.Run(t, "config-changed", st); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	got := e.H.ReadFile(t, livepatch.SchemaConfigPath)
+	want := `
+server:
+    address: 10.0.0.5:8080
+    url-template: http://lb.example/v1/patches/{filename}
+database:
+    connection-string: postgres://juju_livepatch:pg-s3cret%2Fpass@10.0.0.9:5432/livepatch?sslmode=disable
+`[1:]
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("schema configuration (-want +got):\n%s", diff)
+	}
+	c, err := config.Load(filepath.Join(e.H.Root, livepatch.SchemaConfigPath))
+	if err != nil {
+		t.Fatalf("the server rejects the schema configuration: %v", err)
+	}
+	if c.Database.ConnectionString != loadRendered(t, e).Database.ConnectionString {
+		t.Errorf("schema configuration has another database than the server's")
+	}
+	info, err := os.Stat(filepath.Join(e.H.Root, livepatch.SchemaConfigPath))
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("schema configuration mode %v (%v), want 600", info.Mode().Perm(), err)
 	}
 }
 
@@ -234,8 +276,10 @@ func TestRestartOnlyWhenSomethingChanged(t *testing.T) {
 		{name: "database password rotated", hook: "db-relation-changed", change: func() {
 			st.Relation("db").RemoteUnits["postgresql/0"]["password"] = lpt.DBPassword + "-2"
 		}, restarts: 1},
-		{name: "leader cues a restart", hook: "livepatch-relation-changed", change: func() {
-			st.Relation("livepatch").LocalAppData[livepatch.PeerRestartCue] = "1"
+		{name: "a new rolling restart generation", hook: "livepatch-relation-changed", change: func() {
+			app := st.Relation("livepatch").LocalAppData
+			gen, _ := strconv.Atoi(app[livepatch.PeerRestartGeneration])
+			app[livepatch.PeerRestartGeneration] = strconv.Itoa(gen + 1)
 		}, restarts: 1},
 		{name: "restart failed before", hook: "config-changed", change: func() {
 			st.Config["log_level"] = "warn"
@@ -268,6 +312,7 @@ func TestRenderedFilesGolden(t *testing.T) {
 	st := lpt.Ready(true)
 	st.Config["auth_basic_users"] = "admin:" + goodHash
 	st.Config["sync_architectures"] = "amd64, arm64"
+	st.Config["sync_trusted_key"] = trustedKey
 	st.Env = map[string]string{"JUJU_CHARM_HTTPS_PROXY": "http://squid.internal:3128"}
 	e.Install(t, st)
 	if res := e.H.Run(t, "config-changed", st); res.Err != nil {
@@ -397,6 +442,33 @@ func TestRenderedSync(t *testing.T) {
 			}
 			if c.PatchSync.ID != st.ModelUUID {
 				t.Errorf("patch-sync id %q, want the model UUID", c.PatchSync.ID)
+			}
+		})
+	}
+}
+
+// trustedKey is the base64 public key of a fixed ed25519 key, as in an upstream's signing.pub.
+var trustedKey = server.MarshalPublicKey(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public().(ed25519.PublicKey))
+
+func TestRenderedTrustedKey(t *testing.T) {
+	for _, tt := range []struct {
+		name, value, want string
+	}{
+		{"unset: signatures not checked", "", ""},
+		{"the upstream's signing.pub", trustedKey, trustedKey},
+		{"with the newline of the file", trustedKey + "\n", trustedKey},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := lpt.New(t)
+			st := lpt.Ready(true)
+			st.Config["sync_trusted_key"] = tt.value
+			e.Install(t, st)
+			res := e.H.Run(t, "config-changed", st)
+			if res.Err != nil || res.Status != hooks.Active(livepatch.MessageActive) {
+				t.Fatalf("config-changed: %v %v", res.Err, res.Status)
+			}
+			if got := loadRendered(t, e).PatchSync.TrustedKey; got != tt.want {
+				t.Errorf("patch-sync.trusted-key %q, want %q", got, tt.want)
 			}
 		})
 	}
@@ -603,7 +675,7 @@ func TestConfigYAMLMatchesStruct(t *testing.T) {
 	for _, required := range strings.Fields(`url_template auth_basic_users port log_level psql_dbname dbconn_max
 		dbconn_max_lifetime patchstore storage_path patch_cache_on patch_cache_size patch_cache_ttl patch_sync_enabled
 		sync_token sync_upstream sync_upstream_tier sync_tier sync_interval sync_flavors sync_architectures
-		sync_minimum_kernel_version sync_send_machine_reports http_proxy https_proxy no_proxy report_retention
+		sync_minimum_kernel_version sync_send_machine_reports sync_trusted_key http_proxy https_proxy no_proxy report_retention
 		report_cleanup_interval report_cleanup_row_limit contract_server_url concurrency_limit burst_limit`) {
 		if _, ok := yamlTypes[required]; !ok {
 			t.Errorf("config.yaml lacks option %s", required)

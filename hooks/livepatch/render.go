@@ -68,6 +68,7 @@ func renderServerConfig(in renderInput) config.Config {
 	s.Architectures = splitList(cfg.SyncArchitectures)
 	s.MinimumKernelVersion = cfg.SyncMinimumKernelVersion
 	s.SendMachineReports = cfg.SyncSendMachineReports
+	s.TrustedKey = strings.TrimSpace(cfg.SyncTrustedKey)
 	s.Proxy = config.Proxy{
 		HTTP:    firstNonEmpty(cfg.HTTPProxy, in.proxy.HTTP),
 		HTTPS:   firstNonEmpty(cfg.HTTPSProxy, in.proxy.HTTPS),

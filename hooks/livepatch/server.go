@@ -1,6 +1,7 @@
 package livepatch
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,17 +13,30 @@ import (
 	"path/filepath"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/livepatch-onprem/livepatch/hooks"
+	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
 // Machine paths and names of the server the charm manages.
 const (
-	// ServerBinary is where the bundled server binary is installed.
+	// ServerBinary is where the bundled server binary is installed; the service runs it.
 	ServerBinary = "/usr/local/bin/livepatch-server"
+	// StagedBinary is where upgrade-charm puts the server of the new charm while the running
+	// one keeps serving: it replaces ServerBinary when this unit's turn in a rolling restart
+	// comes and the database schema suits it.
+	StagedBinary = StateDir + "/livepatch-server.staged"
 	// BundledBinary is the server binary inside the charm directory.
 	BundledBinary = "bin/livepatch-server"
-	// ConfigPath is the rendered server configuration (mode 0600: it holds the DSN).
+	// ConfigPath is the rendered server configuration (mode 0600: it holds the DSN). It is
+	// written when the charm (re)starts the server, so that the service manager restarting
+	// a crashed server starts it with what it ran with.
 	ConfigPath = "/etc/livepatch/livepatch-server.yaml"
+	// SchemaConfigPath is the configuration the charm runs the server CLI with (schema
+	// check, version, upgrade): the database and the keys every server version requires,
+	// nothing newer, so that an old server binary reads it as well as a new one.
+	SchemaConfigPath = StateDir + "/schema.yaml"
 	// UnitPath is the systemd unit of the server.
 	UnitPath = "/etc/systemd/system/livepatch-server.service"
 	// ServiceName is the systemd service of the server.
@@ -57,9 +71,12 @@ WantedBy=multi-user.target
 // MessageNoBinary is the status of a charm archive built without the server.
 const MessageNoBinary = "The charm has no bin/livepatch-server: rebuild it with make charms and run juju refresh"
 
-// installServer puts the bundled binary and the systemd unit in place. A non-zero status
-// means the charm cannot install the server.
-func installServer(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
+// installServer puts the bundled binary and the systemd unit in place. With stage set and a
+// server already installed, a bundled binary that differs from the installed one goes to
+// StagedBinary instead, so the running server is never replaced under a schema it does not
+// match; Reconcile switches binaries at this unit's turn of a rolling restart. A non-zero
+// status means the charm cannot install the server.
+func installServer(ctx context.Context, c *hooks.Context, stage bool) (hooks.Status, error) {
 	data, err := os.ReadFile(filepath.Join(c.CharmDir(), BundledBinary))
 	if errors.Is(err, fs.ErrNotExist) {
 		return hooks.Blocked(MessageNoBinary), nil
@@ -67,12 +84,30 @@ func installServer(ctx context.Context, c *hooks.Context) (hooks.Status, error) 
 	if err != nil {
 		return hooks.Status{}, fmt.Errorf("cannot read bundled server: %w", err)
 	}
-	changed, err := c.WriteFile(ServerBinary, data, 0o755)
-	if err != nil {
-		return hooks.Status{}, err
-	}
-	if changed {
-		c.Logf(ctx, "Installed %s (sha256 %s)", ServerBinary, sha256Hex(data))
+	installed, err := c.ReadFile(ServerBinary)
+	switch {
+	case err == nil && bytes.Equal(installed, data):
+		// The running binary is the bundled one: nothing to stage (an older staged binary is
+		// obsolete).
+		if err := c.RemoveFile(StagedBinary); err != nil {
+			return hooks.Status{}, err
+		}
+	case err == nil && stage:
+		changed, err := c.WriteFile(StagedBinary, data, 0o755)
+		if err != nil {
+			return hooks.Status{}, err
+		}
+		if changed {
+			c.Logf(ctx, "Staged the new livepatch-server (sha256 %s); the running server keeps serving until this unit's turn to restart", sha256Hex(data))
+		}
+	default:
+		changed, err := c.WriteFile(ServerBinary, data, 0o755)
+		if err != nil {
+			return hooks.Status{}, err
+		}
+		if changed {
+			c.Logf(ctx, "Installed %s (sha256 %s)", ServerBinary, sha256Hex(data))
+		}
 	}
 	unitChanged, err := c.WriteFile(UnitPath, []byte(unitFile(c)), 0o644)
 	if err != nil {
@@ -86,14 +121,20 @@ func installServer(ctx context.Context, c *hooks.Context) (hooks.Status, error) 
 	if err := systemctl(ctx, c, "enable", ServiceName); err != nil {
 		return hooks.Status{}, err
 	}
-	if version, err := serverVersion(ctx, c); err != nil {
+	return hooks.Status{}, setApplicationVersion(ctx, c)
+}
+
+// setApplicationVersion shows the version of the installed server in juju status.
+func setApplicationVersion(ctx context.Context, c *hooks.Context) error {
+	version, err := serverVersion(ctx, c, ServerBinary)
+	if err != nil {
 		_ = c.JujuLog(ctx, hooks.LevelWarning, fmt.Sprintf("Cannot read the server version: %v", err))
-	} else if version != "" {
-		if err := c.ApplicationVersionSet(ctx, version); err != nil {
-			return hooks.Status{}, err
-		}
+		return nil
 	}
-	return hooks.Status{}, nil
+	if version == "" {
+		return nil
+	}
+	return c.ApplicationVersionSet(ctx, version)
 }
 
 func systemctl(ctx context.Context, c *hooks.Context, args ...string) error {
@@ -103,14 +144,23 @@ func systemctl(ctx context.Context, c *hooks.Context, args ...string) error {
 	return nil
 }
 
-// server runs the installed server binary with args.
-func server(ctx context.Context, c *hooks.Context, args ...string) ([]byte, error) {
-	return c.System.Run(ctx, hooks.Command{Name: c.Path(ServerBinary), Args: args})
+// runServer runs the server binary (a machine path: ServerBinary or StagedBinary) with args.
+func runServer(ctx context.Context, c *hooks.Context, binary string, args ...string) ([]byte, error) {
+	return c.System.Run(ctx, hooks.Command{Name: c.Path(binary), Args: args})
+}
+
+// SchemaBinary returns the server binary whose schema the database must reach: the staged
+// one when an upgrade waits, else the installed one. schema-upgrade migrates with it.
+func SchemaBinary(c *hooks.Context) string {
+	if c.FileExists(StagedBinary) {
+		return StagedBinary
+	}
+	return ServerBinary
 }
 
 // serverVersion returns the version the server binary reports ("v1.2.3").
-func serverVersion(ctx context.Context, c *hooks.Context) (string, error) {
-	out, err := server(ctx, c, "version")
+func serverVersion(ctx context.Context, c *hooks.Context, binary string) (string, error) {
+	out, err := runServer(ctx, c, binary, "version")
 	if err != nil {
 		return "", err
 	}
@@ -130,10 +180,10 @@ type SchemaVersion struct {
 	Latest int `json:"latest"`
 }
 
-// SchemaCheck reports whether migrations are pending (livepatch-server schema check: exit 0
-// current, 2 pending, anything else an error).
-func SchemaCheck(ctx context.Context, c *hooks.Context) (pending bool, err error) {
-	_, err = server(ctx, c, "schema", "check", "--config", c.Path(ConfigPath))
+// SchemaCheck reports whether migrations are pending for binary (livepatch-server schema
+// check: exit 0 current, 2 pending, anything else an error).
+func SchemaCheck(ctx context.Context, c *hooks.Context, binary string) (pending bool, err error) {
+	_, err = runServer(ctx, c, binary, "schema", "check", "--config", c.Path(SchemaConfigPath))
 	switch hooks.ExitCode(err) {
 	case 0:
 		return false, nil
@@ -143,9 +193,9 @@ func SchemaCheck(ctx context.Context, c *hooks.Context) (pending bool, err error
 	return false, fmt.Errorf("cannot check the database schema: %w", err)
 }
 
-// GetSchemaVersion returns the current and latest schema versions.
-func GetSchemaVersion(ctx context.Context, c *hooks.Context) (SchemaVersion, error) {
-	out, err := server(ctx, c, "schema", "version", "--config", c.Path(ConfigPath), "--format", "json")
+// GetSchemaVersion returns the current schema version and the latest binary knows.
+func GetSchemaVersion(ctx context.Context, c *hooks.Context, binary string) (SchemaVersion, error) {
+	out, err := runServer(ctx, c, binary, "schema", "version", "--config", c.Path(SchemaConfigPath), "--format", "json")
 	if err != nil {
 		return SchemaVersion{}, fmt.Errorf("cannot read the database schema version: %w", err)
 	}
@@ -156,9 +206,9 @@ func GetSchemaVersion(ctx context.Context, c *hooks.Context) (SchemaVersion, err
 	return v, nil
 }
 
-// SchemaUpgrade runs the migrations and returns the versions before and after.
-func SchemaUpgrade(ctx context.Context, c *hooks.Context) (from, to int, err error) {
-	out, err := server(ctx, c, "schema", "upgrade", "--config", c.Path(ConfigPath), "--format", "json")
+// SchemaUpgrade runs the migrations of binary and returns the versions before and after.
+func SchemaUpgrade(ctx context.Context, c *hooks.Context, binary string) (from, to int, err error) {
+	out, err := runServer(ctx, c, binary, "schema", "upgrade", "--config", c.Path(SchemaConfigPath), "--format", "json")
 	if err != nil {
 		return 0, 0, fmt.Errorf("cannot upgrade the database schema: %w", err)
 	}
@@ -177,14 +227,46 @@ func Restart(ctx context.Context, c *hooks.Context) error {
 	return systemctl(ctx, c, "restart", ServiceName)
 }
 
+// schemaConfig is the part of the server configuration the server CLI needs.
+type schemaConfig struct {
+	Server struct {
+		Address     string `yaml:"address"`
+		URLTemplate string `yaml:"url-template"`
+	} `yaml:"server"`
+	Database struct {
+		ConnectionString string `yaml:"connection-string"`
+	} `yaml:"database"`
+}
+
+// writeSchemaConfig writes SchemaConfigPath from the server configuration.
+func writeSchemaConfig(c *hooks.Context, sc config.Config) error {
+	var s schemaConfig
+	s.Server.Address = sc.Server.Address
+	s.Server.URLTemplate = sc.Server.URLTemplate
+	s.Database.ConnectionString = sc.Database.ConnectionString
+	data, err := yaml.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("cannot encode the schema configuration: %w", err)
+	}
+	_, err = c.WriteFile(SchemaConfigPath, data, 0o600)
+	return err
+}
+
 // record is what the running server was last started with, so a hook restarts it only when
-// something it reads changed.
+// something it reads changed or a new rolling restart generation reached this unit.
 type record struct {
 	ConfigSHA256 string `json:"config-sha256"`
 	BinarySHA256 string `json:"binary-sha256"`
-	RestartCue   string `json:"restart-cue,omitempty"`
-	Port         int    `json:"port,omitempty"`
+	// Generation is the rolling restart generation of the last (re)start.
+	Generation int `json:"restart-generation"`
+	// Healthy reports that the server answered healthy after that (re)start and the unit
+	// published it on the peer relation.
+	Healthy bool `json:"healthy,omitempty"`
+	Port    int  `json:"port,omitempty"`
 }
+
+// started reports whether the charm has started the server on this unit.
+func (r record) started() bool { return r.BinarySHA256 != "" }
 
 func readRecord(c *hooks.Context) (record, error) {
 	var r record

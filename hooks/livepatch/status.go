@@ -46,7 +46,9 @@ func (s debugStatus) problems() []string {
 		}
 	}
 	add("database", s.Database.Status)
-	if s.Schema.Current != s.Schema.Latest {
+	// A schema newer than the server is fine: migrations are expand-first, so a server
+	// keeps working on the schema of its successor during a rolling upgrade.
+	if s.Schema.Current < s.Schema.Latest {
 		p = append(p, fmt.Sprintf("schema: version %d, server needs %d", s.Schema.Current, s.Schema.Latest))
 	}
 	add("patch storage", s.PatchStorage.Status)

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -60,19 +61,18 @@ func TestUpdateStatus(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var port int
-			if tt.handler != nil {
-				srv := httptest.NewServer(tt.handler)
-				t.Cleanup(srv.Close)
-				port = srv.Listener.Addr().(*net.TCPAddr).Port
-			} else {
-				l, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
+			// The server answers healthy when the unit starts it, then as the case says
+			// (nil: it stops listening).
+			var started atomic.Bool
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !started.Load() {
+					w.Write([]byte(`{"status":"OK"}`))
+					return
 				}
-				port = l.Addr().(*net.TCPAddr).Port
-				l.Close()
-			}
+				tt.handler(w, r)
+			}))
+			t.Cleanup(srv.Close)
+			port := srv.Listener.Addr().(*net.TCPAddr).Port
 			e := lpt.New(t)
 			st := lpt.Ready(true)
 			st.Address = "127.0.0.1"
@@ -81,9 +81,20 @@ func TestUpdateStatus(t *testing.T) {
 				st.Relations[0] = lpt.PeerRelation(tt.peer)
 			}
 			e.Install(t, st)
-			res := e.H.Run(t, "update-status", st)
+			first := e.H.Run(t, "config-changed", st)
+			if first.Err != nil || lpt.Restarts(first) != 1 {
+				t.Fatalf("config-changed: %v, %d restarts", first.Err, lpt.Restarts(first))
+			}
+			started.Store(true)
+			if tt.handler == nil {
+				srv.Close()
+			}
+			res := e.H.Run(t, "update-status", first.State)
 			if res.Err != nil {
 				t.Fatal(res.Err)
+			}
+			if lpt.Restarts(res) != 0 {
+				t.Errorf("update-status restarted the server")
 			}
 			want := tt.want
 			want.Message = strings.ReplaceAll(want.Message, "PORT", strconv.Itoa(port))

@@ -4,9 +4,14 @@
 package livepatchtest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -48,9 +53,16 @@ type Env struct {
 	Server *Server
 	// SystemctlFail makes systemctl fail for the named verbs ("restart").
 	SystemctlFail map[string]bool
+	// Health answers GET /debug/status of the server at addr (host:port) with an HTTP
+	// status, 0 meaning the connection is refused; nil answers 200. Addresses on 127.0.0.1
+	// go to the network, so tests can run real HTTP servers.
+	Health func(addr string) int
+	// StatusPolls counts the /debug/status requests answered by Health.
+	StatusPolls int
 }
 
-// Server is the fake livepatch-server command line: a database schema at Current of Latest.
+// Server is the fake livepatch-server command line: a database schema at Current, and
+// binaries that know schema versions up to Latest.
 type Server struct {
 	mu sync.Mutex
 	// Current and Latest are the schema versions (Current 0: empty database).
@@ -61,6 +73,17 @@ type Server struct {
 	UpgradeFails bool
 	// Version is printed by livepatch-server version.
 	Version string
+	// Binaries describes binaries by their content; a binary without an entry has Version
+	// and Latest.
+	Binaries map[string]Binary
+	// Upgrades records the content of each binary that ran schema upgrade.
+	Upgrades []string
+}
+
+// Binary is a fake server binary's version and the schema version it needs.
+type Binary struct {
+	Version string
+	Latest  int
 }
 
 // SetSchema sets the schema versions.
@@ -77,11 +100,19 @@ func (s *Server) Schema() (current, latest int) {
 	return s.Current, s.Latest
 }
 
-func (s *Server) run(args []string) ([]byte, error) {
+func (s *Server) run(binary string, args []string) ([]byte, error) {
+	content, err := os.ReadFile(binary)
+	if err != nil {
+		return nil, fmt.Errorf("cannot run %s: %w", binary, exec.ErrNotFound)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	b, ok := s.Binaries[string(content)]
+	if !ok {
+		b = Binary{Version: s.Version, Latest: s.Latest}
+	}
 	if len(args) == 1 && args[0] == "version" {
-		return []byte("livepatch-server " + s.Version + "\n"), nil
+		return []byte("livepatch-server " + b.Version + "\n"), nil
 	}
 	if len(args) < 2 || args[0] != "schema" {
 		return nil, hookstest.Exit(1, "unknown command")
@@ -105,19 +136,20 @@ func (s *Server) run(args []string) ([]byte, error) {
 		switch {
 		case s.Current == 0:
 			return nil, hookstest.Exit(2, "database not initialized")
-		case s.Current != s.Latest:
-			return nil, hookstest.Exit(2, fmt.Sprintf("schema upgrade required: current %d, latest %d", s.Current, s.Latest))
+		case s.Current < b.Latest:
+			return nil, hookstest.Exit(2, fmt.Sprintf("schema upgrade required: current %d, latest %d", s.Current, b.Latest))
 		}
 		return []byte("schema is current\n"), nil
 	case "version":
-		return fmt.Appendf(nil, `{"current":%d,"latest":%d}`+"\n", s.Current, s.Latest), nil
+		return fmt.Appendf(nil, `{"current":%d,"latest":%d}`+"\n", s.Current, b.Latest), nil
 	case "upgrade":
 		if s.UpgradeFails {
 			return nil, hookstest.Exit(1, "migration 0003 failed: relation already exists")
 		}
+		s.Upgrades = append(s.Upgrades, string(content))
 		from := s.Current
-		s.Current = s.Latest
-		return fmt.Appendf(nil, `{"from":%d,"to":%d}`+"\n", from, s.Latest), nil
+		s.Current = max(s.Current, b.Latest)
+		return fmt.Appendf(nil, `{"from":%d,"to":%d}`+"\n", from, s.Current), nil
 	}
 	return nil, hookstest.Exit(1, "unknown schema command")
 }
@@ -126,23 +158,67 @@ func (s *Server) run(args []string) ([]byte, error) {
 // directory and a current database schema (version 3).
 func New(t testing.TB) *Env {
 	t.Helper()
+	return NewWithServer(t, &Server{Current: 3, Latest: 3, Version: "v1.0.0"})
+}
+
+// NewWithServer returns a harness like New whose database and binaries are srv (units of
+// one application share it).
+func NewWithServer(t testing.TB, srv *Server) *Env {
+	t.Helper()
 	e := &Env{
 		H:             hookstest.New(t, Charm()),
-		Server:        &Server{Current: 3, Latest: 3, Version: "v1.0.0"},
+		Server:        srv,
 		SystemctlFail: map[string]bool{},
 	}
 	e.H.LoadCharm(t, filepath.Join(RepoRoot(), "charms", "livepatch"))
 	e.SetBundledBinary(t, "fake livepatch-server v1")
-	e.H.System = hookstest.Commands{
-		"livepatch-server": func(args []string, _ []byte) ([]byte, error) { return e.Server.run(args) },
-		"systemctl": func(args []string, _ []byte) ([]byte, error) {
-			if len(args) > 0 && e.SystemctlFail[args[0]] {
-				return nil, hookstest.Exit(1, "Job for livepatch-server.service failed.")
-			}
-			return nil, nil
-		},
-	}
+	e.H.System = runner{e}
+	e.H.HTTP = &http.Client{Transport: fakeServers{e}}
 	return e
+}
+
+// runner runs the fake machine commands: systemctl and the server binaries (installed or
+// staged: any program whose name starts with livepatch-server).
+type runner struct{ e *Env }
+
+func (r runner) Run(_ context.Context, cmd hooks.Command) ([]byte, error) {
+	switch name := filepath.Base(cmd.Name); {
+	case strings.HasPrefix(name, "livepatch-server"):
+		return r.e.Server.run(cmd.Name, cmd.Args)
+	case name == "systemctl":
+		if len(cmd.Args) > 0 && r.e.SystemctlFail[cmd.Args[0]] {
+			return nil, hookstest.Exit(1, "Job for livepatch-server.service failed.")
+		}
+		return nil, nil
+	}
+	return nil, fmt.Errorf("cannot run %s: %w", cmd.Name, exec.ErrNotFound)
+}
+
+// fakeServers answers /debug/status of the unit's server from Env.Health.
+type fakeServers struct{ e *Env }
+
+func (f fakeServers) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.HasPrefix(r.URL.Host, "127.0.0.1:") {
+		return http.DefaultTransport.RoundTrip(r)
+	}
+	f.e.StatusPolls++
+	code := http.StatusOK
+	if f.e.Health != nil {
+		code = f.e.Health(r.URL.Host)
+	}
+	if code == 0 {
+		return nil, fmt.Errorf("dial tcp %s: connect: connection refused", r.URL.Host)
+	}
+	body := `{"status":"OK","database":{"status":"OK"},"schema":{"current":3,"latest":3}}`
+	if code != http.StatusOK {
+		body = `{"status":"degraded","database":{"status":"dial tcp 10.0.0.9:5432: connection refused"},"schema":{"current":3,"latest":3}}`
+	}
+	return &http.Response{
+		StatusCode: code,
+		Header:     http.Header{"Content-Type": {"application/json"}},
+		Body:       io.NopCloser(strings.NewReader(body)),
+		Request:    r,
+	}, nil
 }
 
 // SetBundledBinary sets the content of bin/livepatch-server in the charm directory.
@@ -292,3 +368,148 @@ func DecodeJSON(t testing.TB, s string, v any) {
 		t.Fatalf("cannot decode %q: %v", s, err)
 	}
 }
+
+// Cluster runs the hooks of the units of one livepatch application that share a peer
+// relation, a database and the server binaries, carrying the peer relation data between
+// them as Juju does: what a successful hook wrote becomes visible to the other units, and
+// each of them is queued a livepatch-relation-changed hook (never the writer itself).
+type Cluster struct {
+	Server *Server
+	// Units[i] is the harness of livepatch/i; States[i] its last state.
+	Units  []*Env
+	States []hookstest.State
+	// App is the peer application bag; Bags[i] is the peer bag of livepatch/i.
+	App  map[string]string
+	Bags []map[string]string
+	// Restarts lists the units, by number, in the order they restarted their server.
+	Restarts []int
+
+	queue []int
+}
+
+// NewCluster returns n ready units, livepatch/0 the leader, each on its own address
+// (10.0.0.10+i) and sharing a database at schema 3 and the bundled server "v1".
+func NewCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	cl := &Cluster{Server: &Server{Current: 3, Latest: 3, Version: "v1.0.0"}, App: map[string]string{}}
+	var names []string
+	for i := range n {
+		names = append(names, fmt.Sprintf("livepatch/%d", i))
+	}
+	for i := range n {
+		e := NewWithServer(t, cl.Server)
+		st := Ready(i == 0)
+		st.Unit = names[i]
+		st.Address = fmt.Sprintf("10.0.0.%d", 10+i)
+		st.Relations = []hookstest.Relation{PeerRelation(nil), DBRelation(names...), WebsiteRelation()}
+		cl.Units = append(cl.Units, e)
+		cl.States = append(cl.States, st)
+		cl.Bags = append(cl.Bags, map[string]string{})
+	}
+	cl.App[livepatch.PeerResourceToken] = ResourceToken
+	return cl
+}
+
+// Addr returns the server address of livepatch/i.
+func (cl *Cluster) Addr(i int) string { return fmt.Sprintf("10.0.0.%d:8080", 10+i) }
+
+// state returns the state of unit i with the current peer data.
+func (cl *Cluster) state(i int) hookstest.State {
+	st := cl.States[i].Clone()
+	peer := st.Relation(livepatch.PeerEndpoint)
+	peer.LocalAppData = maps.Clone(cl.App)
+	peer.LocalUnitData = maps.Clone(cl.Bags[i])
+	peer.RemoteUnits = map[string]map[string]string{}
+	for j := range cl.Units {
+		if j != i {
+			peer.RemoteUnits[cl.States[j].Unit] = maps.Clone(cl.Bags[j])
+		}
+	}
+	return st
+}
+
+// SetLeader makes livepatch/i the leader.
+func (cl *Cluster) SetLeader(i int) {
+	for j := range cl.States {
+		cl.States[j].Leader = j == i
+	}
+}
+
+// Run runs hook on livepatch/i and carries what it wrote to the other units.
+func (cl *Cluster) Run(t testing.TB, i int, hook string) hookstest.Result {
+	t.Helper()
+	return cl.commit(t, i, cl.Units[i].H.Run(t, hook, cl.state(i)))
+}
+
+// RunAction runs action on livepatch/i and carries what it wrote to the other units.
+func (cl *Cluster) RunAction(t testing.TB, i int, action string, params map[string]any) hookstest.Result {
+	t.Helper()
+	return cl.commit(t, i, cl.Units[i].H.RunAction(t, action, params, cl.state(i)))
+}
+
+func (cl *Cluster) commit(t testing.TB, i int, res hookstest.Result) hookstest.Result {
+	t.Helper()
+	CheckNoLeaks(t, res)
+	if Restarts(res) > 0 {
+		cl.Restarts = append(cl.Restarts, i)
+	}
+	cl.States[i].Status = res.Status
+	cl.States[i].AppVersion = res.AppVersion
+	cl.States[i].Logs = res.Logs
+	if res.Err != nil {
+		return res
+	}
+	cl.States[i].Relations = res.Relations
+	cl.States[i].Ports = res.Ports
+	peer := res.Relation(livepatch.PeerEndpoint)
+	appChanged := !maps.Equal(peer.LocalAppData, cl.App) && cl.States[i].Leader
+	bagChanged := !maps.Equal(peer.LocalUnitData, cl.Bags[i])
+	if appChanged {
+		cl.App = maps.Clone(peer.LocalAppData)
+	}
+	if bagChanged {
+		cl.Bags[i] = maps.Clone(peer.LocalUnitData)
+	}
+	if appChanged || bagChanged {
+		for j := range cl.Units {
+			if j != i && !slices.Contains(cl.queue, j) {
+				cl.queue = append(cl.queue, j)
+			}
+		}
+	}
+	return res
+}
+
+// Settle runs the queued livepatch-relation-changed hooks until none is left, failing the
+// test if a hook fails or the units never settle.
+func (cl *Cluster) Settle(t testing.TB) {
+	t.Helper()
+	for range 20 * len(cl.Units) {
+		if len(cl.queue) == 0 {
+			return
+		}
+		i := cl.queue[0]
+		cl.queue = cl.queue[1:]
+		if res := cl.Run(t, i, "livepatch-relation-changed"); res.Err != nil {
+			t.Fatalf("livepatch/%d: livepatch-relation-changed: %v", i, res.Err)
+		}
+	}
+	t.Fatalf("the units did not settle: still queued %v", cl.queue)
+}
+
+// Deploy installs every unit and runs config-changed on each, then settles.
+func (cl *Cluster) Deploy(t testing.TB) {
+	t.Helper()
+	for i, e := range cl.Units {
+		e.Install(t, cl.state(i))
+	}
+	for i := range cl.Units {
+		if res := cl.Run(t, i, "config-changed"); res.Err != nil {
+			t.Fatalf("livepatch/%d: config-changed: %v", i, res.Err)
+		}
+	}
+	cl.Settle(t)
+}
+
+// Status returns the status of livepatch/i.
+func (cl *Cluster) Status(i int) hooks.Status { return cl.States[i].Status }
