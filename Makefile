@@ -68,3 +68,20 @@ jujusim:
 ## test-emulator: the emulator's own tests (hook machinery, stand-ins, CLI)
 test-emulator:
 	$(GO) test -race -count=1 ./tests/jujusim/... ./tests/standin/... ./tests/cmd/...
+
+## reliability: the full failure drills and zero-downtime rolling upgrade (tests/reliability)
+## under continuous check-ins, with the measured table of docs/reliability.md rewritten.
+## `go test ./tests/reliability/` (and make test) runs the short variant.
+.PHONY: reliability
+reliability: deps
+	LIVEPATCH_RELIABILITY=full LIVEPATCH_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md \
+		$(GO) test -count=1 -timeout 60m -v -run 'TestReliability|TestMigrations' ./tests/reliability/
+
+## demo: deploy the bundle in the emulator and walk the deployment guide, enrolling a
+## machine (tests/demo/demo.sh); the model keeps running. demo-down removes it.
+.PHONY: demo demo-down
+demo: deps
+	./tests/demo/demo.sh
+
+demo-down:
+	./tests/demo/demo.sh down

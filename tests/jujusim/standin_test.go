@@ -166,6 +166,41 @@ func TestStandinsHaproxyPostgresql(t *testing.T) {
 	}
 }
 
+// TestPostgresqlBothEndpoints: related on db and database at once, the postgresql stand-in
+// is Blocked, as the real charm is; removing one relation makes it Active again in that
+// relation's -broken hook (where Juju still lists the relation: it must be left out).
+func TestPostgresqlBothEndpoints(t *testing.T) {
+	m, _ := newModel(t)
+	deploy(t, m, jujusim.DeployArgs{Charm: "ch:postgresql"})
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "legacy", `
+name: legacy
+summary: pgsql client
+description: pgsql client
+requires:
+  db: {interface: pgsql}
+`, "", "")})
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "modern", `
+name: modern
+summary: postgresql_client client
+description: postgresql_client client
+requires:
+  database: {interface: postgresql_client}
+`, "", "")})
+	relate(t, m, "legacy:db", "postgresql:db")
+	relate(t, m, "modern:database", "postgresql:database")
+	waitIdle(t, m)
+	if u, _ := m.Status().Unit("postgresql/0"); u.Workload.Current != "blocked" {
+		t.Errorf("postgresql/0 with both endpoints: %+v", u.Workload)
+	}
+	if err := m.RemoveRelation("modern:database", "postgresql:database"); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m)
+	if u, _ := m.Status().Unit("postgresql/0"); u.Workload.Current != "active" {
+		t.Errorf("postgresql/0 after removing one relation: %+v", u.Workload)
+	}
+}
+
 func TestProAgainstContracts(t *testing.T) {
 	cs := contracts.New("good-token")
 	if err := cs.Start("127.0.0.1:0"); err != nil {

@@ -17,18 +17,27 @@ import (
 // Server is an in-memory contracts server.
 type Server struct {
 	mu        sync.Mutex
-	contracts map[string]bool   // contract tokens
-	machines  map[string]string // machine token -> machine id
-	resources map[string]string // resource token -> resource name
+	contracts map[string]bool     // contract tokens
+	machines  map[string]string   // machine token -> machine id
+	resources map[string]resource // resource token -> what it was issued for
 	srv       *http.Server
 	lis       net.Listener
 	// URL is the base URL once started.
 	URL string
 }
 
+// resource is an issued resource token.
+type resource struct {
+	name    string
+	expires time.Time
+}
+
+// ResourceTokenTTL is how long an issued resource token stays valid.
+const ResourceTokenTTL = 30 * 24 * time.Hour
+
 // New returns a server that accepts the given contract tokens.
 func New(contractTokens ...string) *Server {
-	s := &Server{contracts: map[string]bool{}, machines: map[string]string{}, resources: map[string]string{}}
+	s := &Server{contracts: map[string]bool{}, machines: map[string]string{}, resources: map[string]resource{}}
 	for _, t := range contractTokens {
 		s.contracts[t] = true
 	}
@@ -67,7 +76,16 @@ func (s *Server) Close() error {
 func (s *Server) ValidResourceToken(resource, tok string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.resources[tok] == resource
+	r, ok := s.resources[tok]
+	return ok && r.name == resource && time.Now().Before(r.expires)
+}
+
+// RevokeResourceTokens makes every resource token issued so far invalid, as when the
+// contract behind them ends.
+func (s *Server) RevokeResourceTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.resources)
 }
 
 // MachineCount returns how many machine tokens were issued.
@@ -82,6 +100,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/context/machines/token", s.machineToken)
 	mux.HandleFunc("GET /v1/resources/{resource}/context/machines/{machine}", s.resourceToken)
+	mux.HandleFunc("GET /v1/resources/{resource}/context/token", s.checkResourceToken)
 	return mux
 }
 
@@ -166,12 +185,31 @@ func (s *Server) machineToken(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *Server) issueResource(resource string) string {
+func (s *Server) issueResource(name string) string {
 	tok := newToken(24)
 	s.mu.Lock()
-	s.resources[tok] = resource
+	s.resources[tok] = resource{name: name, expires: time.Now().Add(ResourceTokenTTL).UTC().Truncate(time.Second)}
 	s.mu.Unlock()
 	return tok
+}
+
+// checkResourceToken validates the resource token in the bearer for the resource of the
+// path, as an upstream livepatch server asks before serving a downstream that syncs with
+// one: 200 {"valid": true, "expires": RFC 3339}, 401 for an unknown or expired token, 403
+// for a token of another resource.
+func (s *Server) checkResourceToken(w http.ResponseWriter, r *http.Request) {
+	tok := bearer(r)
+	s.mu.Lock()
+	res, ok := s.resources[tok]
+	s.mu.Unlock()
+	switch {
+	case tok == "" || !ok || !time.Now().Before(res.expires):
+		writeError(w, http.StatusUnauthorized, "unauthorized", "invalid or expired resource token")
+	case res.name != r.PathValue("resource"):
+		writeError(w, http.StatusForbidden, "forbidden", "the resource token is not for "+r.PathValue("resource"))
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"valid": true, "expires": res.expires.Format(time.RFC3339)})
+	}
 }
 
 func (s *Server) resourceToken(w http.ResponseWriter, r *http.Request) {

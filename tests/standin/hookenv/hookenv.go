@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -80,11 +81,19 @@ func Address() (string, error) {
 	return s, err
 }
 
-// RelationIDs lists the relation ids of an endpoint.
+// RelationIDs lists the relation ids of an endpoint. In a -relation-broken hook Juju still
+// lists the relation being broken; like ops (Model.relations), RelationIDs leaves it out,
+// so a charm reconciling from the relations that remain sees the relation gone.
 func RelationIDs(endpoint string) ([]string, error) {
 	var ids []string
-	err := Get(&ids, "relation-ids", endpoint)
-	return ids, err
+	if err := Get(&ids, "relation-ids", endpoint); err != nil {
+		return nil, err
+	}
+	if strings.HasSuffix(Hook(), "-relation-broken") {
+		broken := os.Getenv("JUJU_RELATION_ID")
+		ids = slices.DeleteFunc(ids, func(id string) bool { return id == broken })
+	}
+	return ids, nil
 }
 
 // Units lists the remote units in a relation.

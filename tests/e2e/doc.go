@@ -1,0 +1,12 @@
+// Package e2e holds the end-to-end scenarios of issue 5: the charms deployed with
+// bundle/bundle.yaml in the Juju model emulator (tests/jujusim) with real haproxy, real
+// PostgreSQL, the contracts stand-in and an upstream livepatch-server, driven the way an
+// operator drives them (the deployment guide's steps, the built livepatch-admin and
+// livepatch-client binaries), through package tests/e2e/deploy.
+//
+//   - TestDeployment: one deployment through three scenarios in turn: the deployment guide
+//     step by step, scale-out under a stream of check-ins, and a rolling upgrade to a charm
+//     revision whose server brings a schema migration.
+//   - TestBadConfiguration: each configuration mistake is a Blocked status saying what to
+//     fix, and fixing it recovers without manual steps.
+package e2e
