@@ -448,23 +448,8 @@ func (t *toolCall) relationSet(args []string) error {
 	}
 	settings := map[string]string{}
 	if fs.set["file"] {
-		var data []byte
-		if file == "-" {
-			if !t.stdinSet {
-				return errNeedStdin
-			}
-			data = t.stdin
-		} else {
-			p := file
-			if !filepath.IsAbs(p) {
-				p = filepath.Join(t.dir, p)
-			}
-			if data, err = os.ReadFile(p); err != nil {
-				return err
-			}
-		}
-		if err := yaml.Unmarshal(data, &settings); err != nil {
-			return fmt.Errorf("cannot parse settings file: %w", err)
+		if settings, err = t.readSettingsFile(file, "settings"); err != nil {
+			return err
 		}
 	}
 	maps.Copy(settings, kv)
@@ -1019,23 +1004,8 @@ func (t *toolCall) stateSet(args []string) error {
 	}
 	settings := map[string]string{}
 	if fs.set["file"] {
-		var data []byte
-		if file == "-" {
-			if !t.stdinSet {
-				return errNeedStdin
-			}
-			data = t.stdin
-		} else {
-			p := file
-			if !filepath.IsAbs(p) {
-				p = filepath.Join(t.dir, p)
-			}
-			if data, err = os.ReadFile(p); err != nil {
-				return err
-			}
-		}
-		if err := yaml.Unmarshal(data, &settings); err != nil {
-			return fmt.Errorf("cannot parse state file: %w", err)
+		if settings, err = t.readSettingsFile(file, "state"); err != nil {
+			return err
 		}
 	}
 	maps.Copy(settings, kv)
@@ -1066,4 +1036,30 @@ func (t *toolCall) stateDelete(args []string) error {
 	}
 	t.c.pendingState[pos[0]] = nil
 	return nil
+}
+
+// readSettingsFile reads the YAML map of a --file argument ("-" for standard input, a
+// relative path from the hook's directory), as relation-set and state-set take it.
+func (t *toolCall) readSettingsFile(file, what string) (map[string]string, error) {
+	var data []byte
+	if file == "-" {
+		if !t.stdinSet {
+			return nil, errNeedStdin
+		}
+		data = t.stdin
+	} else {
+		p := file
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(t.dir, p)
+		}
+		var err error
+		if data, err = os.ReadFile(p); err != nil {
+			return nil, err
+		}
+	}
+	settings := map[string]string{}
+	if err := yaml.Unmarshal(data, &settings); err != nil {
+		return nil, fmt.Errorf("cannot parse %s file: %w", what, err)
+	}
+	return settings, nil
 }
