@@ -19,6 +19,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -115,6 +116,32 @@ func (c *Context) ReadFile(p string) ([]byte, error) {
 func (c *Context) FileExists(p string) bool {
 	_, err := os.Stat(c.Path(p))
 	return err == nil
+}
+
+// ReadJSON decodes the JSON file p (under the root) into v. A missing file leaves v as
+// it is and is not an error; found says whether the file was there.
+func (c *Context) ReadJSON(p string, v any) (found bool, err error) {
+	data, err := c.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("cannot read %s: %w", p, err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return true, fmt.Errorf("cannot decode %s: %w", p, err)
+	}
+	return true, nil
+}
+
+// WriteJSON writes v as indented JSON to p (under the root) with perm, as WriteFile does.
+func (c *Context) WriteJSON(p string, v any, perm fs.FileMode) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("cannot encode %s: %w", p, err)
+	}
+	_, err = c.WriteFile(p, append(data, '\n'), perm)
+	return err
 }
 
 // WriteFile writes data to the machine file p with the given permissions, creating parent

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -256,4 +257,25 @@ func toolsOf(t *testing.T) hooks.Runner {
 	}})
 	h.Run(t, "start", hookstest.State{Unit: "app/0"})
 	return tools
+}
+
+func TestReadWriteJSON(t *testing.T) {
+	c := &hooks.Context{Root: t.TempDir()}
+	type rec struct{ N int }
+	var r rec
+	if found, err := c.ReadJSON("/var/lib/x/state.json", &r); found || err != nil {
+		t.Fatalf("missing file: found %v, %v", found, err)
+	}
+	if err := c.WriteJSON("/var/lib/x/state.json", rec{N: 3}, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := c.ReadJSON("/var/lib/x/state.json", &r); !found || err != nil || r.N != 3 {
+		t.Fatalf("round trip: found %v, %v, %+v", found, err, r)
+	}
+	if _, err := c.WriteFile("/var/lib/x/state.json", []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReadJSON("/var/lib/x/state.json", &r); err == nil || !strings.Contains(err.Error(), "cannot decode /var/lib/x/state.json") {
+		t.Errorf("damaged file: %v", err)
+	}
 }

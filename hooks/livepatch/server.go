@@ -270,27 +270,24 @@ func (r record) started() bool { return r.BinarySHA256 != "" }
 
 func readRecord(c *hooks.Context) (record, error) {
 	var r record
-	data, err := c.ReadFile(recordPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		return r, nil
-	}
-	if err != nil {
-		return r, fmt.Errorf("cannot read charm state: %w", err)
-	}
-	if err := json.Unmarshal(data, &r); err != nil {
-		// A damaged record only costs a restart.
-		return record{}, nil
+	if _, err := c.ReadJSON(recordPath, &r); err != nil {
+		if !isDecodeError(err) {
+			return record{}, fmt.Errorf("cannot read charm state: %w", err)
+		}
+		return record{}, nil // a damaged record only costs a restart
 	}
 	return r, nil
 }
 
 func writeRecord(c *hooks.Context, r record) error {
-	data, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("cannot encode charm state: %w", err)
-	}
-	_, err = c.WriteFile(recordPath, append(data, '\n'), 0o600)
-	return err
+	return c.WriteJSON(recordPath, r, 0o600)
+}
+
+// isDecodeError tells a damaged JSON file from one that cannot be read.
+func isDecodeError(err error) bool {
+	_, syntax := errors.AsType[*json.SyntaxError](err)
+	_, typ := errors.AsType[*json.UnmarshalTypeError](err)
+	return syntax || typ
 }
 
 func sha256Hex(data []byte) string {

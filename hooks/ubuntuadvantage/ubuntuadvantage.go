@@ -292,26 +292,14 @@ func enabledServices(ctx context.Context, c *hooks.Context) (services []string, 
 
 func readState(c *hooks.Context) (state, error) {
 	var st state
-	data, err := c.ReadFile(statePath)
-	if errors.Is(err, fs.ErrNotExist) {
-		return st, nil
-	}
-	if err != nil {
-		return st, fmt.Errorf("cannot read charm state: %w", err)
-	}
-	if err := json.Unmarshal(data, &st); err != nil {
-		return state{}, fmt.Errorf("cannot decode charm state: %w", err)
+	if _, err := c.ReadJSON(statePath, &st); err != nil {
+		return state{}, fmt.Errorf("cannot read charm state: %w", err)
 	}
 	return st, nil
 }
 
 func writeState(c *hooks.Context, st state) error {
-	data, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("cannot encode charm state: %w", err)
-	}
-	_, err = c.WriteFile(statePath, append(data, '\n'), 0o600)
-	return err
+	return c.WriteJSON(statePath, st, 0o600)
 }
 
 func sha256Hex(s string) string {
