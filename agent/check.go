@@ -236,6 +236,11 @@ func (a *Agent) fetch(ctx context.Context, c *Config, api API, offer *server.Pat
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", permission(dir, fmt.Errorf("cannot create patches directory: %w", err))
 	}
+	// The signature covers the offer's filename, size and SHA-256, which the bytes are
+	// checked against: an offer that fails it is not worth a download.
+	if err := verifySignature(c, offer); err != nil {
+		return "", err
+	}
 	final := filepath.Join(dir, offer.Filename)
 	if _, err := os.Stat(final); err == nil {
 		if err := a.verifyFile(final, c, offer, kernel); err == nil {
@@ -315,6 +320,9 @@ func (a *Agent) verifyFile(path string, c *Config, offer *server.PatchOffer, ker
 	case hex.EncodeToString(h.Sum(nil)) != offer.SHA256:
 		return verifyFailed(offer, "checksum mismatch: got %s want %s", hex.EncodeToString(h.Sum(nil)), offer.SHA256)
 	}
+	if err := verifySignature(c, offer); err != nil {
+		return err
+	}
 	return a.verifyArchive(path, c, offer, kernel)
 }
 
@@ -347,22 +355,24 @@ func (a *Agent) verifyArchive(path string, c *Config, offer *server.PatchOffer, 
 	if len(problems) > 0 {
 		return verifyFailed(offer, "its metadata does not match this machine and the offer: %s", strings.Join(problems, "; "))
 	}
-	return a.verifySignature(c, offer)
+	return nil
 }
 
-// verifySignature checks the upstream's signature of a patch when trusted-key is set.
-//
-// TODO(sync issue): servers do not pass on upstream signatures yet, so there is nothing
-// to check. Plan: when server.PatchOffer gains the upstream's ed25519 signature of the
-// patch (of its filename and SHA-256, as in the signed patch list that sync verifies),
-// verify it here with parseTrustedKey(c.TrustedKey) and fail with "patch X failed
-// verification: bad signature"; once every server sends it, a missing signature with
-// trusted-key set becomes a verification failure too, so that a compromised on-prem server
-// cannot push a patch the upstream never signed. Until then the key is stored, shown and
-// logged here, not enforced.
-func (a *Agent) verifySignature(c *Config, offer *server.PatchOffer) error {
-	if c.TrustedKey != "" {
-		a.log.Warn("Patch signature not checked: the server supplies no signature yet", "version", offer.Version)
+// verifySignature checks, when trusted-key is set, that the offer carries the signature
+// of the trusted key's owner (the server the patches originate from, at the top of a sync
+// chain) over its filename, SHA-256 and size. Together with the size and SHA-256 checks
+// of the bytes, a server that does not hold that key cannot get a patch of its own
+// making applied. Without trusted-key, nothing is checked.
+func verifySignature(c *Config, offer *server.PatchOffer) error {
+	if c.TrustedKey == "" {
+		return nil
+	}
+	key, err := parseTrustedKey(c.TrustedKey)
+	if err != nil {
+		return err
+	}
+	if err := server.VerifyPatch(key, offer.Signature, offer.Filename, offer.SHA256, offer.Size); err != nil {
+		return verifyFailed(offer, "%v", err)
 	}
 	return nil
 }

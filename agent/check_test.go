@@ -1,7 +1,10 @@
 package agent
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"os"
@@ -536,3 +539,112 @@ func sha(data []byte) string {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// originKey is the key of the server the test patches originate from; trusted-key holds
+// its public half in the signature tests.
+var originKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+
+func originPub() string {
+	return base64.StdEncoding.EncodeToString(originKey.Public().(ed25519.PublicKey))
+}
+
+func signOffer(key ed25519.PrivateKey, o *server.PatchOffer) {
+	o.Signature = server.SignPatch(key, o.Filename, o.SHA256, o.Size)
+}
+
+func TestTrustedKeyAcceptsSignedPatch(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(t, "mode", ModeNoApply, "trusted-key", originPub())
+	o, _ := e.offer(t, "107.1")
+	signOffer(originKey, o)
+	res := e.enable(t)
+	if res.CheckErr != nil {
+		t.Fatalf("first check: %v", res.CheckErr)
+	}
+	st, err := e.agent.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PatchState != server.StateUnapplied || st.Waiting == nil || st.Waiting.Signature == nil {
+		t.Fatalf("state %q reason %q waiting %+v", st.PatchState, st.Reason, st.Waiting)
+	}
+	// The waiting patch is checked again, signature included, before it is applied from
+	// the cache; a signature that no longer verifies (the key changed) stops it.
+	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{8}, ed25519.SeedSize))
+	e.configure(t, "mode", ModeNoRefresh, "trusted-key", base64.StdEncoding.EncodeToString(other.Public().(ed25519.PublicKey)))
+	c, err := e.agent.LoadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err = e.agent.applyCached(t.Context(), c)
+	want := "patch 107.1 failed verification: bad signature: the patch is signed by key " + server.KeyID(originKey.Public().(ed25519.PublicKey)) + ", not by the trusted key " + server.KeyID(other.Public().(ed25519.PublicKey))
+	if err == nil || err.Error() != want || st.PatchState != server.StateCheckFailed || st.Reason != want || st.Waiting != nil {
+		t.Fatalf("applyCached with another trusted key: %v; state %q reason %q waiting %+v", err, st.PatchState, st.Reason, st.Waiting)
+	}
+	if len(e.kernel.calls) != 0 || len(e.patchFiles(t)) != 0 {
+		t.Errorf("kernel calls %q, files %q: a patch signed by an untrusted key must be dropped, not applied", e.kernel.calls, e.patchFiles(t))
+	}
+}
+
+func TestSignatureFailures(t *testing.T) {
+	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
+	keyID := server.KeyID(originKey.Public().(ed25519.PublicKey))
+	tests := []struct {
+		name   string
+		tamper func(t *testing.T, e *testEnv, o *server.PatchOffer, data []byte)
+		reason string
+	}{{
+		name:   "unsigned",
+		tamper: func(t *testing.T, e *testEnv, o *server.PatchOffer, data []byte) {},
+		reason: "patch 107.1 failed verification: bad signature: the patch is not signed, and the trusted key " + keyID + " requires a signature",
+	}, {
+		name: "another key",
+		tamper: func(t *testing.T, e *testEnv, o *server.PatchOffer, data []byte) {
+			signOffer(other, o)
+		},
+		reason: "patch 107.1 failed verification: bad signature: the patch is signed by key " + server.KeyID(other.Public().(ed25519.PublicKey)) + ", not by the trusted key " + keyID,
+	}, {
+		name: "another key under the trusted key's id",
+		tamper: func(t *testing.T, e *testEnv, o *server.PatchOffer, data []byte) {
+			signOffer(other, o)
+			o.Signature.KeyID = keyID
+		},
+		reason: "patch 107.1 failed verification: bad signature: the patch signature does not verify with the trusted key " + keyID,
+	}, {
+		// A server that holds another file under the name of a signed one cannot reuse
+		// the signature: it covers the SHA-256.
+		name: "signature of other contents",
+		tamper: func(t *testing.T, e *testEnv, o *server.PatchOffer, data []byte) {
+			signOffer(originKey, o)
+			evil, evilData := makePatch(t, "5.15.0-107.118", "generic", "107.1", "amd64")
+			o.SHA256, o.Size = evil.SHA256, evil.Size
+			e.api.files[o.URL] = evilData
+		},
+		reason: "patch 107.1 failed verification: bad signature: the patch signature does not verify with the trusted key " + keyID,
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			e.configure(t, "trusted-key", originPub())
+			o, data := e.offer(t, "107.1")
+			tt.tamper(t, e, o, data)
+			res := e.enable(t)
+			if res.CheckErr == nil || res.CheckErr.Error() != tt.reason {
+				t.Fatalf("first check error:\n%v\nwant:\n%s", res.CheckErr, tt.reason)
+			}
+			st, err := e.agent.State()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.PatchState != server.StateCheckFailed || st.Reason != tt.reason || st.Applied != nil || st.Waiting != nil {
+				t.Errorf("state %q reason %q applied %+v waiting %+v", st.PatchState, st.Reason, st.Applied, st.Waiting)
+			}
+			if e.api.downloads != 0 {
+				t.Errorf("%d downloads of an offer whose signature fails", e.api.downloads)
+			}
+			if files := e.patchFiles(t); len(files) != 0 || len(e.kernel.calls) != 0 {
+				t.Errorf("files %q, kernel calls %q after a signature failure", files, e.kernel.calls)
+			}
+		})
+	}
+}

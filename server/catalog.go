@@ -97,12 +97,13 @@ func compareKernels(a, b string) int {
 // Offer turns a patch into the offer a client receives, with its download URL.
 func Offer(p Patch, urlTemplate string) *PatchOffer {
 	return &PatchOffer{
-		Version:  p.Version,
-		Filename: p.Filename,
-		URL:      strings.ReplaceAll(urlTemplate, "{filename}", p.Filename),
-		SHA256:   p.SHA256,
-		Size:     p.Size,
-		Module:   p.Module,
-		Fixes:    p.Fixes,
+		Version:   p.Version,
+		Filename:  p.Filename,
+		URL:       strings.ReplaceAll(urlTemplate, "{filename}", p.Filename),
+		SHA256:    p.SHA256,
+		Size:      p.Size,
+		Module:    p.Module,
+		Fixes:     p.Fixes,
+		Signature: p.Signature,
 	}
 }

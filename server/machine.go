@@ -130,4 +130,6 @@ type PatchOffer struct {
 	Size     int64  `json:"size"`
 	Module   string `json:"module"`
 	Fixes    []Fix  `json:"fixes,omitempty"`
+	// Signature is the origin's signature of the file, for clients with a trusted key.
+	Signature *PatchSignature `json:"signature,omitempty"`
 }

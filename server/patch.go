@@ -27,6 +27,10 @@ type Patch struct {
 	BlockReason  string    `json:"block-reason,omitempty"`
 	Source       string    `json:"source"` // "upload" or "sync"
 	CreatedAt    time.Time `json:"created-at"`
+	// Signature is the signature of the origin of a synced patch, kept as the upstream
+	// listed it; nil for uploads (a server with a signing key signs those itself when it
+	// offers them) and for patches synced from upstreams that did not sign them.
+	Signature *PatchSignature `json:"signature,omitempty"`
 }
 
 // Fix is one vulnerability a patch addresses.

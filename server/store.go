@@ -54,6 +54,10 @@ type Store interface {
 	AddPatch(ctx context.Context, p Patch) (Patch, error)
 	// Patches lists patches matching f, newest version first.
 	Patches(ctx context.Context, f PatchFilter) ([]Patch, error)
+	// SetPatchSignature records the origin's signature of a patch file recorded with that
+	// SHA-256, replacing another signature or none; it reports whether anything changed.
+	// A nil signature changes nothing.
+	SetPatchSignature(ctx context.Context, filename, sha256 string, sig *PatchSignature) (bool, error)
 	// PromotePatch promotes every file of version to tier (never demotes); it returns how
 	// many files moved. not-found when no file has that version.
 	PromotePatch(ctx context.Context, version, tier string) (int, error)

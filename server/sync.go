@@ -86,6 +86,10 @@ type SyncPatch struct {
 	Fixes        []Fix  `json:"fixes,omitempty"`
 	// URL is where to download the file: absolute, or a path relative to the upstream URL.
 	URL string `json:"url"`
+	// Signature is the origin's signature of the file (see PatchSignature): the first
+	// server of a sync chain signs the patches it holds from elsewhere, and every server
+	// below passes that signature on unchanged. Absent from older upstreams.
+	Signature *PatchSignature `json:"signature,omitempty"`
 }
 
 // SignedSyncList is the answer of GET /v1/sync/patches: the JSON bytes of a SyncList and
@@ -149,6 +153,59 @@ func (s SignedSyncList) Verify(key ed25519.PublicKey) (SyncList, error) {
 		return SyncList{}, fmt.Errorf("cannot decode the patch list: %w", err)
 	}
 	return l, nil
+}
+
+// PatchSignature is an ed25519 signature of one patch file by the server it originates
+// from: of PatchSignedMessage(filename, sha256, size). Machines whose client has that
+// server's public key as trusted-key accept only patches it signed, so a server lower in
+// a sync chain cannot hand them a file the origin never published.
+type PatchSignature struct {
+	KeyID     string `json:"key-id"`
+	Signature []byte `json:"signature"` // standard base64 in JSON
+}
+
+// patchSignatureContext separates patch signatures from any other use of the key (a list
+// payload is JSON and never starts with it).
+const patchSignatureContext = "livepatch patch signature v1\n"
+
+// PatchSignedMessage is what a patch signature signs: the filename (which names the
+// kernel, flavour, version and architecture), the SHA-256 of the file and its size.
+func PatchSignedMessage(filename, sha256 string, size int64) []byte {
+	return fmt.Appendf(nil, "%s%s\n%s\n%d\n", patchSignatureContext, filename, sha256, size)
+}
+
+// SignPatch signs a patch file with key.
+func SignPatch(key ed25519.PrivateKey, filename, sha256 string, size int64) *PatchSignature {
+	return &PatchSignature{
+		KeyID:     KeyID(key.Public().(ed25519.PublicKey)),
+		Signature: ed25519.Sign(key, PatchSignedMessage(filename, sha256, size)),
+	}
+}
+
+// Check validates the form of a signature: a key id and 64 signature bytes.
+func (s *PatchSignature) Check() error {
+	if len(s.KeyID) != 16 || strings.Trim(s.KeyID, "0123456789abcdef") != "" {
+		return Errorf(CodeInvalid, "invalid patch signature: key id %q is not 16 hex digits", s.KeyID)
+	}
+	if len(s.Signature) != ed25519.SignatureSize {
+		return Errorf(CodeInvalid, "invalid patch signature: %d bytes, want %d", len(s.Signature), ed25519.SignatureSize)
+	}
+	return nil
+}
+
+// VerifyPatch checks that sig is key's signature of the patch file. A nil sig fails: a
+// caller holding a trusted key wants signed patches only. Errors wrap ErrBadSignature and
+// say what is wrong in words for an operator.
+func VerifyPatch(key ed25519.PublicKey, sig *PatchSignature, filename, sha256 string, size int64) error {
+	switch {
+	case sig == nil:
+		return fmt.Errorf("%w: the patch is not signed, and the trusted key %s requires a signature", ErrBadSignature, KeyID(key))
+	case sig.KeyID != KeyID(key):
+		return fmt.Errorf("%w: the patch is signed by key %s, not by the trusted key %s", ErrBadSignature, sig.KeyID, KeyID(key))
+	case !ed25519.Verify(key, PatchSignedMessage(filename, sha256, size), sig.Signature):
+		return fmt.Errorf("%w: the patch signature does not verify with the trusted key %s", ErrBadSignature, KeyID(key))
+	}
+	return nil
 }
 
 // KeyID names a public key: the hex of the first 8 bytes of its SHA-256.

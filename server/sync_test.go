@@ -49,6 +49,62 @@ func TestSignedSyncList(t *testing.T) {
 	}
 }
 
+func TestPatchSignature(t *testing.T) {
+	pub, key, _ := ed25519.GenerateKey(nil)
+	otherPub, otherKey, _ := ed25519.GenerateKey(nil)
+	const name = "livepatch-5.15.0-107.117-generic-107.1-amd64.tar.bz2"
+	sum := strings.Repeat("ab", 32)
+	sig := server.SignPatch(key, name, sum, 4096)
+	if err := sig.Check(); err != nil || sig.KeyID != server.KeyID(pub) {
+		t.Fatalf("signature %+v: Check %v", sig, err)
+	}
+	if err := server.VerifyPatch(pub, sig, name, sum, 4096); err != nil {
+		t.Fatalf("VerifyPatch: %v", err)
+	}
+	// The signature is of the message, which says what it is: a list payload (JSON) signed
+	// by the same key can never pass for it.
+	if msg := string(server.PatchSignedMessage(name, sum, 4096)); msg != "livepatch patch signature v1\n"+name+"\n"+sum+"\n4096\n" {
+		t.Errorf("signed message %q", msg)
+	}
+	forged := &server.PatchSignature{KeyID: sig.KeyID, Signature: server.SignPatch(otherKey, name, sum, 4096).Signature}
+	for _, tt := range []struct {
+		name      string
+		sig       *server.PatchSignature
+		file, sum string
+		size      int64
+		want      string
+		trusted   ed25519.PublicKey
+	}{
+		{name: "unsigned", file: name, sum: sum, size: 4096, trusted: pub,
+			want: "bad signature: the patch is not signed, and the trusted key " + server.KeyID(pub) + " requires a signature"},
+		{name: "other key", sig: sig, file: name, sum: sum, size: 4096, trusted: otherPub,
+			want: "bad signature: the patch is signed by key " + server.KeyID(pub) + ", not by the trusted key " + server.KeyID(otherPub)},
+		{name: "forged under the key id", sig: forged, file: name, sum: sum, size: 4096, trusted: pub,
+			want: "bad signature: the patch signature does not verify with the trusted key " + server.KeyID(pub)},
+		{name: "other file name", sig: sig, file: strings.Replace(name, "107.1", "107.2", 1), sum: sum, size: 4096, trusted: pub,
+			want: "bad signature: the patch signature does not verify with the trusted key " + server.KeyID(pub)},
+		{name: "other contents", sig: sig, file: name, sum: strings.Repeat("cd", 32), size: 4096, trusted: pub,
+			want: "bad signature: the patch signature does not verify with the trusted key " + server.KeyID(pub)},
+		{name: "other size", sig: sig, file: name, sum: sum, size: 4097, trusted: pub,
+			want: "bad signature: the patch signature does not verify with the trusted key " + server.KeyID(pub)},
+	} {
+		err := server.VerifyPatch(tt.trusted, tt.sig, tt.file, tt.sum, tt.size)
+		if !errors.Is(err, server.ErrBadSignature) || err.Error() != tt.want {
+			t.Errorf("%s: VerifyPatch = %v\nwant %s", tt.name, err, tt.want)
+		}
+	}
+	for _, bad := range []server.PatchSignature{
+		{KeyID: "xyz", Signature: sig.Signature},
+		{KeyID: strings.ToUpper(sig.KeyID) + "Z", Signature: sig.Signature},
+		{KeyID: sig.KeyID, Signature: sig.Signature[:63]},
+		{KeyID: sig.KeyID},
+	} {
+		if err := bad.Check(); server.ErrorCode(err) != server.CodeInvalid {
+			t.Errorf("Check(%+v) = %v, want invalid", bad, err)
+		}
+	}
+}
+
 func TestParseKeys(t *testing.T) {
 	pub, key, _ := ed25519.GenerateKey(nil)
 	for _, s := range []string{

@@ -263,10 +263,12 @@ func (s *Server) syncPatches(w http.ResponseWriter, r *http.Request) error {
 		if p.Blocked {
 			continue
 		}
+		p = s.catalog.signer.sign(p)
 		list.Patches = append(list.Patches, server.SyncPatch{
 			Filename: p.Filename, Version: p.Version, Kernel: p.Kernel, Flavour: p.Flavour,
 			Architecture: p.Architecture, SHA256: p.SHA256, Size: p.Size, Module: p.Module,
 			Description: p.Description, Fixes: p.Fixes, URL: server.Offer(p, tmpl).URL,
+			Signature: p.Signature,
 		})
 	}
 	signed, err := server.SignSyncList(list, s.opts.SigningKey)

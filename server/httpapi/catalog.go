@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -14,7 +15,8 @@ import (
 // and at once after this unit's own changes.
 type catalogCache struct {
 	store   server.Store
-	mu      sync.Mutex // serialises reloads
+	signer  *patchSigner // nil: this server signs nothing
+	mu      sync.Mutex   // serialises reloads
 	version int64
 	current atomic.Pointer[catalogSnapshot]
 }
@@ -25,8 +27,14 @@ type catalogSnapshot struct {
 	byFile  map[string]server.Patch
 }
 
-func newCatalogCache(store server.Store) *catalogCache {
+// newCatalogCache returns an empty cache. With a signing key, the patches it loads that
+// carry no origin signature are signed with it, so that offers and sync lists carry this
+// server's signature for the patches it originates.
+func newCatalogCache(store server.Store, key ed25519.PrivateKey) *catalogCache {
 	c := &catalogCache{store: store, version: -1}
+	if key != nil {
+		c.signer = &patchSigner{key: key, sigs: map[signedFile]*server.PatchSignature{}}
+	}
 	c.current.Store(&catalogSnapshot{catalog: server.NewCatalog(nil, nil), byFile: map[string]server.Patch{}})
 	return c
 }
@@ -67,6 +75,9 @@ func (c *catalogCache) loadLocked(ctx context.Context, version int64) error {
 	if err != nil {
 		return fmt.Errorf("cannot load patches: %w", err)
 	}
+	if c.signer != nil {
+		c.signer.signAll(patches)
+	}
 	byFile := make(map[string]server.Patch, len(patches))
 	for _, p := range patches {
 		byFile[p.Filename] = p
@@ -74,4 +85,54 @@ func (c *catalogCache) loadLocked(ctx context.Context, version int64) error {
 	c.current.Store(&catalogSnapshot{catalog: server.NewCatalog(tiers, patches), tiers: tiers, byFile: byFile})
 	c.version = version
 	return nil
+}
+
+// patchSigner signs the patches a server with a signing key originates: uploads, and
+// synced patches whose upstream did not sign them. Synced patches keep their origin's
+// signature. Signatures are remembered across reloads (signing costs tens of
+// microseconds a patch; the catalog reloads at every change).
+type patchSigner struct {
+	key  ed25519.PrivateKey
+	mu   sync.Mutex
+	sigs map[signedFile]*server.PatchSignature
+}
+
+type signedFile struct {
+	filename, sha256 string
+	size             int64
+}
+
+// signAll gives every unsigned patch this server's signature, and forgets the signatures
+// of files no longer listed.
+func (s *patchSigner) signAll(patches []server.Patch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sigs := make(map[signedFile]*server.PatchSignature, len(patches))
+	for i := range patches {
+		if p := &patches[i]; p.Signature == nil {
+			p.Signature = s.signLocked(p)
+			sigs[signedFile{p.Filename, p.SHA256, p.Size}] = p.Signature
+		}
+	}
+	s.sigs = sigs
+}
+
+// sign returns p with its origin signature, or this server's when it has none.
+func (s *patchSigner) sign(p server.Patch) server.Patch {
+	if p.Signature == nil {
+		s.mu.Lock()
+		p.Signature = s.signLocked(&p)
+		s.mu.Unlock()
+	}
+	return p
+}
+
+func (s *patchSigner) signLocked(p *server.Patch) *server.PatchSignature {
+	k := signedFile{p.Filename, p.SHA256, p.Size}
+	sig, ok := s.sigs[k]
+	if !ok {
+		sig = server.SignPatch(s.key, p.Filename, p.SHA256, p.Size)
+		s.sigs[k] = sig
+	}
+	return sig
 }

@@ -52,8 +52,9 @@ type Options struct {
 	// Sync drives this server's upstream sync for the admin sync routes (package
 	// upstream); nil: sync status says disabled and triggers are refused.
 	Sync Syncer
-	// SigningKey signs the patch lists this server serves to downstream servers; nil:
-	// this server is not a sync upstream and /v1/sync/ answers 503.
+	// SigningKey signs the patch lists this server serves to downstream servers, and the
+	// patches it originates (see server.PatchSignature) in those lists and in the offers
+	// of check-ins; nil: this server is not a sync upstream and /v1/sync/ answers 503.
 	SigningKey ed25519.PrivateKey
 	// ResourceTokens checks an Ubuntu Pro resource token with the contracts server
 	// (package upstream); nil: only sync tokens may sync from this server.
@@ -148,7 +149,7 @@ func New(store server.Store, files server.PatchFiles, opts Options) (*Server, er
 		s.users[user] = hash
 	}
 	s.lockout = newLockout(opts.Now)
-	s.catalog = newCatalogCache(store)
+	s.catalog = newCatalogCache(store, opts.SigningKey)
 	if opts.PatchCacheSize > 0 {
 		s.cache = newFileCache(opts.PatchCacheSize, opts.PatchCacheTTL, opts.Now)
 	}

@@ -100,6 +100,13 @@ func TestSyncPatchesAPI(t *testing.T) {
 	}
 	list := get("/v1/sync/patches?tier=stable", "Bearer "+token, map[string]string{
 		server.HeaderDeploymentID: "model-1", server.HeaderMachineCount: "50"})
+	// This server originates its uploads: it signs each, for the clients that trust its key.
+	for i, sp := range list.Patches {
+		if err := server.VerifyPatch(pub, sp.Signature, sp.Filename, sp.SHA256, sp.Size); err != nil {
+			t.Errorf("signature of %s: %v", sp.Filename, err)
+		}
+		list.Patches[i].Signature = nil
+	}
 	want := server.SyncList{Tier: "stable", GeneratedAt: e.now.UTC(), Patches: []server.SyncPatch{{
 		Filename: p1.Filename, Version: "107.1", Kernel: "5.15.0-107.117", Flavour: "generic", Architecture: "amd64",
 		SHA256: p1.SHA256, Size: p1.Size, Module: p1.Module, Description: p1.Description, Fixes: p1.Fixes,
@@ -110,6 +117,16 @@ func TestSyncPatchesAPI(t *testing.T) {
 	}
 	if !strings.Contains(e.logBuf.String(), `"event":"sync_list","user":"sync-token:region-1","method":"GET","path":"/v1/sync/patches","remote":"127.0.0.1","tier":"stable","patches":1,"deployment":"model-1","machines":50`) {
 		t.Errorf("no sync_list event with telemetry:\n%s", e.logBuf)
+	}
+	// A machine's offer carries the same signature.
+	machine := e.enable("m1", e.authToken("prod", "stable", 0))
+	var up server.Update
+	e.must(200, "POST", "/v1/client/m1/updates", "Bearer "+machine, status("5.15.0-107-generic"), &up)
+	if up.Patch == nil || up.Patch.Filename != p1.Filename {
+		t.Fatalf("check-in = %+v, want an offer of %s", up, p1.Filename)
+	}
+	if err := server.VerifyPatch(pub, up.Patch.Signature, up.Patch.Filename, up.Patch.SHA256, up.Patch.Size); err != nil {
+		t.Errorf("offer signature: %v", err)
 	}
 	// Without ?tier= a sync token gets its own tier.
 	if list := get("/v1/sync/patches", "Bearer "+token, nil); list.Tier != "stable" || len(list.Patches) != 1 {

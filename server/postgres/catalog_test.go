@@ -1,7 +1,9 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"testing"
 	"time"
@@ -400,5 +402,76 @@ func TestCanceledContext(t *testing.T) {
 	cancel()
 	if _, err := db.Patches(ctx, server.PatchFilter{}); err == nil {
 		t.Fatal("Patches() with a canceled context succeeded")
+	}
+}
+
+func TestPatchSignatures(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := newDB(t)
+	key := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+	signed := testPatch("107.1", "amd64")
+	signed.Source = server.SourceSync
+	signed.Signature = server.SignPatch(key, signed.Filename, signed.SHA256, signed.Size)
+	got := must[server.Patch](t)(db.AddPatch(ctx, signed))
+	if diff := cmp.Diff(withTier(signed, "edge"), got); diff != "" {
+		t.Errorf("AddPatch() of a signed patch (-want +got):\n%s", diff)
+	}
+	unsigned := testPatch("107.2", "amd64")
+	must[server.Patch](t)(db.AddPatch(ctx, unsigned))
+
+	sigOf := func(filename string) *server.PatchSignature {
+		t.Helper()
+		for _, p := range must[[]server.Patch](t)(db.Patches(ctx, server.PatchFilter{})) {
+			if p.Filename == filename {
+				return p.Signature
+			}
+		}
+		t.Fatalf("patch %q not found", filename)
+		return nil
+	}
+	if diff := cmp.Diff(signed.Signature, sigOf(signed.Filename)); diff != "" {
+		t.Errorf("listed signature (-want +got):\n%s", diff)
+	}
+	if sig := sigOf(unsigned.Filename); sig != nil {
+		t.Errorf("unsigned patch listed with signature %+v", sig)
+	}
+
+	// A signature arrives for the unsigned patch; again is no change; another SHA-256,
+	// another file or no signature change nothing.
+	sig := server.SignPatch(key, unsigned.Filename, unsigned.SHA256, unsigned.Size)
+	v := must[int64](t)(db.CatalogVersion(ctx))
+	if !must[bool](t)(db.SetPatchSignature(ctx, unsigned.Filename, unsigned.SHA256, sig)) {
+		t.Error("SetPatchSignature of an unsigned patch changed nothing")
+	}
+	if nv := must[int64](t)(db.CatalogVersion(ctx)); nv == v {
+		t.Error("the catalog version did not move: other units would not offer the signature")
+	}
+	if diff := cmp.Diff(sig, sigOf(unsigned.Filename)); diff != "" {
+		t.Errorf("recorded signature (-want +got):\n%s", diff)
+	}
+	for _, tt := range []struct {
+		name, file, sum string
+		sig             *server.PatchSignature
+	}{
+		{"same signature", unsigned.Filename, unsigned.SHA256, sig},
+		{"other sha256", unsigned.Filename, fmt.Sprintf("%064x", 7), server.SignPatch(key, unsigned.Filename, fmt.Sprintf("%064x", 7), unsigned.Size)},
+		{"unknown file", "livepatch-5.15.0-1.1-generic-1.1-amd64.tar.bz2", unsigned.SHA256, sig},
+		{"no signature", unsigned.Filename, unsigned.SHA256, nil},
+	} {
+		if must[bool](t)(db.SetPatchSignature(ctx, tt.file, tt.sum, tt.sig)) {
+			t.Errorf("%s: SetPatchSignature changed something", tt.name)
+		}
+	}
+	if diff := cmp.Diff(sig, sigOf(unsigned.Filename)); diff != "" {
+		t.Errorf("signature after no-op updates (-want +got):\n%s", diff)
+	}
+	// The origin rotates its key: the new signature replaces the old.
+	rotated := server.SignPatch(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize)), signed.Filename, signed.SHA256, signed.Size)
+	if !must[bool](t)(db.SetPatchSignature(ctx, signed.Filename, signed.SHA256, rotated)) {
+		t.Error("SetPatchSignature with a new key changed nothing")
+	}
+	if diff := cmp.Diff(rotated, sigOf(signed.Filename)); diff != "" {
+		t.Errorf("signature after rotation (-want +got):\n%s", diff)
 	}
 }

@@ -15,7 +15,8 @@ import (
 
 // patchColumns are the columns scanPatch reads, from patches p joined with tiers t.
 const patchColumns = `p.filename, p.version, p.kernel, p.flavour, p.architecture, p.sha256,
-	p.size, p.module, p.description, p.fixes, t.name, p.blocked, p.block_reason, p.source, p.created_at`
+	p.size, p.module, p.description, p.fixes, t.name, p.blocked, p.block_reason, p.source, p.created_at,
+	p.signature, p.signature_key_id`
 
 // AddPatch records a patch file in p.Tier, or in the first tier when p.Tier is empty.
 func (db *DB) AddPatch(ctx context.Context, p server.Patch) (server.Patch, error) {
@@ -54,17 +55,20 @@ func addPatch(ctx context.Context, tx *sql.Tx, p server.Patch) (server.Patch, er
 	if created.IsZero() {
 		created = time.Now()
 	}
+	sigBytes, sigKeyID := signatureColumns(p.Signature)
 	row := tx.QueryRowContext(ctx, `
 		WITH p AS (
 			INSERT INTO patches (filename, version, kernel, flavour, architecture, sha256, size,
-				module, description, fixes, tier_id, blocked, block_reason, source, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+				module, description, fixes, tier_id, blocked, block_reason, source, created_at,
+				signature, signature_key_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 			ON CONFLICT (filename) DO NOTHING
 			RETURNING *
 		)
 		SELECT `+patchColumns+` FROM p JOIN tiers t ON t.id = p.tier_id`,
 		p.Filename, p.Version, p.Kernel, p.Flavour, p.Architecture, p.SHA256, p.Size,
-		p.Module, p.Description, string(fixesJSON), tier.id, p.Blocked, p.BlockReason, source, created)
+		p.Module, p.Description, string(fixesJSON), tier.id, p.Blocked, p.BlockReason, source, created,
+		sigBytes, sigKeyID)
 	added, err := scanPatch(row)
 	if isForeignKey(err, "patches_tier_id_fkey") {
 		return server.Patch{}, server.Errorf(server.CodeNotFound, "tier %q not found", tier.name)
@@ -226,13 +230,50 @@ func (db *DB) CatalogVersion(ctx context.Context) (int64, error) {
 	return v, err
 }
 
+// SetPatchSignature records the origin's signature of the patch file filename, if it is
+// recorded with that SHA-256 and another signature or none. It reports whether it changed
+// anything. A sync calls it for patches it already holds, so that patches synced before
+// their upstream signed them (or before the origin rotated its key) get signed.
+func (db *DB) SetPatchSignature(ctx context.Context, filename, sha256 string, sig *server.PatchSignature) (bool, error) {
+	if sig == nil {
+		return false, nil
+	}
+	sigBytes, sigKeyID := signatureColumns(sig)
+	var n int
+	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+		n, err = execCount(ctx, tx, `
+			UPDATE patches SET signature = $3, signature_key_id = $4
+			WHERE filename = $1 AND sha256 = $2
+				AND (signature IS DISTINCT FROM $3 OR signature_key_id IS DISTINCT FROM $4)`,
+			filename, sha256, sigBytes, sigKeyID)
+		if err != nil {
+			return fmt.Errorf("cannot record the signature of patch %q: %w", filename, err)
+		}
+		return nil
+	})
+	return n > 0, err
+}
+
+// signatureColumns returns the column values of a signature: NULLs for none.
+func signatureColumns(sig *server.PatchSignature) (signature []byte, keyID sql.NullString) {
+	if sig == nil {
+		return nil, sql.NullString{}
+	}
+	return sig.Signature, sql.NullString{String: sig.KeyID, Valid: true}
+}
+
 func scanPatch(row interface{ Scan(...any) error }) (server.Patch, error) {
 	var p server.Patch
-	var fixes []byte
+	var fixes, sig []byte
+	var sigKeyID sql.NullString
 	err := row.Scan(&p.Filename, &p.Version, &p.Kernel, &p.Flavour, &p.Architecture, &p.SHA256,
-		&p.Size, &p.Module, &p.Description, &fixes, &p.Tier, &p.Blocked, &p.BlockReason, &p.Source, &p.CreatedAt)
+		&p.Size, &p.Module, &p.Description, &fixes, &p.Tier, &p.Blocked, &p.BlockReason, &p.Source, &p.CreatedAt,
+		&sig, &sigKeyID)
 	if err != nil {
 		return server.Patch{}, err
+	}
+	if sig != nil && sigKeyID.Valid {
+		p.Signature = &server.PatchSignature{KeyID: sigKeyID.String, Signature: sig}
 	}
 	if err := json.Unmarshal(fixes, &p.Fixes); err != nil {
 		return server.Patch{}, fmt.Errorf("cannot decode fixes of %q: %w", p.Filename, err)

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -147,19 +148,24 @@ func (s *Syncer) syncPatches(ctx context.Context, report *server.SyncReport) []e
 	if err != nil {
 		return []error{storeError("cannot read the local patches", err)}
 	}
-	recorded := make(map[string]string, len(local))
+	recorded := make(map[string]server.Patch, len(local))
 	for _, p := range local {
-		recorded[p.Filename] = p.SHA256
+		recorded[p.Filename] = p
 	}
 	var errs []error
 	for _, p := range list.Patches {
 		if !s.wanted(p) {
 			continue
 		}
-		if sum, ok := recorded[p.Filename]; ok {
-			if sum != p.SHA256 {
+		if q, ok := recorded[p.Filename]; ok {
+			if q.SHA256 != p.SHA256 {
 				errs = append(errs, server.Errorf(server.CodeConflict,
-					"patch %s is recorded here with sha256 %s but the upstream lists sha256 %s: it was not replaced", p.Filename, sum, p.SHA256))
+					"patch %s is recorded here with sha256 %s but the upstream lists sha256 %s: it was not replaced", p.Filename, q.SHA256, p.SHA256))
+			} else if err := s.updateSignature(ctx, q, p); err != nil {
+				errs = append(errs, err)
+				if fatal(ctx, err) {
+					return errs
+				}
 			}
 			continue
 		}
@@ -172,7 +178,7 @@ func (s *Syncer) syncPatches(ctx context.Context, report *server.SyncReport) []e
 			}
 			continue
 		}
-		recorded[p.Filename] = p.SHA256
+		recorded[p.Filename] = server.Patch{Filename: p.Filename, SHA256: p.SHA256, Size: p.Size, Signature: p.Signature}
 		report.PatchesAdded++
 		report.Bytes += size
 		s.metrics.added.Inc()
@@ -250,7 +256,51 @@ func checkEntry(p server.SyncPatch) error {
 	if p.Size <= 0 || p.Size > maxPatchSize {
 		return server.Errorf(server.CodeInvalid, "the upstream lists %s with an invalid size %d", p.Filename, p.Size)
 	}
+	if p.Signature != nil {
+		if err := p.Signature.Check(); err != nil {
+			return server.Errorf(server.CodeInvalid, "the upstream lists %s with an %s", p.Filename, server.ErrorMessage(err))
+		}
+	}
 	return nil
+}
+
+// checkSignature verifies the origin's signature of a listed patch when the origin is the
+// upstream itself (its key is the trusted key). A signature by a server further up a
+// chain cannot be checked here: it is kept and passed on for the clients that trust that
+// server's key.
+func (s *Syncer) checkSignature(p server.SyncPatch) error {
+	if s.trusted == nil || p.Signature == nil || p.Signature.KeyID != server.KeyID(s.trusted) {
+		return nil
+	}
+	if err := server.VerifyPatch(s.trusted, p.Signature, p.Filename, p.SHA256, p.Size); err != nil {
+		return server.Errorf(server.CodeInvalid, "the upstream lists %s with a bad signature: %v", p.Filename, err)
+	}
+	return nil
+}
+
+// updateSignature records the listed origin signature of a patch already held with the
+// same contents, when it differs from the recorded one: patches synced before their
+// upstream signed them, or before the origin rotated its key. A listing without a
+// signature leaves the recorded one.
+func (s *Syncer) updateSignature(ctx context.Context, q server.Patch, p server.SyncPatch) error {
+	if p.Signature == nil || q.Size != p.Size || sameSignature(q.Signature, p.Signature) {
+		return nil
+	}
+	if err := checkEntry(p); err != nil {
+		return err
+	}
+	if err := s.checkSignature(p); err != nil {
+		return err
+	}
+	if _, err := s.store.SetPatchSignature(ctx, p.Filename, p.SHA256, p.Signature); err != nil {
+		return storeError("cannot record the signature of patch "+p.Filename, err)
+	}
+	s.log.Info("Recorded the upstream's signature of a patch", "filename", p.Filename, "key-id", p.Signature.KeyID)
+	return nil
+}
+
+func sameSignature(a, b *server.PatchSignature) bool {
+	return a != nil && b != nil && a.KeyID == b.KeyID && bytes.Equal(a.Signature, b.Signature)
 }
 
 // addPatch downloads and verifies p, stores the file, and records it in the landing
@@ -259,6 +309,9 @@ func checkEntry(p server.SyncPatch) error {
 // the file's size.
 func (s *Syncer) addPatch(ctx context.Context, p server.SyncPatch) (int64, error) {
 	if err := checkEntry(p); err != nil {
+		return 0, err
+	}
+	if err := s.checkSignature(p); err != nil {
 		return 0, err
 	}
 	f, info, err := s.download(ctx, p)
@@ -286,6 +339,7 @@ func (s *Syncer) addPatch(ctx context.Context, p server.SyncPatch) (int64, error
 		Filename: p.Filename, Version: m.Version, Kernel: m.Kernel, Flavour: m.Flavour,
 		Architecture: m.Architecture, SHA256: p.SHA256, Size: p.Size, Module: m.Module,
 		Description: m.Description, Fixes: m.Fixes, Tier: s.cfg.Tier, Source: server.SourceSync,
+		Signature: p.Signature,
 	})
 	if server.ErrorCode(err) == server.CodeConflict {
 		// Recorded meanwhile with other contents (an upload on another unit).

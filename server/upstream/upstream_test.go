@@ -24,6 +24,7 @@ import (
 
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/config"
 	"github.com/livepatch-onprem/livepatch/server/httpapi"
 	"github.com/livepatch-onprem/livepatch/server/patchfile"
@@ -862,5 +863,119 @@ func TestTriggerAndSchedule(t *testing.T) {
 	<-stopped
 	if _, err := s.Trigger(t.Context()); server.ErrorCode(err) != server.CodeUnavailable {
 		t.Errorf("Trigger after Run stopped = %v, want unavailable", err)
+	}
+}
+
+// TestOriginSignatures follows the origin's patch signatures down a chain a -> b -> c:
+// each server passes on the signature of the server a patch originates from, signs what
+// it originates itself, refuses a listed signature by its upstream's key that does not
+// verify, and records signatures that arrive for patches it already holds.
+func TestOriginSignatures(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	var corrupt atomicBool
+	a := newNode(t, "a")
+	a.wrap = func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/v1/sync/patches" || !corrupt.get() {
+				h.ServeHTTP(w, r)
+				return
+			}
+			// a lists a signature of its own key that does not match the patch, in a list
+			// it signs properly: b must check the entry, not only the list.
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			var signed server.SignedSyncList
+			if err := json.Unmarshal(rec.Body.Bytes(), &signed); err != nil {
+				t.Errorf("cannot decode the signed list: %v", err)
+			}
+			list, err := signed.Verify(a.pub())
+			if err != nil {
+				t.Errorf("a's list: %v", err)
+			}
+			for i := range list.Patches {
+				list.Patches[i].Signature.Signature[0] ^= 1
+			}
+			resigned, err := server.SignSyncList(list, a.key)
+			if err != nil {
+				t.Error(err)
+			}
+			json.NewEncoder(w).Encode(resigned)
+		})
+	}
+	a.start()
+	b := newNode(t, "b").start()
+	c := newNode(t, "c", func(o *httpapi.Options) { o.CatalogRefresh = 5 * time.Millisecond }).start()
+	p1 := a.upload("5.15.0-107.117", "generic", "107.1", "amd64", "stable")
+	p2 := a.upload("6.8.0-31.31", "generic", "31.1", "arm64", "stable")
+	// b held p2 before: synced from an upstream that did not sign it.
+	name, data := archive(t, "6.8.0-31.31", "generic", "31.1", "arm64")
+	if held := b.record(name, data, ""); held.Signature != nil || held.SHA256 != p2.SHA256 {
+		t.Fatalf("b's copy of %s: %+v", name, held)
+	}
+
+	bSync := b.syncer(follow(a, a.syncToken("b", "stable", nil), "stable"))
+	corrupt.set(true)
+	wantReport(t, bSync.SyncOnce(ctx), server.SyncFailed, 0,
+		"the upstream lists "+p1.Filename+" with a bad signature: bad signature: the patch signature does not verify with the trusted key "+server.KeyID(a.pub()))
+	if got := b.patches(); got[p1.Filename].Filename != "" || got[p2.Filename].Signature != nil {
+		t.Fatalf("b took a bad signature: %+v", got)
+	}
+	corrupt.set(false)
+	wantReport(t, bSync.SyncOnce(ctx), server.SyncSuccess, 1, "")
+	for _, p := range []server.Patch{p1, p2} {
+		got := b.patches()[p.Filename]
+		if err := server.VerifyPatch(a.pub(), got.Signature, got.Filename, got.SHA256, got.Size); err != nil {
+			t.Errorf("b's %s: %v", p.Filename, err)
+		}
+	}
+
+	// b originates a patch of its own; c follows b, trusting b's key for the lists.
+	p3 := b.upload("5.15.0-108.118", "generic", "108.1", "amd64", "")
+	wantReport(t, c.syncer(follow(b, b.syncToken("c", "edge", nil), "edge")).SyncOnce(ctx), server.SyncSuccess, 3, "")
+	got := c.patches()
+	for _, tt := range []struct {
+		p      server.Patch
+		origin *node
+	}{{p1, a}, {p2, a}, {p3, b}} {
+		g := got[tt.p.Filename]
+		if err := server.VerifyPatch(tt.origin.pub(), g.Signature, g.Filename, g.SHA256, g.Size); err != nil {
+			t.Errorf("c's %s, from %s: %v", tt.p.Filename, tt.origin.name, err)
+		}
+	}
+
+	// A machine of c whose client trusts a's key gets a's signature in its offer.
+	tok := server.NewUUID()
+	if _, err := c.db.CreateAuthToken(ctx, server.NewAuthToken{ID: "fleet", Tier: "edge", Hash: server.HashToken(tok)}); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(c.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	machineToken, _, err := cl.Enable(ctx, "machine-1", tok, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// c's API sees the synced patches at its next catalog refresh.
+	var up server.Update
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for range 2000 {
+		up, err = cl.CheckIn(ctx, "machine-1", machineToken, server.Status{
+			Kernel: "5.15.0-107-generic", Architecture: "amd64", PatchState: server.StateNeedsCheck})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if up.Patch != nil {
+			break
+		}
+		<-tick.C
+	}
+	if up.Patch == nil || up.Patch.Filename != p1.Filename {
+		t.Fatalf("check-in at c = %+v, want an offer of %s", up, p1.Filename)
+	}
+	if err := server.VerifyPatch(a.pub(), up.Patch.Signature, up.Patch.Filename, up.Patch.SHA256, up.Patch.Size); err != nil {
+		t.Errorf("offer at c: %v", err)
 	}
 }

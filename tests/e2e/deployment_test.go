@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -190,6 +191,30 @@ func testGuide(t *testing.T, d *deploy.Deployment) *deploy.Machine {
 	if len(machines) != 1 || machines[0].ID != m.ID || machines[0].PatchState != server.StateUnapplied {
 		t.Errorf("report machines stable = %+v, want %s unapplied", machines, m.ID)
 	}
+
+	// The offer carried the upstream's own signature of the file, passed on by the on-prem
+	// server, which the client checked against its trusted key. A machine trusting another
+	// key refuses the same patch, before downloading it.
+	upstreamKey, err := server.ParsePublicKey(d.Upstream.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := server.VerifyPatch(upstreamKey, offered.Offered.Signature, upstream.Filename, upstream.SHA256, upstream.Size); err != nil {
+		t.Errorf("the offer's signature: %v", err)
+	}
+	otherPub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wary := d.Enrol(t, deploy.MachineConfig{Tier: "stable", Token: authToken, TrustedKey: server.MarshalPublicKey(otherPub)})
+	ws := wary.Status(t)
+	state, _ = ws.PatchState()
+	wantReason := "patch " + deploy.DemoPatch + " failed verification: bad signature: the patch is signed by key " +
+		server.KeyID(upstreamKey) + ", not by the trusted key " + server.KeyID(otherPub)
+	if state != server.StateCheckFailed || len(ws.Status) == 0 || ws.Status[0].Livepatch.Reason != wantReason || len(wary.PatchFiles(t)) != 0 {
+		t.Errorf("machine trusting another key: state %s, status %+v, files %v; want check-failed: %s", state, ws.Status, wary.PatchFiles(t), wantReason)
+	}
+	wary.Client(t, "disable")
 	return m
 }
 
