@@ -45,6 +45,15 @@ func patchTable(w io.Writer, patches []server.Patch) {
 	tw.Flush()
 }
 
+// signedBy names the key of a patch's origin signature, which clients with a trusted key
+// check.
+func signedBy(sig *server.PatchSignature) string {
+	if sig == nil {
+		return "not signed (clients with a trusted-key refuse it)"
+	}
+	return "key " + sig.KeyID
+}
+
 // cmdPatchList lists patches.
 type cmdPatchList struct {
 	g          *global
@@ -126,6 +135,7 @@ func (c *cmdPatchShow) run(cmd *cobra.Command, args []string) error {
 				{"created", fmtTime(p.CreatedAt)},
 				{"size", humanSize(p.Size)},
 				{"sha256", p.SHA256},
+				{"signed by", signedBy(p.Signature)},
 			}
 			if p.Description != "" {
 				rows = append(rows, [2]string{"description", p.Description})

@@ -256,6 +256,7 @@ source:        sync
 created:       2024-04-20 08:00
 size:          812 B
 sha256:        abc123
+signed by:     not signed (clients with a trusted-key refuse it)
 description:   Fixes for 6.8.0-31
 fixes:
   - CVE-2024-1086: nf_tables use-after-free (LP: #2052521)
@@ -279,6 +280,7 @@ source:        upload
 created:       2024-05-02 09:30
 size:          2.4 MiB
 sha256:        9f2c4e0f7d6b1a3e5c8d2f4a6b8c0e1d3f5a7b9c1e3d5f7a9b1c3e5d7f9a1b3c
+signed by:     not signed (clients with a trusted-key refuse it)
 
 filename:      livepatch-6.8.0-31.31-lowlatency-64k-107.1-arm64.tar.bz2
 version:       107.1
@@ -292,6 +294,7 @@ source:        sync
 created:       2024-04-20 08:00
 size:          812 B
 sha256:        abc123
+signed by:     not signed (clients with a trusted-key refuse it)
 description:   Fixes for 6.8.0-31
 fixes:
   - CVE-2024-1086: nf_tables use-after-free (LP: #2052521)

@@ -21,7 +21,7 @@ func (s *Server) listPatches(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"patches": nonNil(patches)})
+	return writeJSON(w, http.StatusOK, map[string]any{"patches": s.catalog.signer.signEach(nonNil(patches))})
 }
 
 func (s *Server) tierPatches(w http.ResponseWriter, r *http.Request) error {
@@ -33,7 +33,7 @@ func (s *Server) tierPatches(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"patches": nonNil(patches)})
+	return writeJSON(w, http.StatusOK, map[string]any{"patches": s.catalog.signer.signEach(nonNil(patches))})
 }
 
 // checkTier answers not-found for an unknown tier, so listings of a misspelt tier do not

@@ -117,9 +117,19 @@ func (s *patchSigner) signAll(patches []server.Patch) {
 	s.sigs = sigs
 }
 
-// sign returns p with its origin signature, or this server's when it has none.
+// signEach gives the unsigned patches of a listing this server's signature, as offers and
+// sync lists carry them; a nil signer (no signing key) leaves them as they are.
+func (s *patchSigner) signEach(patches []server.Patch) []server.Patch {
+	for i := range patches {
+		patches[i] = s.sign(patches[i])
+	}
+	return patches
+}
+
+// sign returns p with its origin signature, or this server's when it has none; a nil
+// signer returns p.
 func (s *patchSigner) sign(p server.Patch) server.Patch {
-	if p.Signature == nil {
+	if s != nil && p.Signature == nil {
 		s.mu.Lock()
 		p.Signature = s.signLocked(&p)
 		s.mu.Unlock()

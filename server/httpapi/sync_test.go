@@ -128,6 +128,14 @@ func TestSyncPatchesAPI(t *testing.T) {
 	if err := server.VerifyPatch(pub, up.Patch.Signature, up.Patch.Filename, up.Patch.SHA256, up.Patch.Size); err != nil {
 		t.Errorf("offer signature: %v", err)
 	}
+	// The admin listing shows the signature clients receive.
+	var listed struct{ Patches []server.Patch }
+	e.must(200, "GET", "/v1/admin/patches", "session", nil, &listed)
+	for _, p := range listed.Patches {
+		if err := server.VerifyPatch(pub, p.Signature, p.Filename, p.SHA256, p.Size); err != nil {
+			t.Errorf("admin listing of %s: %v", p.Filename, err)
+		}
+	}
 	// Without ?tier= a sync token gets its own tier.
 	if list := get("/v1/sync/patches", "Bearer "+token, nil); list.Tier != "stable" || len(list.Patches) != 1 {
 		t.Errorf("list without tier = %+v", list)
