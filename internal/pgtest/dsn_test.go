@@ -26,3 +26,28 @@ func TestDatabaseName(t *testing.T) {
 		t.Errorf("databaseName() = %q, %q", a, b)
 	}
 }
+
+func TestConfig(t *testing.T) {
+	got := config(Options{}, "/c/sock", 5433)
+	want := `
+listen_addresses = '127.0.0.1'
+port = 5433
+unix_socket_directories = '/c/sock'
+max_connections = 100
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+`
+	if got != want {
+		t.Errorf("config(defaults) = %s\nwant:%s", got, want)
+	}
+	got = config(Options{MaxConnections: 300, Durable: true, Config: "work_mem = 16MB\n"}, "/c/sock", 5433)
+	for _, line := range []string{"\nmax_connections = 300\n", "\nfsync = on\n", "\nsynchronous_commit = on\n", "\nfull_page_writes = on\n"} {
+		if !strings.Contains(got, line) {
+			t.Errorf("config(durable) lacks %q:\n%s", line[1:], got)
+		}
+	}
+	if !strings.HasSuffix(got, "\nwork_mem = 16MB\n") {
+		t.Errorf("config(durable) does not end with Config:\n%s", got)
+	}
+}

@@ -1,11 +1,11 @@
-// Package pgtest gives each test a fresh, real PostgreSQL database.
+// Package pgtest gives each test a fresh, real PostgreSQL database, and any test or tool a
+// throwaway PostgreSQL cluster (Cluster).
 //
 // The server behind the databases is the one named by the admin DSN in the environment
 // variable LIVEPATCH_TEST_DSN when it is set. Otherwise the first call starts one throwaway
-// cluster for the whole test binary (initdb + pg_ctl from the local PostgreSQL
-// installation, listening on 127.0.0.1 only, durability switched off for speed), and
-// Main stops it when the tests are done. A package whose tests use pgtest must therefore
-// have
+// cluster for the whole test binary (Start: listening on 127.0.0.1 only, durability
+// switched off for speed), and Main (or Run) stops it when the tests are done. A package
+// whose tests use pgtest must therefore have
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 //
@@ -14,20 +14,15 @@
 package pgtest
 
 import (
+	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
 	"regexp"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,10 +35,6 @@ import (
 // instead of starting a throwaway cluster.
 const EnvDSN = "LIVEPATCH_TEST_DSN"
 
-// missingMessage says what to install when the PostgreSQL binaries are not found.
-const missingMessage = "PostgreSQL server binaries (initdb, pg_ctl) not found: install them " +
-	"(apt-get install postgresql) or set " + EnvDSN + " to the DSN of a server where tests may create databases"
-
 var (
 	mainCalled atomic.Bool
 	dbCounter  atomic.Int64
@@ -51,30 +42,35 @@ var (
 	startOnce sync.Once
 	srv       *server // set by startOnce
 	srvErr    error   // set by startOnce
-	srvSkip   bool    // set by startOnce: srvErr means "binaries missing"
 )
 
 // server is the PostgreSQL server the test databases live on.
 type server struct {
-	adminDSN string  // key=value DSN of the maintenance database
-	admin    *sql.DB // pool on adminDSN, for CREATE/DROP DATABASE
-	cluster  *cluster
+	adminDSN string   // DSN of the maintenance database
+	admin    *sql.DB  // pool on adminDSN, for CREATE/DROP DATABASE
+	cluster  *Cluster // nil on EnvDSN's server
 }
 
-// Main runs the tests of a package, then stops the throwaway cluster if one was started.
-// Call it from TestMain.
+// Main runs the tests of a package, then stops the throwaway cluster if one was started,
+// and exits. Call it from TestMain.
 func Main(m *testing.M) {
+	os.Exit(Run(m))
+}
+
+// Run is Main for a TestMain that has more to clean up: it runs the tests, stops the
+// throwaway cluster if one was started and returns the exit code.
+func Run(m *testing.M) int {
 	mainCalled.Store(true)
 	code := m.Run()
 	if srv != nil {
 		srv.admin.Close()
 		if srv.cluster != nil {
-			if err := srv.cluster.stop(); err != nil {
+			if err := srv.cluster.Stop(); err != nil {
 				fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
 			}
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // AdminDSN returns a superuser DSN of the test server's maintenance database, for tests
@@ -90,8 +86,8 @@ func DSN(t testing.TB) string {
 	t.Helper()
 	s := get(t)
 	name := databaseName(t.Name())
-	if _, err := s.admin.Exec("CREATE DATABASE " + pq.QuoteIdentifier(name) + " TEMPLATE template0 ENCODING 'UTF8'"); err != nil {
-		t.Fatalf("cannot create test database %s: %v", name, err)
+	if err := createDatabase(context.Background(), s.admin, name); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		// FORCE (PostgreSQL 13+) ends connections a test left open.
@@ -109,47 +105,54 @@ func DSN(t testing.TB) string {
 // get returns the test server, starting it on first use.
 func get(t testing.TB) *server {
 	t.Helper()
-	startOnce.Do(func() { srv, srvSkip, srvErr = start() })
+	startOnce.Do(func() { srv, srvErr = start() })
 	switch {
-	case srvErr != nil && srvSkip && os.Getenv("CI") == "":
+	case errors.Is(srvErr, ErrNoBinaries) && os.Getenv("CI") == "":
 		t.Skip(srvErr)
 	case srvErr != nil:
 		t.Fatal(srvErr)
 	case srv.cluster != nil && !mainCalled.Load():
-		t.Fatal("pgtest: the package's tests must call pgtest.Main from TestMain, so that the throwaway PostgreSQL cluster is stopped: func TestMain(m *testing.M) { pgtest.Main(m) }")
+		t.Fatal("pgtest: the package's tests must call pgtest.Main (or pgtest.Run) from TestMain, so that the throwaway PostgreSQL cluster is stopped: func TestMain(m *testing.M) { pgtest.Main(m) }")
 	}
 	return srv
 }
 
-// start connects to the server in EnvDSN or starts a throwaway cluster. skip reports that
-// err means the binaries are missing.
-func start() (s *server, skip bool, err error) {
-	s = &server{}
+// start connects to the server in EnvDSN or starts a throwaway cluster.
+func start() (*server, error) {
+	s := &server{}
 	if dsn := os.Getenv(EnvDSN); dsn != "" {
+		var err error
 		if s.adminDSN, err = withDatabase(dsn, ""); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	} else {
-		bin, err := findBinaries()
+		c, err := Start(context.Background(), Options{MaxConnections: 300})
+		if errors.Is(err, ErrNoBinaries) {
+			return nil, fmt.Errorf("%w; or set %s to the DSN of a server where tests may create databases", err, EnvDSN)
+		}
 		if err != nil {
-			return nil, true, err
+			return nil, err
 		}
-		if s.cluster, err = startCluster(bin); err != nil {
-			return nil, false, err
-		}
-		s.adminDSN = fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable", s.cluster.port)
+		s.cluster, s.adminDSN = c, c.DSN("postgres")
 	}
+	// stop undoes what start did when it fails.
+	stop := func() {
+		if s.cluster != nil {
+			s.cluster.Stop()
+		}
+	}
+	var err error
 	if s.admin, err = sql.Open("postgres", s.adminDSN); err != nil {
-		s.cluster.stop()
-		return nil, false, fmt.Errorf("cannot open test server: %w", err)
+		stop()
+		return nil, fmt.Errorf("cannot open test server: %w", err)
 	}
 	s.admin.SetMaxOpenConns(4)
 	if err := s.admin.Ping(); err != nil {
 		s.admin.Close()
-		s.cluster.stop()
-		return nil, false, fmt.Errorf("cannot connect to test server: %w", err)
+		stop()
+		return nil, fmt.Errorf("cannot connect to test server: %w", err)
 	}
-	return s, false, nil
+	return s, nil
 }
 
 var nonWord = regexp.MustCompile(`[^a-z0-9]+`)
@@ -196,195 +199,4 @@ func withDatabase(dsn, name string) (string, error) {
 		dsn += " dbname=" + name
 	}
 	return dsn, nil
-}
-
-// findBinaries returns the directory holding initdb and pg_ctl.
-func findBinaries() (string, error) {
-	has := func(dir string) bool {
-		for _, name := range []string{"initdb", "pg_ctl", "postgres"} {
-			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-				return false
-			}
-		}
-		return true
-	}
-	candidates := []string{"/usr/lib/postgresql/15/bin"}
-	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
-		candidates = append(candidates, strings.TrimSpace(string(out)))
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	slices.SortFunc(dirs, func(a, b string) int { return majorVersion(b) - majorVersion(a) }) // newest first
-	candidates = append(candidates, dirs...)
-	for _, dir := range candidates {
-		if has(dir) {
-			return dir, nil
-		}
-	}
-	return "", errors.New(missingMessage)
-}
-
-// majorVersion returns N of /usr/lib/postgresql/N/bin.
-func majorVersion(bindir string) int {
-	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(bindir)))
-	return n
-}
-
-// cluster is a throwaway PostgreSQL cluster in a temporary directory.
-type cluster struct {
-	bin  string // directory of the PostgreSQL binaries
-	dir  string // temporary directory: data/, sock/, log
-	port int
-	as   string // OS user running the server when we are root, else ""
-}
-
-// startCluster initialises and starts a cluster, waiting until it accepts connections.
-func startCluster(bin string) (*cluster, error) {
-	c := &cluster{bin: bin}
-	base := ""
-	if os.Geteuid() == 0 {
-		// initdb and postgres refuse to run as root: run them as the postgres user, in a
-		// directory it owns and can reach.
-		c.as = "postgres"
-		if !traversable(os.TempDir()) {
-			base = "/tmp"
-		}
-	}
-	dir, err := os.MkdirTemp(base, "pgtest-")
-	if err != nil {
-		return nil, fmt.Errorf("cannot create cluster directory: %w", err)
-	}
-	c.dir = dir
-	for _, sub := range []string{"data", "sock"} {
-		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("cannot create cluster directory: %w", err)
-		}
-	}
-	if c.as != "" {
-		if err := chownTree(dir, c.as); err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-	}
-	if out, err := c.run("initdb", "--pgdata", c.data(), "--username", "postgres", "--auth", "trust",
-		"--encoding", "UTF8", "--locale", "C", "--no-sync"); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("cannot initialise test cluster: %v\n%s", err, out)
-	}
-	conf := fmt.Sprintf(`
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '%s'
-max_connections = 300
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-`, filepath.Join(dir, "sock"))
-	if err := appendFile(filepath.Join(c.data(), "postgresql.conf"), conf); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	// The free port may be taken between our probe and the server binding it: try again
-	// with another port a few times.
-	var lastErr error
-	for range 3 {
-		if c.port, err = freePort(); err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		out, err := c.run("pg_ctl", "start", "--pgdata", c.data(), "--wait", "--timeout", "120",
-			"--log", filepath.Join(dir, "log"), "--options", "-p "+strconv.Itoa(c.port))
-		if err == nil {
-			return c, nil
-		}
-		log, _ := os.ReadFile(filepath.Join(dir, "log"))
-		lastErr = fmt.Errorf("cannot start test cluster: %v\n%s\n%s", err, out, log)
-	}
-	c.stop()
-	return nil, lastErr
-}
-
-// stop stops the cluster at once and removes its directory.
-func (c *cluster) stop() error {
-	if c == nil {
-		return nil
-	}
-	var err error
-	if _, statErr := os.Stat(filepath.Join(c.data(), "postmaster.pid")); statErr == nil {
-		if out, runErr := c.run("pg_ctl", "stop", "--pgdata", c.data(), "--mode", "immediate", "--wait"); runErr != nil {
-			err = fmt.Errorf("cannot stop test cluster: %v\n%s", runErr, out)
-		}
-	}
-	if rmErr := os.RemoveAll(c.dir); rmErr != nil && err == nil {
-		err = fmt.Errorf("cannot remove test cluster: %w", rmErr)
-	}
-	return err
-}
-
-func (c *cluster) data() string { return filepath.Join(c.dir, "data") }
-
-// run runs a PostgreSQL binary, as c.as when set.
-func (c *cluster) run(name string, args ...string) ([]byte, error) {
-	path := filepath.Join(c.bin, name)
-	var cmd *exec.Cmd
-	if c.as != "" {
-		cmd = exec.Command("runuser", append([]string{"-u", c.as, "--", path}, args...)...)
-	} else {
-		cmd = exec.Command(path, args...)
-	}
-	cmd.Dir = c.dir
-	return cmd.CombinedOutput()
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("cannot find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// traversable reports whether every directory on the way to dir is searchable by others.
-func traversable(dir string) bool {
-	for d := dir; ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil || fi.Mode().Perm()&0o001 == 0 {
-			return false
-		}
-		if d == filepath.Dir(d) {
-			return true
-		}
-	}
-}
-
-// chownTree gives dir and everything in it to the OS user name.
-func chownTree(dir, name string) error {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return fmt.Errorf("cannot find user %q to run PostgreSQL as: %w", name, err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return filepath.WalkDir(dir, func(path string, _ os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := os.Chown(path, uid, gid); err != nil {
-			return fmt.Errorf("cannot give %s to user %q: %w", path, name, err)
-		}
-		return nil
-	})
-}
-
-func appendFile(path, text string) error {
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		return fmt.Errorf("cannot configure test cluster: %w", err)
-	}
-	if _, err := f.WriteString(text); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot configure test cluster: %w", err)
-	}
-	return f.Close()
 }

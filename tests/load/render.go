@@ -179,8 +179,6 @@ func (u Unit) Render() ([]byte, error) {
 
 // PostgresSettings are the postgresql.conf settings of the benchmark cluster.
 type PostgresSettings struct {
-	Port          int
-	SocketDir     string
 	MaxConns      int
 	SharedBuffers string // "2GB"
 	// Fsync keeps durability on (fsync, synchronous_commit, full_page_writes): each
@@ -193,20 +191,11 @@ func DefaultPostgresSettings() PostgresSettings {
 	return PostgresSettings{MaxConns: 200, SharedBuffers: "2GB", Fsync: true}
 }
 
-// Render returns the lines appended to postgresql.conf.
+// Render returns the lines appended to postgresql.conf after the cluster's own (address,
+// port, socket, MaxConns and Fsync: internal/pgtest's Options).
 func (p PostgresSettings) Render() string {
-	onOff := func(b bool) string {
-		if b {
-			return "on"
-		}
-		return "off"
-	}
 	lines := []string{
 		"# Rendered by tests/load (lpbench).",
-		"listen_addresses = '127.0.0.1'",
-		fmt.Sprintf("port = %d", p.Port),
-		fmt.Sprintf("unix_socket_directories = '%s'", p.SocketDir),
-		fmt.Sprintf("max_connections = %d", p.MaxConns),
 		fmt.Sprintf("shared_buffers = %s", p.SharedBuffers),
 		"effective_cache_size = 12GB",
 		"work_mem = 16MB",
@@ -219,9 +208,6 @@ func (p PostgresSettings) Render() string {
 		"max_worker_processes = 4",
 		"max_parallel_workers = 2",
 		"max_parallel_workers_per_gather = 1",
-		"fsync = " + onOff(p.Fsync),
-		"synchronous_commit = " + onOff(p.Fsync),
-		"full_page_writes = " + onOff(p.Fsync),
 		"logging_collector = off",
 		"log_min_messages = warning",
 	}

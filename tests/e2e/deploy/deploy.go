@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
+	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/tests/jujusim"
 	"github.com/livepatch-onprem/livepatch/tests/standin/contracts"
@@ -27,8 +28,7 @@ import (
 //
 //	func TestMain(m *testing.M) { deploy.Main(m) }
 func Main(m *testing.M) {
-	code := m.Run()
-	stopTestPostgres()
+	code := pgtest.Run(m)
 	removeBuilds()
 	os.Exit(code)
 }
@@ -181,7 +181,7 @@ func CheckRequirements(t testing.TB) {
 			}
 		}
 	}
-	if _, err := postgresBin(); err != nil {
+	if _, err := pgtest.FindBinaries(); err != nil {
 		missing = append(missing, "PostgreSQL server binaries")
 	}
 	if len(missing) == 0 {

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/config"
@@ -116,16 +117,16 @@ const (
 	upstreamLogFile = "livepatch-server.log"
 )
 
-// NewUpstream starts an upstream for a test: its own database (in a cluster started once
-// per test binary, which Main stops; or on the server of $LIVEPATCH_TEST_DSN), DemoPatches,
-// contracts.url set to contractsURL. It is stopped when the test ends.
+// NewUpstream starts an upstream for a test: its own database (pgtest.DSN: in a cluster
+// started once per test binary, which Main stops; or on the server of $LIVEPATCH_TEST_DSN),
+// DemoPatches, contracts.url set to contractsURL. It is stopped when the test ends.
 func NewUpstream(t testing.TB, b *Binaries, contractsURL string) *Upstream {
 	t.Helper()
 	dir := t.TempDir()
 	u, err := StartUpstream(t.Context(), UpstreamOptions{
 		Dir:          dir,
 		ServerBinary: b.Server,
-		DSN:          testDatabase(t),
+		DSN:          pgtest.DSN(t),
 		ContractsURL: contractsURL,
 	})
 	if err != nil {

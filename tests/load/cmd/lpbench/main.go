@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 	"github.com/livepatch-onprem/livepatch/tests/load"
 )
 
@@ -170,7 +171,7 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	pgBin, err := load.FindPostgres()
+	pgBin, err := pgtest.FindBinaries()
 	if err != nil {
 		return err
 	}
