@@ -568,6 +568,13 @@ func TestTrustedKeyAcceptsSignedPatch(t *testing.T) {
 	if st.PatchState != server.StateUnapplied || st.Waiting == nil || st.Waiting.Signature == nil {
 		t.Fatalf("state %q reason %q waiting %+v", st.PatchState, st.Reason, st.Waiting)
 	}
+	var out strings.Builder
+	if err := WriteStatus(&out, st, "humane", true, e.now); err != nil {
+		t.Fatal(err)
+	}
+	if want := "patch signed by: key " + server.KeyID(originKey.Public().(ed25519.PublicKey)) + "\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("status --verbose lacks %q:\n%s", want, out.String())
+	}
 	// The waiting patch is checked again, signature included, before it is applied from
 	// the cache; a signature that no longer verifies (the key changed) stops it.
 	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{8}, ed25519.SeedSize))

@@ -116,6 +116,9 @@ func humaneStatus(st *State, verbose bool, now time.Time) string {
 	if st.System.Uptime > 0 {
 		line("uptime", uptime(st.System.Uptime))
 	}
+	if p := shownPatch(st); p != nil && p.Signature != nil {
+		line("patch signed by", "key "+p.Signature.KeyID)
+	}
 	fixes, title := patchFixes(st)
 	if len(fixes) > 0 {
 		fmt.Fprintf(&b, "%s:\n", title)
@@ -124,6 +127,14 @@ func humaneStatus(st *State, verbose bool, now time.Time) string {
 		}
 	}
 	return b.String()
+}
+
+// shownPatch is the patch verbose status describes: the applied one, else the waiting one.
+func shownPatch(st *State) *server.PatchOffer {
+	if st.Applied != nil {
+		return st.Applied
+	}
+	return st.Waiting
 }
 
 // patchFixes returns the fixes to show: the applied patch's, else the waiting one's.
