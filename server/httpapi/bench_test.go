@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,8 +18,19 @@ import (
 // from the in-memory catalog, JSON encode. Run with:
 //
 //	go test -run '^$' -bench CheckIn -benchtime 20000x ./server/httpapi
+//
+// "signed": the server has a signing key, so offers carry its patch signature.
 func BenchmarkCheckIn(b *testing.B) {
-	e := newEnv(b)
+	b.Run("unsigned", func(b *testing.B) { benchmarkCheckIn(b, newEnv(b), nil) })
+	b.Run("signed", func(b *testing.B) {
+		var pub ed25519.PublicKey
+		benchmarkCheckIn(b, newEnv(b, withSigningKey(&pub)), pub)
+	})
+}
+
+// benchmarkCheckIn runs the check-ins; with pub, every offer must carry a signature (the
+// benchmark client does not verify it: that is the machines' work, not the server's).
+func benchmarkCheckIn(b *testing.B, e *env, pub ed25519.PublicKey) {
 	e.upload("5.15.0-107.117", "generic", "107.1", "amd64")
 	tok := e.authToken("bench", "edge", 0)
 	const machines = 500
@@ -44,7 +56,7 @@ func BenchmarkCheckIn(b *testing.B) {
 			var up server.Update
 			json.NewDecoder(resp.Body).Decode(&up)
 			resp.Body.Close()
-			if resp.StatusCode != 200 || up.Patch == nil {
+			if resp.StatusCode != 200 || up.Patch == nil || (pub != nil && up.Patch.Signature == nil) {
 				b.Fatalf("check-in: %d %+v", resp.StatusCode, up)
 			}
 		}
