@@ -66,12 +66,15 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 	if err != nil {
 		return nil, hooks.Status{}, err
 	}
+	// Every hook tool call is a process, and most hooks of a fresh deployment run before
+	// url_template is set: an invalid configuration stops the chain before any relation
+	// is read.
+	if problems := cfg.Validate(); len(problems) > 0 {
+		return nil, hooks.Blocked(strings.Join(problems, "; ")), nil
+	}
 	peer, err := LoadPeer(ctx, c)
 	if err != nil {
 		return nil, hooks.Status{}, err
-	}
-	if problems := cfg.Validate(); len(problems) > 0 {
-		return nil, hooks.Blocked(strings.Join(problems, "; ")), nil
 	}
 	configUsers, _ := parseBasicUsers(cfg.AuthBasicUsers)
 	sharedUsers, err := parseBasicUsers(peer.Data[PeerBasicUsers])

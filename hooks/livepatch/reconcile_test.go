@@ -189,6 +189,35 @@ func TestGuardChain(t *testing.T) {
 	}
 }
 
+// TestInvalidConfigStopsFirst: until url_template is set, which is every hook of a fresh
+// deployment up to the operator's first `juju config`, a hook reads the configuration and
+// sets the status, nothing else (every hook tool call is a process).
+func TestInvalidConfigStopsFirst(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	delete(st.Config, "url_template")
+	e.Install(t, st)
+	for _, hook := range []string{"config-changed", "db-relation-changed", "livepatch-relation-changed", "start"} {
+		res := e.H.Run(t, hook, st)
+		if res.Err != nil {
+			t.Fatalf("%s failed: %v", hook, res.Err)
+		}
+		if diff := cmp.Diff(hooks.Blocked(livepatch.MessageURLTemplateNotSet), res.Status); diff != "" {
+			t.Errorf("%s status (-want +got):\n%s", hook, diff)
+		}
+		var tools []string
+		for _, call := range res.ToolCalls {
+			tools = append(tools, call.Name)
+		}
+		if diff := cmp.Diff([]string{"config-get", "status-set"}, tools); diff != "" {
+			t.Errorf("%s hook tools (-want +got):\n%s", hook, diff)
+		}
+		if len(res.Commands) != 0 {
+			t.Errorf("%s ran %q, want no command", hook, hookstest.CommandLines(res.Commands))
+		}
+	}
+}
+
 func TestLeaderInitialisesEmptyDatabase(t *testing.T) {
 	e := lpt.New(t)
 	e.Server.SetSchema(0, 3)
