@@ -63,10 +63,19 @@ type Store interface {
 	PromotePatch(ctx context.Context, version, tier string) (int, error)
 	// PromoteAll promotes every patch whose tier is from to tier to.
 	PromoteAll(ctx context.Context, from, to string) (int, error)
-	// SetBlocked blocks or unblocks every file of version.
+	// SetBlocked blocks or unblocks every file of version. The block becomes the
+	// administrator's: sync never lifts it.
 	SetBlocked(ctx context.Context, version string, blocked bool, reason string) (int, error)
 	// DeletePatchRecord forgets a patch file whose bytes are gone from storage.
 	DeletePatchRecord(ctx context.Context, filename string) error
+	// MirrorTiers makes the tiers and the patches' tiers follow an upstream's, in one
+	// transaction (patch-sync.sync-tiers): missing tiers are created, tiers the upstream
+	// does not have are deleted unless something uses them (those are kept and reported),
+	// the tiers take the upstream's order, listed patches move to their listed tier
+	// (demotions included), and synced patches the upstream no longer lists are blocked
+	// until it lists them again. A block set by an administrator is never lifted. When
+	// nothing differs it writes nothing.
+	MirrorTiers(ctx context.Context, m TierMirror) (TierMirrorResult, error)
 	// CatalogVersion returns a number that changes whenever tiers or patches change, on
 	// any unit; the catalog cache reloads when it moves.
 	CatalogVersion(ctx context.Context) (int64, error)

@@ -46,7 +46,11 @@ type SyncStatus struct {
 	Enabled      bool   `json:"enabled"`
 	Upstream     string `json:"upstream"`
 	UpstreamTier string `json:"upstream-tier"`
-	Tier         string `json:"tier"` // the local tier synced patches land in
+	Tier         string `json:"tier"` // the local tier synced patches land in; empty with SyncTiers
+	// SyncTiers is true when the local tiers mirror the upstream's (patch-sync.sync-tiers):
+	// synced patches sit in their upstream tier, and local tier changes and promotions are
+	// refused.
+	SyncTiers bool `json:"sync-tiers"`
 	// Running is true while this unit runs a sync.
 	Running     bool        `json:"running"`
 	LastRun     *SyncReport `json:"last-run,omitempty"`
@@ -67,9 +71,12 @@ type NewSyncToken struct {
 // SyncList is the list of a tier's patches that an upstream serves to downstream servers.
 // It travels as the signed payload of a SignedSyncList.
 type SyncList struct {
-	Tier        string      `json:"tier"`
-	GeneratedAt time.Time   `json:"generated-at"`
-	Patches     []SyncPatch `json:"patches"`
+	Tier        string    `json:"tier"`
+	GeneratedAt time.Time `json:"generated-at"`
+	// Tiers are the upstream's tiers in promotion order from Tier onward: the tiers a
+	// downstream with patch-sync.sync-tiers mirrors. Absent from older upstreams.
+	Tiers   []string    `json:"tiers,omitempty"`
+	Patches []SyncPatch `json:"patches"`
 }
 
 // SyncPatch is one patch file of a SyncList.
@@ -86,10 +93,82 @@ type SyncPatch struct {
 	Fixes        []Fix  `json:"fixes,omitempty"`
 	// URL is where to download the file: absolute, or a path relative to the upstream URL.
 	URL string `json:"url"`
+	// Tier is the upstream tier the patch is in: one of SyncList.Tiers. Absent from older
+	// upstreams.
+	Tier string `json:"tier,omitempty"`
 	// Signature is the origin's signature of the file (see PatchSignature): the first
 	// server of a sync chain signs the patches it holds from elsewhere, and every server
 	// below passes that signature on unchanged. Absent from older upstreams.
 	Signature *PatchSignature `json:"signature,omitempty"`
+}
+
+// CheckTiers checks that the list names its tiers, starting with its own, each once and
+// validly named, and that every patch is in one of them: what a downstream that mirrors
+// the upstream's tiers relies on.
+func (l SyncList) CheckTiers() error {
+	if len(l.Tiers) == 0 {
+		return Errorf(CodeInvalid, "the list does not name the upstream's tiers")
+	}
+	if l.Tiers[0] != l.Tier {
+		return Errorf(CodeInvalid, "the list of tier %q names tier %q first", l.Tier, l.Tiers[0])
+	}
+	seen := make(map[string]bool, len(l.Tiers))
+	for _, t := range l.Tiers {
+		if err := CheckTierName(t); err != nil {
+			return err
+		}
+		if seen[t] {
+			return Errorf(CodeInvalid, "the list names tier %q twice", t)
+		}
+		seen[t] = true
+	}
+	for _, p := range l.Patches {
+		if !seen[p.Tier] {
+			return Errorf(CodeInvalid, "the list puts %s in tier %q, which is not one of its tiers", p.Filename, p.Tier)
+		}
+	}
+	return nil
+}
+
+// TierMirror is what a downstream with patch-sync.sync-tiers makes its catalog follow: the
+// upstream's tiers and the tiers of the patches it lists.
+type TierMirror struct {
+	// Tiers are the upstream's tiers in promotion order; the local tiers become these.
+	Tiers []string
+	// Patches are every patch the upstream lists (before local filters). A recorded file
+	// with the same SHA-256 moves to its listed tier; a synced file the list lacks is
+	// blocked with BlockReason, and unblocked when it is listed again.
+	Patches []SyncPatch
+	// BlockReason is the reason recorded on the synced patches the upstream no longer
+	// lists.
+	BlockReason string
+}
+
+// TierMirrorResult says what mirroring changed.
+type TierMirrorResult struct {
+	Created []string // tiers added
+	Deleted []string // tiers removed
+	// Reordered is true when tiers that were there before changed their relative order.
+	Reordered bool
+	// Kept are the local tiers the upstream does not have that are still in use, so they
+	// were not deleted.
+	Kept []KeptTier
+	// Moved, Blocked and Unblocked are filenames of patches whose tier or blocking changed.
+	Moved     []string
+	Blocked   []string
+	Unblocked []string
+}
+
+// Changed reports whether mirroring changed anything.
+func (r TierMirrorResult) Changed() bool {
+	return len(r.Created)+len(r.Deleted)+len(r.Moved)+len(r.Blocked)+len(r.Unblocked) > 0 || r.Reordered
+}
+
+// KeptTier is a local tier that mirroring could not delete, and what uses it.
+type KeptTier struct {
+	Name string
+	// UsedBy says what uses it, e.g. "2 machines, 1 auth token".
+	UsedBy string
 }
 
 // SignedSyncList is the answer of GET /v1/sync/patches: the JSON bytes of a SyncList and

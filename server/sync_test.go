@@ -162,3 +162,29 @@ func TestSyncMachineCheck(t *testing.T) {
 		t.Errorf("CheckDeploymentID accepts or refuses the wrong ids")
 	}
 }
+
+func TestSyncListCheckTiers(t *testing.T) {
+	patch := func(tier string) server.SyncPatch {
+		return server.SyncPatch{Filename: "livepatch-5.15.0-107.117-generic-107.1-amd64.tar.bz2", Tier: tier}
+	}
+	for _, tt := range []struct {
+		name string
+		list server.SyncList
+		want string // "" = valid
+	}{
+		{"valid", server.SyncList{Tier: "beta", Tiers: []string{"beta", "stable"}, Patches: []server.SyncPatch{patch("beta"), patch("stable")}}, ""},
+		{"no tiers: an older upstream", server.SyncList{Tier: "beta", Patches: []server.SyncPatch{patch("")}}, "the list does not name the upstream's tiers"},
+		{"another tier first", server.SyncList{Tier: "beta", Tiers: []string{"edge", "beta"}}, `the list of tier "beta" names tier "edge" first`},
+		{"twice", server.SyncList{Tier: "beta", Tiers: []string{"beta", "stable", "beta"}}, `the list names tier "beta" twice`},
+		{"bad name", server.SyncList{Tier: "beta", Tiers: []string{"beta", "Stable"}}, `invalid tier name "Stable"`},
+		{"patch elsewhere", server.SyncList{Tier: "beta", Tiers: []string{"beta"}, Patches: []server.SyncPatch{patch("edge")}},
+			`the list puts livepatch-5.15.0-107.117-generic-107.1-amd64.tar.bz2 in tier "edge", which is not one of its tiers`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.list.CheckTiers()
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("CheckTiers() = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

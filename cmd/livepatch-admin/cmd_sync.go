@@ -95,7 +95,7 @@ type cmdSyncStatus struct {
 func (c *cmdSyncStatus) command() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Show the upstream, the last run, the last success and the next run",
+		Short: "Show the upstream, whether tiers are mirrored, the last run, the last success and the next run",
 		Args:  argNames(nil),
 		RunE:  c.run,
 	}
@@ -116,7 +116,11 @@ func (c *cmdSyncStatus) run(cmd *cobra.Command, args []string) error {
 		if st.Enabled {
 			line("upstream", st.Upstream)
 			line("upstream tier", st.UpstreamTier)
-			line("landing tier", st.Tier)
+			if st.SyncTiers {
+				line("tiers", "mirrored from the upstream (patch-sync.sync-tiers)")
+			} else {
+				line("landing tier", st.Tier)
+			}
 			line("running", yesNo(st.Running))
 		}
 		lastRun := "never"

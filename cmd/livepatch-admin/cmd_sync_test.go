@@ -98,6 +98,21 @@ warning:       patch-sync.trusted-key is empty: the signatures of upstream patch
 `[1:],
 		requests: []string{"GET /v1/admin/sync/status"},
 	}, {
+		name: "status with mirrored tiers",
+		args: []string{"sync", "status"},
+		routes: map[string]http.HandlerFunc{"GET /v1/admin/sync/status": reply(200,
+			`{"enabled":true,"upstream":"https://up","upstream-tier":"beta","tier":"","sync-tiers":true,"running":false,"last-run":`+jsonSyncSuccess+`,"last-success":"2024-05-04T10:00:03Z"}`)},
+		stdout: `
+enabled:       yes
+upstream:      https://up
+upstream tier: beta
+tiers:         mirrored from the upstream (patch-sync.sync-tiers)
+running:       no
+last run:      2024-05-04 10:00 success on livepatch-0: 2 patches added
+last success:  2024-05-04 10:00
+next run:      -
+`[1:],
+	}, {
 		name:   "status disabled",
 		args:   []string{"sync", "status"},
 		routes: map[string]http.HandlerFunc{"GET /v1/admin/sync/status": reply(200, `{"enabled":false,"upstream":"","upstream-tier":"","tier":"","running":false}`)},
@@ -117,6 +132,7 @@ last success:  never
   "upstream": "https://up",
   "upstream-tier": "stable",
   "tier": "edge",
+  "sync-tiers": false,
   "running": true,
   "last-run": {
     "id": 12,

@@ -116,6 +116,7 @@ func (m *Main) Run(ctx context.Context) error {
 		PatchCacheTTL:    cfg.PatchCache.CacheTTL.D(),
 		Registry:         reg,
 		Sync:             syncer,
+		SyncTiers:        cfg.PatchSync.Enabled && cfg.PatchSync.SyncTiers,
 		SigningKey:       signingKey,
 		ResourceTokens:   resourceTokens,
 		Status: func(ctx context.Context) map[string]any {

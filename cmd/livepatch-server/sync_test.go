@@ -127,6 +127,22 @@ func startMain(t *testing.T, cfg config.Config) string {
 	return ""
 }
 
+// uploadPatch uploads a generated patch of version 107.1 through cl and returns its
+// filename, its bytes and its record.
+func uploadPatch(t *testing.T, cl *client.Client) (string, []byte, server.Patch) {
+	t.Helper()
+	var archive bytes.Buffer
+	if err := patchfile.Generate(&archive, patchfile.Metadata("5.15.0-107.117", "generic", "107.1", "amd64"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	name := "livepatch-5.15.0-107.117-generic-107.1-amd64.tar.bz2"
+	p, _, err := cl.UploadPatch(t.Context(), name, bytes.NewReader(archive.Bytes()), int64(archive.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name, archive.Bytes(), p
+}
+
 // TestServeSyncsFromUpstream runs two servers as the serve command wires them: a
 // downstream syncs a patch from an upstream with a sync token, trusting the key that
 // keys generate wrote.
@@ -157,15 +173,7 @@ func TestServeSyncsFromUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	up = up.WithBasicAuth("admin", "pw")
-	var archive bytes.Buffer
-	if err := patchfile.Generate(&archive, patchfile.Metadata("5.15.0-107.117", "generic", "107.1", "amd64"), 4096); err != nil {
-		t.Fatal(err)
-	}
-	name := "livepatch-5.15.0-107.117-generic-107.1-amd64.tar.bz2"
-	p, _, err := up.UploadPatch(ctx, name, bytes.NewReader(archive.Bytes()), int64(archive.Len()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	name, archive, p := uploadPatch(t, up)
 	tok, err := up.CreateSyncToken(ctx, client.SyncTokenRequest{Name: "region-eu", Tier: "edge"})
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +213,7 @@ func TestServeSyncsFromUpstream(t *testing.T) {
 	}
 	data, _ := io.ReadAll(body)
 	body.Close()
-	if !bytes.Equal(data, archive.Bytes()) {
+	if !bytes.Equal(data, archive) {
 		t.Errorf("the downstream serves other bytes")
 	}
 
@@ -235,5 +243,52 @@ func TestServeSyncsFromUpstream(t *testing.T) {
 	// The upstream is not syncing itself: its status says so.
 	if ds, err := up.DebugStatus(ctx); err != nil || ds.Sync.Enabled || ds.Sync.Status != "disabled" {
 		t.Errorf("upstream debug status = %+v, %v", ds, err)
+	}
+}
+
+// TestServeSyncTiers: with patch-sync.sync-tiers, serve tells the admin API that the
+// tiers mirror the upstream: tier changes and promotions are refused, blocking is not,
+// and sync status says the tiers are mirrored.
+func TestServeSyncTiers(t *testing.T) {
+	ctx := t.Context()
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	cfg := config.Default()
+	cfg.Server.Address = addr
+	cfg.Server.URLTemplate = "http://" + addr + "/v1/patches/{filename}"
+	cfg.Database.ConnectionString = pgtest.DSN(t)
+	cfg.Auth.BasicUsers = []string{"admin:" + string(hash)}
+	cfg.PatchSync.Enabled = true
+	cfg.PatchSync.UpstreamURL = "http://" + freeAddr(t) // nothing listens: runs fail, the API serves
+	cfg.PatchSync.Token = server.NewUUID()
+	cfg.PatchSync.SyncTiers = true
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(startMain(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl = cl.WithBasicAuth("admin", "pw")
+	uploadPatch(t, cl)
+	for name, call := range map[string]func() error{
+		"add tier":    func() error { _, err := cl.AddTier(ctx, "canary", server.TierPlacement{}); return err },
+		"delete tier": func() error { return cl.DeleteTier(ctx, "beta") },
+		"promote":     func() error { _, err := cl.PromotePatch(ctx, "107.1", "stable"); return err },
+		"promote-all": func() error { _, err := cl.PromoteAll(ctx, "edge", "stable"); return err },
+	} {
+		if err := call(); server.ErrorCode(err) != server.CodeConflict || !strings.Contains(err.Error(), "(patch-sync.sync-tiers)") {
+			t.Errorf("%s: %v, want a conflict naming patch-sync.sync-tiers", name, err)
+		}
+	}
+	if _, err := cl.BlockPatch(ctx, "107.1", "bad"); err != nil {
+		t.Errorf("block: %v", err)
+	}
+	st, err := cl.SyncStatus(ctx)
+	if err != nil || !st.SyncTiers || st.Tier != "" {
+		t.Errorf("sync status = %+v, %v; want sync-tiers and no landing tier", st, err)
 	}
 }

@@ -109,6 +109,11 @@ type PatchSync struct {
 	MachineCount         string   `yaml:"machine-count"`
 	TrustedKey           string   `yaml:"trusted-key"`
 	Proxy                Proxy    `yaml:"proxy"`
+	// SyncTiers mirrors the upstream's tiers from upstream-tier onward: sync creates and
+	// deletes local tiers to match, places every synced patch in its upstream tier, and
+	// blocks the synced patches the upstream no longer lists; local tier changes and
+	// promotions are refused. Destructive: local tiers the upstream lacks are deleted.
+	SyncTiers bool `yaml:"sync-tiers,omitempty"`
 }
 
 // Proxy holds the proxies used for outbound sync traffic.
@@ -350,6 +355,9 @@ func (c Config) Validate() error {
 		if s.Interval < Duration(time.Minute) {
 			add("patch-sync.interval must be at least 1m")
 		}
+	}
+	if s.SyncTiers && s.Tier != "" {
+		add("patch-sync.tier %q is meaningless with patch-sync.sync-tiers: synced patches go to the tier they are in on the upstream; leave patch-sync.tier empty", s.Tier)
 	}
 	if err := CheckKernelVersion(s.MinimumKernelVersion); err != nil {
 		add("patch-sync.minimum-kernel-version: %v", err)

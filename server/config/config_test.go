@@ -157,3 +157,67 @@ func TestCheckURLTemplate(t *testing.T) {
 		}
 	}
 }
+
+func TestSyncTiers(t *testing.T) {
+	for _, tt := range []struct {
+		name, yaml string
+		want       string // a problem the error must name; "" = valid
+	}{{
+		name: "off by default",
+		yaml: minimal,
+	}, {
+		name: "on, with the landing tier empty",
+		yaml: minimal + "patch-sync:\n  enabled: true\n  sync-tiers: true\n",
+	}, {
+		name: "on, with a landing tier",
+		yaml: minimal + "patch-sync:\n  enabled: true\n  sync-tiers: true\n  tier: beta\n",
+		want: `patch-sync.tier "beta" is meaningless with patch-sync.sync-tiers: synced patches go to the tier they are in on the upstream; leave patch-sync.tier empty`,
+	}, {
+		name: "both set while sync is off",
+		yaml: minimal + "patch-sync:\n  sync-tiers: true\n  tier: beta\n",
+		want: `patch-sync.tier "beta" is meaningless with patch-sync.sync-tiers`,
+	}, {
+		name: "a landing tier without sync-tiers",
+		yaml: minimal + "patch-sync:\n  enabled: true\n  tier: beta\n",
+	}, {
+		name: "not a boolean",
+		yaml: minimal + "patch-sync:\n  sync-tiers: sometimes\n",
+		want: "cannot unmarshal",
+	}} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := config.Parse([]byte(tt.yaml))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Parse: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Parse = %v, want an error containing %q", err, tt.want)
+			case tt.want == "" && c.PatchSync.SyncTiers != strings.Contains(tt.yaml, "sync-tiers: true"):
+				t.Errorf("sync-tiers = %v", c.PatchSync.SyncTiers)
+			}
+		})
+	}
+}
+
+// TestSyncTiersRendering: sync-tiers is written only when on, so the files rendered for
+// servers that do not know the key stay the same.
+func TestSyncTiersRendering(t *testing.T) {
+	c, err := config.Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "sync-tiers") {
+		t.Errorf("sync-tiers off is rendered:\n%s", data)
+	}
+	c.PatchSync.SyncTiers = true
+	if data, err = c.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	back, err := config.Parse(data)
+	if err != nil || !back.PatchSync.SyncTiers || !strings.Contains(string(data), "  sync-tiers: true\n") {
+		t.Errorf("sync-tiers on renders as\n%s\nand reads back as %v, %v", data, back.PatchSync.SyncTiers, err)
+	}
+}

@@ -54,12 +54,28 @@ func (s *Server) listTiers(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]any{"tiers": nonNil(tiers)})
 }
 
+// errTiersMirrored answers the admin changes that sync makes when the tiers mirror the
+// upstream's.
+var errTiersMirrored = server.Errorf(server.CodeConflict,
+	"the tiers of this server mirror the upstream's (patch-sync.sync-tiers): change tiers and promotions on the upstream, or turn patch-sync.sync-tiers off")
+
+// checkTiersLocal refuses tier changes and promotions while the tiers mirror the upstream.
+func (s *Server) checkTiersLocal() error {
+	if s.opts.SyncTiers {
+		return errTiersMirrored
+	}
+	return nil
+}
+
 type addTierRequest struct {
 	Name string `json:"name"`
 	server.TierPlacement
 }
 
 func (s *Server) addTier(w http.ResponseWriter, r *http.Request) error {
+	if err := s.checkTiersLocal(); err != nil {
+		return err
+	}
 	var req addTierRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
@@ -79,6 +95,9 @@ func (s *Server) addTier(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteTier(w http.ResponseWriter, r *http.Request) error {
+	if err := s.checkTiersLocal(); err != nil {
+		return err
+	}
 	name := r.PathValue("name")
 	if err := s.store.DeleteTier(r.Context(), name); err != nil {
 		return err

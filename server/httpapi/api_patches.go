@@ -139,6 +139,9 @@ type promoteRequest struct {
 }
 
 func (s *Server) promotePatch(w http.ResponseWriter, r *http.Request) error {
+	if err := s.checkTiersLocal(); err != nil {
+		return err
+	}
 	var req promoteRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
@@ -157,6 +160,9 @@ type promoteAllRequest struct {
 }
 
 func (s *Server) promoteAll(w http.ResponseWriter, r *http.Request) error {
+	if err := s.checkTiersLocal(); err != nil {
+		return err
+	}
 	var req promoteAllRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -250,7 +251,7 @@ func (s *Server) syncPatches(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	patches, err := s.store.Patches(r.Context(), server.PatchFilter{Tier: c.tier})
+	tiers, patches, err := s.syncTiers(r.Context(), c.tier)
 	if err != nil {
 		return err
 	}
@@ -258,7 +259,7 @@ func (s *Server) syncPatches(w http.ResponseWriter, r *http.Request) error {
 	if tmpl == "" {
 		tmpl = "/v1/patches/{filename}"
 	}
-	list := server.SyncList{Tier: c.tier, GeneratedAt: s.opts.Now().UTC(), Patches: []server.SyncPatch{}}
+	list := server.SyncList{Tier: c.tier, GeneratedAt: s.opts.Now().UTC(), Tiers: tiers, Patches: []server.SyncPatch{}}
 	for _, p := range patches {
 		if p.Blocked {
 			continue
@@ -268,7 +269,7 @@ func (s *Server) syncPatches(w http.ResponseWriter, r *http.Request) error {
 			Filename: p.Filename, Version: p.Version, Kernel: p.Kernel, Flavour: p.Flavour,
 			Architecture: p.Architecture, SHA256: p.SHA256, Size: p.Size, Module: p.Module,
 			Description: p.Description, Fixes: p.Fixes, URL: server.Offer(p, tmpl).URL,
-			Signature: p.Signature,
+			Tier: p.Tier, Signature: p.Signature,
 		})
 	}
 	signed, err := server.SignSyncList(list, s.opts.SigningKey)
@@ -278,6 +279,39 @@ func (s *Server) syncPatches(w http.ResponseWriter, r *http.Request) error {
 	s.securityEvent(r, "sync_list", c.who, "tier", c.tier, "patches", len(list.Patches),
 		"deployment", c.deployment, "machines", c.machines)
 	return writeJSON(w, http.StatusOK, signed)
+}
+
+// syncTiersAttempts bounds how often syncTiers reads again when the tiers change under it.
+const syncTiersAttempts = 3
+
+// syncTiers returns the tiers from tier onward in promotion order, and the patches
+// available to tier, each in one of those tiers: a tier deleted between the two reads is
+// read again, so that the list a downstream mirrors is coherent.
+func (s *Server) syncTiers(ctx context.Context, tier string) ([]string, []server.Patch, error) {
+	for range syncTiersAttempts {
+		all, err := s.store.Tiers(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		patches, err := s.store.Patches(ctx, server.PatchFilter{Tier: tier})
+		if err != nil {
+			return nil, nil, err
+		}
+		var tiers []string
+		for _, t := range all {
+			if t.Name == tier || len(tiers) > 0 {
+				tiers = append(tiers, t.Name)
+			}
+		}
+		coherent := len(tiers) > 0
+		for _, p := range patches {
+			coherent = coherent && slices.Contains(tiers, p.Tier)
+		}
+		if coherent {
+			return tiers, patches, nil
+		}
+	}
+	return nil, nil, server.Errorf(server.CodeUnavailable, "the tiers of this server changed while the patch list was built: try again")
 }
 
 // maxMachineReportBody bounds a machine report request (MaxSyncMachines machines).

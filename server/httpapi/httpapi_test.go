@@ -375,6 +375,41 @@ func TestTiers(t *testing.T) {
 	e.wantError(409, "prod", "DELETE", "/v1/admin/tiers/prod", "session", nil)
 }
 
+// TestTiersMirrored: while the tiers mirror the upstream's, the admin API refuses what
+// sync decides (tiers, promotions) and still lets an administrator block a patch.
+func TestTiersMirrored(t *testing.T) {
+	e := newEnv(t, func(o *httpapi.Options) { o.SyncTiers = true })
+	p := e.upload("5.15.0-107.117", "generic", "107.1", "amd64")
+	const mirrored = "the tiers of this server mirror the upstream's (patch-sync.sync-tiers): change tiers and promotions on the upstream, or turn patch-sync.sync-tiers off"
+	for _, req := range []struct {
+		method, path string
+		body         any
+	}{
+		{"POST", "/v1/admin/tiers", map[string]any{"name": "canary", "first": true}},
+		{"DELETE", "/v1/admin/tiers/beta", nil},
+		{"POST", "/v1/admin/patches/107.1/promote", map[string]string{"tier": "stable"}},
+		{"POST", "/v1/admin/tiers/edge/promote-all", map[string]string{"to": "beta"}},
+	} {
+		e.wantError(409, mirrored, req.method, req.path, "session", req.body)
+	}
+	var tiers struct{ Tiers []server.Tier }
+	e.must(200, "GET", "/v1/admin/tiers", "session", nil, &tiers)
+	if len(tiers.Tiers) != 4 {
+		t.Errorf("tiers changed: %+v", tiers.Tiers)
+	}
+	var blocked, unblocked map[string]int
+	e.must(200, "POST", "/v1/admin/patches/107.1/block", "session", map[string]string{"reason": "crashes here"}, &blocked)
+	e.must(200, "POST", "/v1/admin/patches/107.1/unblock", "session", nil, &unblocked)
+	if blocked["blocked"] != 1 || unblocked["unblocked"] != 1 {
+		t.Errorf("block %v, unblock %v", blocked, unblocked)
+	}
+	var listed struct{ Patches []server.Patch }
+	e.must(200, "GET", "/v1/admin/patches", "session", nil, &listed)
+	if len(listed.Patches) != 1 || listed.Patches[0].Filename != p.Filename || listed.Patches[0].Tier != "edge" {
+		t.Errorf("patches = %+v, want %s still in edge", listed.Patches, p.Filename)
+	}
+}
+
 func TestPatchLifecycleAndCheckIn(t *testing.T) {
 	e := newEnv(t)
 	p1 := e.upload("5.15.0-107.117", "generic", "107.1", "amd64")

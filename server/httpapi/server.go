@@ -52,6 +52,10 @@ type Options struct {
 	// Sync drives this server's upstream sync for the admin sync routes (package
 	// upstream); nil: sync status says disabled and triggers are refused.
 	Sync Syncer
+	// SyncTiers says that this server's tiers mirror its upstream's (patch-sync.enabled
+	// and patch-sync.sync-tiers): sync places the patches, so the admin API refuses to
+	// create or delete tiers and to promote patches. Blocking stays allowed.
+	SyncTiers bool
 	// SigningKey signs the patch lists this server serves to downstream servers, and the
 	// patches it originates (see server.PatchSignature) in those lists and in the offers
 	// of check-ins; nil: this server is not a sync upstream and /v1/sync/ answers 503.

@@ -107,10 +107,10 @@ func TestSyncPatchesAPI(t *testing.T) {
 		}
 		list.Patches[i].Signature = nil
 	}
-	want := server.SyncList{Tier: "stable", GeneratedAt: e.now.UTC(), Patches: []server.SyncPatch{{
+	want := server.SyncList{Tier: "stable", GeneratedAt: e.now.UTC(), Tiers: []string{"stable"}, Patches: []server.SyncPatch{{
 		Filename: p1.Filename, Version: "107.1", Kernel: "5.15.0-107.117", Flavour: "generic", Architecture: "amd64",
 		SHA256: p1.SHA256, Size: p1.Size, Module: p1.Module, Description: p1.Description, Fixes: p1.Fixes,
-		URL: "http://lp.example/patches/" + p1.Filename,
+		URL: "http://lp.example/patches/" + p1.Filename, Tier: "stable",
 	}}}
 	if diff := cmp.Diff(want, list); diff != "" {
 		t.Errorf("stable list (-want +got):\n%s", diff)
@@ -143,8 +143,20 @@ func TestSyncPatchesAPI(t *testing.T) {
 	_ = p3
 
 	expiring := e.syncToken("short", "edge", new(e.now.Add(time.Hour)))
-	if list := get("/v1/sync/patches?tier=edge", "Bearer "+expiring, nil); len(list.Patches) != 2 {
-		t.Errorf("edge list has %d patches, want 2 (107.2, and 107.1 promoted past edge)", len(list.Patches))
+	// The list of a tier names the tiers from it onward, and the tier of each patch.
+	list = get("/v1/sync/patches?tier=edge", "Bearer "+expiring, nil)
+	if diff := cmp.Diff([]string{"edge", "beta", "candidate", "stable"}, list.Tiers); diff != "" {
+		t.Errorf("edge list's tiers (-want +got):\n%s", diff)
+	}
+	tiers := map[string]string{}
+	for _, p := range list.Patches {
+		tiers[p.Version] = p.Tier
+	}
+	if diff := cmp.Diff(map[string]string{"107.2": "edge", "107.1": "stable"}, tiers); diff != "" {
+		t.Errorf("edge list has patches (-want +got):\n%s\nwant 107.2, and 107.1 promoted past edge", diff)
+	}
+	if err := list.CheckTiers(); err != nil {
+		t.Errorf("edge list: %v", err)
 	}
 	e.wantError(403, `sync token "region-1" is for tier "stable", not "edge": set patch-sync.upstream-tier to "stable"`, "GET", "/v1/sync/patches?tier=edge", "Bearer "+token, nil)
 	e.wantError(401, "a bearer token is required", "GET", "/v1/sync/patches?tier=stable", "", nil)

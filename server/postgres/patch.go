@@ -184,14 +184,15 @@ func (db *DB) PromoteAll(ctx context.Context, from, to string) (int, error) {
 	return n, err
 }
 
-// SetBlocked blocks (with a reason) or unblocks every file of version.
+// SetBlocked blocks (with a reason) or unblocks every file of version. The block is the
+// administrator's from then on: sync never lifts it (upstream_blocked is cleared).
 func (db *DB) SetBlocked(ctx context.Context, version string, blocked bool, reason string) (int, error) {
 	if !blocked {
 		reason = ""
 	}
 	var n int
 	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
-		n, err = execCount(ctx, tx, `UPDATE patches SET blocked = $2, block_reason = $3 WHERE version = $1`, version, blocked, reason)
+		n, err = execCount(ctx, tx, `UPDATE patches SET blocked = $2, block_reason = $3, upstream_blocked = false WHERE version = $1`, version, blocked, reason)
 		if err != nil {
 			return fmt.Errorf("cannot block patch %q: %w", version, err)
 		}

@@ -81,34 +81,22 @@ func (db *DB) DeleteTier(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		var tiers, machines, authTokens, syncTokens, patches int
+		var tiers, patches int
 		err = tx.QueryRowContext(ctx, `
-			SELECT
-				(SELECT count(*) FROM tiers),
-				(SELECT count(*) FROM machines WHERE tier_id = $1),
-				(SELECT count(*) FROM auth_tokens WHERE tier_id = $1 AND revoked_at IS NULL),
-				(SELECT count(*) FROM sync_tokens WHERE tier_id = $1 AND revoked_at IS NULL),
-				(SELECT count(*) FROM patches WHERE tier_id = $1)`, t.id).
-			Scan(&tiers, &machines, &authTokens, &syncTokens, &patches)
+			SELECT (SELECT count(*) FROM tiers), (SELECT count(*) FROM patches WHERE tier_id = $1)`, t.id).
+			Scan(&tiers, &patches)
 		if err != nil {
 			return fmt.Errorf("cannot check use of tier %q: %w", name, err)
 		}
 		if tiers == 1 {
 			return server.Errorf(server.CodeConflict, "cannot delete tier %q: it is the only tier", name)
 		}
-		var users []string
-		for _, u := range []struct {
-			n    int
-			what string
-		}{{machines, "machine"}, {authTokens, "auth token"}, {syncTokens, "sync token"}} {
-			if u.n == 1 {
-				users = append(users, "1 "+u.what)
-			} else if u.n > 1 {
-				users = append(users, fmt.Sprintf("%d %ss", u.n, u.what))
-			}
+		users, err := tierUsers(ctx, tx, t)
+		if err != nil {
+			return err
 		}
-		if len(users) > 0 {
-			return server.Errorf(server.CodeConflict, "cannot delete tier %q: it is used by %s", name, strings.Join(users, ", "))
+		if users != "" {
+			return server.Errorf(server.CodeConflict, "cannot delete tier %q: it is used by %s", name, users)
 		}
 		if t.position == 1 && patches > 0 {
 			return server.Errorf(server.CodeConflict, "cannot delete tier %q: it is the first tier and holds %d patches", name, patches)
@@ -134,6 +122,34 @@ func (db *DB) DeleteTier(ctx context.Context, name string) error {
 	})
 }
 
+// tierUsers says what keeps a tier from being deleted: its machines, unrevoked auth tokens
+// and unrevoked sync tokens, as "2 machines, 1 auth token"; "" when nothing does. Lock the
+// tier's row first (FOR UPDATE) so that nothing starts to use it before it is deleted.
+func tierUsers(ctx context.Context, tx *sql.Tx, t tierRow) (string, error) {
+	var machines, authTokens, syncTokens int
+	err := tx.QueryRowContext(ctx, `
+		SELECT
+			(SELECT count(*) FROM machines WHERE tier_id = $1),
+			(SELECT count(*) FROM auth_tokens WHERE tier_id = $1 AND revoked_at IS NULL),
+			(SELECT count(*) FROM sync_tokens WHERE tier_id = $1 AND revoked_at IS NULL)`, t.id).
+		Scan(&machines, &authTokens, &syncTokens)
+	if err != nil {
+		return "", fmt.Errorf("cannot check use of tier %q: %w", t.name, err)
+	}
+	var users []string
+	for _, u := range []struct {
+		n    int
+		what string
+	}{{machines, "machine"}, {authTokens, "auth token"}, {syncTokens, "sync token"}} {
+		if u.n == 1 {
+			users = append(users, "1 "+u.what)
+		} else if u.n > 1 {
+			users = append(users, fmt.Sprintf("%d %ss", u.n, u.what))
+		}
+	}
+	return strings.Join(users, ", "), nil
+}
+
 // tierRow is a tier with its key.
 type tierRow struct {
 	id       int64
@@ -150,15 +166,28 @@ func lockTiers(ctx context.Context, tx *sql.Tx) error {
 }
 
 func listTiers(ctx context.Context, tx *sql.Tx) ([]server.Tier, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT name, position FROM tiers ORDER BY position`)
+	rows, err := listTierRows(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	var tiers []server.Tier
+	for _, t := range rows {
+		tiers = append(tiers, server.Tier{Name: t.name, Position: t.position})
+	}
+	return tiers, nil
+}
+
+// listTierRows returns every tier with its key, in promotion order.
+func listTierRows(ctx context.Context, tx *sql.Tx) ([]tierRow, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, name, position FROM tiers ORDER BY position`)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list tiers: %w", err)
 	}
 	defer rows.Close()
-	var tiers []server.Tier
+	var tiers []tierRow
 	for rows.Next() {
-		var t server.Tier
-		if err := rows.Scan(&t.Name, &t.Position); err != nil {
+		var t tierRow
+		if err := rows.Scan(&t.id, &t.name, &t.position); err != nil {
 			return nil, fmt.Errorf("cannot list tiers: %w", err)
 		}
 		tiers = append(tiers, t)

@@ -144,15 +144,20 @@ func (s *Syncer) syncPatches(ctx context.Context, report *server.SyncReport) []e
 	if err != nil {
 		return []error{err}
 	}
+	var errs []error
+	if s.cfg.SyncTiers {
+		if errs = s.mirrorTiers(ctx, list); len(errs) > 0 && fatal(ctx, errs[0]) {
+			return errs
+		}
+	}
 	local, err := s.store.Patches(ctx, server.PatchFilter{})
 	if err != nil {
-		return []error{storeError("cannot read the local patches", err)}
+		return append(errs, storeError("cannot read the local patches", err))
 	}
 	recorded := make(map[string]server.Patch, len(local))
 	for _, p := range local {
 		recorded[p.Filename] = p
 	}
-	var errs []error
 	for _, p := range list.Patches {
 		if !s.wanted(p) {
 			continue
@@ -203,12 +208,59 @@ func storeError(what string, err error) error {
 
 // fatal reports whether err stops the run rather than only the patch.
 func fatal(ctx context.Context, err error) bool {
-	return ctx.Err() != nil || errors.Is(err, errStore)
+	return ctx.Err() != nil || errors.Is(err, errStore) || errors.Is(err, errNoTiers)
+}
+
+// errNoTiers marks a list that a downstream cannot mirror: it stops the run before
+// anything changes.
+var errNoTiers = errors.New("the upstream's tiers cannot be mirrored")
+
+// mirrorTiers makes the local tiers, and the tiers and blocking of the patches recorded
+// here, follow the upstream's list (patch-sync.sync-tiers), in one store transaction. The
+// patches still to download land in their tier when they are added. The errors are the
+// tiers that could not be deleted, or one that stops the run.
+func (s *Syncer) mirrorTiers(ctx context.Context, list server.SyncList) []error {
+	if len(list.Tiers) == 0 {
+		return []error{fmt.Errorf("%w: the upstream at %s does not list its tiers (a server without tier mirroring?): upgrade it, or turn patch-sync.sync-tiers off",
+			errNoTiers, s.upstreamName())}
+	}
+	if err := list.CheckTiers(); err != nil {
+		return []error{fmt.Errorf("%w: invalid patch list from %s: %s", errNoTiers, s.upstreamName(), server.ErrorMessage(err))}
+	}
+	res, err := s.store.MirrorTiers(ctx, server.TierMirror{
+		Tiers:   list.Tiers,
+		Patches: list.Patches,
+		BlockReason: fmt.Sprintf("the upstream at %s no longer lists it in tier %q or later (blocked, removed or demoted there; patch-sync.sync-tiers)",
+			s.upstreamName(), list.Tier),
+	})
+	if err != nil {
+		return []error{storeError("cannot mirror the upstream's tiers", err)}
+	}
+	if res.Changed() {
+		s.log.Info("Mirrored the upstream's tiers", "tiers", list.Tiers, "created", res.Created, "deleted", res.Deleted,
+			"reordered", res.Reordered, "moved", len(res.Moved), "blocked", res.Blocked, "unblocked", res.Unblocked)
+	}
+	var errs []error
+	for _, k := range res.Kept {
+		errs = append(errs, server.Errorf(server.CodeConflict,
+			"tier %q is not on the upstream but was kept: it is used by %s; move them to a tier of the upstream (%s) and the next sync deletes it",
+			k.Name, k.UsedBy, strings.Join(list.Tiers, ", ")))
+	}
+	return errs
+}
+
+// landingTier is the local tier a new synced patch is recorded in: its upstream tier when
+// the tiers are mirrored, else patch-sync.tier ("": the first tier).
+func (s *Syncer) landingTier(p server.SyncPatch) string {
+	if s.cfg.SyncTiers {
+		return p.Tier
+	}
+	return s.cfg.Tier
 }
 
 // checkLandingTier checks that patch-sync.tier names a local tier.
 func (s *Syncer) checkLandingTier(ctx context.Context) error {
-	if s.cfg.Tier == "" {
+	if s.cfg.Tier == "" || s.cfg.SyncTiers {
 		return nil
 	}
 	tiers, err := s.store.Tiers(ctx)
@@ -303,7 +355,7 @@ func sameSignature(a, b *server.PatchSignature) bool {
 	return a != nil && b != nil && a.KeyID == b.KeyID && bytes.Equal(a.Signature, b.Signature)
 }
 
-// addPatch downloads and verifies p, stores the file, and records it in the landing
+// addPatch downloads and verifies p, stores the file, and records it in its landing
 // tier, in that order: a patch is never recorded before its verified file is stored, so
 // an interrupted run leaves nothing half-recorded and the next run resumes. It returns
 // the file's size.
@@ -338,7 +390,7 @@ func (s *Syncer) addPatch(ctx context.Context, p server.SyncPatch) (int64, error
 	_, err = s.store.AddPatch(ctx, server.Patch{
 		Filename: p.Filename, Version: m.Version, Kernel: m.Kernel, Flavour: m.Flavour,
 		Architecture: m.Architecture, SHA256: p.SHA256, Size: p.Size, Module: m.Module,
-		Description: m.Description, Fixes: m.Fixes, Tier: s.cfg.Tier, Source: server.SourceSync,
+		Description: m.Description, Fixes: m.Fixes, Tier: s.landingTier(p), Source: server.SourceSync,
 		Signature: p.Signature,
 	})
 	if server.ErrorCode(err) == server.CodeConflict {

@@ -4,8 +4,10 @@
 // one unit syncs at a time, fetches the upstream's signed patch list for a tier, verifies
 // the signature with the trusted key, applies the configured filters, downloads what is
 // missing, verifies size and SHA-256 and the archive itself, stores the file and only then
-// records the patch in the landing tier. Every run leaves a server.SyncReport; failures are
-// retried with exponential backoff and never stop the server serving what it has.
+// records the patch in the landing tier. With patch-sync.sync-tiers the local tiers
+// mirror the upstream's instead: each patch sits in its upstream tier, and synced patches
+// the upstream stops listing are blocked. Every run leaves a server.SyncReport; failures
+// are retried with exponential backoff and never stop the server serving what it has.
 //
 // The package also holds the upstream side's check of Ubuntu Pro resource tokens with the
 // contracts server (Contracts).
@@ -146,6 +148,9 @@ func (s *Syncer) checkConfig() {
 		s.problem = server.Errorf(server.CodeInvalid, "invalid sync configuration: %s", strings.Join(problems, "; "))
 	}
 	if cfg.Enabled {
+		if cfg.SyncTiers {
+			s.log.Info("Sync mirrors the upstream's tiers (patch-sync.sync-tiers): local tier changes and promotions are refused")
+		}
 		for _, w := range s.warnings {
 			s.log.Warn("Sync configuration: " + w)
 		}
@@ -269,6 +274,10 @@ func (s *Syncer) Status(ctx context.Context) (server.SyncStatus, error) {
 		Upstream:     s.upstreamName(),
 		UpstreamTier: s.cfg.UpstreamTier,
 		Tier:         s.cfg.Tier,
+		SyncTiers:    s.cfg.Enabled && s.cfg.SyncTiers,
+	}
+	if st.SyncTiers {
+		st.Tier = "" // every patch goes to its upstream tier
 	}
 	if s.cfg.Enabled {
 		st.Warnings = slices.Clone(s.warnings)
@@ -283,7 +292,7 @@ func (s *Syncer) Status(ctx context.Context) (server.SyncStatus, error) {
 		st.NextRun = &next
 	}
 	s.mu.Unlock()
-	if st.Tier == "" {
+	if st.Tier == "" && !st.SyncTiers {
 		tiers, err := s.store.Tiers(ctx)
 		if err != nil {
 			return server.SyncStatus{}, err

@@ -109,6 +109,43 @@ func newNode(t *testing.T, name string, options ...func(*httpapi.Options)) *node
 	return n
 }
 
+// tamper makes the node answer sync list requests with what edit makes of the signed
+// list it would answer. Call it before start.
+func (n *node) tamper(edit func(server.SignedSyncList) server.SignedSyncList) {
+	n.wrap = func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/v1/sync/patches" {
+				h.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			var signed server.SignedSyncList
+			if err := json.Unmarshal(rec.Body.Bytes(), &signed); err != nil {
+				n.t.Errorf("cannot decode the signed list: %v", err)
+			}
+			json.NewEncoder(w).Encode(edit(signed))
+		})
+	}
+}
+
+// relist makes the node's sync lists pass through edit, signed again with its own key:
+// an upstream that lists what it should not, properly signed. Call it before start.
+func (n *node) relist(edit func(*server.SyncList)) {
+	n.tamper(func(signed server.SignedSyncList) server.SignedSyncList {
+		list, err := signed.Verify(n.pub())
+		if err != nil {
+			n.t.Errorf("%s's list: %v", n.name, err)
+		}
+		edit(&list)
+		resigned, err := server.SignSyncList(list, n.key)
+		if err != nil {
+			n.t.Error(err)
+		}
+		return resigned
+	})
+}
+
 // start serves the node's API.
 func (n *node) start() *node {
 	if n.wrap != nil {
@@ -507,22 +544,10 @@ func TestBadSignature(t *testing.T) {
 	ctx := t.Context()
 	a := newNode(t, "a")
 	// A middleman adds a patch to the signed list: the payload no longer verifies.
-	a.wrap = func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != "/v1/sync/patches" {
-				h.ServeHTTP(w, r)
-				return
-			}
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, r)
-			var signed server.SignedSyncList
-			if err := json.Unmarshal(rec.Body.Bytes(), &signed); err != nil {
-				t.Errorf("cannot decode the signed list: %v", err)
-			}
-			signed.Payload = bytes.Replace(signed.Payload, []byte(`"patches":[`), []byte(`"patches":[{"filename":"evil"},`), 1)
-			json.NewEncoder(w).Encode(signed)
-		})
-	}
+	a.tamper(func(signed server.SignedSyncList) server.SignedSyncList {
+		signed.Payload = bytes.Replace(signed.Payload, []byte(`"patches":[`), []byte(`"patches":[{"filename":"evil"},`), 1)
+		return signed
+	})
 	a.start()
 	b := newNode(t, "b").start()
 	a.upload("5.15.0-107.117", "generic", "107.1", "amd64", "stable")
@@ -875,34 +900,15 @@ func TestOriginSignatures(t *testing.T) {
 	ctx := t.Context()
 	var corrupt atomicBool
 	a := newNode(t, "a")
-	a.wrap = func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != "/v1/sync/patches" || !corrupt.get() {
-				h.ServeHTTP(w, r)
-				return
-			}
-			// a lists a signature of its own key that does not match the patch, in a list
-			// it signs properly: b must check the entry, not only the list.
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, r)
-			var signed server.SignedSyncList
-			if err := json.Unmarshal(rec.Body.Bytes(), &signed); err != nil {
-				t.Errorf("cannot decode the signed list: %v", err)
-			}
-			list, err := signed.Verify(a.pub())
-			if err != nil {
-				t.Errorf("a's list: %v", err)
-			}
-			for i := range list.Patches {
+	// a lists a signature of its own key that does not match the patch, in a list it
+	// signs properly: b must check the entry, not only the list.
+	a.relist(func(list *server.SyncList) {
+		for i := range list.Patches {
+			if corrupt.get() {
 				list.Patches[i].Signature.Signature[0] ^= 1
 			}
-			resigned, err := server.SignSyncList(list, a.key)
-			if err != nil {
-				t.Error(err)
-			}
-			json.NewEncoder(w).Encode(resigned)
-		})
-	}
+		}
+	})
 	a.start()
 	b := newNode(t, "b").start()
 	c := newNode(t, "c", func(o *httpapi.Options) { o.CatalogRefresh = 5 * time.Millisecond }).start()
