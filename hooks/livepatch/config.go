@@ -34,6 +34,7 @@ type Config struct {
 	SyncUpstream             string `json:"sync_upstream"`
 	SyncUpstreamTier         string `json:"sync_upstream_tier"`
 	SyncTier                 string `json:"sync_tier"`
+	SyncTiers                bool   `json:"sync_tiers"`
 	SyncInterval             string `json:"sync_interval"`
 	SyncFlavors              string `json:"sync_flavors"`
 	SyncArchitectures        string `json:"sync_architectures"`
@@ -134,6 +135,9 @@ func (cfg Config) Validate() []string {
 		if _, err := server.ParsePublicKey(key); err != nil {
 			add("sync_trusted_key is not the base64 of an ed25519 public key: give the content of the upstream's signing.pub")
 		}
+	}
+	if cfg.SyncTiers && cfg.SyncTier != "" {
+		add("sync_tier %q is meaningless with sync_tiers: synced patches go to the tier they are in on the upstream; unset sync_tier", cfg.SyncTier)
 	}
 	if cfg.PatchSyncEnabled {
 		if u, err := url.Parse(cfg.SyncUpstream); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {

@@ -64,6 +64,11 @@ func TestGuardChain(t *testing.T) {
 		modify: func(s *hookstest.State) { s.Config["sync_trusted_key"] = "/etc/livepatch/signing.pub" },
 		want:   hooks.Blocked("sync_trusted_key is not the base64 of an ed25519 public key: give the content of the upstream's signing.pub"),
 	}, {
+		name:   "sync_tiers with sync_tier",
+		leader: true,
+		modify: func(s *hookstest.State) { s.Config["sync_tiers"] = true; s.Config["sync_tier"] = "beta" },
+		want:   hooks.Blocked(`sync_tier "beta" is meaningless with sync_tiers: synced patches go to the tier they are in on the upstream; unset sync_tier`),
+	}, {
 		name:   "several invalid options",
 		leader: true,
 		modify: func(s *hookstest.State) { s.Config["log_level"] = "loud"; s.Config["sync_interval"] = "often" },
@@ -703,12 +708,29 @@ func TestConfigYAMLMatchesStruct(t *testing.T) {
 	}
 	for _, required := range strings.Fields(`url_template auth_basic_users port log_level psql_dbname dbconn_max
 		dbconn_max_lifetime patchstore storage_path patch_cache_on patch_cache_size patch_cache_ttl patch_sync_enabled
-		sync_token sync_upstream sync_upstream_tier sync_tier sync_interval sync_flavors sync_architectures
+		sync_token sync_upstream sync_upstream_tier sync_tier sync_tiers sync_interval sync_flavors sync_architectures
 		sync_minimum_kernel_version sync_send_machine_reports sync_trusted_key http_proxy https_proxy no_proxy report_retention
 		report_cleanup_interval report_cleanup_row_limit contract_server_url concurrency_limit burst_limit`) {
 		if _, ok := yamlTypes[required]; !ok {
 			t.Errorf("config.yaml lacks option %s", required)
 		}
+	}
+}
+
+func TestRenderedSyncTiers(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	st.Config["sync_tiers"] = true
+	e.Install(t, st)
+	if res := e.H.Run(t, "config-changed", st); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	cfg, err := config.Load(filepath.Join(e.H.Root, livepatch.ConfigPath))
+	if err != nil {
+		t.Fatalf("server rejects the rendered config: %v", err)
+	}
+	if !cfg.PatchSync.SyncTiers || cfg.PatchSync.Tier != "" {
+		t.Errorf("rendered patch-sync: sync-tiers %v, tier %q; want true and empty", cfg.PatchSync.SyncTiers, cfg.PatchSync.Tier)
 	}
 }
 

@@ -64,6 +64,7 @@ func renderServerConfig(in renderInput) config.Config {
 	s.Interval = duration(cfg.SyncInterval)
 	s.UpstreamTier = cfg.SyncUpstreamTier
 	s.Tier = cfg.SyncTier
+	s.SyncTiers = cfg.SyncTiers
 	s.Flavors = splitList(cfg.SyncFlavors)
 	s.Architectures = splitList(cfg.SyncArchitectures)
 	s.MinimumKernelVersion = cfg.SyncMinimumKernelVersion
