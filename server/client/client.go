@@ -201,6 +201,10 @@ type request struct {
 	ctype  string
 	out    any // decodes a 2xx JSON response; nil: discard
 	alsoOK int // a non-2xx status send returns as a response rather than an error
+	// replayable marks a request that is safe to send twice: when a kept-alive connection
+	// closes under it (a proxy such as haproxy reloading closes its idle connections), the
+	// transport sends it again on a new connection instead of failing with EOF.
+	replayable bool
 }
 
 // send performs r and returns the response, or the error the server or transport gave.
@@ -228,6 +232,11 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		if size == 0 {
 			req.Body = http.NoBody
 		}
+	}
+	if r.replayable {
+		// net/http treats a request with this key as idempotent; an empty value is not
+		// sent on the wire.
+		req.Header["Idempotency-Key"] = nil
 	}
 	req.Header.Set("User-Agent", c.userAgent)
 	if r.out != nil {

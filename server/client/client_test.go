@@ -6,9 +6,11 @@ import (
 	"errors"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -677,3 +679,61 @@ func TestDownload(t *testing.T) {
 		t.Errorf("missing file: error = %#v", err)
 	}
 }
+
+// TestCheckInSurvivesClosedIdleConnection: a proxy that closes a kept-alive connection as
+// the next check-in goes out on it (haproxy reloading) costs no failed check-in: the
+// request goes again on a new connection. Other writes are not replayed.
+func TestCheckInSurvivesClosedIdleConnection(t *testing.T) {
+	var mu sync.Mutex
+	served := map[net.Conn]int{} // requests seen per connection
+	var closed int
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn := r.Context().Value(connKey{}).(net.Conn)
+		mu.Lock()
+		served[conn]++
+		n := served[conn]
+		mu.Unlock()
+		if n == 2 {
+			// The second request on a connection: close it without an answer.
+			c, _, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, r.Body)
+			c.Close()
+			mu.Lock()
+			closed++
+			mu.Unlock()
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"tier":"stable","check":{}}`)
+	}))
+	srv.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, c)
+	}
+	srv.Start()
+	defer srv.Close()
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := server.Status{Kernel: "5.15.0-107-generic", Architecture: "amd64", PatchState: server.StateNeedsCheck}
+	for i := range 3 {
+		if _, err := c.CheckIn(t.Context(), "m1", "token", st); err != nil {
+			t.Fatalf("check-in %d: %v", i+1, err)
+		}
+	}
+	mu.Lock()
+	if closed == 0 {
+		t.Errorf("no connection was closed under a check-in: the test proves nothing (served %v)", served)
+	}
+	mu.Unlock()
+	// A request that is not safe to repeat fails instead.
+	if err := c.Disable(t.Context(), "m1", "token"); err == nil || !strings.Contains(err.Error(), "EOF") {
+		t.Errorf("disable on a connection closed under it: %v, want the EOF", err)
+	}
+}
+
+type connKey struct{}

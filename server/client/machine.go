@@ -36,6 +36,7 @@ func (c *Client) CheckIn(ctx context.Context, machineID, machineToken string, st
 	_, err := c.do(ctx, request{
 		method: http.MethodPost, path: "/v1/client/" + esc(machineID) + "/updates",
 		auth: bearer(machineToken), in: status, out: &out,
+		replayable: true, // a check-in reports a state: recording it twice is harmless
 	})
 	return out, err
 }
