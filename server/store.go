@@ -105,6 +105,20 @@ type Store interface {
 	// RecordSyncMachines records the machines a downstream deployment reported (upstream
 	// side of send-machine-reports), replacing earlier reports of the same machines.
 	RecordSyncMachines(ctx context.Context, deploymentID string, machines []SyncMachine, now time.Time) error
+	// RecordDownstreamSync records the last sync list request of a downstream deployment
+	// (upstream side), in one statement: an older request than the recorded one changes
+	// nothing.
+	RecordDownstreamSync(ctx context.Context, s DownstreamSync) error
+	// Downstreams lists the downstream deployments that made a sync list request or sent a
+	// machine report in the 30 days before now, by id.
+	Downstreams(ctx context.Context, now time.Time) ([]Downstream, error)
+	// DownstreamMachines lists the machines matching f that a downstream deployment
+	// reported in the 30 days before now, ordered by id; not-found when the deployment was
+	// not seen in that time.
+	DownstreamMachines(ctx context.Context, f DownstreamMachineFilter, now time.Time) ([]DownstreamMachine, error)
+	// ForgetDownstreams deletes the downstream deployments and reported machines not seen
+	// in the 30 days before now, returning how many rows it deleted.
+	ForgetDownstreams(ctx context.Context, now time.Time) (int, error)
 
 	// CreateSession records an admin session by the hash of its token.
 	CreateSession(ctx context.Context, user string, hash []byte, expires time.Time) error

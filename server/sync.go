@@ -369,3 +369,57 @@ func CheckDeploymentID(id string) error {
 	}
 	return nil
 }
+
+// How a downstream deployment authenticated its last sync list request.
+const (
+	ViaSyncToken     = "sync-token"
+	ViaResourceToken = "resource-token"
+)
+
+// DownstreamSync is the telemetry of one sync list request of a downstream deployment: what
+// its upstream records, one row per deployment, to show in the downstream report.
+type DownstreamSync struct {
+	DeploymentID string
+	Via          string // ViaSyncToken or ViaResourceToken
+	SyncToken    string // the sync token's name; empty with a resource token
+	Tier         string // the tier it asked for
+	// MachineCount is the Livepatch-Machine-Count it sent (a bucket's lower bound, or
+	// exact with patch-sync.machine-count: exact); nil when it sent none.
+	MachineCount *int
+	At           time.Time
+}
+
+// Downstream is a downstream deployment as its upstream sees it: its last sync list
+// request and a summary of the machines it reports (patch-sync.send-machine-reports).
+type Downstream struct {
+	ID string `json:"id"` // the deployment id (the downstream's patch-sync.id)
+	// FirstSeen and LastSync are the times of its first and last recorded sync list
+	// requests. They, Via, SyncToken, Tier and MachineCount are absent when only its
+	// machine reports are known (reports recorded before the upstream recorded lists).
+	FirstSeen    time.Time `json:"first-seen,omitzero"`
+	LastSync     time.Time `json:"last-sync,omitzero"`
+	Via          string    `json:"via,omitempty"`
+	SyncToken    string    `json:"sync-token,omitempty"`
+	Tier         string    `json:"tier,omitempty"`
+	MachineCount *int      `json:"machine-count,omitempty"`
+	// ReportedMachines is how many machines it reports; PatchStates counts them per patch
+	// state (states without machines are left out); LastReport is its last machine report.
+	ReportedMachines int            `json:"reported-machines"`
+	PatchStates      map[string]int `json:"patch-states"`
+	LastReport       time.Time      `json:"last-report,omitzero"`
+}
+
+// DownstreamMachine is a machine a downstream deployment reported, and when it did.
+type DownstreamMachine struct {
+	SyncMachine
+	ReportedAt time.Time `json:"reported-at"`
+}
+
+// DownstreamMachineFilter selects the reported machines of one downstream deployment.
+type DownstreamMachineFilter struct {
+	DeploymentID string
+	Tier         string // the downstream's tier of the machine
+	PatchState   string
+	After        string // machine id cursor: list machines with a greater id
+	Limit        int    // 0: no limit
+}

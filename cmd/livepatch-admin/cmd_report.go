@@ -9,18 +9,20 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/client"
 )
 
-// cmdReport groups the machine reports.
+// cmdReport groups the reports on machines and downstream servers.
 type cmdReport struct {
 	g *global
 }
 
 func (c *cmdReport) command() *cobra.Command {
-	return group("report", "Report on enrolled machines",
+	return group("report", "Report on enrolled machines and downstream servers",
 		(&cmdReportMachines{g: c.g}).command(),
 		(&cmdReportPatchHealth{g: c.g}).command(),
 		(&cmdReportKernels{g: c.g}).command(),
+		(&cmdReportDownstream{g: c.g}).command(),
 	)
 }
 
@@ -53,11 +55,60 @@ func (c *cmdReportMachines) completeArgs(cmd *cobra.Command, args []string, toCo
 	return c.g.completeTiers(0)(cmd, args, toComplete)
 }
 
-// Paging of the machines report.
+// Paging of the machine lists.
 const (
 	machinesPageSize = 1000
 	machinesMaxPages = 10_000
 )
+
+// listMachines fetches every page of a machine list (fetch returns the page after a
+// cursor and the next cursor, empty on the last page) and shows it: a table with header
+// and a row per machine, or "No machines.".
+func listMachines[T any](g *global, fetch func(cl *client.Client, after string) ([]T, string, error), header string, row func(T) []string) error {
+	cl, err := g.admin()
+	if err != nil {
+		return err
+	}
+	var machines []T
+	after := ""
+	for page := 0; ; page++ {
+		if page == machinesMaxPages {
+			return fmt.Errorf("cannot list machines: more than %d pages", machinesMaxPages)
+		}
+		items, next, err := fetch(cl, after)
+		if err != nil {
+			return err
+		}
+		machines = append(machines, items...)
+		if next == "" {
+			break
+		}
+		if next == after {
+			return fmt.Errorf("cannot list machines: the server repeated the page after %q", next)
+		}
+		after = next
+	}
+	return g.show(orEmpty(machines), func(w io.Writer) {
+		if len(machines) == 0 {
+			fmt.Fprintln(w, "No machines.")
+			return
+		}
+		tw := newTable(w)
+		fmt.Fprintln(tw, header)
+		for _, m := range machines {
+			fmt.Fprintln(tw, strings.Join(row(m), "\t"))
+		}
+		tw.Flush()
+	})
+}
+
+// orDash shows an absent value in a table.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
 
 func (c *cmdReportMachines) run(cmd *cobra.Command, args []string) error {
 	f := server.MachineFilter{Tier: args[0], Limit: machinesPageSize}
@@ -70,43 +121,11 @@ func (c *cmdReportMachines) run(cmd *cobra.Command, args []string) error {
 			return usagef(cmd, "invalid patch state %q: want one of %s", f.PatchState, strings.Join(server.PatchStates, ", "))
 		}
 	}
-	cl, err := c.g.admin()
-	if err != nil {
-		return err
-	}
-	var machines []server.Machine
-	for page := 0; ; page++ {
-		if page == machinesMaxPages {
-			return fmt.Errorf("cannot list machines: more than %d pages", machinesMaxPages)
-		}
-		ms, next, err := cl.ReportMachines(cmd.Context(), f)
-		if err != nil {
-			return err
-		}
-		machines = append(machines, ms...)
-		if next == "" {
-			break
-		}
-		if next == f.After {
-			return fmt.Errorf("cannot list machines: the server repeated the page after %q", next)
-		}
-		f.After = next
-	}
-	return c.g.show(orEmpty(machines), func(w io.Writer) {
-		if len(machines) == 0 {
-			fmt.Fprintln(w, "No machines.")
-			return
-		}
-		tw := newTable(w)
-		fmt.Fprintln(tw, "MACHINE\tKERNEL\tPATCH\tSTATE")
-		for _, m := range machines {
-			version := m.PatchVersion
-			if version == "" {
-				version = "-"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.ID, m.Kernel, version, m.PatchState)
-		}
-		tw.Flush()
+	return listMachines(c.g, func(cl *client.Client, after string) ([]server.Machine, string, error) {
+		f.After = after
+		return cl.ReportMachines(cmd.Context(), f)
+	}, "MACHINE\tKERNEL\tPATCH\tSTATE", func(m server.Machine) []string {
+		return []string{m.ID, m.Kernel, orDash(m.PatchVersion), m.PatchState}
 	})
 }
 
@@ -140,29 +159,35 @@ func (c *cmdReportPatchHealth) run(cmd *cobra.Command, args []string) error {
 	}
 	return c.g.show(h, func(w io.Writer) {
 		fmt.Fprintf(w, "Patch %s in tier %s: %s\n", h.Version, h.Tier, plural(h.Total, "machine", "machines"))
-		// States with machines: known ones in their documented order, then others by name.
-		var states, others []string
-		for _, s := range server.PatchStates {
-			if h.States[s] > 0 {
-				states = append(states, s)
-			}
-		}
-		for s, n := range h.States {
-			if n > 0 && !slices.Contains(server.PatchStates, s) {
-				others = append(others, s)
-			}
-		}
-		slices.Sort(others)
-		if len(states)+len(others) == 0 {
+		states := statesWithMachines(h.States)
+		if len(states) == 0 {
 			return
 		}
 		tw := newTable(w)
 		fmt.Fprintln(tw, "STATE\tMACHINES")
-		for _, s := range append(states, others...) {
+		for _, s := range states {
 			fmt.Fprintf(tw, "%s\t%d\n", s, h.States[s])
 		}
 		tw.Flush()
 	})
+}
+
+// statesWithMachines returns the patch states counts has machines in: known ones in their
+// documented order, then others by name.
+func statesWithMachines(counts map[string]int) []string {
+	var states, others []string
+	for _, s := range server.PatchStates {
+		if counts[s] > 0 {
+			states = append(states, s)
+		}
+	}
+	for s, n := range counts {
+		if n > 0 && !slices.Contains(server.PatchStates, s) {
+			others = append(others, s)
+		}
+	}
+	slices.Sort(others)
+	return append(states, others...)
 }
 
 // cmdReportKernels counts the machines per kernel.

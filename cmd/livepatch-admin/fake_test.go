@@ -105,6 +105,7 @@ func newFakeAPI(t *testing.T, overrides map[string]http.HandlerFunc) *fakeAPI {
 		"GET /v1/admin/reports/kernels":      reply(200, jsonKernels),
 	}
 	maps.Copy(routes, syncRoutes())
+	maps.Copy(routes, downstreamRoutes())
 	for pattern, h := range overrides {
 		if _, ok := routes[pattern]; !ok {
 			t.Fatalf("override of unknown route %q", pattern)

@@ -432,6 +432,9 @@ KERNEL              ARCH   MACHINES
 	a.expect([]string{"sync", "status"}, 0, "enabled:       no\nlast run:      never\nlast success:  never\n", "")
 	a.expect([]string{"sync", "reports"}, 0, "No sync reports.\n", "")
 	a.expect([]string{"sync", "trigger", "--wait"}, 1, "", "error: upstream sync is not enabled on this server (patch-sync.enabled)\n")
+	a.expect([]string{"report", "downstream"}, 0, "No downstream deployments.\n", "")
+	a.expect([]string{"report", "downstream", "nosuch"}, 1, "",
+		"error: downstream deployment \"nosuch\" not found: it has not synced or reported machines in the last 30 days\n")
 
 	// Logout ends the session on the server too.
 	cache := &sessionCache{dir: configDir}

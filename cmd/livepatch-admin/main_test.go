@@ -1004,6 +1004,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"tier", "add"}, "error: missing argument <name>"},
 		{[]string{"patch", "promote-all"}, "error: missing arguments <from-tier> <to-tier>"},
 		{[]string{"report", "machines", "a", "b", "applied", "d"}, `error: unexpected argument "d"`},
+		{[]string{"report", "downstream", "a", "b"}, `error: unexpected argument "b"`},
+		{[]string{"report", "downstream", "--state", "applied"}, "error: --state and --tier need a <deployment-id>"},
+		{[]string{"report", "downstream", "bad/id"}, `error: invalid deployment id "bad/id": use 1-128 letters, digits, dots, dashes and underscores`},
+		{[]string{"report", "downstream", "lab", "--tier", "Stable"}, `error: invalid --tier: invalid tier name "Stable": use 1-63 lower-case letters, digits and dashes`},
 		{[]string{"auth-token", "web"}, "error: missing argument <tier>"},
 		{[]string{"auth-token", "web", "stable", "--expires", "soon"}, `error: invalid --expires "soon": want a duration (720h, 30d), a date (2025-12-31) or an RFC 3339 time`},
 		{[]string{"auth-token", "web", "stable", "--max-machines", "many"}, `error: invalid argument "many" for "--max-machines" flag: strconv.ParseInt: parsing "many": invalid syntax`},
@@ -1053,6 +1057,8 @@ func TestCompletionTiers(t *testing.T) {
 		{[]string{"__complete", "patch", "list", "--tier", ""}, []string{"edge", "beta", "candidate", "stable", ":4"}},
 		{[]string{"__complete", "report", "machines", "stable", "107.1", "app"}, []string{"applied", "apply-failed", ":4"}},
 		{[]string{"__complete", "tier", "list", "--format", ""}, []string{"table", "json", "yaml", ":4"}},
+		{[]string{"__complete", "report", "downstream", "l"}, []string{"lab", ":4"}},
+		{[]string{"__complete", "report", "downstream", "lab", "--state", "app"}, []string{"applied", "apply-failed", ":4"}},
 	}
 	for _, tt := range tests {
 		code, stdout, _ := runCLI(t, tt.args, env, "")

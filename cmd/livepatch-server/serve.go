@@ -204,8 +204,9 @@ func patchCacheSize(c config.PatchCache) int {
 	return c.CacheSize
 }
 
-// cleanupReports prunes machine report history older than the retention period, at
-// start and then every cleanup interval, on one unit at a time.
+// cleanupReports prunes machine report history older than the retention period, and the
+// downstream deployments and their reported machines not seen for 30 days, at start and
+// then every cleanup interval, on one unit at a time.
 func (m *Main) cleanupReports(ctx context.Context, db *postgres.DB, log *slog.Logger) {
 	cfg := m.Config.MachineReports
 	t := time.NewTicker(cfg.CleanupInterval.D())
@@ -216,6 +217,13 @@ func (m *Main) cleanupReports(ctx context.Context, db *postgres.DB, log *slog.Lo
 			n, err := pruneReports(ctx, db, before, cfg.CleanupRowLimit, maxCleanupBatches)
 			if n > 0 {
 				log.Info("Pruned machine reports", "rows", n, "before", before.Format(time.RFC3339))
+			}
+			if err != nil {
+				return err
+			}
+			n, err = db.ForgetDownstreams(ctx, m.Now())
+			if n > 0 {
+				log.Info("Forgot downstream deployments and machines not seen for 30 days", "rows", n)
 			}
 			return err
 		})

@@ -75,3 +75,32 @@ func (c *Client) RevokeSyncToken(ctx context.Context, name string) error {
 	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/admin/sync-tokens/" + esc(name)})
 	return err
 }
+
+// Downstreams lists the downstream deployments that synced from this server or reported
+// machines to it in the last 30 days, by id.
+func (c *Client) Downstreams(ctx context.Context) ([]server.Downstream, error) {
+	var out struct {
+		Deployments []server.Downstream `json:"deployments"`
+	}
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/admin/reports/downstream", out: &out})
+	return out.Deployments, err
+}
+
+// DownstreamMachines returns one page of the machines matching f that a downstream
+// deployment reported, ordered by id, and the cursor of the next page (empty on the last
+// page): pass it as f.After.
+func (c *Client) DownstreamMachines(ctx context.Context, f server.DownstreamMachineFilter) (machines []server.DownstreamMachine, next string, err error) {
+	q := url.Values{}
+	setIf(q, "tier", f.Tier)
+	setIf(q, "state", f.PatchState)
+	setIf(q, "after", f.After)
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	var out struct {
+		Machines []server.DownstreamMachine `json:"machines"`
+		Next     string                     `json:"next"`
+	}
+	_, err = c.do(ctx, request{method: http.MethodGet, path: "/v1/admin/reports/downstream/" + esc(f.DeploymentID) + "/machines", query: q, out: &out})
+	return out.Machines, out.Next, err
+}

@@ -78,6 +78,23 @@ func TestSyncRoutes(t *testing.T) {
 		call:   func(ctx context.Context, c *client.Client) (any, error) { return nil, c.RevokeSyncToken(ctx, "a b") },
 		status: 204,
 		want:   recorded{Method: "DELETE", URI: "/v1/admin/sync-tokens/a%20b", Headers: map[string]string{"Authorization": bearerSession}},
+	}, {
+		name:   "downstreams",
+		call:   func(ctx context.Context, c *client.Client) (any, error) { return c.Downstreams(ctx) },
+		status: 200, resp: `{"deployments":[{"id":"model-1","first-seen":"2024-05-01T12:00:00Z","last-sync":"2024-05-01T12:00:00Z","via":"sync-token","sync-token":"region-1","tier":"stable","machine-count":50,"reported-machines":2,"patch-states":{"applied":2},"last-report":"2024-05-01T12:00:00Z"},{"id":"model-2","reported-machines":0,"patch-states":{}}]}`,
+		want: recorded{Method: "GET", URI: "/v1/admin/reports/downstream", Headers: map[string]string{"Authorization": bearerSession}},
+		wantOut: []server.Downstream{{ID: "model-1", FirstSeen: t0, LastSync: t0, Via: server.ViaSyncToken, SyncToken: "region-1", Tier: "stable",
+			MachineCount: new(50), ReportedMachines: 2, PatchStates: map[string]int{"applied": 2}, LastReport: t0}, {ID: "model-2", PatchStates: map[string]int{}}},
+	}, {
+		name: "downstream machines",
+		call: func(ctx context.Context, c *client.Client) (any, error) {
+			ms, next, err := c.DownstreamMachines(ctx, server.DownstreamMachineFilter{DeploymentID: "model 1", Tier: "stable", PatchState: "applied", After: "aa", Limit: 1})
+			return []any{ms, next}, err
+		},
+		status: 200, resp: `{"machines":[{"id":"bb","tier":"stable","last-seen":"2024-05-01T12:00:00Z","kernel":"5.15.0-107-generic","architecture":"amd64","patch-state":"applied","reported-at":"2024-05-01T12:00:00Z"}],"next":"bb"}`,
+		want: recorded{Method: "GET", URI: "/v1/admin/reports/downstream/model%201/machines?after=aa&limit=1&state=applied&tier=stable"},
+		wantOut: []any{[]server.DownstreamMachine{{SyncMachine: server.SyncMachine{ID: "bb", Tier: "stable", LastSeen: t0,
+			Status: server.Status{Kernel: "5.15.0-107-generic", Architecture: "amd64", PatchState: "applied"}}, ReportedAt: t0}}, "bb"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

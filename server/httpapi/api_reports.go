@@ -13,30 +13,37 @@ const (
 	maxReportLimit     = 10000
 )
 
-type machinesResponse struct {
-	Machines []server.Machine `json:"machines"`
-	Next     string           `json:"next"`
+// machinePage is one page of a machine report and the cursor of the next page: the id of
+// its last machine when the page is full, else empty.
+type machinePage[T any] struct {
+	Machines []T    `json:"machines"`
+	Next     string `json:"next"`
+}
+
+func newMachinePage[T any](machines []T, limit int, id func(T) string) machinePage[T] {
+	p := machinePage[T]{Machines: nonNil(machines)}
+	if len(machines) == limit {
+		p.Next = id(machines[len(machines)-1])
+	}
+	return p
 }
 
 // reportMachines lists machines of a tier (optionally running a patch version, in a patch
 // state), a page at a time with a keyset cursor.
 func (s *Server) reportMachines(w http.ResponseWriter, r *http.Request) error {
+	limit, err := pageLimit(r)
+	if err != nil {
+		return err
+	}
 	f := server.MachineFilter{
 		Tier:         queryValue(r, "tier"),
 		PatchVersion: queryValue(r, "version"),
 		PatchState:   queryValue(r, "state"),
 		After:        queryValue(r, "after"),
-		Limit:        defaultReportLimit,
+		Limit:        limit,
 	}
-	if v := queryValue(r, "limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxReportLimit {
-			return server.Errorf(server.CodeInvalid, "limit must be a number from 1 to %d", maxReportLimit)
-		}
-		f.Limit = n
-	}
-	if f.PatchState != "" && !slices.Contains(server.PatchStates, f.PatchState) {
-		return server.Errorf(server.CodeInvalid, "invalid patch state %q: want one of %v", f.PatchState, server.PatchStates)
+	if err := checkPatchState(f.PatchState); err != nil {
+		return err
 	}
 	if f.Tier != "" {
 		if err := s.checkTier(r, f.Tier); err != nil {
@@ -47,11 +54,28 @@ func (s *Server) reportMachines(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := machinesResponse{Machines: nonNil(machines)}
-	if len(machines) == f.Limit {
-		out.Next = machines[len(machines)-1].ID
+	return writeJSON(w, http.StatusOK, newMachinePage(machines, f.Limit, func(m server.Machine) string { return m.ID }))
+}
+
+// pageLimit reads the ?limit= of a paged report: defaultReportLimit when absent.
+func pageLimit(r *http.Request) (int, error) {
+	v := queryValue(r, "limit")
+	if v == "" {
+		return defaultReportLimit, nil
 	}
-	return writeJSON(w, http.StatusOK, out)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxReportLimit {
+		return 0, server.Errorf(server.CodeInvalid, "limit must be a number from 1 to %d", maxReportLimit)
+	}
+	return n, nil
+}
+
+// checkPatchState validates a ?state= filter; empty matches every state.
+func checkPatchState(state string) error {
+	if state != "" && !slices.Contains(server.PatchStates, state) {
+		return server.Errorf(server.CodeInvalid, "invalid patch state %q: want one of %v", state, server.PatchStates)
+	}
+	return nil
 }
 
 type patchHealthResponse struct {

@@ -154,6 +154,7 @@ func (s *Server) revokeSyncToken(w http.ResponseWriter, r *http.Request) error {
 type syncCaller struct {
 	tier       string // the tier it may sync: a sync token's own, or ?tier= for a resource token
 	who        string // for security events: "sync-token:<name>" or "resource-token"
+	syncToken  string // the sync token's name; empty for a resource token
 	deployment string // Livepatch-Deployment-Id, when valid
 	machines   int    // Livepatch-Machine-Count; -1 when absent or invalid
 }
@@ -192,7 +193,7 @@ func (s *Server) checkSyncCaller(r *http.Request, needTier bool) (syncCaller, er
 		if tier != "" && tier != st.Tier {
 			return fail("sync", "synctoken_authz_failed:tier", server.Errorf(server.CodeForbidden, "sync token %q is for tier %q, not %q: set patch-sync.upstream-tier to %q", st.Name, st.Tier, tier, st.Tier))
 		}
-		c.tier, c.who = st.Tier, "sync-token:"+st.Name
+		c.tier, c.who, c.syncToken = st.Tier, "sync-token:"+st.Name, st.Name
 		return c, nil
 	case server.ErrorCode(err) != server.CodeNotFound:
 		return syncCaller{}, err
@@ -278,6 +279,7 @@ func (s *Server) syncPatches(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.securityEvent(r, "sync_list", c.who, "tier", c.tier, "patches", len(list.Patches),
 		"deployment", c.deployment, "machines", c.machines)
+	s.recordDownstream(r, c)
 	return writeJSON(w, http.StatusOK, signed)
 }
 

@@ -40,6 +40,8 @@ func (s *Server) register() {
 	s.handle("GET /v1/admin/reports/machines", adminAccess, s.reportMachines)
 	s.handle("GET /v1/admin/reports/patch-health", adminAccess, s.reportPatchHealth)
 	s.handle("GET /v1/admin/reports/kernels", adminAccess, s.reportKernels)
+	s.handle("GET /v1/admin/reports/downstream", adminAccess, s.reportDownstream)
+	s.handle("GET /v1/admin/reports/downstream/{id}/machines", adminAccess, s.reportDownstreamMachines)
 	s.handle("POST /v1/admin/sync/trigger", adminAccess, s.triggerSync)
 	s.handle("GET /v1/admin/sync/status", adminAccess, s.syncStatus)
 	s.handle("GET /v1/admin/sync/reports", adminAccess, s.syncReports)

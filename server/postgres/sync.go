@@ -16,7 +16,8 @@ import (
 // maxSyncReports bounds the sync report history: older reports are forgotten.
 const maxSyncReports = 1000
 
-// syncMachineRetention is how long a machine a downstream stopped reporting is kept.
+// syncMachineRetention is how long a machine a downstream stopped reporting is kept, and a
+// downstream deployment that stopped syncing (ForgetDownstreams).
 const syncMachineRetention = 30 * 24 * time.Hour
 
 // CreateSyncToken records a new sync token for a tier.
