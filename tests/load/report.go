@@ -86,33 +86,14 @@ func Count(n int) string {
 // MiB renders a byte count in MiB.
 func MiB(n float64) string { return fmt.Sprintf("%.1f MiB", n/(1<<20)) }
 
-// HooksPending is the summary row kept for the charm hook measurements until the Juju
-// model emulator lands.
-var HooksPending = []Row{
-	{ID: "4a", Measurement: "charm hooks: dispatch wall time per hook (emulator, excluding service restarts)", Result: "pending: emulator", Ceiling: "-", Ratio: "-", Target: "< 50 ms per hook", Met: "pending"},
-	{ID: "4b", Measurement: "charm hooks: `deploy` of the bundle to all units Active", Result: "pending: emulator", Ceiling: "-", Ratio: "-", Target: "< 60 s", Met: "pending"},
+// HooksNotRun returns the summary rows of the charm hook measurements when the hooks
+// phase did not run, saying why.
+func HooksNotRun(why string) []Row {
+	return []Row{
+		{ID: "4a", Measurement: "charm hooks: dispatch wall time per hook (emulator)", Result: why, Ceiling: "-", Ratio: "-", Target: "< 50 ms per hook (median)", Met: "-"},
+		{ID: "4b", Measurement: "charm hooks: `deploy` of the bundle to all units Active", Result: why, Ceiling: "-", Ratio: "-", Target: "< 60 s", Met: "-"},
+	}
 }
-
-// hooksPlan is section 4 of the document until the emulator lands.
-const hooksPlan = `## 4. Charm hooks (pending: emulator)
-
-**pending: emulator.** The Juju model emulator (tests/, another issue) is not in the tree
-yet, so rows 4a and 4b of the summary are placeholders. The plan, for whoever fills them in
-(add a ` + "`hooks`" + ` phase to lpbench, or fill the rows by hand from the emulator's own timing):
-
-- **4a, dispatch wall time per hook.** Deploy the bundle in the emulator; for every hook the
-  emulator dispatches (install, config-changed, start, leader-elected, db-relation-*,
-  website-relation-*, peer relation hooks, update-status), record the wall time from exec
-  of the charm's ` + "`dispatch`" + ` to its exit, minus the time spent in the systemctl
-  stand-in restarting the service (the emulator can time the stand-in's calls). Report
-  per hook name: count, p50, p99, max. Target: every p99 under 50 ms.
-- **4b, deploy to all Active.** From ` + "`deploy`" + ` of bundle/bundle.yaml (with the local
-  overlay) to the moment every unit's workload status is active and every agent idle, on
-  the same machine, with the real haproxy and PostgreSQL the emulator drives. Target: under
-  60 s.
-- Rows to add to the summary table: 4a with the worst per-hook p99 (and which hook), 4b with
-  the settle time; the ceiling column stays "-" (the targets are absolute).
-`
 
 // WriteMarkdown writes the report as docs/benchmarks.md.
 func (r *Report) WriteMarkdown(w io.Writer) error {
@@ -163,7 +144,6 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			}
 		}
 	}
-	p("\n%s", hooksPlan)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

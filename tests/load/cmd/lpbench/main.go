@@ -121,7 +121,7 @@ func run(ctx context.Context, args []string) error {
 	bin := fs.String("bin", "build/bench/bin", "directory holding livepatch-server, lptrivial and lpserver")
 	work := fs.String("work", "build/bench", "directory for configs and logs (emptied first)")
 	out := fs.String("out", "docs/benchmarks.md", "the report to write (empty: none)")
-	only := fs.String("only", "checkins,downloads,fleet", "phases to run, comma-separated")
+	only := fs.String("only", "checkins,downloads,fleet,hooks", "phases to run, comma-separated")
 	fsync := fs.Bool("fsync", true, "keep PostgreSQL durability on (fsync, synchronous_commit)")
 	profile := fs.Bool("profile", true, "where a target is missed, profile the server (pprof) under the same load")
 	rates := fs.String("rates", "", "override the check-in rates of the size, e.g. 500,1000,2000")
@@ -145,8 +145,8 @@ func run(ctx context.Context, args []string) error {
 	}
 	phases := strings.Split(*only, ",")
 	for _, p := range phases {
-		if !slices.Contains([]string{"checkins", "downloads", "fleet"}, p) {
-			return fmt.Errorf("unknown phase %q: want checkins, downloads or fleet", p)
+		if !slices.Contains([]string{"checkins", "downloads", "fleet", "hooks"}, p) {
+			return fmt.Errorf("unknown phase %q: want checkins, downloads, fleet or hooks", p)
 		}
 	}
 
@@ -244,7 +244,17 @@ func run(ctx context.Context, args []string) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted: %w", ctx.Err())
 	}
-	b.report.Summary = append(b.report.Summary, load.HooksPending...)
+	if slices.Contains(phases, "hooks") && ctx.Err() == nil {
+		if err := b.hooks(ctx); err != nil {
+			failures = append(failures, fmt.Errorf("charm hooks: %w", err))
+			b.report.Summary = append(b.report.Summary, load.HooksNotRun("failed: see the notes")...)
+		}
+	} else {
+		b.report.Summary = append(b.report.Summary, load.HooksNotRun("not run (lpbench -only)")...)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted: %w", ctx.Err())
+	}
 	b.report.Took = time.Since(start)
 	b.report.LoadEnd = load.LoadAvg()
 	for _, err := range failures {
@@ -328,6 +338,7 @@ func commands(args []string) []string {
 		"./tests/load/deps                    # nginx (make deps: PostgreSQL, haproxy)",
 		"CGO_ENABLED=0 go build -o build/bench/bin/ ./cmd/livepatch-server ./tests/load/cmd/...",
 		"build/bench/bin/lpbench " + shellJoin(args),
+		"go " + shellJoin(hookBenchArgs) + "   # the hooks phase, run by lpbench",
 	}
 }
 

@@ -57,7 +57,8 @@ func TestNewMachines(t *testing.T) {
 
 func TestCommands(t *testing.T) {
 	got := commands([]string{"-size", "full", "-bin", "build/bench/bin"})
-	if !strings.HasPrefix(got[0], "make bench BENCH_SIZE=full") || !strings.HasSuffix(got[len(got)-1], "lpbench -size full -bin build/bench/bin") {
+	if !strings.HasPrefix(got[0], "make bench BENCH_SIZE=full") || !strings.HasSuffix(got[3], "lpbench -size full -bin build/bench/bin") ||
+		!strings.HasPrefix(got[4], "go test -count=1 -run '^$' -bench DeployBundle") {
 		t.Errorf("commands = %q", got)
 	}
 }
