@@ -27,7 +27,7 @@ func (s *Server) enableMachine(w http.ResponseWriter, r *http.Request) error {
 	}
 	token := server.NewToken()
 	m, err := s.store.Enable(r.Context(), server.Enrolment{
-		AuthTokenHash:    server.HashToken(bearer(r.Context())),
+		AuthTokenHash:    server.HashToken(bearer(r)),
 		MachineID:        id,
 		MachineTokenHash: server.HashToken(token),
 	}, s.opts.Now())
@@ -58,7 +58,7 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) error {
 	}
 	tier, err := s.store.CheckIn(r.Context(), server.CheckIn{
 		MachineID:        id,
-		MachineTokenHash: server.HashToken(bearer(r.Context())),
+		MachineTokenHash: server.HashToken(bearer(r)),
 		Status:           st,
 	}, s.opts.Now())
 	if err != nil {
@@ -87,7 +87,7 @@ func (s *Server) disableMachine(w http.ResponseWriter, r *http.Request) error {
 	if err := server.CheckMachineID(id); err != nil {
 		return err
 	}
-	if err := s.store.Disable(r.Context(), id, server.HashToken(bearer(r.Context()))); err != nil {
+	if err := s.store.Disable(r.Context(), id, server.HashToken(bearer(r))); err != nil {
 		return err
 	}
 	s.log.Info("Machine disabled", "machine", id)

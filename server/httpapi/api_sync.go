@@ -164,7 +164,7 @@ type syncCaller struct {
 // tier, which a resource token must name with ?tier=.
 func (s *Server) checkSyncCaller(r *http.Request, needTier bool) (syncCaller, error) {
 	ctx := r.Context()
-	token := bearer(ctx)
+	token := bearer(r)
 	tier := queryValue(r, "tier")
 	c := syncCaller{machines: -1}
 	if id := r.Header.Get(server.HeaderDeploymentID); server.CheckDeploymentID(id) == nil {

@@ -219,7 +219,10 @@ func (s *Server) handle(pattern string, access Access, h handlerFunc) {
 			s.writeError(rec, r, err)
 			return
 		}
-		if err := h(rec, r.WithContext(ctx)); err != nil {
+		if ctx != r.Context() {
+			r = r.WithContext(ctx)
+		}
+		if err := h(rec, r); err != nil {
 			s.writeError(rec, r, err)
 		}
 	}))

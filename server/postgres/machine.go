@@ -94,62 +94,6 @@ func findAuthToken(ctx context.Context, tx *sql.Tx, hash []byte, lock string) (a
 	return a, nil
 }
 
-// checkInSQL records a check-in in one statement: update the machine whose id and token
-// hash match, append the history row, and return the machine's tier. It also sets the
-// statement's commit durability (Options.SynchronousCheckIns).
-const checkInSQL = `
-	WITH m AS (
-		UPDATE machines SET last_seen = $3, kernel = $4, architecture = $5, cpu_model = $6,
-			boot_time = $7, uptime = $8, client_version = $9, patch_state = $10, patch_version = $11
-		WHERE id = $1 AND machine_token_hash = $2
-		RETURNING id, tier_id, last_seen, kernel, architecture, cpu_model, boot_time, uptime,
-			client_version, patch_state, patch_version
-	), r AS (
-		INSERT INTO machine_reports (machine_id, reported_at, kernel, architecture, cpu_model,
-			boot_time, uptime, client_version, patch_state, patch_version)
-		SELECT id, last_seen, kernel, architecture, cpu_model, boot_time, uptime,
-			client_version, patch_state, patch_version
-		FROM m
-	), durability AS (
-		-- Local to this statement's transaction: when $12 is 'off' the check-in is
-		-- acknowledged before its WAL reaches disk (group commit without the wait).
-		SELECT set_config('synchronous_commit', $12, true)
-	)
-	SELECT t.name FROM m JOIN tiers t ON t.id = m.tier_id CROSS JOIN durability`
-
-// CheckIn records a status report with one prepared statement, one round trip.
-func (db *DB) CheckIn(ctx context.Context, c server.CheckIn, now time.Time) (string, error) {
-	stmt, err := db.checkInStmt(ctx)
-	if err != nil {
-		return "", err
-	}
-	s := c.Status
-	var tier string
-	err = stmt.QueryRowContext(ctx, c.MachineID, c.MachineTokenHash, now, s.Kernel, s.Architecture,
-		s.CPUModel, nullTime(s.BootTime), s.Uptime, s.ClientVersion, s.PatchState, s.PatchVersion, db.checkInCommit).Scan(&tier)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", server.Errorf(server.CodeUnauthorized, "unknown machine or invalid machine token")
-	}
-	if err != nil {
-		return "", classify(fmt.Errorf("cannot record check-in of machine %q: %w", c.MachineID, err))
-	}
-	return tier, nil
-}
-
-// checkInStmt returns the prepared check-in statement, preparing it on first use.
-func (db *DB) checkInStmt(ctx context.Context) (*sql.Stmt, error) {
-	db.mu.Lock()
-	defer db.mu.Unlock()
-	if db.checkIn == nil {
-		stmt, err := db.db.PrepareContext(ctx, checkInSQL)
-		if err != nil {
-			return nil, classify(fmt.Errorf("cannot prepare check-in statement: %w", err))
-		}
-		db.checkIn = stmt
-	}
-	return db.checkIn, nil
-}
-
 // Disable unregisters a machine whose id and token hash match.
 func (db *DB) Disable(ctx context.Context, machineID string, machineTokenHash []byte) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {

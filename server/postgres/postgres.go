@@ -1,7 +1,8 @@
 // Package postgres is the PostgreSQL implementation of server.Store, using lib/pq and
 // hand-written SQL. Every public method runs one transaction (CheckIn: one statement, one
-// round trip) and is the only place where driver errors become server.Error codes. The
-// schema is a numbered list of embedded migrations, applied by Migrate.
+// round trip, shared by the check-ins that arrive together) and is the only place where
+// driver errors become server.Error codes. The schema is a numbered list of embedded
+// migrations, applied by Migrate.
 package postgres
 
 import (
@@ -43,10 +44,12 @@ type Options struct {
 type DB struct {
 	db *sql.DB
 
-	mu      sync.Mutex // guards preparing checkIn
-	checkIn *sql.Stmt  // prepared on first use: the schema may not exist at Open
+	mu           sync.Mutex // guards preparing the check-in statements
+	checkIn      *sql.Stmt  // prepared on first use: the schema may not exist at Open
+	checkInBatch *sql.Stmt  // likewise
 
-	checkInCommit string // synchronous_commit for check-ins: "on" or "off"
+	checkInCommit string       // synchronous_commit for check-ins: "on" or "off"
+	queue         checkInQueue // check-ins waiting to be recorded
 }
 
 var _ server.Store = (*DB)(nil)
@@ -81,8 +84,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 // Close closes every connection.
 func (db *DB) Close() error {
 	db.mu.Lock()
-	if db.checkIn != nil {
-		db.checkIn.Close()
+	for _, stmt := range []*sql.Stmt{db.checkIn, db.checkInBatch} {
+		if stmt != nil {
+			stmt.Close()
+		}
 	}
 	db.mu.Unlock()
 	return db.db.Close()
