@@ -359,17 +359,29 @@ func (a *Agent) verifyArchive(path string, c *Config, offer *server.PatchOffer, 
 }
 
 // verifySignature checks, when trusted-key is set, that the offer carries the signature
-// of the trusted key's owner (the server the patches originate from, at the top of a sync
-// chain) over its filename, SHA-256 and size. Together with the size and SHA-256 checks
-// of the bytes, a server that does not hold that key cannot get a patch of its own
-// making applied. Without trusted-key, nothing is checked.
+// of one of its keys (those of the server the patches originate from, at the top of a sync
+// chain) over its filename, SHA-256 and size. Together with the size and SHA-256 checks of
+// the bytes, a server that does not hold such a key cannot get a patch of its own making
+// applied. Without trusted-key, nothing is checked.
 func verifySignature(c *Config, offer *server.PatchOffer) error {
 	if c.TrustedKey == "" {
 		return nil
 	}
-	key, err := parseTrustedKey(c.TrustedKey)
+	keys, err := parseTrustedKeys(c.TrustedKey)
 	if err != nil {
 		return err
+	}
+	key := keys[0]
+	if sig := offer.Signature; sig != nil && len(keys) > 1 {
+		ids := make([]string, len(keys))
+		for i, k := range keys {
+			if ids[i] = server.KeyID(k); ids[i] == sig.KeyID {
+				key = k
+			}
+		}
+		if server.KeyID(key) != sig.KeyID {
+			return verifyFailed(offer, "%v: the patch is signed by key %s, not by a trusted key (%s)", server.ErrBadSignature, sig.KeyID, strings.Join(ids, ", "))
+		}
 	}
 	if err := server.VerifyPatch(key, offer.Signature, offer.Filename, offer.SHA256, offer.Size); err != nil {
 		return verifyFailed(offer, "%v", err)

@@ -593,6 +593,42 @@ func TestTrustedKeyAcceptsSignedPatch(t *testing.T) {
 	}
 }
 
+// TestTrustedKeysDuringRotation: with two trusted keys (an origin rotating its signing
+// key), a patch signed by either is accepted; one signed by neither names them both.
+func TestTrustedKeysDuringRotation(t *testing.T) {
+	newKey := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{5}, ed25519.SeedSize))
+	newPub := base64.StdEncoding.EncodeToString(newKey.Public().(ed25519.PublicKey))
+	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{6}, ed25519.SeedSize))
+	for _, tt := range []struct {
+		name   string
+		signer ed25519.PrivateKey
+		reason string
+	}{
+		{"old key", originKey, ""},
+		{"new key", newKey, ""},
+		{"neither", other, "patch 107.1 failed verification: bad signature: the patch is signed by key " +
+			server.KeyID(other.Public().(ed25519.PublicKey)) + ", not by a trusted key (" +
+			server.KeyID(originKey.Public().(ed25519.PublicKey)) + ", " + server.KeyID(newKey.Public().(ed25519.PublicKey)) + ")"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			e.configure(t, "mode", ModeNoApply, "trusted-key", originPub()+","+newPub)
+			o, _ := e.offer(t, "107.1")
+			signOffer(tt.signer, o)
+			res := e.enable(t)
+			if tt.reason == "" {
+				if res.CheckErr != nil {
+					t.Fatalf("first check: %v", res.CheckErr)
+				}
+				return
+			}
+			if res.CheckErr == nil || res.CheckErr.Error() != tt.reason {
+				t.Fatalf("first check error:\n%v\nwant:\n%s", res.CheckErr, tt.reason)
+			}
+		})
+	}
+}
+
 func TestSignatureFailures(t *testing.T) {
 	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
 	keyID := server.KeyID(originKey.Public().(ed25519.PublicKey))

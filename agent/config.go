@@ -51,7 +51,7 @@ type Config struct {
 	HTTPProxy     string `yaml:"http-proxy,omitempty"`
 	HTTPSProxy    string `yaml:"https-proxy,omitempty"`
 	NoProxy       string `yaml:"no-proxy,omitempty"`
-	TrustedKey    string `yaml:"trusted-key,omitempty"` // base64 ed25519 public key
+	TrustedKey    string `yaml:"trusted-key,omitempty"` // base64 ed25519 public keys, comma-separated
 	Mode          string `yaml:"mode,omitempty"`
 	MachineID     string `yaml:"machine-id,omitempty"`
 	Kernel        string `yaml:"kernel,omitempty"`
@@ -128,13 +128,17 @@ var configKeys = []configKey{{
 	clear: func(c *Config) { c.NoProxy = "" },
 }, {
 	name: "trusted-key",
-	help: "the upstream's ed25519 public key (base64, hex or PEM) for patch signature checks",
+	help: "the patch origin's ed25519 public key (base64, hex or PEM; several, comma-separated, while it rotates keys) for patch signature checks",
 	set: func(c *Config, v string) error {
-		key, err := parseTrustedKey(v)
+		keys, err := parseTrustedKeys(v)
 		if err != nil {
 			return err
 		}
-		c.TrustedKey = base64.StdEncoding.EncodeToString(key)
+		encoded := make([]string, len(keys))
+		for i, key := range keys {
+			encoded[i] = base64.StdEncoding.EncodeToString(key)
+		}
+		c.TrustedKey = strings.Join(encoded, ",")
 		return nil
 	},
 	clear: func(c *Config) { c.TrustedKey = "" },
@@ -411,6 +415,37 @@ func redactURL(v string) string {
 		return v
 	}
 	return u.Redacted()
+}
+
+// parseTrustedKeys parses trusted-key: one or more ed25519 public keys, as PEM "PUBLIC
+// KEY" blocks one after the other, or as base64 or hex separated by commas (an origin
+// rotating its signing key is trusted under both keys for a while). A key given twice
+// counts once.
+func parseTrustedKeys(v string) ([]ed25519.PublicKey, error) {
+	var parts []string
+	if rest := []byte(strings.TrimSpace(v)); bytes.HasPrefix(rest, []byte("-----BEGIN")) {
+		for len(bytes.TrimSpace(rest)) > 0 {
+			block, after := pem.Decode(rest)
+			if block == nil {
+				return nil, errors.New("invalid trusted-key: text after the PEM blocks is not a PEM block")
+			}
+			parts = append(parts, string(pem.EncodeToMemory(block)))
+			rest = after
+		}
+	} else {
+		parts = strings.Split(v, ",")
+	}
+	var keys []ed25519.PublicKey
+	for _, part := range parts {
+		key, err := parseTrustedKey(part)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(keys, func(k ed25519.PublicKey) bool { return k.Equal(key) }) {
+			keys = append(keys, key)
+		}
+	}
+	return keys, nil
 }
 
 // parseTrustedKey parses an ed25519 public key given as base64 or hex of its 32 bytes, or

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -45,6 +46,14 @@ func TestConfigSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	pubPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix}))
+	// A second key, for an origin rotating its signing key.
+	pub2 := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	pub2B64 := base64.StdEncoding.EncodeToString(pub2)
+	pkix2, err := x509.MarshalPKIXPublicKey(pub2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub2PEM := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix2}))
 	interval := func(n int) *int { return &n }
 	tests := []struct {
 		key, value string
@@ -67,6 +76,11 @@ func TestConfigSet(t *testing.T) {
 		{key: "trusted-key", value: pubB64, want: Config{TrustedKey: pubB64}},
 		{key: "trusted-key", value: hex.EncodeToString(pub), want: Config{TrustedKey: pubB64}},
 		{key: "trusted-key", value: pubPEM, want: Config{TrustedKey: pubB64}},
+		{key: "trusted-key", value: pubB64 + ", " + hex.EncodeToString(pub2), want: Config{TrustedKey: pubB64 + "," + pub2B64}},
+		{key: "trusted-key", value: pubPEM + pub2PEM, want: Config{TrustedKey: pubB64 + "," + pub2B64}},
+		{key: "trusted-key", value: pubB64 + "," + pubB64, want: Config{TrustedKey: pubB64}},
+		{key: "trusted-key", value: pubPEM + "junk", err: "invalid trusted-key: text after the PEM blocks is not a PEM block"},
+		{key: "trusted-key", value: pubB64 + ",c2hvcnQ=", err: "invalid trusted-key: want an ed25519 public key as base64 or hex of its 32 bytes, or a PEM PUBLIC KEY block"},
 		{key: "trusted-key", value: "c2hvcnQ=", err: "invalid trusted-key: want an ed25519 public key as base64 or hex of its 32 bytes, or a PEM PUBLIC KEY block"},
 		{key: "mode", value: "no-apply", want: Config{Mode: ModeNoApply}},
 		{key: "mode", value: "off", err: `invalid mode "off": want one of normal, no-apply, no-refresh, stop`},
