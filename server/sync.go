@@ -10,8 +10,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Sync outcomes.
@@ -301,6 +303,36 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 		return nil, errors.New("not the base64 of a 32-byte ed25519 public key")
 	}
 	return ed25519.PublicKey(b), nil
+}
+
+// ParsePublicKeys reads one or more ed25519 public keys in ParsePublicKey's form, separated
+// by commas or white space (a signing.pub per line): an upstream rotating its signing key
+// is trusted under both keys for a while. A key given twice counts once.
+func ParsePublicKeys(s string) ([]ed25519.PublicKey, error) {
+	var keys []ed25519.PublicKey
+	for _, field := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
+		key, err := ParsePublicKey(field)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(keys, func(k ed25519.PublicKey) bool { return k.Equal(key) }) {
+			keys = append(keys, key)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("no public key given")
+	}
+	return keys, nil
+}
+
+// KeyFor returns the key of keys whose KeyID is id, or nil.
+func KeyFor(keys []ed25519.PublicKey, id string) ed25519.PublicKey {
+	for _, k := range keys {
+		if KeyID(k) == id {
+			return k
+		}
+	}
+	return nil
 }
 
 // ParsePrivateKey reads an ed25519 private key: PEM ("PRIVATE KEY", PKCS #8, as

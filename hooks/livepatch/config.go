@@ -132,8 +132,8 @@ func (cfg Config) Validate() []string {
 		add("sync_minimum_kernel_version %q is not of the form x.y.z", cfg.SyncMinimumKernelVersion)
 	}
 	if key := strings.TrimSpace(cfg.SyncTrustedKey); key != "" {
-		if _, err := server.ParsePublicKey(key); err != nil {
-			add("sync_trusted_key is not the base64 of an ed25519 public key: give the content of the upstream's signing.pub")
+		if _, err := server.ParsePublicKeys(key); err != nil {
+			add("sync_trusted_key is not the base64 of an ed25519 public key: give the content of the upstream's signing.pub (two, comma-separated, while it rotates keys)")
 		}
 	}
 	if cfg.SyncTiers && cfg.SyncTier != "" {

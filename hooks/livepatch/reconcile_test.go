@@ -1,6 +1,7 @@
 package livepatch_test
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"flag"
 	"os"
@@ -62,7 +63,7 @@ func TestGuardChain(t *testing.T) {
 		name:   "sync_trusted_key not a public key",
 		leader: true,
 		modify: func(s *hookstest.State) { s.Config["sync_trusted_key"] = "/etc/livepatch/signing.pub" },
-		want:   hooks.Blocked("sync_trusted_key is not the base64 of an ed25519 public key: give the content of the upstream's signing.pub"),
+		want:   hooks.Blocked("sync_trusted_key is not the base64 of an ed25519 public key: give the content of the upstream's signing.pub (two, comma-separated, while it rotates keys)"),
 	}, {
 		name:   "sync_tiers with sync_tier",
 		leader: true,
@@ -484,6 +485,9 @@ func TestRenderedSync(t *testing.T) {
 // trustedKey is the base64 public key of a fixed ed25519 key, as in an upstream's signing.pub.
 var trustedKey = server.MarshalPublicKey(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public().(ed25519.PublicKey))
 
+// rotatedKey is the upstream's next signing key, trusted beside trustedKey for a rotation.
+var rotatedKey = server.MarshalPublicKey(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize)).Public().(ed25519.PublicKey))
+
 func TestRenderedTrustedKey(t *testing.T) {
 	for _, tt := range []struct {
 		name, value, want string
@@ -491,6 +495,7 @@ func TestRenderedTrustedKey(t *testing.T) {
 		{"unset: signatures not checked", "", ""},
 		{"the upstream's signing.pub", trustedKey, trustedKey},
 		{"with the newline of the file", trustedKey + "\n", trustedKey},
+		{"two keys during a rotation", trustedKey + "," + rotatedKey, trustedKey + "," + rotatedKey},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := lpt.New(t)

@@ -116,19 +116,20 @@ func (c *Contracts) CheckResourceToken(ctx context.Context, token string) error 
 	return nil
 }
 
-// LoadTrustedKey reads patch-sync.trusted-key: the base64 of an ed25519 public key (as
-// in the upstream's signing.pub), or the path of a file holding it.
-func LoadTrustedKey(value string) (ed25519.PublicKey, error) {
-	if key, err := server.ParsePublicKey(value); err == nil {
-		return key, nil
+// LoadTrustedKeys reads patch-sync.trusted-key: the base64 of an ed25519 public key (as
+// in the upstream's signing.pub), several separated by commas while the upstream rotates
+// its key, or the path of a file holding them (one per line).
+func LoadTrustedKeys(value string) ([]ed25519.PublicKey, error) {
+	if keys, err := server.ParsePublicKeys(value); err == nil {
+		return keys, nil
 	}
 	data, err := os.ReadFile(value)
 	if err != nil {
-		return nil, fmt.Errorf("patch-sync.trusted-key is neither the base64 of an ed25519 public key nor a readable file: %v", err)
+		return nil, fmt.Errorf("patch-sync.trusted-key is neither the base64 of ed25519 public keys nor a readable file: %v", err)
 	}
-	key, err := server.ParsePublicKey(string(data))
+	keys, err := server.ParsePublicKeys(string(data))
 	if err != nil {
 		return nil, fmt.Errorf("patch-sync.trusted-key file %s: %v", value, err)
 	}
-	return key, nil
+	return keys, nil
 }

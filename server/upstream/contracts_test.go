@@ -1,10 +1,12 @@
 package upstream_test
 
 import (
+	"crypto/ed25519"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -93,24 +95,45 @@ func TestContracts(t *testing.T) {
 	}
 }
 
-func TestLoadTrustedKey(t *testing.T) {
+func TestLoadTrustedKeys(t *testing.T) {
 	const b64 = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
-	key, err := upstream.LoadTrustedKey(b64)
-	if err != nil || server.MarshalPublicKey(key) != b64 {
-		t.Fatalf("LoadTrustedKey(base64) = %v, %v", key, err)
+	const b64New = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="
+	encode := func(keys []ed25519.PublicKey) []string {
+		var out []string
+		for _, k := range keys {
+			out = append(out, server.MarshalPublicKey(k))
+		}
+		return out
 	}
+	for _, tt := range []struct {
+		value string
+		want  []string
+	}{
+		{b64, []string{b64}},
+		{b64 + "," + b64New, []string{b64, b64New}},
+		{" " + b64 + " , " + b64New + " ," + b64, []string{b64, b64New}},
+	} {
+		keys, err := upstream.LoadTrustedKeys(tt.value)
+		if err != nil || !slices.Equal(encode(keys), tt.want) {
+			t.Errorf("LoadTrustedKeys(%q) = %v, %v; want %v", tt.value, encode(keys), err, tt.want)
+		}
+	}
+	// A file: signing.pub, or one key per line during a rotation.
 	path := t.TempDir() + "/signing.pub"
-	if err := writeFile(path, b64+"\n"); err != nil {
+	if err := writeFile(path, b64+"\n"+b64New+"\n"); err != nil {
 		t.Fatal(err)
 	}
-	if key, err := upstream.LoadTrustedKey(path); err != nil || server.MarshalPublicKey(key) != b64 {
-		t.Errorf("LoadTrustedKey(path) = %v, %v", key, err)
+	if keys, err := upstream.LoadTrustedKeys(path); err != nil || !slices.Equal(encode(keys), []string{b64, b64New}) {
+		t.Errorf("LoadTrustedKeys(path) = %v, %v", encode(keys), err)
 	}
 	if err := writeFile(path, "not a key"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := upstream.LoadTrustedKey(path); err == nil || !strings.Contains(err.Error(), "patch-sync.trusted-key file "+path) {
-		t.Errorf("LoadTrustedKey(bad file) = %v", err)
+	if _, err := upstream.LoadTrustedKeys(path); err == nil || !strings.Contains(err.Error(), "patch-sync.trusted-key file "+path) {
+		t.Errorf("LoadTrustedKeys(bad file) = %v", err)
+	}
+	if _, err := upstream.LoadTrustedKeys(b64 + ",c2hvcnQ="); err == nil {
+		t.Error("LoadTrustedKeys accepted a list with a bad key")
 	}
 }
 

@@ -3,6 +3,7 @@ package upstream
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -216,7 +217,7 @@ func (s *Syncer) fetchList(ctx context.Context) (server.SyncList, error) {
 	if err := json.Unmarshal(data, &signed); err != nil {
 		return server.SyncList{}, server.Errorf(server.CodeInvalid, "the upstream at %s did not answer a signed patch list: %v", s.upstreamName(), err)
 	}
-	list, err := signed.Verify(s.trusted)
+	list, err := s.verifyList(signed)
 	if errors.Is(err, server.ErrBadSignature) {
 		return server.SyncList{}, server.Errorf(server.CodeInvalid, "bad signature on the patch list from %s: %s; check patch-sync.trusted-key against the upstream's signing.pub",
 			s.upstreamName(), strings.TrimPrefix(err.Error(), server.ErrBadSignature.Error()+": "))
@@ -401,4 +402,24 @@ func (s *Syncer) postMachines(ctx context.Context, machines []server.SyncMachine
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	return nil
+}
+
+// verifyList checks a list's signature with the trusted key that signed it; with several
+// trusted keys (a rotation) and none of them the signer, it says which keys it trusts.
+func (s *Syncer) verifyList(signed server.SignedSyncList) (server.SyncList, error) {
+	var key ed25519.PublicKey
+	switch {
+	case len(s.trusted) == 0:
+	case len(s.trusted) == 1:
+		key = s.trusted[0]
+	default:
+		if key = server.KeyFor(s.trusted, signed.KeyID); key == nil {
+			ids := make([]string, len(s.trusted))
+			for i, k := range s.trusted {
+				ids[i] = server.KeyID(k)
+			}
+			return server.SyncList{}, fmt.Errorf("%w: the list is signed by key %s, not by a trusted key (%s)", server.ErrBadSignature, signed.KeyID, strings.Join(ids, ", "))
+		}
+	}
+	return signed.Verify(key)
 }

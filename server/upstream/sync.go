@@ -317,14 +317,18 @@ func checkEntry(p server.SyncPatch) error {
 }
 
 // checkSignature verifies the origin's signature of a listed patch when the origin is the
-// upstream itself (its key is the trusted key). A signature by a server further up a
+// upstream itself (its key is a trusted key). A signature by a server further up a
 // chain cannot be checked here: it is kept and passed on for the clients that trust that
 // server's key.
 func (s *Syncer) checkSignature(p server.SyncPatch) error {
-	if s.trusted == nil || p.Signature == nil || p.Signature.KeyID != server.KeyID(s.trusted) {
+	if p.Signature == nil {
 		return nil
 	}
-	if err := server.VerifyPatch(s.trusted, p.Signature, p.Filename, p.SHA256, p.Size); err != nil {
+	key := server.KeyFor(s.trusted, p.Signature.KeyID)
+	if key == nil {
+		return nil
+	}
+	if err := server.VerifyPatch(key, p.Signature, p.Filename, p.SHA256, p.Size); err != nil {
 		return server.Errorf(server.CodeInvalid, "the upstream lists %s with a bad signature: %v", p.Filename, err)
 	}
 	return nil

@@ -65,7 +65,7 @@ type Syncer struct {
 	log     *slog.Logger
 	http    *http.Client
 	base    *url.URL          // the upstream URL
-	trusted ed25519.PublicKey // nil: signatures are not checked
+	trusted []ed25519.PublicKey // none: signatures are not checked
 	// problem is a configuration problem that fails every run; warnings weaken sync.
 	problem  error
 	warnings []string
@@ -136,10 +136,10 @@ func (s *Syncer) checkConfig() {
 	}
 	if cfg.TrustedKey == "" {
 		s.warnings = append(s.warnings, "patch-sync.trusted-key is empty: the signatures of upstream patch lists are not verified")
-	} else if key, err := LoadTrustedKey(cfg.TrustedKey); err != nil {
+	} else if keys, err := LoadTrustedKeys(cfg.TrustedKey); err != nil {
 		problems = append(problems, err.Error())
 	} else {
-		s.trusted = key
+		s.trusted = keys
 	}
 	if cfg.SendMachineReports && server.CheckDeploymentID(cfg.ID) != nil {
 		s.warnings = append(s.warnings, "patch-sync.send-machine-reports is on but patch-sync.id is not a valid deployment id: machine reports are not sent")

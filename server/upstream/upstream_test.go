@@ -985,3 +985,23 @@ func TestOriginSignatures(t *testing.T) {
 		t.Errorf("offer at c: %v", err)
 	}
 }
+
+// TestTrustedKeyRotation: a downstream trusting two keys (the upstream rotating its
+// signing key) takes lists signed by either, and refuses others naming both.
+func TestTrustedKeyRotation(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	a := newNode(t, "a").start()
+	b := newNode(t, "b").start()
+	a.upload("5.15.0-107.117", "generic", "107.1", "amd64", "stable")
+	oldPub, _, _ := ed25519.GenerateKey(nil)
+	cfg := follow(a, a.syncToken("b", "stable", nil), "stable")
+	cfg.TrustedKey = server.MarshalPublicKey(oldPub) + "," + server.MarshalPublicKey(a.pub())
+	wantReport(t, b.syncer(cfg).SyncOnce(ctx), server.SyncSuccess, 1, "")
+
+	otherPub, _, _ := ed25519.GenerateKey(nil)
+	cfg.TrustedKey = server.MarshalPublicKey(oldPub) + "," + server.MarshalPublicKey(otherPub)
+	wantReport(t, b.syncer(cfg).SyncOnce(ctx), server.SyncFailed, 0,
+		"bad signature on the patch list from "+a.srv.URL+": the list is signed by key "+server.KeyID(a.pub())+
+			", not by a trusted key ("+server.KeyID(oldPub)+", "+server.KeyID(otherPub)+")")
+}
