@@ -140,7 +140,7 @@ func (c *Cluster) init(ctx context.Context, opts Options) error {
 		return fmt.Errorf("cannot initialise PostgreSQL cluster: %v\n%s", err, out)
 	}
 	var err error
-	if c.Port, err = freePort(); err != nil {
+	if c.Port, err = FreePort(); err != nil {
 		return err
 	}
 	return c.configure(config(opts, c.SocketDir(), c.Port))
@@ -179,7 +179,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	// with another port a few times.
 	for attempt := range 3 {
 		if attempt > 0 {
-			if c.Port, err = freePort(); err != nil {
+			if c.Port, err = FreePort(); err != nil {
 				break
 			}
 			if err = c.configure(fmt.Sprintf("port = %d\n", c.Port)); err != nil { // a later setting wins
@@ -349,8 +349,8 @@ func traversable(dir string) bool {
 	}
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("cannot find a free port: %w", err)

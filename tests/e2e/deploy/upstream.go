@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -178,7 +177,7 @@ func StartUpstream(ctx context.Context, opts UpstreamOptions) (*Upstream, error)
 	// with another a few times.
 	var lastErr error
 	for range 3 {
-		port, err := freePort()
+		port, err := pgtest.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -359,16 +358,6 @@ func stopPID(pid int, grace time.Duration) error {
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
 	return poll(context.Background(), 5*time.Second, gone)
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("cannot find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomHex(n int) string {
