@@ -64,7 +64,7 @@ type Syncer struct {
 	opts    Options
 	log     *slog.Logger
 	http    *http.Client
-	base    *url.URL          // the upstream URL
+	base    *url.URL            // the upstream URL
 	trusted []ed25519.PublicKey // none: signatures are not checked
 	// problem is a configuration problem that fails every run; warnings weaken sync.
 	problem  error
