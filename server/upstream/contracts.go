@@ -125,7 +125,7 @@ func LoadTrustedKeys(value string) ([]ed25519.PublicKey, error) {
 	}
 	data, err := os.ReadFile(value)
 	if err != nil {
-		return nil, fmt.Errorf("patch-sync.trusted-key is neither the base64 of ed25519 public keys nor a readable file: %v", err)
+		return nil, fmt.Errorf("patch-sync.trusted-key is neither the base64 of an ed25519 public key nor a readable file: %v", err)
 	}
 	keys, err := server.ParsePublicKeys(string(data))
 	if err != nil {
