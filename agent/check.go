@@ -373,14 +373,8 @@ func verifySignature(c *Config, offer *server.PatchOffer) error {
 	}
 	key := keys[0]
 	if sig := offer.Signature; sig != nil && len(keys) > 1 {
-		ids := make([]string, len(keys))
-		for i, k := range keys {
-			if ids[i] = server.KeyID(k); ids[i] == sig.KeyID {
-				key = k
-			}
-		}
-		if server.KeyID(key) != sig.KeyID {
-			return verifyFailed(offer, "%v: the patch is signed by key %s, not by a trusted key (%s)", server.ErrBadSignature, sig.KeyID, strings.Join(ids, ", "))
+		if key = server.KeyFor(keys, sig.KeyID); key == nil {
+			return verifyFailed(offer, "%v: the patch is signed by key %s, not by a trusted key (%s)", server.ErrBadSignature, sig.KeyID, server.KeyIDs(keys))
 		}
 	}
 	if err := server.VerifyPatch(key, offer.Signature, offer.Filename, offer.SHA256, offer.Size); err != nil {

@@ -325,6 +325,15 @@ func ParsePublicKeys(s string) ([]ed25519.PublicKey, error) {
 	return keys, nil
 }
 
+// KeyIDs names keys for a message: "3f2a..., 9c41...".
+func KeyIDs(keys []ed25519.PublicKey) string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = KeyID(k)
+	}
+	return strings.Join(ids, ", ")
+}
+
 // KeyFor returns the key of keys whose KeyID is id, or nil.
 func KeyFor(keys []ed25519.PublicKey, id string) ed25519.PublicKey {
 	for _, k := range keys {

@@ -414,11 +414,7 @@ func (s *Syncer) verifyList(signed server.SignedSyncList) (server.SyncList, erro
 		key = s.trusted[0]
 	default:
 		if key = server.KeyFor(s.trusted, signed.KeyID); key == nil {
-			ids := make([]string, len(s.trusted))
-			for i, k := range s.trusted {
-				ids[i] = server.KeyID(k)
-			}
-			return server.SyncList{}, fmt.Errorf("%w: the list is signed by key %s, not by a trusted key (%s)", server.ErrBadSignature, signed.KeyID, strings.Join(ids, ", "))
+			return server.SyncList{}, fmt.Errorf("%w: the list is signed by key %s, not by a trusted key (%s)", server.ErrBadSignature, signed.KeyID, server.KeyIDs(s.trusted))
 		}
 	}
 	return signed.Verify(key)
