@@ -411,6 +411,26 @@ func (a *Agent) Enable(ctx context.Context, authToken string) (*EnableResult, er
 	return res, nil
 }
 
+// lockEnabled locks the state directory and returns the state and machine token of an
+// enabled machine; ErrNotEnabled (unlocked) when the machine is not enabled. The caller
+// runs unlock when done.
+func (a *Agent) lockEnabled() (st *State, token string, unlock func(), err error) {
+	if unlock, err = a.lock(); err != nil {
+		return nil, "", nil, err
+	}
+	if st, err = a.loadState(); err == nil {
+		token, err = a.readToken()
+	}
+	if err == nil && (!st.Enabled || token == "") {
+		err = ErrNotEnabled
+	}
+	if err != nil {
+		unlock()
+		return nil, "", nil, err
+	}
+	return st, token, unlock, nil
+}
+
 // DisableResult says what disable did.
 type DisableResult struct {
 	WasEnabled bool
@@ -422,22 +442,14 @@ type DisableResult struct {
 // Disable unregisters the machine and forgets its token. When the server refuses the token
 // (it no longer knows the machine), the machine is forgotten locally anyway.
 func (a *Agent) Disable(ctx context.Context) (*DisableResult, error) {
-	unlock, err := a.lock()
+	st, token, unlock, err := a.lockEnabled()
+	if errors.Is(err, ErrNotEnabled) {
+		return &DisableResult{}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	st, err := a.loadState()
-	if err != nil {
-		return nil, err
-	}
-	token, err := a.readToken()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Enabled || token == "" {
-		return &DisableResult{}, nil
-	}
 	c, err := a.LoadConfig()
 	if err != nil {
 		return nil, err

@@ -30,22 +30,11 @@ func (a *Agent) Refresh(ctx context.Context) (*State, error) {
 	if mode := c.EffectiveMode(); mode == ModeNoRefresh || mode == ModeStop {
 		return nil, fmt.Errorf("checks are off in mode %s: run livepatch-client config mode=normal to turn them on", mode)
 	}
-	unlock, err := a.lock()
+	st, token, unlock, err := a.lockEnabled()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	st, err := a.loadState()
-	if err != nil {
-		return nil, err
-	}
-	token, err := a.readToken()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Enabled || token == "" {
-		return nil, ErrNotEnabled
-	}
 	return st, a.check(ctx, c, st, token)
 }
 
