@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
+	"github.com/livepatch-onprem/livepatch/internal/syncbuf"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/patchfile"
@@ -43,24 +43,6 @@ func buildBinaries(t *testing.T) (serverBin, adminBin string) {
 		t.Fatalf("cannot build binaries: %v\n%s", err, out)
 	}
 	return serverBin, adminBin
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startServer initialises the schema and runs livepatch-server serve on a free loopback
@@ -98,7 +80,7 @@ patch-storage:
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var logCopy syncBuffer
+	var logCopy syncbuf.Buffer
 	addr := make(chan string, 1)
 	copied := make(chan struct{})
 	go func() {

@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
+	"github.com/livepatch-onprem/livepatch/internal/syncbuf"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/httpapi"
 	"github.com/livepatch-onprem/livepatch/server/patchfile"
@@ -68,7 +69,7 @@ type env struct {
 	db     *postgres.DB
 	now    time.Time
 	token  string // admin session token
-	logBuf *syncBuffer
+	logBuf *syncbuf.Buffer
 }
 
 func newEnv(t testing.TB, options ...func(*httpapi.Options)) *env {
@@ -85,7 +86,7 @@ func newEnv(t testing.TB, options ...func(*httpapi.Options)) *env {
 	if _, _, err := db.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, db: db, now: time.Now().UTC(), logBuf: &syncBuffer{}}
+	e := &env{t: t, db: db, now: time.Now().UTC(), logBuf: &syncbuf.Buffer{}}
 	opts := httpapi.Options{
 		Version:     "9.9.9",
 		URLTemplate: "http://lp.example/patches/{filename}",
@@ -108,24 +109,6 @@ func newEnv(t testing.TB, options ...func(*httpapi.Options)) *env {
 	e.srv = httptest.NewServer(api)
 	t.Cleanup(e.srv.Close)
 	return e
-}
-
-// syncBuffer is a log sink that handlers write to concurrently while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // do sends a request and returns the status and body; auth is "basic", "session", "" or

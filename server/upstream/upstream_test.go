@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
+	"github.com/livepatch-onprem/livepatch/internal/syncbuf"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/config"
@@ -46,26 +47,9 @@ type node struct {
 	files server.PatchFiles
 	srv   *httptest.Server
 	key   ed25519.PrivateKey
-	log   *syncBuffer
+	log   *syncbuf.Buffer
 	// wrap, when set before start, wraps the API handler (to tamper with answers).
 	wrap func(http.Handler) http.Handler
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // newNode starts a server named name with a signing key, patch URLs under its own
@@ -86,7 +70,7 @@ func newNode(t *testing.T, name string, options ...func(*httpapi.Options)) *node
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{t: t, name: name, dsn: dsn, db: db, files: patchstore.NewPostgres(db.SQL()), key: key, log: &syncBuffer{}}
+	n := &node{t: t, name: name, dsn: dsn, db: db, files: patchstore.NewPostgres(db.SQL()), key: key, log: &syncbuf.Buffer{}}
 	n.srv = httptest.NewUnstartedServer(nil)
 	opts := httpapi.Options{
 		Version:     "test",
