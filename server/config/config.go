@@ -241,11 +241,24 @@ var (
 	logLevels     = []string{"debug", "info", "warn", "error"}
 )
 
+// MaxUserName is the longest administrator user name, in bytes. The API refuses longer
+// names in basic auth before any other work.
+const MaxUserName = 64
+
+// CheckUserName reports whether name can be an administrator's user name: 1 to MaxUserName
+// letters, digits and ._@+- characters.
+func CheckUserName(name string) bool {
+	return len(name) <= MaxUserName && userPattern.MatchString(name)
+}
+
 // ParseBasicUser splits a "user:bcrypt-hash" entry. The error names the user, never the hash.
 func ParseBasicUser(entry string) (user, hash string, err error) {
 	user, hash, ok := strings.Cut(strings.TrimSpace(entry), ":")
 	if !ok || user == "" {
 		return "", "", errors.New(`entry is not of the form user:bcrypt-hash (use the output of htpasswd -bnBC 10 USER PASSWORD)`)
+	}
+	if len(user) > MaxUserName {
+		return "", "", fmt.Errorf("user name %.16q... is longer than %d bytes", user, MaxUserName)
 	}
 	if !userPattern.MatchString(user) {
 		return "", "", fmt.Errorf("user %q has characters other than letters, digits and ._@+-", user)

@@ -117,6 +117,7 @@ func TestParseBasicUser(t *testing.T) {
 		":$2y$10$" + hash[7:]: "not of the form",
 		"bad user:" + hash:    "characters other than",
 		"admin:$1$abc$def":    "not a bcrypt hash",
+		strings.Repeat("a", config.MaxUserName+1) + ":" + hash: "longer than 64 bytes",
 	} {
 		_, _, err := config.ParseBasicUser(entry)
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -2,14 +2,19 @@ package httpapi
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
 type ctxKey int
@@ -47,12 +52,20 @@ func (s *Server) authorize(r *http.Request, access Access) (context.Context, err
 	case basicAccess, adminAccess:
 		if user, pass, ok := r.BasicAuth(); ok {
 			addr := sourceAddr(r)
-			if err := s.lockout.check(user, addr); err != nil {
+			known := s.knownUser(user)
+			if err := s.lockout.check(known, addr); err != nil {
 				s.securityEvent(r, "basicauth_authn_locked", user)
 				return nil, server.Errorf(server.CodeTooManyRequests, "%v", err)
 			}
+			if !config.CheckUserName(user) {
+				// No configured user has such a name: refuse before any hashing.
+				s.lockout.fail("", addr)
+				s.securityEvent(r, "basicauth_authn_failed", user)
+				s.metrics.authFails.WithLabelValues("basic").Inc()
+				return nil, server.Errorf(server.CodeUnauthorized, "invalid username or password")
+			}
 			if !s.checkBasic(user, pass) {
-				s.lockout.fail(user, addr)
+				s.lockout.fail(known, addr)
 				s.securityEvent(r, "basicauth_authn_failed", user)
 				s.metrics.authFails.WithLabelValues("basic").Inc()
 				return nil, server.Errorf(server.CodeUnauthorized, "invalid username or password")
@@ -143,9 +156,48 @@ func (c *basicCache) add(k [32]byte) {
 	c.keys[k] = struct{}{}
 }
 
+// knownUser returns user when it is a configured administrator, else "".
+func (s *Server) knownUser(user string) string {
+	if _, ok := s.users[user]; ok {
+		return user
+	}
+	return ""
+}
+
 // securityEvent logs an authentication or admin event: who, what, from where; never a secret.
+// A user name that is no configured user (perhaps a password typed in the wrong field) is
+// not logged: a keyed hash of it, user-ref, lets an operator see that attempts repeat a
+// name without the log holding it.
 func (s *Server) securityEvent(r *http.Request, event, user string, attrs ...any) {
-	args := append([]any{"type", "security", "event", event, "user", user,
-		"method", r.Method, "path", r.URL.Path, "remote", remoteAddr(r)}, attrs...)
+	args := []any{"type", "security", "event", event, "user", s.knownUser(user)}
+	if user != "" && s.knownUser(user) == "" {
+		mac := hmac.New(sha256.New, s.logKey[:])
+		mac.Write([]byte(user))
+		args = append(args, "user-ref", hex.EncodeToString(mac.Sum(nil)[:6]))
+	}
+	args = append(args, "method", r.Method, "path", clip(r.URL.Path), "remote", clip(remoteAddr(r)))
+	for i, a := range attrs {
+		if v, ok := a.(string); ok && i%2 == 1 {
+			a = clip(v)
+		}
+		args = append(args, a)
+	}
 	s.log.Info("Security event", args...)
+}
+
+// maxLogValue bounds every caller-supplied string the server logs, in bytes.
+const maxLogValue = 256
+
+// clip bounds a caller-supplied string for the log: invalid UTF-8 replaced, at most
+// maxLogValue bytes, and a cut said so. The JSON log handler escapes control characters.
+func clip(v string) string {
+	v = strings.ToValidUTF8(v, "\ufffd")
+	if len(v) <= maxLogValue {
+		return v
+	}
+	cut := maxLogValue
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s...(%d bytes)", v[:cut], len(v))
 }

@@ -711,3 +711,45 @@ func TestLoginLockout(t *testing.T) {
 		t.Errorf("log holds a password")
 	}
 }
+
+// TestLoginHostileUserNames sends what an attacker or a careless admin sends as user name:
+// huge names, and a password typed into the user field.
+func TestLoginHostileUserNames(t *testing.T) {
+	e := newEnv(t)
+	login := func(user, pass string) int {
+		t.Helper()
+		req, _ := http.NewRequest("POST", e.srv.URL+"/v1/admin/login", nil)
+		req.SetBasicAuth(user, pass)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	huge := strings.Repeat("x", 300<<10)
+	for i := range 3 {
+		if got := login(fmt.Sprint(huge, i), "pw"); got != 401 {
+			t.Fatalf("huge user name: status %d, want 401", got)
+		}
+	}
+	const typedPassword = "Correct.Horse-Battery+Staple9"
+	if got := login(typedPassword, ""); got != 401 {
+		t.Fatalf("password as user name: status %d, want 401", got)
+	}
+	logs := e.logBuf.String()
+	if strings.Contains(logs, "xxxxxxxxxxxxxxxx") || strings.Contains(logs, typedPassword) {
+		t.Errorf("log holds a user name that is no user:\n%.2000s", logs)
+	}
+	if len(logs) > 16<<10 {
+		t.Errorf("4 failed logins wrote %d bytes of log", len(logs))
+	}
+	if !strings.Contains(logs, `"user-ref":"`) {
+		t.Errorf("failed logins of unknown users carry no user-ref:\n%s", logs)
+	}
+	// Known users stay named in the log.
+	login(adminUser, "wrong")
+	if !strings.Contains(e.logBuf.String(), `"user":"admin"`) {
+		t.Errorf("a known user's failed login does not name the user")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestLockoutAddress(t *testing.T) {
@@ -74,5 +75,43 @@ func TestFileCacheBounds(t *testing.T) {
 	now = now.Add(2 * time.Hour)
 	if _, ok := c.get(fileKey{"big2", "x"}); ok {
 		t.Errorf("expired entry served")
+	}
+}
+
+func TestLockoutBounded(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newLockout(func() time.Time { return now })
+	for i := range 2 * maxLockoutEntries {
+		now = now.Add(time.Millisecond)
+		l.fail("admin", fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
+	}
+	if n := l.len(); n > maxLockoutEntries {
+		t.Errorf("lockout table holds %d entries, want at most %d", n, maxLockoutEntries)
+	}
+	// The latest offender is still counted: eviction takes the least recent first.
+	for range addressFailureLimit {
+		l.fail("", "198.51.100.7")
+	}
+	if err := l.check("", "198.51.100.7"); err == nil {
+		t.Errorf("an address over its limit is not locked")
+	}
+	// Failures for names that are no configured user add no user entries.
+	l = newLockout(func() time.Time { return now })
+	for i := range 100 {
+		l.fail("", fmt.Sprint("192.0.2.", i))
+	}
+	if n := l.len(); n != 100 {
+		t.Errorf("unknown users added entries: %d, want 100", n)
+	}
+}
+
+func TestClip(t *testing.T) {
+	long := strings.Repeat("é", 300)
+	got := clip(long)
+	if len(got) > maxLogValue+32 || !strings.HasSuffix(got, "...(600 bytes)") || !utf8.ValidString(got) {
+		t.Errorf("clip(600 bytes) = %q", got)
+	}
+	if got := clip("a\xffb"); got != "a\ufffdb" {
+		t.Errorf("clip(invalid UTF-8) = %q", got)
 	}
 }

@@ -7,6 +7,7 @@ package httpapi
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,6 +82,7 @@ type Server struct {
 	metrics *metrics
 	cache   *fileCache // nil when the patch cache is off
 	lockout *lockout
+	logKey  [32]byte // keys the user-ref of unknown user names in security events
 }
 
 // Route is one entry of the route table.
@@ -153,6 +155,7 @@ func New(store server.Store, files server.PatchFiles, opts Options) (*Server, er
 		s.users[user] = hash
 	}
 	s.lockout = newLockout(opts.Now)
+	rand.Read(s.logKey[:])
 	s.catalog = newCatalogCache(store, opts.SigningKey)
 	if opts.PatchCacheSize > 0 {
 		s.cache = newFileCache(opts.PatchCacheSize, opts.PatchCacheTTL, opts.Now)
@@ -272,10 +275,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusOf[code]
 	switch code {
 	case server.CodeInternal:
-		s.log.Error("Request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		s.log.Error("Request failed", "method", r.Method, "path", clip(r.URL.Path), "error", clip(err.Error()))
 	case server.CodeUnavailable:
 		s.metrics.dbErrors.Inc()
-		s.log.Warn("Request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		s.log.Warn("Request failed", "method", r.Method, "path", clip(r.URL.Path), "error", clip(err.Error()))
 	}
 	if status == http.StatusUnauthorized && strings.HasPrefix(r.URL.Path, "/v1/admin/") {
 		w.Header().Set("WWW-Authenticate", `Basic realm="livepatch"`)
