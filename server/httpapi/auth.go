@@ -70,7 +70,7 @@ func (s *Server) authorize(r *http.Request, access Access) (context.Context, err
 				s.metrics.authFails.WithLabelValues("basic").Inc()
 				return nil, server.Errorf(server.CodeUnauthorized, "invalid username or password")
 			}
-			s.lockout.succeed(user)
+			s.lockout.succeed(user, addr)
 			s.securityEvent(r, "authz_admin", user, "auth", "basic")
 			return context.WithValue(ctx, adminUserKey, user), nil
 		}

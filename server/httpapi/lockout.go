@@ -3,22 +3,32 @@ package httpapi
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"sync"
 	"time"
 )
 
-// lockout rate-limits failed admin logins per user and per source address: after
-// maxFailures failures within window, further attempts (even with the right password) are
-// refused until lockFor has passed since the last failure. A success clears the user's
-// count. Counters live in memory per unit: with N units behind haproxy an attacker gets at
-// most N times the allowance, still a handful of guesses per window.
+// lockout rate-limits failed admin logins so that guessing stays slow without letting an
+// outsider lock the real administrator out:
+//
+//   - a user is locked from one address after pairFailureLimit failures from there: the
+//     same user still logs in from any other address;
+//   - an address is locked after addressFailureLimit failures for any users;
+//   - a server-wide throttle: once globalFailureLimit failures happened in the window, an
+//     address with a failure in the window is refused, while addresses without one (the
+//     administrator's usual desk) still log in.
+//
+// A lock lasts lockFor after the last failure; a success clears the failures of that user at
+// that address. IPv6 addresses count per /64, the block a single host usually holds.
+// Counters live in memory per unit: with N units behind haproxy an attacker gets at most N
+// times the allowance.
 type lockout struct {
 	mu      sync.Mutex
 	now     func() time.Time
 	window  time.Duration
 	lockFor time.Duration
-	limits  map[string]int // kind -> max failures
 	entries map[string]*failures
+	global  failures
 }
 
 type failures struct {
@@ -27,12 +37,14 @@ type failures struct {
 	last  time.Time
 }
 
-// Lockout defaults: 5 failed logins per user or 20 per address within 15 minutes lock the
-// user or address for 15 minutes. The table holds at most maxLockoutEntries counters: past
-// that, expired ones go first, then the least recently failed.
+// Lockout defaults: 5 failed logins of one user from one address, 20 from one address, or
+// 100 on the whole unit within 15 minutes lock for 15 minutes. The table holds at most
+// maxLockoutEntries counters: past that, expired ones go first, then the least recently
+// failed.
 const (
-	userFailureLimit    = 5
+	pairFailureLimit    = 5
 	addressFailureLimit = 20
+	globalFailureLimit  = 100
 	lockoutWindow       = 15 * time.Minute
 	maxLockoutEntries   = 10_000
 )
@@ -42,27 +54,58 @@ func newLockout(now func() time.Time) *lockout {
 		now:     now,
 		window:  lockoutWindow,
 		lockFor: lockoutWindow,
-		limits:  map[string]int{"user": userFailureLimit, "address": addressFailureLimit},
 		entries: map[string]*failures{},
 	}
 }
 
-// check returns an error naming what is locked, and for how long, or nil.
+// addressKey is the counter key of an address: IPv6 addresses by their /64.
+func addressKey(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return "address\x00" + addr
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return "address\x00" + p.String()
+	}
+	return "address\x00" + ip.String()
+}
+
+func pairKey(user, addr string) string { return "pair\x00" + user + "\x00" + addressKey(addr) }
+
+// active reports whether f still counts at now.
+func (l *lockout) active(f *failures, now time.Time) bool {
+	return f != nil && (now.Sub(f.first) <= l.window || now.Sub(f.last) <= l.lockFor)
+}
+
+// locked returns how long f stays locked at limit, or 0.
+func (l *lockout) locked(f *failures, limit int, now time.Time) time.Duration {
+	if f == nil || f.count < limit {
+		return 0
+	}
+	return max(f.last.Add(l.lockFor).Sub(now), 0)
+}
+
+func minutes(d time.Duration) int { return int(math.Ceil(d.Minutes())) }
+
+// check returns an error naming what is locked, and for how long, or nil. user is empty
+// when the name is no configured user.
 func (l *lockout) check(user, addr string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	for _, k := range [][2]string{{"user", user}, {"address", addr}} {
-		if k[1] == "" {
-			continue
+	if user != "" {
+		if left := l.locked(l.entries[pairKey(user, addr)], pairFailureLimit, now); left > 0 {
+			return fmt.Errorf("too many failed logins for this user from this address: try again in %d minutes", minutes(left))
 		}
-		f := l.entries[k[0]+"\x00"+k[1]]
-		if f == nil || f.count < l.limits[k[0]] {
-			continue
-		}
-		if left := f.last.Add(l.lockFor).Sub(now); left > 0 {
-			return fmt.Errorf("too many failed logins for this %s: try again in %d minutes", k[0], int(math.Ceil(left.Minutes())))
-		}
+	}
+	a := l.entries[addressKey(addr)]
+	if left := l.locked(a, addressFailureLimit, now); left > 0 {
+		return fmt.Errorf("too many failed logins from this address: try again in %d minutes", minutes(left))
+	}
+	if left := l.locked(&l.global, globalFailureLimit, now); left > 0 && l.active(a, now) {
+		return fmt.Errorf("too many failed logins on this server, and this address had some: try again in %d minutes", minutes(left))
 	}
 	return nil
 }
@@ -73,22 +116,29 @@ func (l *lockout) fail(user, addr string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	keys := []string{"address\x00" + addr}
+	keys := []string{addressKey(addr)}
 	if user != "" {
-		keys = append(keys, "user\x00"+user)
+		keys = append(keys, pairKey(user, addr))
 	}
 	for _, key := range keys {
 		f := l.entries[key]
-		if f == nil || now.Sub(f.first) > l.window && now.Sub(f.last) > l.lockFor {
-			if f == nil {
-				l.makeRoom(now)
-			}
-			f = &failures{first: now}
+		if f == nil {
+			l.makeRoom(now)
+			f = &failures{}
 			l.entries[key] = f
 		}
-		f.count++
-		f.last = now
+		l.count(f, now)
 	}
+	l.count(&l.global, now)
+}
+
+// count adds a failure to f, starting a new window when the old one is over.
+func (l *lockout) count(f *failures, now time.Time) {
+	if !l.active(f, now) {
+		*f = failures{first: now}
+	}
+	f.count++
+	f.last = now
 }
 
 // makeRoom keeps the table under maxLockoutEntries before an insertion: it drops the
@@ -100,7 +150,7 @@ func (l *lockout) makeRoom(now time.Time) {
 	var oldest string
 	var oldestAt time.Time
 	for k, f := range l.entries {
-		if now.Sub(f.last) > l.lockFor && now.Sub(f.first) > l.window {
+		if !l.active(f, now) {
 			delete(l.entries, k)
 			continue
 		}
@@ -113,16 +163,16 @@ func (l *lockout) makeRoom(now time.Time) {
 	}
 }
 
+// succeed clears the failures of user at addr.
+func (l *lockout) succeed(user, addr string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.entries, pairKey(user, addr))
+}
+
 // len returns the number of counters held.
 func (l *lockout) len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.entries)
-}
-
-// succeed clears a user's failures.
-func (l *lockout) succeed(user string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.entries, "user\x00"+user)
 }

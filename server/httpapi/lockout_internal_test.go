@@ -29,27 +29,66 @@ func TestLockoutAddress(t *testing.T) {
 	}
 }
 
-func TestLockoutUser(t *testing.T) {
+func TestLockoutPair(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	l := newLockout(func() time.Time { return now })
-	for range userFailureLimit - 1 {
-		l.fail("admin", "a")
+	for range pairFailureLimit - 1 {
+		l.fail("admin", "192.0.2.1")
 	}
-	l.succeed("admin") // a success forgets earlier failures
-	for range userFailureLimit - 1 {
-		l.fail("admin", "b")
+	l.succeed("admin", "192.0.2.1") // a success forgets earlier failures
+	for range pairFailureLimit - 1 {
+		l.fail("admin", "192.0.2.1")
 	}
-	if err := l.check("admin", "c"); err != nil {
+	if err := l.check("admin", "192.0.2.1"); err != nil {
 		t.Fatalf("locked after a success reset: %v", err)
 	}
-	l.fail("admin", "b")
-	err := l.check("admin", "c")
-	if err == nil || err.Error() != "too many failed logins for this user: try again in 15 minutes" {
+	l.fail("admin", "192.0.2.1")
+	err := l.check("admin", "192.0.2.1")
+	if err == nil || err.Error() != "too many failed logins for this user from this address: try again in 15 minutes" {
 		t.Errorf("check = %v", err)
 	}
+	// An outsider's failures do not lock the administrator out elsewhere.
+	if err := l.check("admin", "198.51.100.1"); err != nil {
+		t.Errorf("another address: %v", err)
+	}
+	// One IPv6 host rotating through its /64 is one address.
+	for i := range pairFailureLimit {
+		l.fail("admin", fmt.Sprintf("2001:db8:1:2::%x", i+1))
+	}
+	if err := l.check("admin", "2001:db8:1:2:ffff::1"); err == nil {
+		t.Errorf("IPv6 /64 rotation escapes the lock")
+	}
+	if err := l.check("admin", "2001:db8:1:3::1"); err != nil {
+		t.Errorf("another /64: %v", err)
+	}
 	now = now.Add(10 * time.Minute)
-	if err := l.check("admin", "c"); err == nil || !strings.Contains(err.Error(), "in 5 minutes") {
+	if err := l.check("admin", "192.0.2.1"); err == nil || !strings.Contains(err.Error(), "in 5 minutes") {
 		t.Errorf("after 10 minutes: %v", err)
+	}
+}
+
+func TestLockoutGlobal(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newLockout(func() time.Time { return now })
+	// A distributed guesser: one failure from each of many addresses.
+	for i := range globalFailureLimit {
+		addr := fmt.Sprintf("203.0.%d.%d", i/250, i%250)
+		if err := l.check("admin", addr); err != nil {
+			t.Fatalf("attempt %d refused before the throttle: %v", i, err)
+		}
+		l.fail("admin", addr)
+	}
+	// Addresses that failed are refused now, even below their own limits...
+	if err := l.check("admin", "203.0.0.1"); err == nil || !strings.Contains(err.Error(), "on this server") {
+		t.Errorf("a failing address under the throttle: %v", err)
+	}
+	// ...while an address without failures still logs in.
+	if err := l.check("admin", "192.0.2.50"); err != nil {
+		t.Errorf("a clean address under the throttle: %v", err)
+	}
+	now = now.Add(lockoutWindow + time.Second)
+	if err := l.check("admin", "203.0.0.1"); err != nil {
+		t.Errorf("after the window: %v", err)
 	}
 }
 
