@@ -103,7 +103,12 @@ func (m *Main) Run(ctx context.Context) error {
 	syncer := upstream.New(db, files, cfg.PatchSync, upstream.Options{Now: m.Now, Logger: log, Registry: reg})
 	signingKey, resourceTokens := m.syncServer(log)
 
+	proxies, err := config.ParseTrustedProxies(cfg.Server.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("cannot use server.trusted-proxies: %w", err)
+	}
 	api, err := httpapi.New(db, files, httpapi.Options{
+		TrustedProxies:   proxies,
 		Version:          version,
 		URLTemplate:      cfg.Server.URLTemplate,
 		BasicUsers:       cfg.Auth.BasicUsers,

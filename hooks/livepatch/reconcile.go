@@ -99,6 +99,10 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 			return nil, hooks.Status{}, err
 		}
 	}
+	proxies, err := websiteProxies(ctx, c)
+	if err != nil {
+		return nil, hooks.Status{}, err
+	}
 	u := &Unit{
 		Config:    cfg,
 		Leader:    leader,
@@ -109,6 +113,7 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 	sc := renderServerConfig(renderInput{
 		cfg:         cfg,
 		address:     address,
+		proxies:     proxies,
 		dsn:         dsn,
 		users:       mergeBasicUsers(configUsers, sharedUsers),
 		syncToken:   u.SyncToken,

@@ -12,7 +12,8 @@ import (
 // renderInput is everything the server configuration is made from.
 type renderInput struct {
 	cfg       Config
-	address   string // the unit's bind address
+	address   string   // the unit's bind address
+	proxies   []string // the addresses haproxy connects from (trusted-proxies)
 	dsn       string
 	users     []string // user:bcrypt-hash
 	syncToken string
@@ -31,6 +32,7 @@ func renderServerConfig(in renderInput) config.Config {
 	sc.Server.LogLevel = cfg.LogLevel
 	sc.Server.ConcurrencyLimit = cfg.ConcurrencyLimit
 	sc.Server.BurstLimit = cfg.BurstLimit
+	sc.Server.TrustedProxies = in.proxies
 
 	sc.Database.ConnectionString = in.dsn
 	sc.Database.ConnectionPoolMax = cfg.DBConnMax

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -40,6 +41,10 @@ type Server struct {
 	LogLevel         string `yaml:"log-level"`
 	ConcurrencyLimit int    `yaml:"concurrency-limit"`
 	BurstLimit       int    `yaml:"burst-limit"`
+	// TrustedProxies are the addresses or CIDRs of the reverse proxies (haproxy) whose
+	// X-Forwarded-For the server believes; from any other peer the header is ignored and
+	// the peer's address is the client's. Empty (the default): no proxy is trusted.
+	TrustedProxies []string `yaml:"trusted-proxies,omitempty"`
 }
 
 // Database holds the PostgreSQL connection settings.
@@ -269,6 +274,26 @@ func ParseBasicUser(entry string) (user, hash string, err error) {
 	return user, hash, nil
 }
 
+// ParseTrustedProxies parses addresses ("10.0.0.2") and CIDRs ("10.0.0.0/24") of trusted
+// proxies; a bare address is a /32 (or /128).
+func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%.64q is not an IP address or CIDR", s)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
 // CheckURLTemplate checks a patch download URL template.
 func CheckURLTemplate(tmpl string) error {
 	if tmpl == "" {
@@ -313,6 +338,9 @@ func (c Config) Validate() error {
 	}
 	if c.Server.BurstLimit < 0 {
 		add("server.burst-limit must not be negative")
+	}
+	if _, err := ParseTrustedProxies(c.Server.TrustedProxies); err != nil {
+		add("server.trusted-proxies: %v", err)
 	}
 	if c.Database.ConnectionString == "" {
 		add("database.connection-string is required")

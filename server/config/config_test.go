@@ -222,3 +222,22 @@ func TestSyncTiersRendering(t *testing.T) {
 		t.Errorf("sync-tiers on renders as\n%s\nand reads back as %v, %v", data, back.PatchSync.SyncTiers, err)
 	}
 }
+
+func TestTrustedProxies(t *testing.T) {
+	got, err := config.ParseTrustedProxies([]string{"10.0.0.2", " 10.1.0.0/16 ", "::ffff:192.0.2.1", "2001:db8::/64", "10.2.3.4/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.2/32", "10.1.0.0/16", "192.0.2.1/32", "2001:db8::/64", "10.2.3.0/24"}
+	var s []string
+	for _, p := range got {
+		s = append(s, p.String())
+	}
+	if diff := cmp.Diff(want, s); diff != "" {
+		t.Errorf("ParseTrustedProxies (-want +got):\n%s", diff)
+	}
+	_, err = config.Parse([]byte(strings.Replace(minimal, "server:\n", "server:\n  trusted-proxies: [haproxy]\n", 1)))
+	if err == nil || !strings.Contains(err.Error(), `server.trusted-proxies: "haproxy" is not an IP address or CIDR`) {
+		t.Errorf("Parse with a host name as proxy: %v", err)
+	}
+}

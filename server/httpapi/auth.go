@@ -51,7 +51,7 @@ func (s *Server) authorize(r *http.Request, access Access) (context.Context, err
 		return ctx, nil
 	case basicAccess, adminAccess:
 		if user, pass, ok := r.BasicAuth(); ok {
-			addr := sourceAddr(r)
+			addr := s.clientAddr(r)
 			known := s.knownUser(user)
 			if err := s.lockout.check(known, addr); err != nil {
 				s.securityEvent(r, "basicauth_authn_locked", user)
@@ -175,7 +175,7 @@ func (s *Server) securityEvent(r *http.Request, event, user string, attrs ...any
 		mac.Write([]byte(user))
 		args = append(args, "user-ref", hex.EncodeToString(mac.Sum(nil)[:6]))
 	}
-	args = append(args, "method", r.Method, "path", clip(r.URL.Path), "remote", clip(remoteAddr(r)))
+	args = append(args, "method", r.Method, "path", clip(r.URL.Path), "remote", clip(s.remoteAddr(r)))
 	for i, a := range attrs {
 		if v, ok := a.(string); ok && i%2 == 1 {
 			a = clip(v)

@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -670,8 +671,70 @@ func TestOperations(t *testing.T) {
 	}
 }
 
+// trustLoopback makes the test server trust its loopback peer as haproxy.
+func trustLoopback(o *httpapi.Options) {
+	o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+}
+
+// forwardedLogin logs in as admin with pass, through a proxy that says the client is
+// forwarded ("" sends no X-Forwarded-For), and returns the status.
+func (e *env) forwardedLogin(pass, forwarded string) int {
+	e.t.Helper()
+	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/admin/login", nil)
+	req.SetBasicAuth(adminUser, pass)
+	if forwarded != "" {
+		req.Header.Set("X-Forwarded-For", forwarded)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestForwardedForTrust checks that X-Forwarded-For counts only from a trusted proxy, and
+// then only the entry the proxy appended.
+func TestForwardedForTrust(t *testing.T) {
+	t.Run("untrusted peer", func(t *testing.T) {
+		e := newEnv(t)
+		// A client rotating the header is still one address: the peer.
+		for i := range 5 {
+			if got := e.forwardedLogin("wrong", fmt.Sprintf("203.0.113.%d", i)); got != 401 {
+				t.Fatalf("failure %d: %d, want 401", i, got)
+			}
+		}
+		if got := e.forwardedLogin(adminPass, "198.51.100.77"); got != 429 {
+			t.Errorf("a rotated X-Forwarded-For escapes the lock: %d, want 429", got)
+		}
+		if strings.Contains(e.logBuf.String(), "203.0.113.") {
+			t.Errorf("the log believes an untrusted X-Forwarded-For")
+		}
+	})
+	t.Run("trusted proxy", func(t *testing.T) {
+		e := newEnv(t, trustLoopback)
+		// The attacker's own claims sit left of what haproxy appended: rotating them
+		// changes nothing.
+		for i := range 5 {
+			if got := e.forwardedLogin("wrong", fmt.Sprintf("10.9.9.%d, 203.0.113.7", i)); got != 401 {
+				t.Fatalf("failure %d: %d, want 401", i, got)
+			}
+		}
+		if got := e.forwardedLogin(adminPass, "10.1.1.1,203.0.113.7"); got != 429 {
+			t.Errorf("rotating the client's own X-Forwarded-For entries escapes the lock: %d", got)
+		}
+		// The proxy's address itself is not locked: the administrator behind it logs in.
+		if got := e.forwardedLogin(adminPass, "192.0.2.20"); got != 200 {
+			t.Errorf("administrator through the same proxy: %d, want 200", got)
+		}
+		if !strings.Contains(e.logBuf.String(), `"remote":"203.0.113.7 via 127.0.0.1"`) {
+			t.Errorf("security events do not name the forwarded client")
+		}
+	})
+}
+
 func TestLoginLockout(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, trustLoopback)
 	login := func(pass, forwarded string) int {
 		req, _ := http.NewRequest("POST", e.srv.URL+"/v1/admin/login", nil)
 		req.SetBasicAuth(adminUser, pass)

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,9 @@ type Options struct {
 	SessionTTL       time.Duration
 	ConcurrencyLimit int
 	BurstLimit       int
+	// TrustedProxies are the peers whose X-Forwarded-For is believed (haproxy); from any
+	// other peer the header is ignored.
+	TrustedProxies []netip.Prefix
 	// CatalogRefresh is how often the in-memory catalog checks the database for changes
 	// made by other units (default 2s).
 	CatalogRefresh time.Duration
@@ -335,23 +339,56 @@ func jsonProblem(err error) string {
 	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
-// remoteAddr describes the caller for security events: the peer, and the client haproxy
-// reports in X-Forwarded-For when there is one.
-func remoteAddr(r *http.Request) string {
+// remoteAddr describes the caller for security events: the client address, and the
+// trusted proxy it came through when there is one.
+func (s *Server) remoteAddr(r *http.Request) string {
 	peer := peerHost(r)
-	if fwd := forwardedFor(r); fwd != "" {
-		return fwd + " via " + peer
+	if client := s.clientAddr(r); client != peer {
+		return client + " via " + peer
 	}
 	return peer
 }
 
-// sourceAddr is the address failed logins are counted against: the rightmost
-// X-Forwarded-For entry (the one the nearest proxy, haproxy, appended) or the peer.
-func sourceAddr(r *http.Request) string {
-	if fwd := forwardedFor(r); fwd != "" {
-		return fwd
+// clientAddr is the address failed logins are counted against. From a trusted proxy it is
+// the rightmost X-Forwarded-For entry that is not itself a trusted proxy (the one the
+// nearest proxy appended for its client; entries to its left are the client's own claims);
+// from any other peer it is the peer, whatever the header says.
+func (s *Server) clientAddr(r *http.Request) string {
+	peer := peerHost(r)
+	if !s.trusted(peer) {
+		return peer
 	}
-	return peerHost(r)
+	values := r.Header.Values("X-Forwarded-For")
+	client := peer
+	for i := len(values) - 1; i >= 0; i-- {
+		entries := strings.Split(values[i], ",")
+		for j := len(entries) - 1; j >= 0; j-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(entries[j]))
+			if err != nil {
+				return client // not an address: stop at the last one believed
+			}
+			client = a.Unmap().String()
+			if !s.trusted(client) {
+				return client
+			}
+		}
+	}
+	return client
+}
+
+// trusted reports whether addr is one of the trusted proxies.
+func (s *Server) trusted(addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range s.opts.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func peerHost(r *http.Request) string {
@@ -360,18 +397,6 @@ func peerHost(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-func forwardedFor(r *http.Request) string {
-	values := r.Header.Values("X-Forwarded-For")
-	if len(values) == 0 {
-		return ""
-	}
-	last := values[len(values)-1]
-	if i := strings.LastIndexByte(last, ','); i >= 0 {
-		last = last[i+1:]
-	}
-	return strings.TrimSpace(last)
 }
 
 // limiter bounds concurrent requests: up to n run, up to burst more wait, the rest get 429.

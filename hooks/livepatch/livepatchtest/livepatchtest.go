@@ -294,10 +294,13 @@ func DatabaseRelation() hookstest.Relation {
 // WebsiteRelation returns a website relation with haproxy.
 func WebsiteRelation() hookstest.Relation {
 	return hookstest.Relation{
-		ID:          5,
-		Endpoint:    livepatch.WebsiteEndpoint,
-		RemoteApp:   "haproxy",
-		RemoteUnits: map[string]map[string]string{"haproxy/0": {"private-address": "10.0.0.2"}},
+		ID:        5,
+		Endpoint:  livepatch.WebsiteEndpoint,
+		RemoteApp: "haproxy",
+		RemoteUnits: map[string]map[string]string{"haproxy/0": {
+			// What Juju puts in every unit's relation data.
+			"private-address": "10.0.0.2", "ingress-address": "10.0.0.2", "egress-subnets": "10.0.0.2/32",
+		}},
 	}
 }
 
