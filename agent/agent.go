@@ -49,7 +49,9 @@ const (
 
 // API is the part of the server API the agent uses; *client.Client implements it.
 type API interface {
-	Enable(ctx context.Context, machineID, authToken string, status *server.Status) (machineToken, tier string, err error)
+	// Reenable enrols the machine; currentToken is the machine token it holds for that
+	// server and id ("" when none), its proof when it is enrolled already.
+	Reenable(ctx context.Context, machineID, authToken, currentToken string, status *server.Status) (machineToken, tier string, err error)
 	CheckIn(ctx context.Context, machineID, machineToken string, status server.Status) (server.Update, error)
 	Disable(ctx context.Context, machineID, machineToken string) error
 	Download(ctx context.Context, rawURL string) (body io.ReadCloser, size int64, err error)
@@ -378,7 +380,14 @@ func (a *Agent) Enable(ctx context.Context, authToken string) (*EnableResult, er
 	a.reconcile(st, kernel)
 	status := a.sys.status(kernel)
 	status.PatchState, status.PatchVersion = st.reportedPatchState(), st.reportedVersion()
-	token, tier, err := api.Enable(ctx, machineID, authToken, &status)
+	// Enabled here before under the same id: the token held proves it is this machine.
+	var current string
+	if st.Enabled && st.Server == c.RemoteServer && st.MachineID == machineID {
+		if current, err = a.readToken(); err != nil {
+			return nil, err
+		}
+	}
+	token, tier, err := api.Reenable(ctx, machineID, authToken, current, &status)
 	if err != nil {
 		return nil, explain(err)
 	}

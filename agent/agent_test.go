@@ -44,7 +44,7 @@ func newFakeAPI() *fakeAPI {
 
 var errUnreachable = errors.New("cannot reach livepatch server at http://livepatch.test: connection refused")
 
-func (f *fakeAPI) Enable(ctx context.Context, machineID, authToken string, status *server.Status) (string, string, error) {
+func (f *fakeAPI) Reenable(ctx context.Context, machineID, authToken, currentToken string, status *server.Status) (string, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.unreachable {
@@ -52,6 +52,9 @@ func (f *fakeAPI) Enable(ctx context.Context, machineID, authToken string, statu
 	}
 	if authToken != f.authToken {
 		return "", "", &client.APIError{Status: http.StatusUnauthorized, Code: server.CodeUnauthorized, Message: "invalid auth token"}
+	}
+	if f.machineToken != "" && currentToken != f.machineToken {
+		return "", "", &client.APIError{Status: http.StatusConflict, Code: server.CodeConflict, Message: "machine is enabled already"}
 	}
 	if err := status.Check(); err != nil {
 		return "", "", &client.APIError{Status: http.StatusBadRequest, Code: server.CodeInvalid, Message: err.Error()}

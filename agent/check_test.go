@@ -507,6 +507,7 @@ func TestDisable(t *testing.T) {
 	if _, err := e.agent.State(); !errors.Is(err, ErrNotEnabled) {
 		t.Errorf("State after a refused disable: %v", err)
 	}
+	e.api.machineToken = "" // the server does not know the machine
 
 	// The server is down: the machine stays enabled.
 	e.enable(t)

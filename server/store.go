@@ -27,6 +27,9 @@ type Enrolment struct {
 	AuthTokenHash    []byte
 	MachineID        string
 	MachineTokenHash []byte
+	// CurrentTokenHash is the hash of the machine token the caller holds for MachineID: its
+	// proof of being that machine when MachineID is enrolled already. Nil: it holds none.
+	CurrentTokenHash []byte
 }
 
 // CheckIn is one machine check-in to record.
@@ -129,13 +132,18 @@ type Store interface {
 
 	// Enable enrols a machine with an auth token (unauthorized when the token is unknown,
 	// revoked or expired; forbidden when its machine limit is reached by other machines).
-	// Re-enabling an enrolled machine replaces its token and tier. It returns the machine.
+	// Re-enabling an enrolled machine replaces its token and tier, only when
+	// e.CurrentTokenHash is its current machine token's: conflict otherwise, so that an auth
+	// token cannot take over another machine by its id. It returns the machine.
 	Enable(ctx context.Context, e Enrolment, now time.Time) (Machine, error)
 	// CheckIn records a status report (latest state and history) in one round trip and
 	// returns the machine's tier; unauthorized when the id and token do not match.
 	CheckIn(ctx context.Context, c CheckIn, now time.Time) (tier string, err error)
 	// Disable unregisters a machine; unauthorized when the id and token do not match.
 	Disable(ctx context.Context, machineID string, machineTokenHash []byte) error
+	// RemoveMachine unregisters a machine for an administrator (a machine that lost its
+	// token); not-found when there is none.
+	RemoveMachine(ctx context.Context, machineID string) error
 
 	// Machines lists machines matching f, ordered by id.
 	Machines(ctx context.Context, f MachineFilter) ([]Machine, error)

@@ -388,6 +388,16 @@ KERNEL              ARCH   MACHINES
 		t.Errorf("auth-tokens list after enrolment = %+v, want 1 machine", tokens)
 	}
 
+	// An enrolled id is not taken over by another enable; an administrator frees it.
+	if _, _, err := cl.Enable(ctx, machineID, token, nil); server.ErrorCode(err) != server.CodeConflict {
+		t.Errorf("Enable of an enrolled id without its token: %v, want a conflict", err)
+	}
+	a.expect([]string{"machines", "remove", machineID}, 0, "Removed machine "+machineID+"\n", "")
+	a.expect([]string{"machines", "remove", machineID}, 1, "", "error: machine \""+machineID+"\" not found\n")
+	if machineToken, _, err = cl.Enable(ctx, machineID, token, &status); err != nil {
+		t.Fatalf("Enable after removal: %v", err)
+	}
+
 	// Revocation stops new enrolments.
 	a.expect([]string{"auth-tokens", "revoke", "web"}, 0, "Revoked auth token web\n", "")
 	_, _, err = cl.Enable(ctx, "another-machine", token, nil)

@@ -246,6 +246,12 @@ func (c *Client) CreateAuthToken(ctx context.Context, req AuthTokenRequest) (ser
 	return out, err
 }
 
+// RemoveMachine unregisters a machine whatever its token, for a machine that lost it.
+func (c *Client) RemoveMachine(ctx context.Context, machineID string) error {
+	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/admin/machines/" + esc(machineID)})
+	return err
+}
+
 // RevokeAuthToken revokes the auth token with id.
 func (c *Client) RevokeAuthToken(ctx context.Context, id string) error {
 	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/admin/auth-tokens/" + esc(id)})

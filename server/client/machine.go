@@ -11,10 +11,18 @@ import (
 	"github.com/livepatch-onprem/livepatch/server"
 )
 
-// Enable enrols a machine with an auth token, reporting its status when status is not nil.
-// It returns the machine token for later check-ins and the machine's tier. Enabling an
-// enrolled machine again replaces its token.
+// Enable enrols a new machine with an auth token, reporting its status when status is not
+// nil. It returns the machine token for later check-ins and the machine's tier. An
+// enrolled machine enables again with Reenable.
 func (c *Client) Enable(ctx context.Context, machineID, authToken string, status *server.Status) (machineToken, tier string, err error) {
+	return c.Reenable(ctx, machineID, authToken, "", status)
+}
+
+// Reenable enrols a machine again (with another auth token or tier, or a new machine
+// token), proving it is that machine with the machine token it holds (currentToken; ""
+// when it holds none, as Enable). The server refuses, with a conflict, to re-enable an
+// enrolled machine without its current token.
+func (c *Client) Reenable(ctx context.Context, machineID, authToken, currentToken string, status *server.Status) (machineToken, tier string, err error) {
 	var in any = struct{}{}
 	if status != nil {
 		in = status
@@ -25,7 +33,13 @@ func (c *Client) Enable(ctx context.Context, machineID, authToken string, status
 	}
 	_, err = c.do(ctx, request{
 		method: http.MethodPost, path: "/v1/client/" + esc(machineID),
-		auth: bearer(authToken), in: in, out: &out,
+		auth: func(r *http.Request) {
+			bearer(authToken)(r)
+			if currentToken != "" {
+				r.Header.Set("Livepatch-Machine-Token", currentToken)
+			}
+		},
+		in: in, out: &out,
 	})
 	return out.MachineToken, out.Tier, err
 }

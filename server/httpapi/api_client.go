@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/livepatch-onprem/livepatch/server"
 )
@@ -13,6 +14,10 @@ type enableResponse struct {
 	MachineToken string `json:"machine-token"`
 	Tier         string `json:"tier"`
 }
+
+// machineTokenHeader carries, on an enable, the machine token the caller holds for the
+// machine: re-enabling an enrolled machine needs it.
+const machineTokenHeader = "Livepatch-Machine-Token"
 
 // enableMachine enrols the machine named in the path with the auth token it presents and
 // answers a per-machine token (stored hashed).
@@ -26,13 +31,17 @@ func (s *Server) enableMachine(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	token := server.NewToken()
-	m, err := s.store.Enable(r.Context(), server.Enrolment{
+	e := server.Enrolment{
 		AuthTokenHash:    server.HashToken(bearer(r)),
 		MachineID:        id,
 		MachineTokenHash: server.HashToken(token),
-	}, s.opts.Now())
+	}
+	if current := strings.TrimSpace(r.Header.Get(machineTokenHeader)); current != "" {
+		e.CurrentTokenHash = server.HashToken(current)
+	}
+	m, err := s.store.Enable(r.Context(), e, s.opts.Now())
 	if err != nil {
-		if c := server.ErrorCode(err); c == server.CodeUnauthorized || c == server.CodeForbidden {
+		if c := server.ErrorCode(err); c == server.CodeUnauthorized || c == server.CodeForbidden || c == server.CodeConflict {
 			s.securityEvent(r, "authtoken_enable_refused", "", "machine", id, "reason", server.ErrorMessage(err))
 			s.metrics.authFails.WithLabelValues("auth").Inc()
 		}
@@ -80,6 +89,21 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) error {
 		s.metrics.checkins.WithLabelValues("none").Inc()
 	}
 	return writeJSON(w, http.StatusOK, up)
+}
+
+// removeMachine unregisters a machine for an administrator, whatever its token: the way
+// back for a machine that lost its token.
+func (s *Server) removeMachine(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := server.CheckMachineID(id); err != nil {
+		return err
+	}
+	if err := s.store.RemoveMachine(r.Context(), id); err != nil {
+		return err
+	}
+	s.securityEvent(r, "machine_remove", adminUser(r.Context()), "machine", id)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func (s *Server) disableMachine(w http.ResponseWriter, r *http.Request) error {

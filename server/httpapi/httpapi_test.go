@@ -819,3 +819,36 @@ func TestLoginHostileUserNames(t *testing.T) {
 		t.Errorf("a known user's failed login does not name the user")
 	}
 }
+
+// TestEnableTakeover: any auth token holder knows other machines' ids; re-enabling one
+// must not hand over its identity.
+func TestEnableTakeover(t *testing.T) {
+	e := newEnv(t)
+	victimToken := e.enable("victim", e.authToken("web", "stable", 0))
+	attackerAuth := e.authToken("lab", "stable", 0)
+	e.wantError(409, `machine "victim" is enabled already`, "POST", "/v1/client/victim", "Bearer "+attackerAuth, nil)
+	// A guessed proof is no proof.
+	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/client/victim", nil)
+	req.Header.Set("Authorization", "Bearer "+attackerAuth)
+	req.Header.Set("Livepatch-Machine-Token", "guess")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 409 {
+		t.Errorf("re-enable with a wrong machine token: %v %v", resp.Status, err)
+	}
+	e.must(200, "POST", "/v1/client/victim/updates", "Bearer "+victimToken, status("5.15.0-107-generic"), nil)
+	// The machine itself re-enables with its token.
+	req, _ = http.NewRequest("POST", e.srv.URL+"/v1/client/victim", nil)
+	req.Header.Set("Authorization", "Bearer "+attackerAuth)
+	req.Header.Set("Livepatch-Machine-Token", victimToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("re-enable with the machine token: %v %v", resp.Status, err)
+	}
+	resp.Body.Close()
+	// An administrator frees the id of a machine that lost its token.
+	e.must(204, "DELETE", "/v1/admin/machines/victim", "session", nil, nil)
+	e.wantError(404, `machine "victim" not found`, "DELETE", "/v1/admin/machines/victim", "session", nil)
+	e.enable("victim", attackerAuth)
+	if !strings.Contains(e.logBuf.String(), `"event":"machine_remove"`) {
+		t.Errorf("machine removal is not a security event")
+	}
+}

@@ -37,6 +37,7 @@ func (s *Server) register() {
 	s.handle("GET /v1/admin/auth-tokens", adminAccess, s.listAuthTokens)
 	s.handle("POST /v1/admin/auth-tokens", adminAccess, s.createAuthToken)
 	s.handle("DELETE /v1/admin/auth-tokens/{id}", adminAccess, s.revokeAuthToken)
+	s.handle("DELETE /v1/admin/machines/{id}", adminAccess, s.removeMachine)
 	s.handle("GET /v1/admin/reports/machines", adminAccess, s.reportMachines)
 	s.handle("GET /v1/admin/reports/patch-health", adminAccess, s.reportPatchHealth)
 	s.handle("GET /v1/admin/reports/kernels", adminAccess, s.reportKernels)

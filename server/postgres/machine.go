@@ -64,8 +64,16 @@ func enable(ctx context.Context, tx *sql.Tx, e server.Enrolment, now time.Time) 
 		VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (id) DO UPDATE SET tier_id = EXCLUDED.tier_id, auth_token_id = EXCLUDED.auth_token_id,
 			machine_token_hash = EXCLUDED.machine_token_hash, enabled_at = EXCLUDED.enabled_at
-		RETURNING `+machineColumns, e.MachineID, tok.tierID, tok.id, e.MachineTokenHash, now)
+		WHERE machines.machine_token_hash = $6
+		RETURNING `+machineColumns, e.MachineID, tok.tierID, tok.id, e.MachineTokenHash, now, e.CurrentTokenHash)
 	m, err := scanMachine(row, false)
+	if errors.Is(err, sql.ErrNoRows) {
+		// The id is enrolled and the caller did not prove it is that machine.
+		return server.Machine{}, server.Errorf(server.CodeConflict,
+			"machine %q is enabled already and this request does not hold its machine token: "+
+				"only that machine can enable it again; if it lost its token, an administrator removes it "+
+				"(livepatch-admin machines remove %s) and it enables as a new machine", e.MachineID, e.MachineID)
+	}
 	if isForeignKey(err, "machines_tier_id_fkey") {
 		return server.Machine{}, server.Errorf(server.CodeConflict, "the tier of auth token %q is being deleted", tok.label)
 	}
@@ -92,6 +100,20 @@ func findAuthToken(ctx context.Context, tx *sql.Tx, hash []byte, lock string) (a
 		return authTokenRow{}, fmt.Errorf("cannot find auth token: %w", err)
 	}
 	return a, nil
+}
+
+// RemoveMachine unregisters a machine whatever its token.
+func (db *DB) RemoveMachine(ctx context.Context, machineID string) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		n, err := execCount(ctx, tx, `DELETE FROM machines WHERE id = $1`, machineID)
+		if err != nil {
+			return fmt.Errorf("cannot remove machine %q: %w", machineID, err)
+		}
+		if n == 0 {
+			return server.Errorf(server.CodeNotFound, "machine %q not found", machineID)
+		}
+		return nil
+	})
 }
 
 // Disable unregisters a machine whose id and token hash match.

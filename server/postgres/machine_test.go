@@ -40,11 +40,14 @@ func enable(t testing.TB, db *postgres.DB, tok, id string) server.Machine {
 	return m
 }
 
+// enrolment enables machine id with auth token tok, holding the machine token tests give
+// it (its proof when it is enrolled already).
 func enrolment(tok, id string) server.Enrolment {
 	return server.Enrolment{
 		AuthTokenHash:    server.HashToken(tok),
 		MachineID:        id,
 		MachineTokenHash: server.HashToken(machineToken(id)),
+		CurrentTokenHash: server.HashToken(machineToken(id)),
 	}
 }
 
@@ -209,6 +212,40 @@ func TestEnable(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"m-beta:beta:beta", "m1:beta:beta", "m2:stable:web", "m3:stable:web"}, got); diff != "" {
 		t.Errorf("machines (-want +got):\n%s", diff)
+	}
+}
+
+// TestEnableTakeover checks that an auth token cannot take over an enrolled machine by its
+// id: re-enabling needs the machine's current token.
+func TestEnableTakeover(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := newDB(t)
+	now := time.Now().UTC()
+	web := createToken(t, db, "web", "stable", nil, 0)
+	attacker := createToken(t, db, "lab", "beta", nil, 0)
+	enable(t, db, web, "victim")
+	for _, proof := range [][]byte{nil, server.HashToken("guess")} {
+		_, err := db.Enable(ctx, server.Enrolment{
+			AuthTokenHash: server.HashToken(attacker), MachineID: "victim",
+			MachineTokenHash: server.HashToken("attacker's"), CurrentTokenHash: proof,
+		}, now)
+		wantCode(t, err, server.CodeConflict)
+	}
+	// Same auth token as the victim's: still no takeover.
+	_, err := db.Enable(ctx, server.Enrolment{AuthTokenHash: server.HashToken(web), MachineID: "victim", MachineTokenHash: server.HashToken("x")}, now)
+	wantCode(t, err, server.CodeConflict)
+	// The victim keeps its token and tier.
+	if tier, err := db.CheckIn(ctx, checkIn("victim", "", server.StateNothingToApply), now); err != nil || tier != "stable" {
+		t.Fatalf("victim's check-in = %q, %v; want stable", tier, err)
+	}
+	// An administrator frees the id; then it enables as a new machine.
+	wantCode(t, db.RemoveMachine(ctx, "nobody"), server.CodeNotFound)
+	if err := db.RemoveMachine(ctx, "victim"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Enable(ctx, server.Enrolment{AuthTokenHash: server.HashToken(web), MachineID: "victim", MachineTokenHash: server.HashToken("new")}, now); err != nil {
+		t.Errorf("enable after removal: %v", err)
 	}
 }
 
