@@ -123,12 +123,19 @@ type Store interface {
 	// in the 30 days before now, returning how many rows it deleted.
 	ForgetDownstreams(ctx context.Context, now time.Time) (int, error)
 
-	// CreateSession records an admin session by the hash of its token.
-	CreateSession(ctx context.Context, user string, hash []byte, expires time.Time) error
+	// CreateSession records an admin session (its ID, User, ExpiresAt and Credential) by
+	// the hash of its token.
+	CreateSession(ctx context.Context, s Session, hash []byte) error
 	// Session returns the unexpired session with that token hash; unauthorized otherwise.
 	Session(ctx context.Context, hash []byte, now time.Time) (Session, error)
 	// DeleteSession ends a session (logout).
 	DeleteSession(ctx context.Context, hash []byte) error
+	// Sessions lists the unexpired sessions that have an id, oldest first.
+	Sessions(ctx context.Context, now time.Time) ([]Session, error)
+	// RevokeSession ends the session with id; not-found when there is none.
+	RevokeSession(ctx context.Context, id string) error
+	// RevokeUserSessions ends every session of user and returns how many it ended.
+	RevokeUserSessions(ctx context.Context, user string) (int, error)
 
 	// Enable enrols a machine with an auth token (unauthorized when the token is unknown,
 	// revoked or expired; forbidden when its machine limit is reached by other machines).

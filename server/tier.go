@@ -33,6 +33,18 @@ type TierPlacement struct {
 
 // Session is an administrator's login session.
 type Session struct {
+	// ID names the session in listings and revocations; it is not the token.
+	ID        string    `json:"id"`
 	User      string    `json:"user"`
+	CreatedAt time.Time `json:"created-at,omitzero"`
 	ExpiresAt time.Time `json:"expires-at"`
+	// Credential is the hash of the user's credential entry at login (see httpapi): the
+	// session ends when the user's entry changes. Nil for a session made by a server that
+	// did not record it.
+	Credential []byte `json:"-"`
+	// Current marks, in a listing, the session the request was made with.
+	Current bool `json:"current,omitempty"`
+	// Valid is false, in a listing, for a session whose user was removed or changed
+	// password since: it is refused and deleted at its next use.
+	Valid bool `json:"valid"`
 }

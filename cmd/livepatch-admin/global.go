@@ -76,6 +76,7 @@ server.`,
 	root.AddCommand(
 		(&cmdLogin{g: g}).command(),
 		(&cmdLogout{g: g}).command(),
+		(&cmdSessions{g: g}).command(),
 		(&cmdAuthToken{g: g}).command(),
 		(&cmdAuthTokens{g: g}).command(),
 		(&cmdMachines{g: g}).command(),

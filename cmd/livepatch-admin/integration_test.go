@@ -440,6 +440,25 @@ KERNEL              ARCH   MACHINES
 		t.Errorf("old session after logout: %v, want unauthorized", err)
 	}
 
+	// Sessions are listed and ended on the server.
+	a.ok("login", "-a", user+":"+password)
+	var sessions []server.Session
+	a.jsonOf(&sessions, "sessions", "list")
+	if len(sessions) != 1 || sessions[0].User != user || !sessions[0].Current || !sessions[0].Valid || sessions[0].ID == "" {
+		t.Fatalf("sessions list = %+v", sessions)
+	}
+	if out := a.ok("sessions", "list"); !strings.Contains(out, sessions[0].ID+" *") || !strings.Contains(out, "active") {
+		t.Errorf("sessions list:\n%s", out)
+	}
+	if code, _, stderr := a.run("", "sessions", "revoke", sessions[0].ID, "--user", user); code != 2 || !strings.HasPrefix(stderr, "error: give a session id or --user <name>, not both\n") {
+		t.Errorf("sessions revoke with both an id and --user: exit %d, %q", code, stderr)
+	}
+	a.expect([]string{"sessions", "revoke", sessions[0].ID}, 0, "Ended session "+sessions[0].ID+"\n", "")
+	a.expect([]string{"tier", "list"}, 1, "", notLoggedIn)
+	a.ok("login", "-a", user+":"+password)
+	a.expect([]string{"sessions", "revoke", "--user", user}, 0, "Ended 1 sessions of "+user+"\n", "")
+	a.expect([]string{"tier", "list"}, 1, "", notLoggedIn)
+
 	// A server that cannot be reached is named.
 	a.expect([]string{"--url", "http://127.0.0.1:1", "login", "-a", "admin:x"}, 1, "",
 		"error: cannot reach livepatch server at http://127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused\n")

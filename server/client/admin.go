@@ -246,6 +246,30 @@ func (c *Client) CreateAuthToken(ctx context.Context, req AuthTokenRequest) (ser
 	return out, err
 }
 
+// Sessions lists the unexpired admin sessions, oldest first.
+func (c *Client) Sessions(ctx context.Context) ([]server.Session, error) {
+	var out struct {
+		Sessions []server.Session `json:"sessions"`
+	}
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/admin/sessions", out: &out})
+	return out.Sessions, err
+}
+
+// RevokeSession ends the admin session with id.
+func (c *Client) RevokeSession(ctx context.Context, id string) error {
+	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/admin/sessions/" + esc(id)})
+	return err
+}
+
+// RevokeUserSessions ends every session of user and returns how many it ended.
+func (c *Client) RevokeUserSessions(ctx context.Context, user string) (int, error) {
+	var out struct {
+		Revoked int `json:"revoked"`
+	}
+	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/admin/sessions", query: url.Values{"user": {user}}, out: &out})
+	return out.Revoked, err
+}
+
 // RemoveMachine unregisters a machine whatever its token, for a machine that lost it.
 func (c *Client) RemoveMachine(ctx context.Context, machineID string) error {
 	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/admin/machines/" + esc(machineID)})

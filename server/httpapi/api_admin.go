@@ -1,11 +1,14 @@
 package httpapi
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
 type loginResponse struct {
@@ -14,15 +17,18 @@ type loginResponse struct {
 	ExpiresAt time.Time `json:"expires-at"`
 }
 
-// login exchanges basic credentials for an expiring session token, stored hashed.
+// login exchanges basic credentials for an expiring session token, stored hashed and bound
+// to the user's credential entry.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	user := adminUser(r.Context())
 	token := server.NewToken()
 	expires := s.opts.Now().Add(s.opts.SessionTTL).UTC().Truncate(time.Second)
-	if err := s.store.CreateSession(r.Context(), user, server.HashToken(token), expires); err != nil {
+	cred, _ := s.credential(user)
+	sess := server.Session{ID: newSessionID(), User: user, ExpiresAt: expires, Credential: cred}
+	if err := s.store.CreateSession(r.Context(), sess, server.HashToken(token)); err != nil {
 		return err
 	}
-	s.securityEvent(r, "login", user)
+	s.securityEvent(r, "login", user, "session", sess.ID)
 	return writeJSON(w, http.StatusOK, loginResponse{Token: token, User: user, ExpiresAt: expires})
 }
 
@@ -35,6 +41,59 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
 	s.securityEvent(r, "logout", adminUser(r.Context()))
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// newSessionID returns the random id a session is listed and revoked by.
+func newSessionID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// listSessions lists the unexpired sessions, marking the caller's and those whose user
+// changed since.
+func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) error {
+	sessions, err := s.store.Sessions(r.Context(), s.opts.Now())
+	if err != nil {
+		return err
+	}
+	current := sessionID(r.Context())
+	for i := range sessions {
+		sessions[i].Current = current != "" && sessions[i].ID == current
+		sessions[i].Valid = s.sessionValid(sessions[i])
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"sessions": nonNil(sessions)})
+}
+
+// revokeSession ends one session by id.
+func (s *Server) revokeSession(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := server.CheckLabel("session id", id); err != nil {
+		return err
+	}
+	if err := s.store.RevokeSession(r.Context(), id); err != nil {
+		return err
+	}
+	s.securityEvent(r, "session_revoke", adminUser(r.Context()), "session", id)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// revokeUserSessions ends every session of the user named by ?user=.
+func (s *Server) revokeUserSessions(w http.ResponseWriter, r *http.Request) error {
+	user := queryValue(r, "user")
+	if user == "" {
+		return server.Errorf(server.CodeInvalid, "name the user whose sessions to revoke: ?user=NAME (one session: DELETE /v1/admin/sessions/{id})")
+	}
+	if !config.CheckUserName(user) {
+		return server.Errorf(server.CodeInvalid, "%.64q is not a user name", user)
+	}
+	n, err := s.store.RevokeUserSessions(r.Context(), user)
+	if err != nil {
+		return err
+	}
+	s.securityEvent(r, "session_revoke_user", adminUser(r.Context()), "target-user", user, "revoked", n)
+	return writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
 }
 
 // adminWrite logs an admin change as a security event and refreshes the catalog so this

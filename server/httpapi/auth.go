@@ -19,7 +19,17 @@ import (
 
 type ctxKey int
 
-const adminUserKey ctxKey = iota
+const (
+	adminUserKey ctxKey = iota
+	sessionIDKey
+)
+
+// sessionID returns the id of the session an admin request was made with ("" for basic
+// auth).
+func sessionID(ctx context.Context) string {
+	id, _ := ctx.Value(sessionIDKey).(string)
+	return id
+}
 
 // adminUser returns the authenticated administrator of an admin request.
 func adminUser(ctx context.Context) string {
@@ -90,7 +100,17 @@ func (s *Server) authorize(r *http.Request, access Access) (context.Context, err
 			}
 			return nil, err
 		}
-		s.securityEvent(r, "authz_admin", sess.User, "auth", "session")
+		if !s.sessionValid(sess) {
+			// The user was removed or changed password since the login: the session is over.
+			if err := s.store.DeleteSession(ctx, server.HashToken(token)); err != nil {
+				s.log.Warn("Cannot delete an ended session", "error", err)
+			}
+			s.securityEvent(r, "session_authn_ended", sess.User, "session", sess.ID)
+			s.metrics.authFails.WithLabelValues("session").Inc()
+			return nil, server.Errorf(server.CodeUnauthorized, "session ended: the user was removed or its password changed since the login: log in again")
+		}
+		s.securityEvent(r, "authz_admin", sess.User, "auth", "session", "session", sess.ID)
+		ctx = context.WithValue(ctx, sessionIDKey, sess.ID)
 		return context.WithValue(ctx, adminUserKey, sess.User), nil
 	case authTokenAccess, machineAccess, syncAccess:
 		if _, ok := bearerToken(r); !ok {
@@ -101,6 +121,25 @@ func (s *Server) authorize(r *http.Request, access Access) (context.Context, err
 		return ctx, nil
 	}
 	return nil, server.Errorf(server.CodeInternal, "unknown access level")
+}
+
+// credential returns the hash a session of user is bound to: SHA-256 of the user's
+// configured "user:bcrypt-hash" entry, so that removing the user or changing the password
+// (on every unit, since every unit renders the same users) ends its sessions.
+func (s *Server) credential(user string) ([]byte, bool) {
+	hash, ok := s.users[user]
+	if !ok {
+		return nil, false
+	}
+	sum := sha256.Sum256([]byte(user + ":" + hash))
+	return sum[:], true
+}
+
+// sessionValid reports whether a session's user still has the credential it logged in
+// with. Sessions without a recorded credential (made by an older server) are not.
+func (s *Server) sessionValid(sess server.Session) bool {
+	want, ok := s.credential(sess.User)
+	return ok && len(sess.Credential) > 0 && hmac.Equal(sess.Credential, want)
 }
 
 // checkBasic verifies a user's password against the configured bcrypt hash. A successful

@@ -87,6 +87,16 @@ func newEnv(t testing.TB, options ...func(*httpapi.Options)) *env {
 	if _, _, err := db.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return newEnvOn(t, db, options...)
+}
+
+// newEnvOn starts an API on db, as another unit of the same deployment.
+func newEnvOn(t testing.TB, db *postgres.DB, options ...func(*httpapi.Options)) *env {
+	t.Helper()
+	if cachedEntry == "" {
+		cachedEntry = htpasswdEntry(t, adminUser, adminPass)
+	}
+	ctx := context.Background()
 	e := &env{t: t, db: db, now: time.Now().UTC(), logBuf: &syncbuf.Buffer{}}
 	opts := httpapi.Options{
 		Version:     "9.9.9",
@@ -851,4 +861,58 @@ func TestEnableTakeover(t *testing.T) {
 	if !strings.Contains(e.logBuf.String(), `"event":"machine_remove"`) {
 		t.Errorf("machine removal is not a security event")
 	}
+}
+
+// TestSessionsEndWithTheirUser checks that a session stops working when its user is
+// removed or changes password, on any unit (another API on the same database stands for
+// another unit), and that sessions can be listed and revoked.
+func TestSessionsEndWithTheirUser(t *testing.T) {
+	e := newEnv(t)
+	var login struct{ Token string }
+	e.must(200, "POST", "/v1/admin/login", "basic", nil, &login)
+	other := e.login()
+
+	var list struct{ Sessions []server.Session }
+	e.must(200, "GET", "/v1/admin/sessions", "Bearer "+login.Token, nil, &list)
+	if len(list.Sessions) != 2 || list.Sessions[0].User != adminUser || !list.Sessions[0].Current || list.Sessions[1].Current || !list.Sessions[0].Valid {
+		t.Fatalf("sessions = %+v", list.Sessions)
+	}
+	if strings.Contains(fmt.Sprint(list), login.Token) {
+		t.Errorf("the listing shows a token")
+	}
+	// Revoking one session by id ends it, on every unit.
+	e.must(204, "DELETE", "/v1/admin/sessions/"+list.Sessions[1].ID, "Bearer "+login.Token, nil, nil)
+	e.wantError(401, "session expired", "GET", "/v1/admin/tiers", "Bearer "+other, nil)
+	e.wantError(404, "not found", "DELETE", "/v1/admin/sessions/"+list.Sessions[1].ID, "Bearer "+login.Token, nil)
+
+	// Another unit whose configuration has a new password for admin refuses the session.
+	newPassword := htpasswdEntry(t, adminUser, "n3w-Passw0rd")
+	unit2 := newEnvOn(t, e.db, func(o *httpapi.Options) { o.BasicUsers = []string{newPassword} })
+	unit2.wantError(401, "session ended: the user was removed or its password changed", "GET", "/v1/admin/tiers", "Bearer "+login.Token, nil)
+	// The refusal deleted it: the unit with the old configuration refuses it too.
+	e.wantError(401, "session expired", "GET", "/v1/admin/tiers", "Bearer "+login.Token, nil)
+
+	// A removed user's sessions end.
+	bob := htpasswdEntry(t, "bob", "b0b-Passw0rd")
+	unit3 := newEnvOn(t, e.db, func(o *httpapi.Options) { o.BasicUsers = []string{cachedEntry, bob} })
+	req, _ := http.NewRequest("POST", unit3.srv.URL+"/v1/admin/login", nil)
+	req.SetBasicAuth("bob", "b0b-Passw0rd")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("bob's login: %v %v", resp.Status, err)
+	}
+	json.NewDecoder(resp.Body).Decode(&login)
+	resp.Body.Close()
+	e.wantError(401, "session ended", "GET", "/v1/admin/tiers", "Bearer "+login.Token, nil)
+
+	// Every session of a user at once.
+	unit3.token = ""
+	unit3.login()
+	var revoked struct{ Revoked int }
+	e.must(200, "DELETE", "/v1/admin/sessions?user=admin", "basic", nil, &revoked)
+	if revoked.Revoked != 1 {
+		t.Errorf("revoked %d sessions of admin, want 1", revoked.Revoked)
+	}
+	unit3.wantError(401, "session expired", "GET", "/v1/admin/tiers", "Bearer "+unit3.token, nil)
+	e.wantError(400, "?user=NAME", "DELETE", "/v1/admin/sessions", "basic", nil)
 }

@@ -21,6 +21,9 @@ func (s *Server) register() {
 	// Administration.
 	s.handle("POST /v1/admin/login", basicAccess, s.login)
 	s.handle("POST /v1/admin/logout", adminAccess, s.logout)
+	s.handle("GET /v1/admin/sessions", adminAccess, s.listSessions)
+	s.handle("DELETE /v1/admin/sessions", adminAccess, s.revokeUserSessions)
+	s.handle("DELETE /v1/admin/sessions/{id}", adminAccess, s.revokeSession)
 	s.handle("GET /v1/admin/tiers", adminAccess, s.listTiers)
 	s.handle("POST /v1/admin/tiers", adminAccess, s.addTier)
 	s.handle("DELETE /v1/admin/tiers/{name}", adminAccess, s.deleteTier)

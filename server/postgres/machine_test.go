@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 	"github.com/livepatch-onprem/livepatch/server"
@@ -125,16 +126,18 @@ func TestSessions(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	expires := now.Add(time.Hour)
 	hash := server.HashToken("session")
+	cred := server.HashToken("admin:$2y$...")
 
-	if err := db.CreateSession(ctx, "admin", hash, expires); err != nil {
+	if err := db.CreateSession(ctx, server.Session{ID: "s1", User: "admin", ExpiresAt: expires, Credential: cred}, hash); err != nil {
 		t.Fatal(err)
 	}
-	wantCode(t, db.CreateSession(ctx, "admin", hash, expires), server.CodeConflict)
+	wantCode(t, db.CreateSession(ctx, server.Session{ID: "s1b", User: "admin", ExpiresAt: expires}, hash), server.CodeConflict)
+	wantCode(t, db.CreateSession(ctx, server.Session{ID: "s1", User: "admin", ExpiresAt: expires}, server.HashToken("x")), server.CodeConflict)
 	s, err := db.Session(ctx, hash, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(server.Session{User: "admin", ExpiresAt: expires}, s); diff != "" {
+	if diff := cmp.Diff(server.Session{ID: "s1", User: "admin", ExpiresAt: expires, Credential: cred}, s, cmpopts.IgnoreFields(server.Session{}, "CreatedAt")); diff != "" {
 		t.Errorf("Session() (-want +got):\n%s", diff)
 	}
 	_, err = db.Session(ctx, hash, expires)
@@ -149,6 +152,38 @@ func TestSessions(t *testing.T) {
 	wantCode(t, err, server.CodeUnauthorized)
 	if err := db.DeleteSession(ctx, hash); err != nil {
 		t.Fatalf("DeleteSession() of an ended session: %v", err)
+	}
+
+	// Listing and revoking, by id and by user; a session the previous server made (no id,
+	// no credential) is not listed but goes with its user's.
+	for i, u := range []string{"admin", "bob", "admin"} {
+		id := fmt.Sprint("id", i)
+		if err := db.CreateSession(ctx, server.Session{ID: id, User: u, ExpiresAt: expires, Credential: cred}, server.HashToken(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.SQL().ExecContext(ctx, `INSERT INTO sessions (token_hash, user_name, expires_at) VALUES ($1, 'admin', $2)`, server.HashToken("old"), expires); err != nil {
+		t.Fatal(err)
+	}
+	ids := func() []string {
+		var out []string
+		for _, s := range must[[]server.Session](t)(db.Sessions(ctx, now)) {
+			out = append(out, s.ID+":"+s.User)
+		}
+		return out
+	}
+	if diff := cmp.Diff([]string{"id0:admin", "id1:bob", "id2:admin"}, ids()); diff != "" {
+		t.Errorf("Sessions() (-want +got):\n%s", diff)
+	}
+	if err := db.RevokeSession(ctx, "id1"); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, db.RevokeSession(ctx, "id1"), server.CodeNotFound)
+	if n, err := db.RevokeUserSessions(ctx, "admin"); err != nil || n != 3 {
+		t.Errorf("RevokeUserSessions(admin) = %d, %v; want 3", n, err)
+	}
+	if got := ids(); len(got) != 0 {
+		t.Errorf("sessions left: %v", got)
 	}
 }
 

@@ -103,36 +103,48 @@ func (db *DB) RevokeAuthToken(ctx context.Context, id string) error {
 
 // CreateSession records an admin session by the hash of its token, and forgets expired
 // sessions.
-func (db *DB) CreateSession(ctx context.Context, user string, hash []byte, expires time.Time) error {
+func (db *DB) CreateSession(ctx context.Context, s server.Session, hash []byte) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < now()`); err != nil {
 			return fmt.Errorf("cannot delete expired sessions: %w", err)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (token_hash, user_name, expires_at) VALUES ($1, $2, $3)`, hash, user, expires)
-		if isUnique(err, "sessions_pkey") {
+		_, err := tx.ExecContext(ctx, `
+			INSERT INTO sessions (token_hash, id, user_name, credential_hash, expires_at)
+			VALUES ($1, $2, $3, $4, $5)`, hash, s.ID, s.User, s.Credential, s.ExpiresAt)
+		if isUnique(err, "sessions_pkey") || isUnique(err, "sessions_id_key") {
 			return server.Errorf(server.CodeConflict, "session already exists")
 		}
 		if err != nil {
-			return fmt.Errorf("cannot insert session of %q: %w", user, err)
+			return fmt.Errorf("cannot insert session of %q: %w", s.User, err)
 		}
 		return nil
 	})
+}
+
+// sessionColumns are the columns scanSession reads.
+const sessionColumns = `coalesce(id, ''), user_name, created_at, expires_at, credential_hash`
+
+func scanSession(row interface{ Scan(...any) error }) (server.Session, error) {
+	var s server.Session
+	if err := row.Scan(&s.ID, &s.User, &s.CreatedAt, &s.ExpiresAt, &s.Credential); err != nil {
+		return server.Session{}, err
+	}
+	s.CreatedAt, s.ExpiresAt = utc(s.CreatedAt), utc(s.ExpiresAt)
+	return s, nil
 }
 
 // Session returns the session with that token hash if it has not expired at now;
 // unauthorized otherwise.
 func (db *DB) Session(ctx context.Context, hash []byte, now time.Time) (server.Session, error) {
 	var s server.Session
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `SELECT user_name, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2`, hash, now).
-			Scan(&s.User, &s.ExpiresAt)
+	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+		s, err = scanSession(tx.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE token_hash = $1 AND expires_at > $2`, hash, now))
 		if errors.Is(err, sql.ErrNoRows) {
 			return server.Errorf(server.CodeUnauthorized, "invalid or expired session")
 		}
 		if err != nil {
 			return fmt.Errorf("cannot read session: %w", err)
 		}
-		s.ExpiresAt = utc(s.ExpiresAt)
 		return nil
 	})
 	return s, err
@@ -146,4 +158,59 @@ func (db *DB) DeleteSession(ctx context.Context, hash []byte) error {
 		}
 		return nil
 	})
+}
+
+// Sessions lists the unexpired sessions that have an id, oldest first.
+func (db *DB) Sessions(ctx context.Context, now time.Time) ([]server.Session, error) {
+	var out []server.Session
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `
+			SELECT `+sessionColumns+` FROM sessions
+			WHERE expires_at > $1 AND id IS NOT NULL
+			ORDER BY created_at, id`, now)
+		if err != nil {
+			return fmt.Errorf("cannot list sessions: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			s, err := scanSession(rows)
+			if err != nil {
+				return fmt.Errorf("cannot list sessions: %w", err)
+			}
+			out = append(out, s)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("cannot list sessions: %w", err)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// RevokeSession ends the session with id; not-found when there is none.
+func (db *DB) RevokeSession(ctx context.Context, id string) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		n, err := execCount(ctx, tx, `DELETE FROM sessions WHERE id = $1`, id)
+		if err != nil {
+			return fmt.Errorf("cannot revoke session %q: %w", id, err)
+		}
+		if n == 0 {
+			return server.Errorf(server.CodeNotFound, "session %q not found", id)
+		}
+		return nil
+	})
+}
+
+// RevokeUserSessions ends every session of user, those made before sessions had ids
+// included, and returns how many it ended.
+func (db *DB) RevokeUserSessions(ctx context.Context, user string) (int, error) {
+	var n int
+	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+		n, err = execCount(ctx, tx, `DELETE FROM sessions WHERE user_name = $1`, user)
+		if err != nil {
+			return fmt.Errorf("cannot revoke the sessions of %q: %w", user, err)
+		}
+		return nil
+	})
+	return n, err
 }
