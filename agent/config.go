@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
 // Modes, as the real client has them.
@@ -390,7 +391,7 @@ func parseCerts(text string) ([]*x509.Certificate, error) {
 func checkServerURL(v string) (string, error) {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", fmt.Errorf("invalid remote-server %q: want http://host[:port] or https://host[:port]", v)
+		return "", fmt.Errorf("invalid remote-server %q: want http://host[:port] or https://host[:port]", config.Redact(v))
 	}
 	return strings.TrimRight(v, "/"), nil
 }
@@ -403,7 +404,7 @@ func checkProxyURL(key, v string) error {
 	}
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || !slices.Contains([]string{"http", "https", "socks5"}, u.Scheme) {
-		return fmt.Errorf("invalid %s %q: want a URL such as http://proxy.example.com:3128", key, v)
+		return fmt.Errorf("invalid %s %q: want a URL such as http://proxy.example.com:3128", key, config.Redact(v))
 	}
 	return nil
 }

@@ -71,6 +71,7 @@ func TestConfigSet(t *testing.T) {
 		{key: "http-proxy", value: "http://user:secret@squid:3128", want: Config{HTTPProxy: "http://user:secret@squid:3128"}},
 		{key: "https-proxy", value: "10.0.0.2:3128", want: Config{HTTPSProxy: "10.0.0.2:3128"}},
 		{key: "http-proxy", value: "gopher://x", err: `invalid http-proxy "gopher://x": want a URL such as http://proxy.example.com:3128`},
+		{key: "https-proxy", value: "gopher://bob:pw-s3cret@x", err: `invalid https-proxy "gopher://bob:xxxxx@x": want a URL such as http://proxy.example.com:3128`},
 		{key: "no-proxy", value: "localhost,.internal,10.0.0.0/8", want: Config{NoProxy: "localhost,.internal,10.0.0.0/8"}},
 		{key: "no-proxy", value: "a, b", err: `invalid no-proxy "a, b": want a comma-separated list without spaces`},
 		{key: "trusted-key", value: pubB64, want: Config{TrustedKey: pubB64}},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
+	"github.com/livepatch-onprem/livepatch/internal/syncbuf"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/config"
@@ -104,11 +106,17 @@ func freeAddr(t *testing.T) string {
 // startMain migrates cfg's database and runs a server on it until the test ends.
 func startMain(t *testing.T, cfg config.Config) string {
 	t.Helper()
+	return startMainLog(t, cfg, io.Discard)
+}
+
+// startMainLog is startMain with the server's log written to w.
+func startMainLog(t *testing.T, cfg config.Config, w io.Writer) string {
+	t.Helper()
 	if code, _, errOut := runCmd(t, "schema", "upgrade", "--db", cfg.Database.ConnectionString); code != 0 {
 		t.Fatal(errOut)
 	}
 	listening := make(chan net.Addr, 1)
-	m := &Main{Config: cfg, Listening: listening, Logger: newLogger(io.Discard, "info")}
+	m := &Main{Config: cfg, Listening: listening, Logger: newLogger(w, "info")}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
@@ -290,5 +298,68 @@ func TestServeSyncTiers(t *testing.T) {
 	st, err := cl.SyncStatus(ctx)
 	if err != nil || !st.SyncTiers || st.Tier != "" {
 		t.Errorf("sync status = %+v, %v; want sync-tiers and no landing tier", st, err)
+	}
+}
+
+// TestServeRedactsCredentials: proxy and upstream URLs with credentials never show on the
+// public /debug/status, in sync reports and status, or in the log.
+func TestServeRedactsCredentials(t *testing.T) {
+	ctx := t.Context()
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	cfg := config.Default()
+	cfg.Server.Address = addr
+	cfg.Server.URLTemplate = "http://" + addr + "/v1/patches/{filename}"
+	cfg.Database.ConnectionString = pgtest.DSN(t)
+	cfg.Auth.BasicUsers = []string{"admin:" + string(hash)}
+	cfg.PatchSync.Enabled = true
+	cfg.PatchSync.UpstreamURL = "http://sync:upstream-s3cret@" + freeAddr(t)
+	cfg.PatchSync.Token = "tok"
+	cfg.PatchSync.Proxy.HTTPS = "ftp://bob:pr0xy-s3cret@squid.internal:3128"
+	var logs syncbuf.Buffer
+	url := startMainLog(t, cfg, &logs)
+	cl, err := client.New(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl = cl.WithBasicAuth("admin", "pw")
+	r, err := cl.TriggerSyncWait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Outcome != server.SyncFailed || !strings.Contains(r.Error, "patch-sync.proxy.https") {
+		t.Fatalf("sync with a bad proxy = %+v", r)
+	}
+	resp, err := http.Get(url + "/debug/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	reports, err := cl.SyncReports(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := cl.SyncStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, text := range map[string]string{
+		"/debug/status": string(status),
+		"sync reports":  fmt.Sprint(reports),
+		"sync status":   fmt.Sprint(st),
+		"the log":       logs.String(),
+	} {
+		for _, secret := range []string{"pr0xy-s3cret", "upstream-s3cret"} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s shows %s:\n%s", what, secret, text)
+			}
+		}
+	}
+	if !strings.Contains(string(status), "ftp://bob:xxxxx@squid.internal:3128") {
+		t.Errorf("/debug/status does not name the bad proxy (redacted):\n%s", status)
 	}
 }

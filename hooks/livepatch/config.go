@@ -150,6 +150,9 @@ func (cfg Config) Validate() []string {
 	if u, err := url.Parse(cfg.ContractServerURL); err != nil || u.Host == "" {
 		add("contract_server_url %q is not a URL", cfg.ContractServerURL)
 	}
+	for i := range p {
+		p[i] = config.Redact(p[i]) // problems quote URLs, which may carry credentials
+	}
 	return p
 }
 

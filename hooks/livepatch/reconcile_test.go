@@ -65,6 +65,18 @@ func TestGuardChain(t *testing.T) {
 		modify: func(s *hookstest.State) { s.Config["sync_trusted_key"] = "/etc/livepatch/signing.pub" },
 		want:   hooks.Blocked("sync_trusted_key is not the base64 of an ed25519 public key: give the content of the upstream's signing.pub (two, comma-separated, while it rotates keys)"),
 	}, {
+		name:   "URLs with credentials are redacted",
+		leader: true,
+		modify: func(s *hookstest.State) {
+			s.Config["url_template"] = "ftp://lb:plaintext-pw@lb.example/{filename}"
+			s.Config["patch_sync_enabled"] = true
+			s.Config["sync_upstream"] = "gopher://sync:plaintext-pw@up.example"
+			s.Config["contract_server_url"] = "http://c:plaintext-pw@:bad"
+		},
+		want: hooks.Blocked(`url_template "ftp://lb:xxxxx@lb.example/{filename}" is not an http(s) URL; ` +
+			`sync_upstream "gopher://sync:xxxxx@up.example" is not an http(s) URL; ` +
+			`contract_server_url "http://c:xxxxx@:bad" is not a URL`),
+	}, {
 		name:   "sync_tiers with sync_tier",
 		leader: true,
 		modify: func(s *hookstest.State) { s.Config["sync_tiers"] = true; s.Config["sync_tier"] = "beta" },

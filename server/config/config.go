@@ -407,6 +407,9 @@ func (c Config) Validate() error {
 		add("patch-sync.machine-count %q is not one of bucket, exact", s.MachineCount)
 	}
 	if len(p) > 0 {
+		for i := range p {
+			p[i] = Redact(p[i]) // problems quote URLs, which may carry credentials
+		}
 		return &ValidationError{Problems: p}
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/config"
 	"github.com/livepatch-onprem/livepatch/server/patchfile"
 )
 
@@ -122,12 +123,14 @@ const maxReportedErrors = 5
 func joinErrors(errs []error) string {
 	var msgs []string
 	for _, err := range errs[:min(len(errs), maxReportedErrors)] {
-		msgs = append(msgs, err.Error()) // our own messages: no secrets, no driver details
+		msgs = append(msgs, err.Error()) // our own messages: no driver details
 	}
 	if n := len(errs) - maxReportedErrors; n > 0 {
 		msgs = append(msgs, fmt.Sprintf("and %d more errors (see the server log)", n))
 	}
-	return strings.Join(msgs, "; ")
+	// Transport errors may quote a proxy or upstream URL: reports are shown to
+	// administrators and on /debug/status, never with credentials.
+	return config.Redact(strings.Join(msgs, "; "))
 }
 
 // syncPatches fetches and verifies the list, then adds each missing patch that passes the

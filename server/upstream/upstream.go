@@ -145,7 +145,7 @@ func (s *Syncer) checkConfig() {
 		s.warnings = append(s.warnings, "patch-sync.send-machine-reports is on but patch-sync.id is not a valid deployment id: machine reports are not sent")
 	}
 	if len(problems) > 0 {
-		s.problem = server.Errorf(server.CodeInvalid, "invalid sync configuration: %s", strings.Join(problems, "; "))
+		s.problem = server.Errorf(server.CodeInvalid, "invalid sync configuration: %s", config.Redact(strings.Join(problems, "; ")))
 	}
 	if cfg.Enabled {
 		if cfg.SyncTiers {
@@ -354,7 +354,7 @@ func (s *Syncer) DebugStatus(ctx context.Context) map[string]any {
 // upstreamName is the upstream URL without credentials, for status and messages.
 func (s *Syncer) upstreamName() string {
 	if s.base == nil {
-		return s.cfg.UpstreamURL
+		return config.Redact(s.cfg.UpstreamURL)
 	}
 	return s.base.Redacted()
 }
