@@ -64,19 +64,19 @@ func (s *Server) authorize(r *http.Request, access Access) (context.Context, err
 			addr := s.clientAddr(r)
 			known := s.knownUser(user)
 			if err := s.lockout.check(known, addr); err != nil {
-				s.securityEvent(r, "basicauth_authn_locked", user)
+				s.basicEvent(r, "basicauth_authn_locked", user)
 				return nil, server.Errorf(server.CodeTooManyRequests, "%v", err)
 			}
 			if !config.CheckUserName(user) {
 				// No configured user has such a name: refuse before any hashing.
 				s.lockout.fail("", addr)
-				s.securityEvent(r, "basicauth_authn_failed", user)
+				s.basicEvent(r, "basicauth_authn_failed", user)
 				s.metrics.authFails.WithLabelValues("basic").Inc()
 				return nil, server.Errorf(server.CodeUnauthorized, "invalid username or password")
 			}
 			if !s.checkBasic(user, pass) {
 				s.lockout.fail(known, addr)
-				s.securityEvent(r, "basicauth_authn_failed", user)
+				s.basicEvent(r, "basicauth_authn_failed", user)
 				s.metrics.authFails.WithLabelValues("basic").Inc()
 				return nil, server.Errorf(server.CodeUnauthorized, "invalid username or password")
 			}
@@ -203,17 +203,24 @@ func (s *Server) knownUser(user string) string {
 	return ""
 }
 
-// securityEvent logs an authentication or admin event: who, what, from where; never a secret.
-// A user name that is no configured user (perhaps a password typed in the wrong field) is
-// not logged: a keyed hash of it, user-ref, lets an operator see that attempts repeat a
-// name without the log holding it.
-func (s *Server) securityEvent(r *http.Request, event, user string, attrs ...any) {
-	args := []any{"type", "security", "event", event, "user", s.knownUser(user)}
-	if user != "" && s.knownUser(user) == "" {
-		mac := hmac.New(sha256.New, s.logKey[:])
-		mac.Write([]byte(user))
-		args = append(args, "user-ref", hex.EncodeToString(mac.Sum(nil)[:6]))
+// basicEvent logs a security event about a basic-auth attempt, whose user name is the
+// caller's claim. A name that is no configured user (perhaps a password typed in the wrong
+// field) is not logged: a keyed hash of it, user-ref, lets an operator see that attempts
+// repeat a name without the log holding it.
+func (s *Server) basicEvent(r *http.Request, event, user string) {
+	if s.knownUser(user) != "" || user == "" {
+		s.securityEvent(r, event, user)
+		return
 	}
+	mac := hmac.New(sha256.New, s.logKey[:])
+	mac.Write([]byte(user))
+	s.securityEvent(r, event, "", "user-ref", hex.EncodeToString(mac.Sum(nil)[:6]))
+}
+
+// securityEvent logs an authentication or admin event: who (an identity the server
+// verified: basic-auth claims go through basicEvent), what, from where; never a secret.
+func (s *Server) securityEvent(r *http.Request, event, user string, attrs ...any) {
+	args := []any{"type", "security", "event", event, "user", clip(user)}
 	args = append(args, "method", r.Method, "path", clip(r.URL.Path), "remote", clip(s.remoteAddr(r)))
 	for i, a := range attrs {
 		if v, ok := a.(string); ok && i%2 == 1 {

@@ -141,6 +141,13 @@ func (e *env) do(method, path, auth string, body any) (int, []byte) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	if r != nil {
+		// As the client sends them: uploads are raw bytes, everything else JSON.
+		req.Header.Set("Content-Type", "application/json")
+		if method == "PUT" {
+			req.Header.Set("Content-Type", "application/octet-stream")
+		}
+	}
 	switch {
 	case auth == "basic":
 		req.SetBasicAuth(adminUser, adminPass)
@@ -270,7 +277,7 @@ func TestRouteTableGolden(t *testing.T) {
 // TestAdminRoutesRefuseUnauthenticated derives its cases from the route table, so a new
 // admin route cannot escape the check.
 func TestAdminRoutesRefuseUnauthenticated(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, trustLoopback)
 	param := regexp.MustCompile(`\{[^}]+\}`)
 	n := 0
 	for _, r := range e.api.Routes() {
@@ -651,8 +658,14 @@ func TestBadInput(t *testing.T) {
 	}
 	e.t = t
 
-	// Re-enabling the same machine is allowed at the limit; revoked and expired tokens are refused.
-	e.enable("m1", tok)
+	// Re-enabling the same machine (with its machine token) is allowed at the limit;
+	// revoked and expired tokens are refused.
+	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/client/m1", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Livepatch-Machine-Token", machineTok)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("re-enable m1 at the limit: %v %v", resp.Status, err)
+	}
 	e.must(204, "DELETE", "/v1/admin/auth-tokens/lab", "session", nil, nil)
 	e.wantError(401, "", "POST", "/v1/client/m3", "Bearer "+tok, nil)
 	exp := e.now.Add(time.Hour)
@@ -916,3 +929,4 @@ func TestSessionsEndWithTheirUser(t *testing.T) {
 	unit3.wantError(401, "session expired", "GET", "/v1/admin/tiers", "Bearer "+unit3.token, nil)
 	e.wantError(400, "?user=NAME", "DELETE", "/v1/admin/sessions", "basic", nil)
 }
+
