@@ -20,6 +20,7 @@ const (
 	CodeNotFound        Code = "not-found"         // the named thing does not exist
 	CodeConflict        Code = "conflict"          // the thing exists or is in use
 	CodeTooLarge        Code = "too-large"         // a body over its limit
+	CodeUnsupportedType Code = "unsupported-type"  // a body of a media type the route does not take
 	CodeTooManyRequests Code = "too-many-requests" // rate or concurrency limit hit
 	CodeUnavailable     Code = "unavailable"       // a dependency (database, upstream) is down
 	CodeInternal        Code = "internal"          // anything else; the message is generic

@@ -166,6 +166,7 @@ var statusCodes = map[int]server.Code{
 	http.StatusNotFound:              server.CodeNotFound,
 	http.StatusConflict:              server.CodeConflict,
 	http.StatusRequestEntityTooLarge: server.CodeTooLarge,
+	http.StatusUnsupportedMediaType:  server.CodeUnsupportedType,
 	http.StatusTooManyRequests:       server.CodeTooManyRequests,
 	http.StatusServiceUnavailable:    server.CodeUnavailable,
 	http.StatusBadGateway:            server.CodeUnavailable,

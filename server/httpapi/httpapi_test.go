@@ -930,3 +930,71 @@ func TestSessionsEndWithTheirUser(t *testing.T) {
 	e.wantError(400, "?user=NAME", "DELETE", "/v1/admin/sessions", "basic", nil)
 }
 
+// TestCrossSiteRequestsRefused sends admin requests as a browser does when a page of
+// another site makes them while the administrator's basic credentials are cached: a form
+// post, a simple fetch with a text/plain body, and a fetch marked cross-site.
+func TestCrossSiteRequestsRefused(t *testing.T) {
+	e := newEnv(t)
+	p := e.upload("5.15.0-107.117", "generic", "107.1", "amd64")
+	browser := func(method, path, ctype, body string, headers map[string]string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
+		if body == "" {
+			req.Body = http.NoBody
+		}
+		req.SetBasicAuth(adminUser, adminPass)
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var eb struct{ Code, Message string }
+		json.NewDecoder(resp.Body).Decode(&eb)
+		return resp.StatusCode, eb.Code
+	}
+	promote := "/v1/admin/patches/" + p.Version + "/promote"
+	crossSite := map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
+	for _, tt := range []struct {
+		name, method, path, ctype, body string
+		headers                         map[string]string
+		status                          int
+		code                            string
+	}{
+		{"simple fetch, text/plain", "POST", promote, "text/plain;charset=UTF-8", `{"tier":"stable"}`, crossSite, 403, "forbidden"},
+		{"text/plain, no browser headers", "POST", promote, "text/plain", `{"tier":"stable"}`, nil, 415, "unsupported-type"},
+		{"form post", "POST", promote, "application/x-www-form-urlencoded", `{"tier":"stable"}=`, nil, 415, "unsupported-type"},
+		{"multipart form", "POST", promote, "multipart/form-data; boundary=x", "--x--", nil, 415, "unsupported-type"},
+		{"JSON body without a type", "POST", promote, "", `{"tier":"stable"}`, nil, 415, "unsupported-type"},
+		{"bodiless post from another origin", "POST", "/v1/admin/storage/refresh", "", "", map[string]string{"Origin": "http://evil.example"}, 403, "forbidden"},
+		{"bodiless post marked cross-site", "POST", "/v1/admin/storage/refresh", "", "", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, "forbidden"},
+		{"same-site is another origin", "DELETE", "/v1/admin/tiers/edge", "", "", map[string]string{"Sec-Fetch-Site": "same-site"}, 403, "forbidden"},
+		{"upload as text/plain", "PUT", "/v1/admin/patches/files/" + p.Filename, "text/plain", "x", nil, 415, "unsupported-type"},
+		{"login from another origin", "POST", "/v1/admin/login", "", "", map[string]string{"Origin": "http://evil.example"}, 403, "forbidden"},
+	} {
+		if status, code := browser(tt.method, tt.path, tt.ctype, tt.body, tt.headers); status != tt.status || code != tt.code {
+			t.Errorf("%s: %d %s, want %d %s", tt.name, status, code, tt.status, tt.code)
+		}
+	}
+	var got struct{ Patches []server.Patch }
+	e.must(200, "GET", "/v1/admin/patches/"+p.Version, "basic", nil, &got)
+	if len(got.Patches) != 1 || got.Patches[0].Tier != p.Tier {
+		t.Fatalf("a refused request promoted the patch: %+v", got.Patches)
+	}
+	// The same page's own requests, and the CLI's (no browser headers), pass.
+	sameOrigin := map[string]string{"Origin": e.srv.URL, "Sec-Fetch-Site": "same-origin"}
+	if status, _ := browser("POST", promote, "application/json", `{"tier":"beta"}`, sameOrigin); status != 200 {
+		t.Errorf("same-origin JSON promote: %d, want 200", status)
+	}
+	if status, _ := browser("POST", "/v1/admin/storage/refresh", "", "", nil); status != 200 {
+		t.Errorf("bodiless CLI post: %d, want 200", status)
+	}
+	if status, _ := browser("GET", "/v1/admin/tiers", "", "", crossSite); status != 200 {
+		t.Errorf("cross-site GET (cannot read the answer, changes nothing): %d, want 200", status)
+	}
+}

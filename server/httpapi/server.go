@@ -13,9 +13,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,10 +223,26 @@ func (s *Server) handle(pattern string, access Access, h handlerFunc) {
 			}
 			defer release()
 		}
+		admin := access == basicAccess || access == adminAccess
+		if admin {
+			// Browsers send cached basic credentials along with requests other sites make:
+			// refuse those before looking at any credential.
+			if err := s.checkOrigin(r); err != nil {
+				s.securityEvent(r, "admin_request_refused", "", "reason", server.ErrorMessage(err))
+				s.writeError(rec, r, err)
+				return
+			}
+		}
 		ctx, err := s.authorize(r, access)
 		if err != nil {
 			s.writeError(rec, r, err)
 			return
+		}
+		if admin {
+			if err := checkBodyType(r); err != nil {
+				s.writeError(rec, r, err)
+				return
+			}
 		}
 		if ctx != r.Context() {
 			r = r.WithContext(ctx)
@@ -233,6 +251,48 @@ func (s *Server) handle(pattern string, access Access, h handlerFunc) {
 			s.writeError(rec, r, err)
 		}
 	}))
+}
+
+// crossOrigin refuses unsafe requests that a browser marks as coming from another site
+// (Sec-Fetch-Site) or from another origin than the server's host (Origin).
+var crossOrigin = http.NewCrossOriginProtection()
+
+// uploadTypes are the media types of patch upload bodies (PUT, the only admin method that
+// takes raw bytes); POST and DELETE bodies are JSON.
+var uploadTypes = []string{"application/x-bzip2", "application/octet-stream"}
+
+// checkOrigin refuses the unsafe admin requests a web page of another site, visited by an
+// administrator, makes with the browser's cached credentials. The admin CLI and scripts
+// send neither Origin nor Sec-Fetch-Site.
+func (s *Server) checkOrigin(r *http.Request) error {
+	if err := crossOrigin.Check(r); err != nil {
+		return server.Errorf(server.CodeForbidden, "cross-origin request refused: admin requests from web pages of other sites are not accepted")
+	}
+	return nil
+}
+
+// checkBodyType refuses admin request bodies of other types than the route takes: the
+// types an HTML form or a simple cross-site fetch sends (text/plain, form data) among
+// them, so that no page can send an admin action without a CORS preflight.
+func checkBodyType(r *http.Request) error {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return nil
+	}
+	want := []string{"application/json"}
+	if r.Method == http.MethodPut {
+		want = uploadTypes
+	}
+	ct := r.Header.Get("Content-Type")
+	hasBody := r.ContentLength != 0 || len(r.TransferEncoding) > 0
+	if ct == "" && !hasBody {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || !slices.Contains(want, mt) {
+		return server.Errorf(server.CodeUnsupportedType, "request body must be %s (Content-Type), not %.64q", strings.Join(want, " or "), ct)
+	}
+	return nil
 }
 
 type statusRecorder struct {
@@ -261,6 +321,7 @@ var statusOf = map[server.Code]int{
 	server.CodeNotFound:        http.StatusNotFound,
 	server.CodeConflict:        http.StatusConflict,
 	server.CodeTooLarge:        http.StatusRequestEntityTooLarge,
+	server.CodeUnsupportedType: http.StatusUnsupportedMediaType,
 	server.CodeTooManyRequests: http.StatusTooManyRequests,
 	server.CodeUnavailable:     http.StatusServiceUnavailable,
 	server.CodeInternal:        http.StatusInternalServerError,
