@@ -314,6 +314,12 @@ VERSION  KERNEL          FLAVOUR  ARCH   TIER  BLOCKED
 	if len(patches) != 1 || !patches[0].Blocked || patches[0].BlockReason != "breaks nfs" {
 		t.Errorf("blocked patch = %+v", patches)
 	}
+	// Text from the server never drives the terminal: a reason with escape sequences (as
+	// any admin, or an upstream's block, could set) prints escaped.
+	a.ok("patch", "block", "108.1", "--reason", "\x1b]0;owned\x07\x1b[2Jcleared")
+	if out := a.ok("patch", "show", "108.1"); strings.ContainsRune(out, 0x1b) || !strings.Contains(out, `\x1b]0;owned\x07\x1b[2Jcleared`) {
+		t.Errorf("patch show prints control characters:\n%q", out)
+	}
 	a.expect([]string{"patch", "unblock", "108.1"}, 0, "Unblocked 1 file of patch 108.1\n", "")
 
 	// Storage.

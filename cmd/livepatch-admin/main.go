@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/livepatch-onprem/livepatch/internal/safeterm"
 	"github.com/livepatch-onprem/livepatch/server/client"
 )
 
@@ -37,6 +38,9 @@ func main() {
 // run executes one livepatch-admin command line and returns its exit code. Tests call it
 // in-process; getenv stands for os.Getenv.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	// What is printed comes from the server: no control character of it reaches the
+	// terminal.
+	stdout = safeterm.NewWriter(stdout)
 	g := &global{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
 	root := newRoot(g)
 	root.SetArgs(args)
@@ -67,7 +71,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintln(stderr, "error: not logged in or session expired: run livepatch-admin login")
 		return exitError
 	}
-	fmt.Fprintf(stderr, "error: %s\n", err)
+	fmt.Fprintf(stderr, "error: %s\n", safeterm.String(err.Error()))
 	return exitError
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/livepatch-onprem/livepatch/agent"
+	"github.com/livepatch-onprem/livepatch/internal/safeterm"
 )
 
 // Exit codes.
@@ -57,6 +58,9 @@ func main() {
 // run executes one command line with g and returns the exit code. Tests call it
 // in-process with a global whose agent options point at fake trees.
 func run(ctx context.Context, g *global, args []string) int {
+	// What is printed comes from the server and the patches: no control character of it
+	// reaches the terminal.
+	g.stdout = safeterm.NewWriter(g.stdout)
 	root := newRoot(g)
 	root.SetArgs(args)
 	root.SetIn(g.stdin)
@@ -74,7 +78,7 @@ func run(ctx context.Context, g *global, args []string) int {
 		fmt.Fprint(g.stderr, ue.cmd.UsageString())
 		return exitUsage
 	}
-	fmt.Fprintf(g.stderr, "error: %s\n", err)
+	fmt.Fprintf(g.stderr, "error: %s\n", safeterm.String(err.Error()))
 	return exitError
 }
 
