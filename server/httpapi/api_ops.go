@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
 func (s *Server) banner(w http.ResponseWriter, r *http.Request) error {
@@ -30,7 +32,8 @@ func (s *Server) debugStatus(w http.ResponseWriter, r *http.Request) error {
 	check := func(err error) componentStatus {
 		if err != nil {
 			healthy = false
-			return componentStatus{Status: err.Error()}
+			// Public: a driver or transport error may quote a URL with credentials.
+			return componentStatus{Status: config.Redact(err.Error())}
 		}
 		return componentStatus{Status: "OK"}
 	}
