@@ -253,9 +253,11 @@ func TestRoutes(t *testing.T) {
 			r, err := c.StorageRefresh(ctx)
 			return result{Value: r}, err
 		},
-		status: 200, resp: `{"added":["a"],"removed":["b"],"invalid":[{"filename":"c","error":"bad"}]}`,
-		want:    recorded{Method: "POST", URI: "/v1/admin/storage/refresh"},
-		wantOut: result{Value: client.RefreshResult{Added: []string{"a"}, Removed: []string{"b"}, Invalid: []client.InvalidFile{{Filename: "c", Error: "bad"}}}},
+		status: 200, resp: `{"added":["a"],"removed":["b"],"mismatched":[{"filename":"e","recorded-sha256":"aa","stored-sha256":"bb"}],"invalid":[{"filename":"c","error":"bad"}]}`,
+		want: recorded{Method: "POST", URI: "/v1/admin/storage/refresh"},
+		wantOut: result{Value: client.RefreshResult{Added: []string{"a"}, Removed: []string{"b"},
+			Mismatched: []client.MismatchedFile{{Filename: "e", RecordedSHA256: "aa", StoredSHA256: "bb"}},
+			Invalid:    []client.InvalidFile{{Filename: "c", Error: "bad"}}}},
 	}, {
 		name: "auth tokens",
 		call: func(ctx context.Context, c *client.Client) (result, error) {

@@ -74,6 +74,12 @@ type env struct {
 
 func newEnv(t testing.TB, options ...func(*httpapi.Options)) *env {
 	t.Helper()
+	return newEnvFiles(t, func(db *postgres.DB) server.PatchFiles { return patchstore.NewPostgres(db.SQL()) }, options...)
+}
+
+// newEnvFiles is newEnv with the patch storage files makes.
+func newEnvFiles(t testing.TB, files func(*postgres.DB) server.PatchFiles, options ...func(*httpapi.Options)) *env {
+	t.Helper()
 	if cachedEntry == "" {
 		cachedEntry = htpasswdEntry(t, adminUser, adminPass)
 	}
@@ -97,7 +103,7 @@ func newEnv(t testing.TB, options ...func(*httpapi.Options)) *env {
 	for _, o := range options {
 		o(&opts)
 	}
-	api, err := httpapi.New(db, patchstore.NewPostgres(db.SQL()), opts)
+	api, err := httpapi.New(db, files(db), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
