@@ -204,6 +204,9 @@ func (c *Client) StoragePatches(ctx context.Context) ([]StorageFile, error) {
 type RefreshResult struct {
 	Added   []string `json:"added"`
 	Removed []string `json:"removed"`
+	// Missing lists the records whose file is gone from storage, kept because the refresh
+	// did not prune.
+	Missing []string `json:"missing"`
 	// Mismatched lists the recorded files whose stored bytes are not the recorded ones.
 	Mismatched []MismatchedFile `json:"mismatched"`
 	Invalid    []InvalidFile    `json:"invalid"`
@@ -223,10 +226,11 @@ type InvalidFile struct {
 }
 
 // StorageRefresh records files found in patch storage, checks recorded files against
-// their SHA-256 and forgets records whose files are gone.
-func (c *Client) StorageRefresh(ctx context.Context) (RefreshResult, error) {
+// their SHA-256 and reports records whose files are gone; with prune it forgets those.
+func (c *Client) StorageRefresh(ctx context.Context, prune bool) (RefreshResult, error) {
 	var out RefreshResult
-	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/admin/storage/refresh", out: &out})
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/admin/storage/refresh",
+		in: map[string]bool{"prune": prune}, out: &out})
 	return out, err
 }
 

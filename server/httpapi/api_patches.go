@@ -329,24 +329,42 @@ type mismatchedFile struct {
 	StoredSHA256   string `json:"stored-sha256"`
 }
 
+type refreshRequest struct {
+	// Prune forgets the records whose file is gone from storage; without it they are only
+	// reported.
+	Prune bool `json:"prune"`
+}
+
 type refreshResponse struct {
 	Added      []string         `json:"added"`
 	Removed    []string         `json:"removed"`
+	Missing    []string         `json:"missing"`
 	Mismatched []mismatchedFile `json:"mismatched"`
 	Invalid    []invalidFile    `json:"invalid"`
 }
 
 // storageRefresh reconciles storage with the records: files in storage that are not
 // recorded are checked and recorded; recorded files are checked against their SHA-256;
-// records whose file is gone are removed.
+// records whose file is gone are reported as missing, and forgotten only with prune.
+// Storage that holds no patch file at all while patches are recorded looks unmounted:
+// without prune the refresh refuses and changes nothing.
 func (s *Server) storageRefresh(w http.ResponseWriter, r *http.Request) error {
+	var req refreshRequest
+	if err := decodeJSON(w, r, &req, true); err != nil {
+		return err
+	}
 	ctx := r.Context()
 	files, err := s.files.List(ctx)
 	if err != nil {
 		return err
 	}
 	recorded := s.recordedFiles(r)
-	out := refreshResponse{Added: []string{}, Removed: []string{}, Mismatched: []mismatchedFile{}, Invalid: []invalidFile{}}
+	if len(files) == 0 && len(recorded) > 0 && !req.Prune {
+		return server.Errorf(server.CodeConflict,
+			"patch storage holds no patch files but %d are recorded: it looks unmounted or emptied; nothing was changed (refresh with prune to forget the %d records)",
+			len(recorded), len(recorded))
+	}
+	out := refreshResponse{Added: []string{}, Removed: []string{}, Missing: []string{}, Mismatched: []mismatchedFile{}, Invalid: []invalidFile{}}
 	inStorage := make(map[string]bool, len(files))
 	for _, sf := range files {
 		inStorage[sf.Filename] = true
@@ -373,6 +391,10 @@ func (s *Server) storageRefresh(w http.ResponseWriter, r *http.Request) error {
 		if inStorage[name] {
 			continue
 		}
+		if !req.Prune {
+			out.Missing = append(out.Missing, name)
+			continue
+		}
 		removed, err := s.forgetMissing(ctx, name)
 		if err != nil {
 			return err
@@ -382,11 +404,12 @@ func (s *Server) storageRefresh(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	slices.Sort(out.Removed)
+	slices.Sort(out.Missing)
 	if len(out.Mismatched) > 0 {
 		s.log.Warn("Patch files do not match their records", "files", len(out.Mismatched))
 	}
 	s.adminWrite(r, "storage_refresh", "added", len(out.Added), "removed", len(out.Removed),
-		"mismatched", len(out.Mismatched))
+		"missing", len(out.Missing), "mismatched", len(out.Mismatched))
 	return writeJSON(w, http.StatusOK, out)
 }
 

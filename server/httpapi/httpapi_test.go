@@ -583,7 +583,7 @@ func TestStorageRefresh(t *testing.T) {
 		Added, Removed []string
 		Invalid        []struct{ Filename, Error string }
 	}
-	e.must(200, "POST", "/v1/admin/storage/refresh", "session", nil, &out)
+	e.must(200, "POST", "/v1/admin/storage/refresh", "session", map[string]bool{"prune": true}, &out)
 	if diff := cmp.Diff([]string{name}, out.Added); diff != "" {
 		t.Errorf("added (-want +got):\n%s", diff)
 	}

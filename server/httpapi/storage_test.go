@@ -6,10 +6,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/patchstore"
@@ -136,8 +140,8 @@ wait:
 }
 
 type refreshResult struct {
-	Added, Removed []string
-	Mismatched     []struct {
+	Added, Removed, Missing []string
+	Mismatched              []struct {
 		Filename       string
 		RecordedSHA256 string `json:"recorded-sha256"`
 		StoredSHA256   string `json:"stored-sha256"`
@@ -178,5 +182,86 @@ func TestStorageMismatchRepair(t *testing.T) {
 	e.must(200, "POST", "/v1/admin/storage/refresh", "session", nil, &out)
 	if len(out.Mismatched) != 0 {
 		t.Errorf("after repair, mismatched = %+v", out.Mismatched)
+	}
+}
+
+// Filesystem storage whose volume is not mounted (an empty directory, or none) looks
+// unhealthy in /debug/status, and storage refresh refuses to forget every record unless
+// told to prune; records of single missing files are kept and reported without prune.
+func TestStorageRefreshUnmounted(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "patches")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvFiles(t, func(*postgres.DB) server.PatchFiles {
+		files, err := patchstore.NewFilesystem(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return files
+	})
+	a := e.upload("5.15.0-107.117", "generic", "107.1", "amd64")
+	b := e.upload("5.15.0-107.117", "generic", "107.2", "amd64")
+	e.must(200, "POST", "/v1/admin/patches/107.1/promote", "session", map[string]string{"tier": "stable"}, nil)
+	var st map[string]any
+	e.must(200, "GET", "/debug/status", "", nil, &st)
+
+	// Unmount: the directory is empty.
+	aside := filepath.Join(t.TempDir(), "aside")
+	if err := os.Rename(dir, aside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	status, body := e.do("GET", "/debug/status", "", nil)
+	if status != 503 || !bytes.Contains(body, []byte("holds no patch files but 2 are recorded")) {
+		t.Errorf("debug status with empty storage: %d %s", status, body)
+	}
+	e.wantError(409, "looks unmounted", "POST", "/v1/admin/storage/refresh", "session", nil)
+	var list struct{ Patches []server.Patch }
+	e.must(200, "GET", "/v1/admin/patches", "session", nil, &list)
+	if len(list.Patches) != 2 {
+		t.Fatalf("after the refused refresh, patches = %+v", list.Patches)
+	}
+
+	// No directory at all.
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	status, body = e.do("GET", "/debug/status", "", nil)
+	if status != 503 || !bytes.Contains(body, []byte("does not exist")) {
+		t.Errorf("debug status with no storage directory: %d %s", status, body)
+	}
+
+	// Mounted again: everything is where it was.
+	if err := os.Rename(aside, dir); err != nil {
+		t.Fatal(err)
+	}
+	var out refreshResult
+	e.must(200, "POST", "/v1/admin/storage/refresh", "session", nil, &out)
+	if len(out.Added)+len(out.Removed)+len(out.Missing)+len(out.Mismatched) != 0 {
+		t.Errorf("refresh after remount = %+v", out)
+	}
+	e.must(200, "GET", "/debug/status", "", nil, &st)
+
+	// One file gone: reported, kept; forgotten with prune.
+	if err := os.Remove(filepath.Join(dir, b.Filename)); err != nil {
+		t.Fatal(err)
+	}
+	out = refreshResult{}
+	e.must(200, "POST", "/v1/admin/storage/refresh", "session", nil, &out)
+	if diff := cmp.Diff([]string{b.Filename}, out.Missing); diff != "" || len(out.Removed) != 0 {
+		t.Errorf("missing (-want +got):\n%s; removed %v", diff, out.Removed)
+	}
+	out = refreshResult{}
+	e.must(200, "POST", "/v1/admin/storage/refresh", "session", map[string]bool{"prune": true}, &out)
+	if diff := cmp.Diff([]string{b.Filename}, out.Removed); diff != "" {
+		t.Errorf("removed (-want +got):\n%s", diff)
+	}
+	list.Patches = nil
+	e.must(200, "GET", "/v1/admin/patches", "session", nil, &list)
+	if len(list.Patches) != 1 || list.Patches[0].Filename != a.Filename || list.Patches[0].Tier != "stable" {
+		t.Errorf("after prune, patches = %+v", list.Patches)
 	}
 }
