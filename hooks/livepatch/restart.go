@@ -149,6 +149,9 @@ func restartServer(ctx context.Context, c *hooks.Context, u *Unit, binary string
 	if _, err := c.WriteFile(ConfigPath, u.rendered, 0o600); err != nil {
 		return hooks.Status{}, err
 	}
+	if err := installUnit(ctx, c, u); err != nil {
+		return hooks.Status{}, err
+	}
 	if err := Restart(ctx, c); err != nil {
 		_ = c.JujuLog(ctx, hooks.LevelError, fmt.Sprintf("Restart failed: %v", err))
 		return hooks.Blocked(MessageRestartFailed), nil
