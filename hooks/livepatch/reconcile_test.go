@@ -238,6 +238,8 @@ func TestLeaderInitialisesEmptyDatabase(t *testing.T) {
 		"livepatch-server schema check --config " + cfgPath,
 		"livepatch-server schema version --config " + cfgPath + " --format json",
 		"livepatch-server schema upgrade --config " + cfgPath + " --format json",
+		"id -u",
+		"getent passwd livepatch",
 		"systemctl daemon-reload",
 		"systemctl enable livepatch-server.service",
 		"systemctl restart livepatch-server.service",
@@ -618,6 +620,10 @@ func TestInstall(t *testing.T) {
 	// The service is neither defined nor enabled before a valid configuration exists: a
 	// reboot before the charm is configured starts nothing.
 	want := []string{
+		"id -u",
+		"getent passwd livepatch",
+		"useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin --comment Livepatch on-prem server livepatch",
+		"getent passwd livepatch",
 		"livepatch-server version",
 	}
 	if diff := cmp.Diff(want, hookstest.CommandLines(res.Commands)); diff != "" {

@@ -89,7 +89,11 @@ func installServer(ctx context.Context, c *hooks.Context, stage bool) (hooks.Sta
 		}
 	}
 	// The unit is written, and the service enabled, when the charm first starts the server
-	// with a valid configuration (restartServer): until then a reboot starts nothing.
+	// with a valid configuration (restartServer): until then a reboot starts nothing. The
+	// user exists from install on, so that operators can give it their storage volume.
+	if _, _, err := ensureServiceUser(ctx, c); err != nil {
+		return hooks.Status{}, err
+	}
 	return hooks.Status{}, setApplicationVersion(ctx, c)
 }
 
