@@ -107,8 +107,8 @@ func TestTLSAndForwardedFor(t *testing.T) {
 		"global_maxconn": 4096.0, "global_spread_checks": 0.0, "global_default_dh_param": 2048.0,
 		"default_mode": "http", "default_retries": 3.0, "default_options": "httplog, dontlognull",
 		"default_timeouts": "queue 60000, connect 5000, client 60000, server 60000",
-		"ssl_cert": base64.StdEncoding.EncodeToString(certPEM),
-		"ssl_key":  base64.StdEncoding.EncodeToString(keyPEM),
+		"ssl_cert":         base64.StdEncoding.EncodeToString(certPEM),
+		"ssl_key":          base64.StdEncoding.EncodeToString(keyPEM),
 	}
 	if err := writeCerts(cfg, services); err != nil {
 		t.Fatal(err)
