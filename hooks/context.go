@@ -186,6 +186,36 @@ func (c *Context) WriteFile(p string, data []byte, perm fs.FileMode) (changed bo
 	return true, nil
 }
 
+// Chown gives the machine file p to uid and gid.
+func (c *Context) Chown(p string, uid, gid int) error {
+	if err := os.Chown(c.Path(p), uid, gid); err != nil {
+		return fmt.Errorf("cannot change the owner of %s: %w", p, err)
+	}
+	return nil
+}
+
+// MkdirAll creates the machine directory p and its parents (parents with mode 0755) when
+// it does not exist, and reports whether it created p.
+func (c *Context) MkdirAll(p string, perm fs.FileMode) (created bool, err error) {
+	path := c.Path(p)
+	if info, err := os.Stat(path); err == nil {
+		if !info.IsDir() {
+			return false, fmt.Errorf("cannot create directory %s: a file is in the way", p)
+		}
+		return false, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return false, fmt.Errorf("cannot create directory %s: %w", p, err)
+	}
+	if err := os.Mkdir(path, perm); err != nil {
+		return false, fmt.Errorf("cannot create directory %s: %w", p, err)
+	}
+	if err := os.Chmod(path, perm); err != nil { // whatever the umask
+		return false, fmt.Errorf("cannot create directory %s: %w", p, err)
+	}
+	return true, nil
+}
+
 // RemoveFile removes the machine file or directory tree p; a missing file is not an error.
 func (c *Context) RemoveFile(p string) error {
 	if err := os.RemoveAll(c.Path(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {

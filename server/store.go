@@ -166,6 +166,10 @@ type Store interface {
 	// advisory lock), so a background job runs on one unit at a time. ran is false, and fn
 	// is not called, when another unit holds the lock.
 	RunExclusive(ctx context.Context, job string, fn func(ctx context.Context) error) (ran bool, err error)
+	// LockPatchFile runs fn while holding the cluster-wide lock of one patch filename,
+	// waiting for it until ctx ends. Whoever stores a file's bytes and records them does
+	// both under this lock, so that a record never names another upload's bytes.
+	LockPatchFile(ctx context.Context, filename string, fn func(ctx context.Context) error) error
 	// SchemaVersion returns the applied and the latest known migration numbers.
 	SchemaVersion(ctx context.Context) (current, latest int, err error)
 	// Ping checks that the database answers.

@@ -60,16 +60,23 @@ func (c *cmdStoragePatches) run(cmd *cobra.Command, args []string) error {
 
 // cmdStorageRefresh reconciles patch storage with the database records.
 type cmdStorageRefresh struct {
-	g *global
+	g     *global
+	prune bool
 }
 
 func (c *cmdStorageRefresh) command() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "refresh",
-		Short: "Record patch files found in storage and forget records of missing files",
-		Args:  argNames(nil),
-		RunE:  c.run,
+		Short: "Record patch files found in storage, check recorded ones, report missing ones",
+		Long: `Record patch files found in storage, check every recorded file against its
+SHA-256, and report the records whose file is missing. With --prune, forget those
+records. Storage that holds no patch file while patches are recorded looks unmounted:
+the refresh then changes nothing unless --prune is given.`,
+		Args: argNames(nil),
+		RunE: c.run,
 	}
+	cmd.Flags().BoolVar(&c.prune, "prune", false, "forget the records whose file is missing from storage")
+	return cmd
 }
 
 func (c *cmdStorageRefresh) run(cmd *cobra.Command, args []string) error {
@@ -77,12 +84,13 @@ func (c *cmdStorageRefresh) run(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := cl.StorageRefresh(cmd.Context())
+	res, err := cl.StorageRefresh(cmd.Context(), c.prune)
 	if err != nil {
 		return err
 	}
-	out := client.RefreshResult{Added: orEmpty(res.Added), Removed: orEmpty(res.Removed), Invalid: orEmpty(res.Invalid)}
-	return c.g.show(out, func(w io.Writer) {
+	out := client.RefreshResult{Added: orEmpty(res.Added), Removed: orEmpty(res.Removed), Missing: orEmpty(res.Missing),
+		Mismatched: orEmpty(res.Mismatched), Invalid: orEmpty(res.Invalid)}
+	err = c.g.show(out, func(w io.Writer) {
 		tw := newTable(w)
 		for _, f := range res.Added {
 			fmt.Fprintf(tw, "added:\t%s\n", f)
@@ -90,10 +98,24 @@ func (c *cmdStorageRefresh) run(cmd *cobra.Command, args []string) error {
 		for _, f := range res.Removed {
 			fmt.Fprintf(tw, "removed:\t%s\n", f)
 		}
+		for _, f := range res.Missing {
+			fmt.Fprintf(tw, "missing:\t%s\n", f)
+		}
+		for _, f := range res.Mismatched {
+			fmt.Fprintf(tw, "mismatched:\t%s: recorded sha256 %s, stored %s\n", f.Filename, f.RecordedSHA256, f.StoredSHA256)
+		}
 		for _, f := range res.Invalid {
 			fmt.Fprintf(tw, "invalid:\t%s: %s\n", f.Filename, f.Error)
 		}
 		tw.Flush()
-		fmt.Fprintf(w, "Storage refreshed: %d added, %d removed, %d invalid\n", len(res.Added), len(res.Removed), len(res.Invalid))
+		fmt.Fprintf(w, "Storage refreshed: %d added, %d removed, %d missing, %d mismatched, %d invalid\n",
+			len(res.Added), len(res.Removed), len(res.Missing), len(res.Mismatched), len(res.Invalid))
+		if len(res.Missing) > 0 {
+			fmt.Fprintln(w, "Missing files are still recorded: copy them back, or refresh with --prune to forget them.")
+		}
+		if len(res.Mismatched) > 0 {
+			fmt.Fprintln(w, "Clients refuse mismatched files: upload the recorded file again to repair them.")
+		}
 	})
+	return err
 }

@@ -333,7 +333,7 @@ VERSION  KERNEL          FLAVOUR  ARCH   TIER  BLOCKED
 			t.Errorf("stored file %s is not recorded", f.Filename)
 		}
 	}
-	a.expect([]string{"storage", "refresh"}, 0, "Storage refreshed: 0 added, 0 removed, 0 invalid\n", "")
+	a.expect([]string{"storage", "refresh"}, 0, "Storage refreshed: 0 added, 0 removed, 0 missing, 0 mismatched, 0 invalid\n", "")
 
 	// Auth tokens and an enrolled machine.
 	token := strings.TrimSpace(a.ok("auth-token", "web", "stable", "--max-machines", "5", "--expires", "30d"))

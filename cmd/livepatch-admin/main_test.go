@@ -643,9 +643,32 @@ livepatch-5.15.0-108.118-generic-108.1-amd64.tar.bz2  4.0 KiB  no
 added:    livepatch-5.15.0-108.118-generic-108.1-amd64.tar.bz2
 removed:  livepatch-5.15.0-100.110-generic-100.1-amd64.tar.bz2
 invalid:  livepatch-junk.tar.bz2: invalid patch filename
-Storage refreshed: 1 added, 1 removed, 1 invalid
+Storage refreshed: 1 added, 1 removed, 0 missing, 0 mismatched, 1 invalid
 `[1:],
-		requests: []string{"POST /v1/admin/storage/refresh"},
+		requests: []string{`POST /v1/admin/storage/refresh {"prune":false}`},
+	}, {
+		name: "refresh finds missing and mismatched files",
+		args: []string{"storage", "refresh"},
+		routes: map[string]http.HandlerFunc{"POST /v1/admin/storage/refresh": reply(200,
+			`{"added":[],"removed":[],"missing":["livepatch-5.15.0-100.110-generic-100.1-amd64.tar.bz2"],`+
+				`"mismatched":[{"filename":"livepatch-5.15.0-108.118-generic-108.1-amd64.tar.bz2","recorded-sha256":"aa","stored-sha256":"bb"}],"invalid":[]}`)},
+		stdout: `
+missing:     livepatch-5.15.0-100.110-generic-100.1-amd64.tar.bz2
+mismatched:  livepatch-5.15.0-108.118-generic-108.1-amd64.tar.bz2: recorded sha256 aa, stored bb
+Storage refreshed: 0 added, 0 removed, 1 missing, 1 mismatched, 0 invalid
+Missing files are still recorded: copy them back, or refresh with --prune to forget them.
+Clients refuse mismatched files: upload the recorded file again to repair them.
+`[1:],
+	}, {
+		name: "refresh prune",
+		args: []string{"storage", "refresh", "--prune"},
+		stdout: `
+added:    livepatch-5.15.0-108.118-generic-108.1-amd64.tar.bz2
+removed:  livepatch-5.15.0-100.110-generic-100.1-amd64.tar.bz2
+invalid:  livepatch-junk.tar.bz2: invalid patch filename
+Storage refreshed: 1 added, 1 removed, 0 missing, 0 mismatched, 1 invalid
+`[1:],
+		requests: []string{`POST /v1/admin/storage/refresh {"prune":true}`},
 	}, {
 		name:   "refresh nothing yaml",
 		args:   []string{"storage", "refresh", "--format", "yaml"},
@@ -653,6 +676,8 @@ Storage refreshed: 1 added, 1 removed, 1 invalid
 		stdout: `
 added: []
 removed: []
+missing: []
+mismatched: []
 invalid: []
 `[1:],
 	}}

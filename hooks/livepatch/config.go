@@ -81,8 +81,8 @@ func (cfg Config) Validate() []string {
 	if _, err := parseBasicUsers(cfg.AuthBasicUsers); err != nil {
 		add("auth_basic_users %v", err)
 	}
-	if cfg.Port < 1 || cfg.Port > 65535 {
-		add("port %d is not between 1 and 65535", cfg.Port)
+	if cfg.Port < 1024 || cfg.Port > 65535 {
+		add("port %d is not between 1024 and 65535 (the server runs unprivileged, as the %s user; haproxy serves clients on 80 and 443)", cfg.Port, ServiceUser)
 	}
 	if levels := []string{"debug", "info", "warn", "error"}; !slices.Contains(levels, cfg.LogLevel) {
 		add("log_level %q is not one of %s", cfg.LogLevel, strings.Join(levels, ", "))

@@ -250,6 +250,10 @@ func TestLeaderInitialisesEmptyDatabase(t *testing.T) {
 		"livepatch-server schema check --config " + cfgPath,
 		"livepatch-server schema version --config " + cfgPath + " --format json",
 		"livepatch-server schema upgrade --config " + cfgPath + " --format json",
+		"id -u",
+		"getent passwd livepatch",
+		"systemctl daemon-reload",
+		"systemctl enable livepatch-server.service",
 		"systemctl restart livepatch-server.service",
 	}
 	if diff := cmp.Diff(want, hookstest.CommandLines(res.Commands)); diff != "" {
@@ -625,9 +629,13 @@ func TestDatabaseRelationBroken(t *testing.T) {
 func TestInstall(t *testing.T) {
 	e := lpt.New(t)
 	res := e.Install(t, lpt.Ready(true))
+	// The service is neither defined nor enabled before a valid configuration exists: a
+	// reboot before the charm is configured starts nothing.
 	want := []string{
-		"systemctl daemon-reload",
-		"systemctl enable livepatch-server.service",
+		"id -u",
+		"getent passwd livepatch",
+		"useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin --comment Livepatch on-prem server livepatch",
+		"getent passwd livepatch",
 		"livepatch-server version",
 	}
 	if diff := cmp.Diff(want, hookstest.CommandLines(res.Commands)); diff != "" {

@@ -146,7 +146,10 @@ func restartServer(ctx context.Context, c *hooks.Context, u *Unit, binary string
 			return hooks.Status{}, err
 		}
 	}
-	if _, err := c.WriteFile(ConfigPath, u.rendered, 0o600); err != nil {
+	if err := serviceFiles(ctx, c, u); err != nil {
+		return hooks.Status{}, err
+	}
+	if err := installUnit(ctx, c, u); err != nil {
 		return hooks.Status{}, err
 	}
 	if err := Restart(ctx, c); err != nil {

@@ -47,27 +47,6 @@ const (
 	recordPath = StateDir + "/state.json"
 )
 
-// unitFile returns the systemd unit of the server. Its paths are machine paths joined under
-// the context's root, which in production is "/": the Juju model emulator runs the service of
-// each machine under that machine's root.
-func unitFile(c *hooks.Context) string {
-	return `[Unit]
-Description=Livepatch on-prem server (managed by the livepatch charm)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=simple
-ExecStart=` + c.Path(ServerBinary) + ` serve --config ` + c.Path(ConfigPath) + `
-Restart=always
-RestartSec=5
-TimeoutStopSec=30
-
-[Install]
-WantedBy=multi-user.target
-`
-}
-
 // MessageNoBinary is the status of a charm archive built without the server.
 const MessageNoBinary = "The charm has no bin/livepatch-server: rebuild it with make charms and run juju refresh"
 
@@ -109,16 +88,10 @@ func installServer(ctx context.Context, c *hooks.Context, stage bool) (hooks.Sta
 			c.Logf(ctx, "Installed %s (sha256 %s)", ServerBinary, sha256Hex(data))
 		}
 	}
-	unitChanged, err := c.WriteFile(UnitPath, []byte(unitFile(c)), 0o644)
-	if err != nil {
-		return hooks.Status{}, err
-	}
-	if unitChanged {
-		if err := systemctl(ctx, c, "daemon-reload"); err != nil {
-			return hooks.Status{}, err
-		}
-	}
-	if err := systemctl(ctx, c, "enable", ServiceName); err != nil {
+	// The unit is written, and the service enabled, when the charm first starts the server
+	// with a valid configuration (restartServer): until then a reboot starts nothing. The
+	// user exists from install on, so that operators can give it their storage volume.
+	if _, _, err := ensureServiceUser(ctx, c); err != nil {
 		return hooks.Status{}, err
 	}
 	return hooks.Status{}, setApplicationVersion(ctx, c)

@@ -200,11 +200,23 @@ func (c *Client) StoragePatches(ctx context.Context) ([]StorageFile, error) {
 	return out.Files, err
 }
 
-// RefreshResult is what a storage refresh changed.
+// RefreshResult is what a storage refresh changed and found.
 type RefreshResult struct {
-	Added   []string      `json:"added"`
-	Removed []string      `json:"removed"`
-	Invalid []InvalidFile `json:"invalid"`
+	Added   []string `json:"added"`
+	Removed []string `json:"removed"`
+	// Missing lists the records whose file is gone from storage, kept because the refresh
+	// did not prune.
+	Missing []string `json:"missing"`
+	// Mismatched lists the recorded files whose stored bytes are not the recorded ones.
+	Mismatched []MismatchedFile `json:"mismatched"`
+	Invalid    []InvalidFile    `json:"invalid"`
+}
+
+// MismatchedFile is a recorded file whose stored bytes do not match its SHA-256.
+type MismatchedFile struct {
+	Filename       string `json:"filename"`
+	RecordedSHA256 string `json:"recorded-sha256"`
+	StoredSHA256   string `json:"stored-sha256"`
 }
 
 // InvalidFile is a stored file a refresh could not record, and why.
@@ -213,11 +225,12 @@ type InvalidFile struct {
 	Error    string `json:"error"`
 }
 
-// StorageRefresh records files found in patch storage and forgets records whose files
-// are gone.
-func (c *Client) StorageRefresh(ctx context.Context) (RefreshResult, error) {
+// StorageRefresh records files found in patch storage, checks recorded files against
+// their SHA-256 and reports records whose files are gone; with prune it forgets those.
+func (c *Client) StorageRefresh(ctx context.Context, prune bool) (RefreshResult, error) {
 	var out RefreshResult
-	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/admin/storage/refresh", out: &out})
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/admin/storage/refresh",
+		in: map[string]bool{"prune": prune}, out: &out})
 	return out, err
 }
 

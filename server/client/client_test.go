@@ -250,12 +250,14 @@ func TestRoutes(t *testing.T) {
 	}, {
 		name: "storage refresh",
 		call: func(ctx context.Context, c *client.Client) (result, error) {
-			r, err := c.StorageRefresh(ctx)
+			r, err := c.StorageRefresh(ctx, true)
 			return result{Value: r}, err
 		},
-		status: 200, resp: `{"added":["a"],"removed":["b"],"invalid":[{"filename":"c","error":"bad"}]}`,
-		want:    recorded{Method: "POST", URI: "/v1/admin/storage/refresh"},
-		wantOut: result{Value: client.RefreshResult{Added: []string{"a"}, Removed: []string{"b"}, Invalid: []client.InvalidFile{{Filename: "c", Error: "bad"}}}},
+		status: 200, resp: `{"added":["a"],"removed":["b"],"missing":["d"],"mismatched":[{"filename":"e","recorded-sha256":"aa","stored-sha256":"bb"}],"invalid":[{"filename":"c","error":"bad"}]}`,
+		want: recorded{Method: "POST", URI: "/v1/admin/storage/refresh", Body: `{"prune":true}`},
+		wantOut: result{Value: client.RefreshResult{Added: []string{"a"}, Removed: []string{"b"}, Missing: []string{"d"},
+			Mismatched: []client.MismatchedFile{{Filename: "e", RecordedSHA256: "aa", StoredSHA256: "bb"}},
+			Invalid:    []client.InvalidFile{{Filename: "c", Error: "bad"}}}},
 	}, {
 		name: "auth tokens",
 		call: func(ctx context.Context, c *client.Client) (result, error) {

@@ -2,10 +2,12 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
@@ -17,6 +19,24 @@ func (s *Server) banner(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) debugInfo(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]string{"version": s.opts.Version})
+}
+
+// storageHealth reports patch storage unhealthy when it cannot be listed, or when it holds
+// no patch file while patches are recorded: an unmounted volume, where every download
+// would be a 404.
+func (s *Server) storageHealth(ctx context.Context) error {
+	files, err := s.files.List(ctx)
+	if err != nil {
+		if server.ErrorCode(err) == server.CodeInternal {
+			s.log.Warn("Cannot list patch storage", "error", err)
+			return errors.New("cannot list patch storage")
+		}
+		return errors.New(server.ErrorMessage(err))
+	}
+	if n := len(s.catalog.get().byFile); len(files) == 0 && n > 0 {
+		return fmt.Errorf("patch storage holds no patch files but %d are recorded: is its volume mounted?", n)
+	}
+	return nil
 }
 
 type componentStatus struct {
@@ -50,8 +70,7 @@ func (s *Server) debugStatus(w http.ResponseWriter, r *http.Request) error {
 		schema["status"] = "OK"
 	}
 	out["schema"] = schema
-	_, err = s.files.List(ctx)
-	out["patch-storage"] = check(err)
+	out["patch-storage"] = check(s.storageHealth(ctx))
 	out["patches"] = len(s.catalog.get().byFile)
 	cache := map[string]any{"enabled": s.cache != nil}
 	if s.cache != nil {

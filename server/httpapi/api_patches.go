@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/patchfile"
+	"github.com/livepatch-onprem/livepatch/server/patchstore"
 )
 
 func (s *Server) listPatches(w http.ResponseWriter, r *http.Request) error {
@@ -66,7 +68,10 @@ const maxUpload = patchfile.MaxModuleSize + patchfile.MaxMetadataSize + 1<<20
 
 // uploadPatch checks an archive (name and metadata agree, module present), stores it and
 // records it in the first tier. The bytes are stored before the record, so a patch is
-// never offered before its file can be downloaded.
+// never offered before its file can be downloaded, and both happen under the filename's
+// cluster-wide lock, so that concurrent uploads of one filename never leave one upload's
+// record with the other's bytes. Uploading a recorded file again stores its bytes again
+// when the stored ones do not match the record.
 func (s *Server) uploadPatch(w http.ResponseWriter, r *http.Request) error {
 	filename := r.PathValue("filename")
 	if _, err := server.ParsePatchFilename(filename); err != nil {
@@ -97,41 +102,77 @@ func (s *Server) uploadPatch(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	sum := hex.EncodeToString(hash.Sum(nil))
-	existing, err := s.store.Patches(r.Context(), server.PatchFilter{Version: info.Metadata.Version})
+	var p server.Patch
+	created, repaired := false, false
+	err = s.store.LockPatchFile(r.Context(), filename, func(ctx context.Context) error {
+		existing, ok, err := s.patchRecord(ctx, filename, info.Metadata.Version)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if existing.SHA256 != sum {
+				return server.Errorf(server.CodeConflict, "patch %s is already recorded with different contents (sha256 %s)", filename, existing.SHA256)
+			}
+			p = existing
+			stored, err := patchstore.SHA256(ctx, s.files, filename)
+			if err == nil && stored == sum {
+				return nil
+			}
+			if err != nil && server.ErrorCode(err) != server.CodeNotFound {
+				return err
+			}
+			// The stored bytes are missing or not the recorded ones: store the right ones.
+			repaired = true
+			return s.storeFile(ctx, tmp, filename)
+		}
+		if err := s.storeFile(ctx, tmp, filename); err != nil {
+			return err
+		}
+		m := info.Metadata
+		p, err = s.store.AddPatch(ctx, server.Patch{
+			Filename: filename, Version: m.Version, Kernel: m.Kernel, Flavour: m.Flavour,
+			Architecture: m.Architecture, SHA256: sum, Size: size, Module: m.Module,
+			Description: m.Description, Fixes: m.Fixes, Source: server.SourceUpload,
+		})
+		created = err == nil
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	for _, p := range existing {
-		if p.Filename != filename {
-			continue
-		}
-		if p.SHA256 == sum {
-			return writeJSON(w, http.StatusOK, p)
-		}
-		return server.Errorf(server.CodeConflict, "patch %s is already recorded with different contents (sha256 %s)", filename, p.SHA256)
+	switch {
+	case created:
+		s.adminWrite(r, "patch_upload", "filename", filename, "sha256", sum)
+		return writeJSON(w, http.StatusCreated, p)
+	case repaired:
+		s.adminWrite(r, "patch_repair", "filename", filename, "sha256", sum)
 	}
-	p, err := s.recordPatchFile(r, tmp, filename, info, sum, size)
-	if err != nil {
-		return err
-	}
-	s.adminWrite(r, "patch_upload", "filename", filename, "sha256", sum)
-	return writeJSON(w, http.StatusCreated, p)
+	return writeJSON(w, http.StatusOK, p)
 }
 
-// recordPatchFile stores the checked file f and records it.
-func (s *Server) recordPatchFile(r *http.Request, f io.ReadSeeker, filename string, info patchfile.Info, sum string, size int64) (server.Patch, error) {
+// patchRecord returns the record of filename, a file of version.
+func (s *Server) patchRecord(ctx context.Context, filename, version string) (server.Patch, bool, error) {
+	patches, err := s.store.Patches(ctx, server.PatchFilter{Version: version})
+	if err != nil {
+		return server.Patch{}, false, err
+	}
+	for _, p := range patches {
+		if p.Filename == filename {
+			return p, true, nil
+		}
+	}
+	return server.Patch{}, false, nil
+}
+
+// storeFile stores the checked file f under filename, from its start.
+func (s *Server) storeFile(ctx context.Context, f io.ReadSeeker, filename string) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return server.Patch{}, fmt.Errorf("cannot rewind patch: %w", err)
+		return fmt.Errorf("cannot rewind patch: %w", err)
 	}
-	if _, err := s.files.Put(r.Context(), filename, f); err != nil {
-		return server.Patch{}, fmt.Errorf("cannot store patch %s: %w", filename, err)
+	if _, err := s.files.Put(ctx, filename, f); err != nil {
+		return fmt.Errorf("cannot store patch %s: %w", filename, err)
 	}
-	m := info.Metadata
-	return s.store.AddPatch(r.Context(), server.Patch{
-		Filename: filename, Version: m.Version, Kernel: m.Kernel, Flavour: m.Flavour,
-		Architecture: m.Architecture, SHA256: sum, Size: size, Module: m.Module,
-		Description: m.Description, Fixes: m.Fixes, Source: server.SourceUpload,
-	})
+	return nil
 }
 
 type promoteRequest struct {
@@ -280,29 +321,64 @@ type invalidFile struct {
 	Error    string `json:"error"`
 }
 
+// mismatchedFile is a recorded file whose stored bytes are not the recorded ones: every
+// client would refuse it.
+type mismatchedFile struct {
+	Filename       string `json:"filename"`
+	RecordedSHA256 string `json:"recorded-sha256"`
+	StoredSHA256   string `json:"stored-sha256"`
+}
+
+type refreshRequest struct {
+	// Prune forgets the records whose file is gone from storage; without it they are only
+	// reported.
+	Prune bool `json:"prune"`
+}
+
 type refreshResponse struct {
-	Added   []string      `json:"added"`
-	Removed []string      `json:"removed"`
-	Invalid []invalidFile `json:"invalid"`
+	Added      []string         `json:"added"`
+	Removed    []string         `json:"removed"`
+	Missing    []string         `json:"missing"`
+	Mismatched []mismatchedFile `json:"mismatched"`
+	Invalid    []invalidFile    `json:"invalid"`
 }
 
 // storageRefresh reconciles storage with the records: files in storage that are not
-// recorded are checked and recorded; records whose file is gone are removed.
+// recorded are checked and recorded; recorded files are checked against their SHA-256;
+// records whose file is gone are reported as missing, and forgotten only with prune.
+// Storage that holds no patch file at all while patches are recorded looks unmounted:
+// without prune the refresh refuses and changes nothing.
 func (s *Server) storageRefresh(w http.ResponseWriter, r *http.Request) error {
+	var req refreshRequest
+	if err := decodeJSON(w, r, &req, true); err != nil {
+		return err
+	}
 	ctx := r.Context()
 	files, err := s.files.List(ctx)
 	if err != nil {
 		return err
 	}
 	recorded := s.recordedFiles(r)
-	out := refreshResponse{Added: []string{}, Removed: []string{}, Invalid: []invalidFile{}}
+	if len(files) == 0 && len(recorded) > 0 && !req.Prune {
+		return server.Errorf(server.CodeConflict,
+			"patch storage holds no patch files but %d are recorded: it looks unmounted or emptied; nothing was changed (refresh with prune to forget the %d records)",
+			len(recorded), len(recorded))
+	}
+	out := refreshResponse{Added: []string{}, Removed: []string{}, Missing: []string{}, Mismatched: []mismatchedFile{}, Invalid: []invalidFile{}}
 	inStorage := make(map[string]bool, len(files))
 	for _, sf := range files {
 		inStorage[sf.Filename] = true
 		if _, ok := recorded[sf.Filename]; ok {
+			m, err := s.checkStored(ctx, sf.Filename)
+			if err != nil {
+				return err
+			}
+			if m != nil {
+				out.Mismatched = append(out.Mismatched, *m)
+			}
 			continue
 		}
-		if err := s.recordStored(r, sf.Filename); err != nil {
+		if err := s.recordStored(ctx, sf.Filename); err != nil {
 			if server.ErrorCode(err) != server.CodeInvalid && server.ErrorCode(err) != server.CodeConflict {
 				return err
 			}
@@ -312,38 +388,104 @@ func (s *Server) storageRefresh(w http.ResponseWriter, r *http.Request) error {
 		out.Added = append(out.Added, sf.Filename)
 	}
 	for name := range recorded {
-		if !inStorage[name] {
-			if err := s.store.DeletePatchRecord(ctx, name); err != nil {
-				return err
-			}
+		if inStorage[name] {
+			continue
+		}
+		if !req.Prune {
+			out.Missing = append(out.Missing, name)
+			continue
+		}
+		removed, err := s.forgetMissing(ctx, name)
+		if err != nil {
+			return err
+		}
+		if removed {
 			out.Removed = append(out.Removed, name)
 		}
 	}
 	slices.Sort(out.Removed)
-	s.adminWrite(r, "storage_refresh", "added", len(out.Added), "removed", len(out.Removed))
+	slices.Sort(out.Missing)
+	if len(out.Mismatched) > 0 {
+		s.log.Warn("Patch files do not match their records", "files", len(out.Mismatched))
+	}
+	s.adminWrite(r, "storage_refresh", "added", len(out.Added), "removed", len(out.Removed),
+		"missing", len(out.Missing), "mismatched", len(out.Mismatched))
 	return writeJSON(w, http.StatusOK, out)
 }
 
-// recordStored checks a file already in storage and records it.
-func (s *Server) recordStored(r *http.Request, filename string) error {
-	f, err := s.files.Open(r.Context(), filename)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	hash := sha256.New()
-	info, err := patchfile.Check(io.TeeReader(f, hash), filename)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(hash, f); err != nil { // the tar reader may stop before the end
-		return fmt.Errorf("cannot read %s: %w", filename, err)
-	}
-	m := info.Metadata
-	_, err = s.store.AddPatch(r.Context(), server.Patch{
-		Filename: filename, Version: m.Version, Kernel: m.Kernel, Flavour: m.Flavour,
-		Architecture: m.Architecture, SHA256: hex.EncodeToString(hash.Sum(nil)), Size: f.Stat().Size,
-		Module: m.Module, Description: m.Description, Fixes: m.Fixes, Source: server.SourceUpload,
+// checkStored compares the stored bytes of a recorded file with its record, under the
+// file's lock (an upload may be repairing it); nil when they match or the file is no
+// longer recorded.
+func (s *Server) checkStored(ctx context.Context, filename string) (*mismatchedFile, error) {
+	var m *mismatchedFile
+	err := s.store.LockPatchFile(ctx, filename, func(ctx context.Context) error {
+		if err := s.catalog.refresh(ctx); err != nil {
+			return err
+		}
+		p, ok := s.catalog.get().byFile[filename]
+		if !ok {
+			return nil
+		}
+		sum, err := patchstore.SHA256(ctx, s.files, filename)
+		if server.ErrorCode(err) == server.CodeNotFound {
+			return nil // deleted meanwhile: the next refresh reports it missing
+		}
+		if err != nil {
+			return err
+		}
+		if sum != p.SHA256 {
+			m = &mismatchedFile{Filename: filename, RecordedSHA256: p.SHA256, StoredSHA256: sum}
+		}
+		return nil
 	})
-	return err
+	return m, err
+}
+
+// forgetMissing forgets the record of filename when, under the file's lock, its file is
+// still missing from storage; it reports whether it did.
+func (s *Server) forgetMissing(ctx context.Context, filename string) (bool, error) {
+	removed := false
+	err := s.store.LockPatchFile(ctx, filename, func(ctx context.Context) error {
+		f, err := s.files.Open(ctx, filename)
+		if err == nil {
+			f.Close()
+			return nil // stored meanwhile
+		}
+		if server.ErrorCode(err) != server.CodeNotFound {
+			return err
+		}
+		err = s.store.DeletePatchRecord(ctx, filename)
+		if server.ErrorCode(err) == server.CodeNotFound {
+			return nil
+		}
+		removed = err == nil
+		return err
+	})
+	return removed, err
+}
+
+// recordStored checks a file already in storage and records it, under the file's lock.
+func (s *Server) recordStored(ctx context.Context, filename string) error {
+	return s.store.LockPatchFile(ctx, filename, func(ctx context.Context) error {
+		f, err := s.files.Open(ctx, filename)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		hash := sha256.New()
+		info, err := patchfile.Check(io.TeeReader(f, hash), filename)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(hash, f); err != nil { // the tar reader may stop before the end
+			return fmt.Errorf("cannot read %s: %w", filename, err)
+		}
+		m := info.Metadata
+		_, err = s.store.AddPatch(ctx, server.Patch{
+			Filename: filename, Version: m.Version, Kernel: m.Kernel, Flavour: m.Flavour,
+			Architecture: m.Architecture, SHA256: hex.EncodeToString(hash.Sum(nil)), Size: f.Stat().Size,
+			Module: m.Module, Description: m.Description, Fixes: m.Fixes, Source: server.SourceUpload,
+		})
+		return err
+	})
 }

@@ -75,6 +75,12 @@ type env struct {
 
 func newEnv(t testing.TB, options ...func(*httpapi.Options)) *env {
 	t.Helper()
+	return newEnvFiles(t, func(db *postgres.DB) server.PatchFiles { return patchstore.NewPostgres(db.SQL()) }, options...)
+}
+
+// newEnvFiles is newEnv with the patch storage files makes.
+func newEnvFiles(t testing.TB, files func(*postgres.DB) server.PatchFiles, options ...func(*httpapi.Options)) *env {
+	t.Helper()
 	if cachedEntry == "" {
 		cachedEntry = htpasswdEntry(t, adminUser, adminPass)
 	}
@@ -108,7 +114,7 @@ func newEnvOn(t testing.TB, db *postgres.DB, options ...func(*httpapi.Options)) 
 	for _, o := range options {
 		o(&opts)
 	}
-	api, err := httpapi.New(db, patchstore.NewPostgres(db.SQL()), opts)
+	api, err := httpapi.New(db, files(db), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -595,7 +601,7 @@ func TestStorageRefresh(t *testing.T) {
 		Added, Removed []string
 		Invalid        []struct{ Filename, Error string }
 	}
-	e.must(200, "POST", "/v1/admin/storage/refresh", "session", nil, &out)
+	e.must(200, "POST", "/v1/admin/storage/refresh", "session", map[string]bool{"prune": true}, &out)
 	if diff := cmp.Diff([]string{name}, out.Added); diff != "" {
 		t.Errorf("added (-want +got):\n%s", diff)
 	}

@@ -24,13 +24,78 @@ import (
 	"github.com/livepatch-onprem/livepatch/server"
 )
 
-// Limits on what an archive may hold; anything beyond is rejected as malformed.
+// Limits on what an archive may hold; anything beyond is rejected as malformed. Every
+// entry is bounded before it is read or skipped (skipping an entry decompresses it), and
+// so is the whole decompressed stream, so that a small archive cannot cost a reader more
+// than these bounds allow (a bzip2 bomb).
 const (
 	MaxMetadataSize = 64 << 10
 	MaxModuleSize   = 256 << 20
-	MaxEntries      = 16
-	MetadataName    = "metadata.json"
+	// MaxOtherSize bounds each entry that is neither metadata.json nor a module
+	// (signatures, notes): they are ignored, but skipping them decompresses them.
+	MaxOtherSize = 1 << 20
+	MaxEntries   = 16
+	// MaxDecompressed bounds the whole decompressed tar stream: one module at most, the
+	// metadata, the other entries and the tar headers.
+	MaxDecompressed = MaxModuleSize + MaxMetadataSize + MaxEntries*MaxOtherSize + MaxEntries*4<<10
+	// MaxExpansion bounds how many decompressed bytes one compressed byte may give once
+	// ExpansionFloor bytes are decompressed: real modules compress a few times, a bomb
+	// millions of times.
+	MaxExpansion   = 64
+	ExpansionFloor = 16 << 20
+	MetadataName   = "metadata.json"
 )
+
+// bounded is the decompressed stream of an archive, failing once it passes the limits.
+type bounded struct {
+	r   io.Reader     // the decompressed stream
+	in  *countReader  // the compressed stream, counted
+	n   int64         // decompressed bytes so far
+	err *server.Error // the limit passed, once it is
+}
+
+func newBounded(r io.Reader) *bounded {
+	in := &countReader{r: r}
+	return &bounded{r: bzip2.NewReader(in), in: in}
+}
+
+func (b *bounded) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	switch {
+	case b.n > MaxDecompressed:
+		b.err = invalidError("it decompresses to more than %d bytes", int64(MaxDecompressed))
+	case b.n > ExpansionFloor && b.n > b.in.n*MaxExpansion:
+		b.err = invalidError("it decompresses to more than %d times its size", MaxExpansion)
+	}
+	if b.err != nil {
+		return n, b.err
+	}
+	return n, err
+}
+
+// fail returns the limit error when the stream passed a limit, else err.
+func (b *bounded) fail(err error) error {
+	if b.err != nil {
+		return b.err
+	}
+	return err
+}
+
+// countReader counts the bytes read through it.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
 
 // Info is what an archive holds.
 type Info struct {
@@ -40,6 +105,10 @@ type Info struct {
 }
 
 func invalid(format string, args ...any) error {
+	return invalidError(format, args...)
+}
+
+func invalidError(format string, args ...any) *server.Error {
 	return server.Errorf(server.CodeInvalid, "invalid patch archive: "+format, args...)
 }
 
@@ -54,17 +123,21 @@ func Read(r io.Reader) (Info, error) {
 			sum  string
 		}{}
 	)
-	tr := tar.NewReader(bzip2.NewReader(r))
+	stream := newBounded(r)
+	tr := tar.NewReader(stream)
 	for n := 0; ; n++ {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return Info{}, invalid("not a bzip2-compressed tar: %v", err)
+			return Info{}, stream.fail(invalid("not a bzip2-compressed tar: %v", err))
 		}
 		if n >= MaxEntries {
 			return Info{}, invalid("more than %d entries", MaxEntries)
+		}
+		if h.Size < 0 {
+			return Info{}, invalid("entry %q has a negative size", h.Name)
 		}
 		name := path.Clean(strings.TrimPrefix(h.Name, "./"))
 		if h.Typeflag == tar.TypeDir {
@@ -87,7 +160,7 @@ func Read(r io.Reader) (Info, error) {
 			}
 			data, err := io.ReadAll(io.LimitReader(tr, MaxMetadataSize+1))
 			if err != nil {
-				return Info{}, invalid("cannot read %s: %v", MetadataName, err)
+				return Info{}, stream.fail(invalid("cannot read %s: %v", MetadataName, err))
 			}
 			dec := json.NewDecoder(bytes.NewReader(data))
 			dec.DisallowUnknownFields()
@@ -101,14 +174,18 @@ func Read(r io.Reader) (Info, error) {
 			hash := sha256.New()
 			size, err := io.Copy(hash, io.LimitReader(tr, MaxModuleSize+1))
 			if err != nil {
-				return Info{}, invalid("cannot read module %q: %v", name, err)
+				return Info{}, stream.fail(invalid("cannot read module %q: %v", name, err))
 			}
 			modules[strings.TrimSuffix(name, ".ko")] = struct {
 				size int64
 				sum  string
 			}{size, hex.EncodeToString(hash.Sum(nil))}
 		default:
-			// Other files (signatures, notes) are allowed and ignored.
+			// Other files (signatures, notes) are allowed and ignored, once bounded:
+			// the next entry skips them by decompressing them.
+			if h.Size > MaxOtherSize {
+				return Info{}, invalid("entry %q is larger than %d bytes", name, MaxOtherSize)
+			}
 		}
 	}
 	if !metaSeen {
@@ -145,21 +222,38 @@ func Check(r io.Reader, filename string) (Info, error) {
 	return info, nil
 }
 
+// entryLimit is the largest size an entry of that (cleaned) name may have.
+func entryLimit(name string) int64 {
+	switch {
+	case name == MetadataName:
+		return MaxMetadataSize
+	case strings.HasSuffix(name, ".ko"):
+		return MaxModuleSize
+	}
+	return MaxOtherSize
+}
+
 // Module extracts the bytes of <module>.ko from an archive.
 func Module(r io.Reader, module string) ([]byte, error) {
-	tr := tar.NewReader(bzip2.NewReader(r))
+	stream := newBounded(r)
+	tr := tar.NewReader(stream)
 	for n := 0; n < MaxEntries; n++ {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, invalid("not a bzip2-compressed tar: %v", err)
+			return nil, stream.fail(invalid("not a bzip2-compressed tar: %v", err))
 		}
-		if path.Clean(strings.TrimPrefix(h.Name, "./")) == module+".ko" && h.Typeflag == tar.TypeReg {
+		name := path.Clean(strings.TrimPrefix(h.Name, "./"))
+		if h.Size > entryLimit(name) {
+			// Skipping it would decompress it; Read refuses such archives too.
+			return nil, invalid("entry %q is larger than %d bytes", h.Name, entryLimit(name))
+		}
+		if name == module+".ko" && h.Typeflag == tar.TypeReg {
 			data, err := io.ReadAll(io.LimitReader(tr, MaxModuleSize+1))
 			if err != nil {
-				return nil, invalid("cannot read module: %v", err)
+				return nil, stream.fail(invalid("cannot read module: %v", err))
 			}
 			if len(data) > MaxModuleSize {
 				return nil, invalid("module %s.ko is too large", module)

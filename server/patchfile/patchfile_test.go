@@ -94,3 +94,93 @@ func TestCheckRejects(t *testing.T) {
 		})
 	}
 }
+
+// bomb returns an archive holding a valid metadata.json and module, then an entry named
+// name whose size is mib MiB of zeros, as concatenated bzip2 streams (which bzip2 readers
+// decompress as one): each MiB of zeros costs a few dozen compressed bytes.
+func bomb(t *testing.T, name string, mib int) []byte {
+	t.Helper()
+	meta := patchfile.Metadata("5.15.0-107.117", "generic", "107.1", "amd64")
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	metaJSON := []byte(`{"kernel":"5.15.0-107.117","flavour":"generic","architecture":"amd64","version":"107.1","module":"` + meta.Module + `"}`)
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{patchfile.MetadataName, metaJSON}, {meta.Module + ".ko", []byte("\x7fELF module")}} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(mib) << 20, Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	compress := func(data []byte) []byte {
+		var buf bytes.Buffer
+		bw, err := dsnetbzip2.NewWriter(&buf, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := bw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	out := compress(tarBuf.Bytes()) // the headers written so far
+	zeros := compress(make([]byte, 1<<20))
+	for range mib {
+		out = append(out, zeros...)
+	}
+	return append(out, compress(make([]byte, 1024))...) // the end of the tar stream
+}
+
+// countingReader counts the compressed bytes a reader of the archive consumed.
+type countingReader struct {
+	r *bytes.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// A bzip2 bomb is refused before it is decompressed: an ignored entry of 2 GiB of zeros
+// (the archive is 90 KB), a module far more compressed than any real one, and more
+// entries than allowed. Check (the server's upload and sync, the client's verification)
+// and Module (the client's extraction) stop early: most of the archive is never read.
+func TestBombs(t *testing.T) {
+	tests := []struct {
+		name, entry string
+		mib         int
+		want        string
+	}{
+		{"ignored entry", "notes.txt", 2048, `entry "notes.txt" is larger than 1048576 bytes`},
+		{"other module", "other.ko", 200, "decompresses to more than 64 times its size"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := bomb(t, tt.entry, tt.mib)
+			for name, read := range map[string]func(r *countingReader) error{
+				"Check":  func(r *countingReader) error { _, err := patchfile.Check(r, filename); return err },
+				"Module": func(r *countingReader) error { _, err := patchfile.Module(r, "nosuch"); return err },
+			} {
+				r := &countingReader{r: bytes.NewReader(data)}
+				err := read(r)
+				if server.ErrorCode(err) != server.CodeInvalid || !strings.Contains(err.Error(), tt.want) {
+					t.Errorf("%s: %v, want invalid with %q", name, err, tt.want)
+				}
+				if r.n > len(data)/2 {
+					t.Errorf("%s read %d of the %d compressed bytes before refusing", name, r.n, len(data))
+				}
+			}
+		})
+	}
+}

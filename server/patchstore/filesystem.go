@@ -21,22 +21,38 @@ type Filesystem struct {
 
 var _ server.PatchFiles = (*Filesystem)(nil)
 
-// NewFilesystem returns a store of the files in dir, creating the directory when it does
-// not exist.
+// NewFilesystem returns a store of the files in dir. It does not create dir: a missing
+// directory is often a volume that is not mounted, and the store reports it (List and Put
+// fail with unavailable) rather than filling the mount point underneath.
 func NewFilesystem(dir string) (*Filesystem, error) {
 	if dir == "" {
 		return nil, server.Errorf(server.CodeInvalid, "filesystem patch storage needs a directory")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("cannot create patch directory: %w", err)
-	}
 	return &Filesystem{dir: dir}, nil
+}
+
+// errNoDir is the error for a patch directory that does not exist or is not a directory.
+var errNoDir = server.Errorf(server.CodeUnavailable, "patch storage directory does not exist: is its volume mounted?")
+
+// checkDir reports errNoDir when the directory is missing.
+func (s *Filesystem) checkDir() error {
+	fi, err := os.Stat(s.dir)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && !fi.IsDir()) {
+		return errNoDir
+	}
+	if err != nil {
+		return fmt.Errorf("cannot read patch directory: %w", err)
+	}
+	return nil
 }
 
 // Put writes r to a temporary file in the directory and renames it over filename, so a
 // reader sees the old or the new file, never a mix.
 func (s *Filesystem) Put(ctx context.Context, filename string, r io.Reader) (int64, error) {
 	if err := checkName(filename); err != nil {
+		return 0, err
+	}
+	if err := s.checkDir(); err != nil {
 		return 0, err
 	}
 	tmp, err := os.CreateTemp(s.dir, ".tmp-"+filename+"-*")
@@ -108,6 +124,9 @@ func (f *file) Stat() server.StoredFile { return f.info }
 // so that a storage refresh can report the invalid ones.
 func (s *Filesystem) List(ctx context.Context) ([]server.StoredFile, error) {
 	entries, err := os.ReadDir(s.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errNoDir
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot list patch files: %w", err)
 	}

@@ -5,8 +5,29 @@
 package patchstore
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+
 	"github.com/livepatch-onprem/livepatch/server"
 )
+
+// SHA256 returns the hex SHA-256 of the bytes stored under filename in files; not-found
+// when there is no such file.
+func SHA256(ctx context.Context, files server.PatchFiles, filename string) (string, error) {
+	f, err := files.Open(ctx, filename)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("cannot read patch file %q: %w", filename, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
 
 // checkName validates a patch filename before it is used as a key or a path.
 func checkName(filename string) error {

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +27,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // backends returns a fresh store of each kind.
 var backends = map[string]func(t *testing.T) server.PatchFiles{
 	"filesystem": func(t *testing.T) server.PatchFiles {
-		s, err := patchstore.NewFilesystem(filepath.Join(t.TempDir(), "patches"))
+		s, err := patchstore.NewFilesystem(t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -371,5 +373,25 @@ func TestFilesystemList(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"bad-name.tar.bz2", fileA}, names); diff != "" {
 		t.Errorf("List() (-want +got):\n%s", diff)
+	}
+}
+
+// A missing patch directory (an unmounted volume) is reported as unavailable, and never
+// created underneath the mount point.
+func TestFilesystemMissingDirectory(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "patches")
+	s, err := patchstore.NewFilesystem(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.List(t.Context()); server.ErrorCode(err) != server.CodeUnavailable {
+		t.Errorf("List: %v, want unavailable", err)
+	}
+	if _, err := s.Put(t.Context(), fileA, strings.NewReader("x")); server.ErrorCode(err) != server.CodeUnavailable {
+		t.Errorf("Put: %v, want unavailable", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the store created %s: %v", dir, err)
 	}
 }

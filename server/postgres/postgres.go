@@ -50,6 +50,10 @@ type DB struct {
 
 	checkInCommit string       // synchronous_commit for check-ins: "on" or "off"
 	queue         checkInQueue // check-ins waiting to be recorded
+
+	// fileLocks bounds the connections LockPatchFile holds at once, so that the holders
+	// of file locks always leave connections for the work they do under them.
+	fileLocks chan struct{}
 }
 
 var _ server.Store = (*DB)(nil)
@@ -78,7 +82,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if opts.SynchronousCheckIns {
 		commit = "on"
 	}
-	return &DB{db: db, checkInCommit: commit}, nil
+	return &DB{db: db, checkInCommit: commit, fileLocks: make(chan struct{}, max(1, maxConns/4))}, nil
 }
 
 // Close closes every connection.
@@ -211,6 +215,34 @@ func (db *DB) RunExclusive(ctx context.Context, job string, fn func(ctx context.
 		}
 	}()
 	return true, fn(ctx)
+}
+
+// LockPatchFile runs fn while this session holds the advisory lock of one patch filename,
+// waiting for it (until ctx ends): storing a file's bytes and recording them is one act
+// per filename on every unit. If the connection breaks while fn runs, PostgreSQL releases
+// the lock early; the next upload or storage refresh of that file finds a mismatch.
+func (db *DB) LockPatchFile(ctx context.Context, filename string, fn func(ctx context.Context) error) (err error) {
+	select {
+	case db.fileLocks <- struct{}{}:
+	case <-ctx.Done():
+		return classify(fmt.Errorf("cannot lock patch file %q: %w", filename, ctx.Err()))
+	}
+	defer func() { <-db.fileLocks }()
+	conn, err := db.db.Conn(ctx)
+	if err != nil {
+		return classify(fmt.Errorf("cannot get a connection to lock patch file %q: %w", filename, err))
+	}
+	defer conn.Close()
+	key := lockKey("patch-file:" + filename)
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		return classify(fmt.Errorf("cannot lock patch file %q: %w", filename, err))
+	}
+	defer func() {
+		if unlockErr := unlock(context.WithoutCancel(ctx), conn, key); unlockErr != nil {
+			err = errors.Join(err, fmt.Errorf("cannot unlock patch file %q: %w", filename, unlockErr))
+		}
+	}()
+	return fn(ctx)
 }
 
 // unlock releases the session advisory lock key held on conn. When that fails, it

@@ -379,33 +379,39 @@ func (s *Syncer) addPatch(ctx context.Context, p server.SyncPatch) (int64, error
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	// Look again just before storing: never overwrite a file recorded meanwhile.
-	same, err := s.store.Patches(ctx, server.PatchFilter{Version: p.Version})
-	if err != nil {
-		return 0, storeError("cannot read the local patches", err)
-	}
-	for _, q := range same {
-		if q.Filename == p.Filename && q.SHA256 != p.SHA256 {
-			return 0, server.Errorf(server.CodeConflict,
-				"patch %s is recorded here with sha256 %s but the upstream lists sha256 %s: it was not replaced", p.Filename, q.SHA256, p.SHA256)
+	// Store and record under the filename's lock, looking again first: never overwrite a
+	// file recorded meanwhile (an upload on another unit).
+	err = s.store.LockPatchFile(ctx, p.Filename, func(ctx context.Context) error {
+		same, err := s.store.Patches(ctx, server.PatchFilter{Version: p.Version})
+		if err != nil {
+			return storeError("cannot read the local patches", err)
 		}
-	}
-	if _, err := s.files.Put(ctx, p.Filename, f); err != nil {
-		return 0, storeError("cannot store patch "+p.Filename, err)
-	}
-	m := info.Metadata
-	_, err = s.store.AddPatch(ctx, server.Patch{
-		Filename: p.Filename, Version: m.Version, Kernel: m.Kernel, Flavour: m.Flavour,
-		Architecture: m.Architecture, SHA256: p.SHA256, Size: p.Size, Module: m.Module,
-		Description: m.Description, Fixes: m.Fixes, Tier: s.landingTier(p), Source: server.SourceSync,
-		Signature: p.Signature,
+		for _, q := range same {
+			if q.Filename == p.Filename && q.SHA256 != p.SHA256 {
+				return server.Errorf(server.CodeConflict,
+					"patch %s is recorded here with sha256 %s but the upstream lists sha256 %s: it was not replaced", p.Filename, q.SHA256, p.SHA256)
+			}
+		}
+		if _, err := s.files.Put(ctx, p.Filename, f); err != nil {
+			return storeError("cannot store patch "+p.Filename, err)
+		}
+		m := info.Metadata
+		_, err = s.store.AddPatch(ctx, server.Patch{
+			Filename: p.Filename, Version: m.Version, Kernel: m.Kernel, Flavour: m.Flavour,
+			Architecture: m.Architecture, SHA256: p.SHA256, Size: p.Size, Module: m.Module,
+			Description: m.Description, Fixes: m.Fixes, Tier: s.landingTier(p), Source: server.SourceSync,
+			Signature: p.Signature,
+		})
+		if err != nil && server.ErrorCode(err) != server.CodeConflict {
+			return storeError("cannot record patch "+p.Filename, err)
+		}
+		return err
 	})
-	if server.ErrorCode(err) == server.CodeConflict {
-		// Recorded meanwhile with other contents (an upload on another unit).
+	if server.ErrorCode(err) == server.CodeConflict || errors.Is(err, errStore) {
 		return 0, err
 	}
 	if err != nil {
-		return 0, storeError("cannot record patch "+p.Filename, err)
+		return 0, storeError("cannot lock patch "+p.Filename, err)
 	}
 	return p.Size, nil
 }

@@ -59,6 +59,9 @@ type Env struct {
 	Health func(addr string) int
 	// StatusPolls counts the /debug/status requests answered by Health.
 	StatusPolls int
+	// Users are the system users useradd created. getent gives them UserID (as group id
+	// too); id -u says root, as hooks run under Juju.
+	Users map[string]bool
 }
 
 // Server is the fake livepatch-server command line: a database schema at Current, and
@@ -169,6 +172,7 @@ func NewWithServer(t testing.TB, srv *Server) *Env {
 		H:             hookstest.New(t, Charm()),
 		Server:        srv,
 		SystemctlFail: map[string]bool{},
+		Users:         map[string]bool{},
 	}
 	e.H.LoadCharm(t, filepath.Join(RepoRoot(), "charms", "livepatch"))
 	e.SetBundledBinary(t, "fake livepatch-server v1")
@@ -190,8 +194,33 @@ func (r runner) Run(_ context.Context, cmd hooks.Command) ([]byte, error) {
 			return nil, hookstest.Exit(1, "Job for livepatch-server.service failed.")
 		}
 		return nil, nil
+	case name == "id" && slices.Equal(cmd.Args, []string{"-u"}):
+		return []byte("0\n"), nil
+	case name == "getent" && len(cmd.Args) == 2 && cmd.Args[0] == "passwd":
+		if !r.e.Users[cmd.Args[1]] {
+			return nil, hookstest.Exit(2, "")
+		}
+		uid := UserID()
+		return fmt.Appendf(nil, "%s:x:%d:%d:Livepatch on-prem server:/nonexistent:/usr/sbin/nologin\n", cmd.Args[1], uid, uid), nil
+	case name == "useradd" && len(cmd.Args) > 0:
+		user := cmd.Args[len(cmd.Args)-1]
+		if r.e.Users[user] {
+			return nil, hookstest.Exit(9, fmt.Sprintf("useradd: user '%s' already exists", user))
+		}
+		r.e.Users[user] = true
+		return nil, nil
 	}
 	return nil, fmt.Errorf("cannot run %s: %w", cmd.Name, exec.ErrNotFound)
+}
+
+// UserID is the id of the system users the fake useradd creates: one no other user has when
+// the test runs as root, so that the charm's chown is seen; the test's own id otherwise (an
+// unprivileged chown can only keep it).
+func UserID() int {
+	if os.Geteuid() == 0 {
+		return 64123
+	}
+	return os.Getuid()
 }
 
 // fakeServers answers /debug/status of the unit's server from Env.Health.

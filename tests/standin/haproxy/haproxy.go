@@ -2,17 +2,22 @@
 // charm/, dispatch = this package's Main via the jujusim multi-call binary) that renders
 // haproxy.cfg from its services option and the reverseproxy relation, and runs a real haproxy
 // on its unit address, reloaded (master-worker, USR2: the old workers finish as with -sf) when
-// backends change.
+// backends change. Like the real charm it splits service_options between the frontend and
+// the backend, and terminates TLS on a service with crts: "DEFAULT" is the certificate and
+// key of the ssl_cert and ssl_key options (base64 PEM), any other entry a base64 PEM of its
+// own.
 package haproxy
 
 import (
 	"bytes"
 	"embed"
+	"encoding/base64"
 	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,6 +40,20 @@ const service = "haproxy.service"
 
 func cfgPath() string { return hookenv.Path("etc/haproxy/haproxy.cfg") }
 
+// libDir is where certificates go, as the real charm's /var/lib/haproxy.
+func libDir() string { return hookenv.Path("var/lib/haproxy") }
+
+// defaultPEM is the certificate of crts entry "DEFAULT".
+func defaultPEM() string { return filepath.Join(libDir(), "default.pem") }
+
+// crtPath is the certificate file of the i-th crts entry of a service.
+func crtPath(service string, i int, crt string) string {
+	if crt == "DEFAULT" {
+		return defaultPEM()
+	}
+	return filepath.Join(libDir(), "service_"+service, strconv.Itoa(i)+".pem")
+}
+
 // Service is one entry of the services option.
 type Service struct {
 	Name          string   `yaml:"service_name"`
@@ -43,6 +62,90 @@ type Service struct {
 	Options       []string `yaml:"service_options"`
 	ServerOptions string   `yaml:"server_options"`
 	Servers       [][]any  `yaml:"servers"`
+	// Crts turns on TLS on the frontend: "DEFAULT" or base64 PEM (certificate and key).
+	Crts []string `yaml:"crts"`
+}
+
+// dupeOptions go to both the frontend and the backend; frontendOnly options to the
+// frontend; every other option to the backend (the real charm's lists).
+var (
+	dupeOptions  = []string{"mode tcp", "option tcplog", "mode http", "option httplog"}
+	frontendOnly = []string{"acl", "backlog", "bind", "capture cookie", "capture request header",
+		"capture response header", "clitimeout", "default_backend", "http-request", "maxconn",
+		"monitor fail", "monitor-net", "monitor-uri", "option accept-invalid-http-request",
+		"option clitcpka", "option contstats", "option dontlog-normal", "option dontlognull",
+		"option http-use-proxy-header", "option log-separate-errors", "option logasap",
+		"option socket-stats", "option tcp-smart-accept", "rate-limit sessions", "redirect",
+		"tcp-request content accept", "tcp-request content reject", "tcp-request inspect-delay",
+		"timeout client", "timeout clitimeout", "use_backend"}
+)
+
+// splitOptions splits service options between the frontend and the backend.
+func splitOptions(options []string) (fe, be []string) {
+	hasPrefix := func(list []string, o string) bool {
+		for _, p := range list {
+			if strings.HasPrefix(strings.TrimSpace(o), p) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, d := range dupeOptions {
+		for _, o := range options {
+			if strings.HasPrefix(strings.TrimSpace(o), d) {
+				fe, be = append(fe, d), append(be, d)
+				break
+			}
+		}
+	}
+	for _, o := range options {
+		o = strings.TrimSpace(o)
+		switch {
+		case hasPrefix(frontendOnly, o):
+			if !slices.Contains(fe, o) {
+				fe = append(fe, o)
+			}
+		case !slices.Contains(be, o):
+			be = append(be, o)
+		}
+	}
+	return fe, be
+}
+
+// writeCerts writes default.pem from ssl_cert and ssl_key and the services' own crts, as
+// the real charm does (a missing ssl_key leaves no default certificate).
+func writeCerts(cfg map[string]any, services []Service) error {
+	write := func(path, b64 string, more ...string) error {
+		var pem []byte
+		for _, v := range append([]string{b64}, more...) {
+			data, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v))
+			if err != nil {
+				return fmt.Errorf("certificate for %s is not base64: %w", filepath.Base(path), err)
+			}
+			pem = append(pem, data...)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return err
+		}
+		return os.WriteFile(path, pem, 0o600)
+	}
+	cert, _ := cfg["ssl_cert"].(string)
+	key, _ := cfg["ssl_key"].(string)
+	if cert != "" && key != "" {
+		if err := write(defaultPEM(), cert, key); err != nil {
+			return err
+		}
+	}
+	for _, s := range services {
+		for i, crt := range s.Crts {
+			if crt != "DEFAULT" {
+				if err := write(crtPath(s.Name, i, crt), crt); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 type server struct {
@@ -108,6 +211,9 @@ func reconcile() error {
 		if err := yaml.Unmarshal([]byte(s), &services); err != nil {
 			return hookenv.Status("blocked", "invalid services option: "+err.Error())
 		}
+	}
+	if err := writeCerts(cfg, services); err != nil {
+		return hookenv.Status("blocked", err.Error())
 	}
 	backends, err := collectBackends(services, addr)
 	if err != nil {
@@ -232,9 +338,20 @@ func Render(cfg map[string]any, services []Service, backends map[string][]server
 		if host == "" || host == "0.0.0.0" || host == "::" {
 			host = addr
 		}
-		fmt.Fprintf(&b, "\nfrontend haproxy-%s-%d\n    bind %s:%d\n    default_backend %s\n", unit, s.Port, host, s.Port, s.Name)
+		bind := fmt.Sprintf("%s:%d", host, s.Port)
+		if len(s.Crts) > 0 {
+			bind += " ssl"
+			for i, crt := range s.Crts {
+				bind += " crt " + crtPath(s.Name, i, crt) + " no-sslv3"
+			}
+		}
+		fe, be := splitOptions(s.Options)
+		fmt.Fprintf(&b, "\nfrontend haproxy-%s-%d\n    bind %s\n    default_backend %s\n", unit, s.Port, bind, s.Name)
+		for _, o := range fe {
+			fmt.Fprintf(&b, "    %s\n", o)
+		}
 		fmt.Fprintf(&b, "\nbackend %s\n", s.Name)
-		for _, o := range s.Options {
+		for _, o := range be {
 			fmt.Fprintf(&b, "    %s\n", o)
 		}
 		servers := backends[s.Name]
