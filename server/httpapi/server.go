@@ -205,6 +205,10 @@ func (s *Server) handle(pattern string, access Access, h handlerFunc) {
 		defer func() {
 			s.metrics.requests.WithLabelValues(path, r.Method, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
 		}()
+		if err := checkNUL(r); err != nil {
+			s.writeError(rec, r, err)
+			return
+		}
 		if access != publicAccess || strings.HasPrefix(path, "/v1/") {
 			release, err := s.limit.acquire(r.Context())
 			if err != nil {
@@ -226,6 +230,16 @@ func (s *Server) handle(pattern string, access Access, h handlerFunc) {
 			s.writeError(rec, r, err)
 		}
 	}))
+}
+
+// checkNUL refuses a path or query with a NUL byte, which no text column can hold, before
+// any handler runs. Values of JSON bodies the database refuses come back from the store as
+// invalid errors (package postgres).
+func checkNUL(r *http.Request) error {
+	if strings.IndexByte(r.URL.Path, 0) >= 0 || strings.Contains(r.URL.RawQuery, "%00") || strings.IndexByte(r.URL.RawQuery, 0) >= 0 {
+		return server.Errorf(server.CodeInvalid, "the request path or query has a NUL character")
+	}
+	return nil
 }
 
 type statusRecorder struct {
