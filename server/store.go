@@ -136,6 +136,9 @@ type Store interface {
 	CheckIn(ctx context.Context, c CheckIn, now time.Time) (tier string, err error)
 	// Disable unregisters a machine; unauthorized when the id and token do not match.
 	Disable(ctx context.Context, machineID string, machineTokenHash []byte) error
+	// CheckMachineToken returns nil when the machine exists with this token hash, and
+	// unauthorized otherwise; the API checks a token with it before reading a body.
+	CheckMachineToken(ctx context.Context, machineID string, machineTokenHash []byte) error
 
 	// Machines lists machines matching f, ordered by id.
 	Machines(ctx context.Context, f MachineFilter) ([]Machine, error)

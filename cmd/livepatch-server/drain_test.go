@@ -24,18 +24,8 @@ func TestServeStopsDespiteTricklingClient(t *testing.T) {
 	if code, _, errOut := runCmd(t, "schema", "upgrade", "--config", cfgPath); code != 0 {
 		t.Fatal(errOut)
 	}
+	enableMachine(t, dsn)
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, dsn, postgres.Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.CreateAuthToken(ctx, server.NewAuthToken{ID: "t", Tier: "edge", Hash: server.HashToken("tok")}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Enable(ctx, server.Enrolment{AuthTokenHash: server.HashToken("tok"), MachineID: "m1", MachineTokenHash: server.HashToken("mt")}, time.Now()); err != nil {
-		t.Fatal(err)
-	}
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -74,5 +64,22 @@ func TestServeStopsDespiteTricklingClient(t *testing.T) {
 	conn.SetReadDeadline(time.Now().Add(time.Minute))
 	if _, err := io.ReadAll(br); err != nil {
 		t.Errorf("the trickling client's connection: %v; want it closed by the server", err)
+	}
+}
+
+// enableMachine enrols machine m1 with machine token "mt" in the database at dsn.
+func enableMachine(t *testing.T, dsn string) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, dsn, postgres.Options{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.CreateAuthToken(ctx, server.NewAuthToken{ID: "t", Tier: "edge", Hash: server.HashToken("tok")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Enable(ctx, server.Enrolment{AuthTokenHash: server.HashToken("tok"), MachineID: "m1", MachineTokenHash: server.HashToken("mt")}, time.Now()); err != nil {
+		t.Fatal(err)
 	}
 }

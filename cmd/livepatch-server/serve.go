@@ -119,6 +119,10 @@ func (m *Main) Run(ctx context.Context) error {
 		SyncTiers:        cfg.PatchSync.Enabled && cfg.PatchSync.SyncTiers,
 		SigningKey:       signingKey,
 		ResourceTokens:   resourceTokens,
+		RequestTimeout:   cfg.Server.RequestTimeout.D(),
+		UploadTimeout:    cfg.Server.UploadTimeout.D(),
+		StallTimeout:     cfg.Server.StallTimeout.D(),
+		DownloadLimit:    cfg.Server.DownloadLimit,
 		Status: func(ctx context.Context) map[string]any {
 			return map[string]any{"sync": syncer.DebugStatus(ctx)}
 		},

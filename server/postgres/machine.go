@@ -110,6 +110,20 @@ func (db *DB) Disable(ctx context.Context, machineID string, machineTokenHash []
 	})
 }
 
+// CheckMachineToken checks that a machine exists with this token hash, in one indexed read.
+func (db *DB) CheckMachineToken(ctx context.Context, machineID string, machineTokenHash []byte) (err error) {
+	defer classifyInto(&err)
+	var one int
+	err = db.db.QueryRowContext(ctx, `SELECT 1 FROM machines WHERE id = $1 AND machine_token_hash = $2`, machineID, machineTokenHash).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return errUnknownMachine
+	}
+	if err != nil {
+		return fmt.Errorf("cannot check the token of machine %q: %w", machineID, err)
+	}
+	return nil
+}
+
 // machineColumns are the columns of machines m that scanMachine reads, without the tier
 // and token names.
 const machineColumns = `id, enabled_at, last_seen, kernel, architecture, cpu_model, boot_time,
