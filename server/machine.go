@@ -3,6 +3,7 @@ package server
 import (
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -66,8 +67,22 @@ func (s Status) Check() error {
 	if len(s.CPUModel) > 256 || len(s.ClientVersion) > 64 || s.Uptime < 0 {
 		return Errorf(CodeInvalid, "invalid status: cpu-model, client-version or uptime out of range")
 	}
+	// Check-ins are recorded together: a value the database would refuse must be refused
+	// here, or it would fail the check-ins recorded with it.
+	if strings.ContainsRune(s.CPUModel, 0) || strings.ContainsRune(s.ClientVersion, 0) {
+		return Errorf(CodeInvalid, "invalid status: cpu-model and client-version must not contain NUL characters")
+	}
+	if !s.BootTime.IsZero() && (s.BootTime.Before(minBootTime) || s.BootTime.After(maxBootTime)) {
+		return Errorf(CodeInvalid, "invalid status: boot-time %s is out of range", s.BootTime.UTC().Format(time.RFC3339))
+	}
 	return nil
 }
+
+// The range of a plausible boot time.
+var (
+	minBootTime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxBootTime = time.Date(9000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
 
 // Machine is the latest known state of an enrolled machine.
 type Machine struct {

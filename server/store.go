@@ -151,6 +151,9 @@ type Store interface {
 	// RemoveMachine unregisters a machine for an administrator (a machine that lost its
 	// token); not-found when there is none.
 	RemoveMachine(ctx context.Context, machineID string) error
+	// CheckMachineToken returns nil when the machine exists with this token hash, and
+	// unauthorized otherwise; the API checks a token with it before reading a body.
+	CheckMachineToken(ctx context.Context, machineID string, machineTokenHash []byte) error
 
 	// Machines lists machines matching f, ordered by id.
 	Machines(ctx context.Context, f MachineFilter) ([]Machine, error)

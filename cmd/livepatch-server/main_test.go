@@ -109,6 +109,7 @@ func TestServeDrains(t *testing.T) {
 	if code, _, errOut := runCmd(t, "schema", "upgrade", "--config", cfgPath); code != 0 {
 		t.Fatal(errOut)
 	}
+	enableMachine(t, dsn)
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +143,7 @@ func TestServeDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	io.WriteString(conn, "POST /v1/client/m1/updates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"+
+	io.WriteString(conn, "POST /v1/client/m1/updates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer mt\r\n"+
 		"Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
 	br := bufio.NewReader(conn)
 	line, err := br.ReadString('\n')

@@ -124,6 +124,10 @@ func (m *Main) Run(ctx context.Context) error {
 		SyncTiers:        cfg.PatchSync.Enabled && cfg.PatchSync.SyncTiers,
 		SigningKey:       signingKey,
 		ResourceTokens:   resourceTokens,
+		RequestTimeout:   cfg.Server.RequestTimeout.D(),
+		UploadTimeout:    cfg.Server.UploadTimeout.D(),
+		StallTimeout:     cfg.Server.StallTimeout.D(),
+		DownloadLimit:    cfg.Server.DownloadLimit,
 		Status: func(ctx context.Context) map[string]any {
 			return map[string]any{"sync": syncer.DebugStatus(ctx)}
 		},
@@ -136,9 +140,14 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w", cfg.Server.Address, err)
 	}
+	// Every read and write of a connection has a deadline: the API moves them per route
+	// (longer for uploads, by progress for downloads); these bound everything else.
+	timeout := cfg.Server.RequestTimeout.D()
 	srv := &http.Server{
 		Handler:           api,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, timeout),
+		ReadTimeout:       timeout,
+		WriteTimeout:      timeout,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -163,18 +172,29 @@ func (m *Main) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	log.Info("Server stopping: draining requests")
-	shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err = srv.Shutdown(shutdown)
+	drain(srv, cfg.Server.ShutdownTimeout.D(), log)
 	stopJobs()
 	<-done
 	<-done
 	<-done
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("cannot drain requests: %w", err)
-	}
 	log.Info("Server stopped")
 	return nil
+}
+
+// drain stops srv: it closes the idle connections at once, lets running requests finish
+// for up to timeout, then closes the connections of those still running (a slow or stalled
+// client must not hold up a restart).
+func drain(srv *http.Server, timeout time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := srv.Shutdown(ctx)
+	if err == nil || errors.Is(err, http.ErrServerClosed) {
+		return
+	}
+	log.Warn("Requests still running at the end of the drain: closing their connections", "shutdown-timeout", timeout.String())
+	if err := srv.Close(); err != nil {
+		log.Warn("Cannot close connections", "error", err)
+	}
 }
 
 // syncServer loads what this server needs to serve downstream servers: the signing key

@@ -45,6 +45,19 @@ type Server struct {
 	// X-Forwarded-For the server believes; from any other peer the header is ignored and
 	// the peer's address is the client's. Empty (the default): no proxy is trusted.
 	TrustedProxies []string `yaml:"trusted-proxies,omitempty"`
+	// RequestTimeout bounds an API call: its headers and body must arrive, and its answer
+	// be written, within it.
+	RequestTimeout Duration `yaml:"request-timeout"`
+	// UploadTimeout bounds the body of a patch upload, which may be tens of megabytes.
+	UploadTimeout Duration `yaml:"upload-timeout"`
+	// StallTimeout bounds each write of a patch download: a reader that takes no bytes for
+	// that long is disconnected, however long the whole download takes.
+	StallTimeout Duration `yaml:"stall-timeout"`
+	// DownloadLimit bounds the patch downloads served at once; beyond it downloads get 503
+	// with Retry-After.
+	DownloadLimit int `yaml:"download-limit"`
+	// ShutdownTimeout bounds the drain at stop: requests still running after it are cut off.
+	ShutdownTimeout Duration `yaml:"shutdown-timeout"`
 }
 
 // Database holds the PostgreSQL connection settings.
@@ -166,6 +179,11 @@ func Default() Config {
 			LogLevel:         "info",
 			ConcurrencyLimit: 50,
 			BurstLimit:       500,
+			RequestTimeout:   Duration(30 * time.Second),
+			UploadTimeout:    Duration(10 * time.Minute),
+			StallTimeout:     Duration(30 * time.Second),
+			DownloadLimit:    200,
+			ShutdownTimeout:  Duration(10 * time.Second),
 		},
 		Database: Database{
 			ConnectionPoolMax:     15,
@@ -341,6 +359,20 @@ func (c Config) Validate() error {
 	}
 	if _, err := ParseTrustedProxies(c.Server.TrustedProxies); err != nil {
 		add("server.trusted-proxies: %v", err)
+	}
+	for _, d := range []struct {
+		key string
+		d   Duration
+	}{
+		{"request-timeout", c.Server.RequestTimeout}, {"upload-timeout", c.Server.UploadTimeout},
+		{"stall-timeout", c.Server.StallTimeout}, {"shutdown-timeout", c.Server.ShutdownTimeout},
+	} {
+		if d.d <= 0 {
+			add("server.%s must be positive", d.key)
+		}
+	}
+	if c.Server.DownloadLimit < 1 {
+		add("server.download-limit must be at least 1")
 	}
 	if c.Database.ConnectionString == "" {
 		add("database.connection-string is required")

@@ -72,6 +72,7 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) error {
 	}, s.opts.Now())
 	if err != nil {
 		if server.ErrorCode(err) == server.CodeUnauthorized {
+			s.machineTokens.remove(id, server.HashToken(bearer(r)))
 			s.metrics.authFails.WithLabelValues("machine").Inc()
 		}
 		return err
@@ -114,6 +115,7 @@ func (s *Server) disableMachine(w http.ResponseWriter, r *http.Request) error {
 	if err := s.store.Disable(r.Context(), id, server.HashToken(bearer(r))); err != nil {
 		return err
 	}
+	s.machineTokens.remove(id, server.HashToken(bearer(r)))
 	s.log.Info("Machine disabled", "machine", id)
 	w.WriteHeader(http.StatusNoContent)
 	return nil

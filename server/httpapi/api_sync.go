@@ -159,10 +159,34 @@ type syncCaller struct {
 	machines   int    // Livepatch-Machine-Count; -1 when absent or invalid
 }
 
-// checkSyncCaller authenticates a sync request: a sync token from the database, else a
-// resource token checked with the contracts server. needTier says the route serves a
-// tier, which a resource token must name with ?tier=.
-func (s *Server) checkSyncCaller(r *http.Request, needTier bool) (syncCaller, error) {
+// syncCallerKey is the context key of the syncCaller admission verified.
+type syncCallerKey struct{}
+
+// syncCallerOf returns the caller of a sync route, verified at admission. needTier says
+// the route serves a tier, which a resource token must name with ?tier=.
+func (s *Server) syncCallerOf(r *http.Request, needTier bool) (syncCaller, error) {
+	c, ok := r.Context().Value(syncCallerKey{}).(syncCaller)
+	if !ok {
+		return syncCaller{}, server.Errorf(server.CodeInternal, "sync caller not verified")
+	}
+	if c.syncToken != "" || !needTier {
+		return c, nil
+	}
+	tier := queryValue(r, "tier")
+	if tier == "" {
+		return syncCaller{}, server.Errorf(server.CodeInvalid, "tier is required with a resource token: use ?tier=<name>")
+	}
+	if err := s.checkTier(r, tier); err != nil {
+		return syncCaller{}, err
+	}
+	c.tier = tier
+	return c, nil
+}
+
+// checkSyncCaller authenticates a sync request: a sync token from the database (in an API
+// slot), else a resource token checked with the contracts server (in none: that check
+// bounds its own time and concurrency).
+func (s *Server) checkSyncCaller(r *http.Request) (syncCaller, error) {
 	ctx := r.Context()
 	token := bearer(r)
 	tier := queryValue(r, "tier")
@@ -178,7 +202,12 @@ func (s *Server) checkSyncCaller(r *http.Request, needTier bool) (syncCaller, er
 		s.metrics.authFails.WithLabelValues(kind).Inc()
 		return syncCaller{}, err
 	}
-	st, err := s.store.SyncToken(ctx, server.HashToken(token))
+	var st server.SyncToken
+	err := s.withSlot(ctx, func() error {
+		var err error
+		st, err = s.store.SyncToken(ctx, server.HashToken(token))
+		return err
+	})
 	switch {
 	case err == nil:
 		if st.Revoked {
@@ -208,15 +237,6 @@ func (s *Server) checkSyncCaller(r *http.Request, needTier bool) (syncCaller, er
 		return syncCaller{}, err
 	}
 	c.who = "resource-token"
-	if needTier {
-		if tier == "" {
-			return syncCaller{}, server.Errorf(server.CodeInvalid, "tier is required with a resource token: use ?tier=<name>")
-		}
-		if err := s.checkTier(r, tier); err != nil {
-			return syncCaller{}, err
-		}
-		c.tier = tier
-	}
 	return c, nil
 }
 
@@ -248,7 +268,7 @@ func (s *Server) syncPatches(w http.ResponseWriter, r *http.Request) error {
 	if s.opts.SigningKey == nil {
 		return errNotUpstream
 	}
-	c, err := s.checkSyncCaller(r, true)
+	c, err := s.syncCallerOf(r, true)
 	if err != nil {
 		return err
 	}
@@ -328,7 +348,7 @@ func (s *Server) syncMachineReports(w http.ResponseWriter, r *http.Request) erro
 	if s.opts.SigningKey == nil {
 		return errNotUpstream
 	}
-	c, err := s.checkSyncCaller(r, false)
+	c, err := s.syncCallerOf(r, false)
 	if err != nil {
 		return err
 	}

@@ -93,11 +93,17 @@ func newEnvFiles(t testing.TB, files func(*postgres.DB) server.PatchFiles, optio
 	if _, _, err := db.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return newEnvOn(t, db, options...)
+	return newEnvOnFiles(t, db, files, options...)
 }
 
 // newEnvOn starts an API on db, as another unit of the same deployment.
 func newEnvOn(t testing.TB, db *postgres.DB, options ...func(*httpapi.Options)) *env {
+	t.Helper()
+	return newEnvOnFiles(t, db, func(db *postgres.DB) server.PatchFiles { return patchstore.NewPostgres(db.SQL()) }, options...)
+}
+
+// newEnvOnFiles is newEnvOn with the patch storage files makes.
+func newEnvOnFiles(t testing.TB, db *postgres.DB, files func(*postgres.DB) server.PatchFiles, options ...func(*httpapi.Options)) *env {
 	t.Helper()
 	if cachedEntry == "" {
 		cachedEntry = htpasswdEntry(t, adminUser, adminPass)

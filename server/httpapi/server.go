@@ -5,6 +5,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -68,8 +69,19 @@ type Options struct {
 	// of check-ins; nil: this server is not a sync upstream and /v1/sync/ answers 503.
 	SigningKey ed25519.PrivateKey
 	// ResourceTokens checks an Ubuntu Pro resource token with the contracts server
-	// (package upstream); nil: only sync tokens may sync from this server.
+	// (package upstream); nil: only sync tokens may sync from this server. It runs holding
+	// no API slot, so it must bound its own time and concurrency.
 	ResourceTokens func(ctx context.Context, token string) error
+	// RequestTimeout bounds reading an API request's body, and writing its answer
+	// (server.request-timeout, default 30s).
+	RequestTimeout time.Duration
+	// UploadTimeout bounds reading a patch upload (server.upload-timeout, default 10m).
+	UploadTimeout time.Duration
+	// StallTimeout bounds each write of a download (server.stall-timeout, default 30s).
+	StallTimeout time.Duration
+	// DownloadLimit bounds the downloads served at once (server.download-limit, default
+	// 200); beyond it a download gets 503 with Retry-After.
+	DownloadLimit int
 }
 
 // Server is the HTTP API. Create it with New, start its background refresh with Run, and
@@ -89,6 +101,9 @@ type Server struct {
 	cache   *fileCache // nil when the patch cache is off
 	lockout *lockout
 	logKey  [32]byte // keys the user-ref of unknown user names in security events
+
+	downloads     semaphore   // download slots (Options.DownloadLimit)
+	machineTokens *tokenCache // machine tokens verified recently
 }
 
 // Route is one entry of the route table.
@@ -142,6 +157,10 @@ func New(store server.Store, files server.PatchFiles, opts Options) (*Server, er
 	if opts.ConcurrencyLimit <= 0 {
 		opts.ConcurrencyLimit = 50
 	}
+	opts.RequestTimeout = cmp.Or(opts.RequestTimeout, 30*time.Second)
+	opts.UploadTimeout = cmp.Or(opts.UploadTimeout, 10*time.Minute)
+	opts.StallTimeout = cmp.Or(opts.StallTimeout, 30*time.Second)
+	opts.DownloadLimit = cmp.Or(opts.DownloadLimit, 200)
 	s := &Server{
 		store:   store,
 		files:   files,
@@ -152,6 +171,9 @@ func New(store server.Store, files server.PatchFiles, opts Options) (*Server, er
 		basic:   newBasicCache(),
 		limit:   newLimiter(opts.ConcurrencyLimit, opts.BurstLimit),
 		metrics: newMetrics(opts.Registry),
+
+		downloads:     make(semaphore, opts.DownloadLimit),
+		machineTokens: newTokenCache(machineTokenCacheSize, machineTokenCacheTTL),
 	}
 	for _, e := range opts.BasicUsers {
 		user, hash, err := config.ParseBasicUser(e)
@@ -204,24 +226,24 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// handle declares a route. The access check runs before h; errors h returns go to writeError.
+// handle declares a route. Admission (see admission.go) runs before h; errors h returns
+// go to writeError.
 func (s *Server) handle(pattern string, access Access, h handlerFunc) {
 	s.routes = append(s.routes, Route{Pattern: pattern, Access: access})
 	_, path, _ := strings.Cut(pattern, " ")
+	class := routeClasses[pattern]
+	bodyLimit := cmp.Or(bodyLimits[pattern], maxJSONBody)
+	limited := access != publicAccess || strings.HasPrefix(path, "/v1/")
 	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		defer func() {
 			s.metrics.requests.WithLabelValues(path, r.Method, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
 		}()
-		if access != publicAccess || strings.HasPrefix(path, "/v1/") {
-			release, err := s.limit.acquire(r.Context())
-			if err != nil {
-				s.metrics.overload.Inc()
-				s.writeError(rec, r, err)
-				return
-			}
-			defer release()
+		s.setDeadlines(w, class)
+		if err := checkNUL(r); err != nil {
+			s.writeError(rec, r, err)
+			return
 		}
 		admin := access == basicAccess || access == adminAccess
 		if admin {
@@ -233,7 +255,7 @@ func (s *Server) handle(pattern string, access Access, h handlerFunc) {
 				return
 			}
 		}
-		ctx, err := s.authorize(r, access)
+		ctx, err := s.admit(r, access)
 		if err != nil {
 			s.writeError(rec, r, err)
 			return
@@ -247,7 +269,37 @@ func (s *Server) handle(pattern string, access Access, h handlerFunc) {
 		if ctx != r.Context() {
 			r = r.WithContext(ctx)
 		}
-		if err := h(rec, r); err != nil {
+		var out http.ResponseWriter = rec
+		slot := limited
+		switch class {
+		case jsonRoute:
+			if err := readBody(rec, r, bodyLimit); err != nil {
+				s.writeError(rec, r, err)
+				return
+			}
+		case downloadRoute:
+			release, ok := s.downloads.tryAcquire()
+			if !ok {
+				rec.Header().Set("Retry-After", retryAfter)
+				s.writeError(rec, r, errDownloadsBusy)
+				return
+			}
+			defer release()
+			out = &progressWriter{ResponseWriter: rec, rc: http.NewResponseController(w), stall: s.opts.StallTimeout}
+			slot = false // downloads have their own bound
+		}
+		if slot {
+			release, err := s.acquire(r.Context())
+			if err != nil {
+				if server.ErrorCode(err) == server.CodeTooManyRequests {
+					rec.Header().Set("Retry-After", "1")
+				}
+				s.writeError(rec, r, err)
+				return
+			}
+			defer release()
+		}
+		if err := h(out, r); err != nil {
 			s.writeError(rec, r, err)
 		}
 	}))
@@ -291,6 +343,16 @@ func checkBodyType(r *http.Request) error {
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil || !slices.Contains(want, mt) {
 		return server.Errorf(server.CodeUnsupportedType, "request body must be %s (Content-Type), not %.64q", strings.Join(want, " or "), ct)
+	}
+	return nil
+}
+
+// checkNUL refuses a path or query with a NUL byte, which no text column can hold, before
+// any handler runs. Values of JSON bodies the database refuses come back from the store as
+// invalid errors (package postgres).
+func checkNUL(r *http.Request) error {
+	if strings.IndexByte(r.URL.Path, 0) >= 0 || strings.Contains(r.URL.RawQuery, "%00") || strings.IndexByte(r.URL.RawQuery, 0) >= 0 {
+		return server.Errorf(server.CodeInvalid, "the request path or query has a NUL character")
 	}
 	return nil
 }
@@ -342,6 +404,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case server.CodeInternal:
 		s.log.Error("Request failed", "method", r.Method, "path", clip(r.URL.Path), "error", clip(err.Error()))
 	case server.CodeUnavailable:
+		if errors.Is(err, errDownloadsBusy) {
+			break
+		}
 		s.metrics.dbErrors.Inc()
 		s.log.Warn("Request failed", "method", r.Method, "path", clip(r.URL.Path), "error", clip(err.Error()))
 	}

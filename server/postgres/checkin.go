@@ -82,7 +82,8 @@ var errUnknownMachine = server.Errorf(server.CodeUnauthorized, "unknown machine 
 
 // CheckIn records a status report with one statement, one round trip, shared with the
 // check-ins that arrive while others are being recorded (see checkInBatches).
-func (db *DB) CheckIn(ctx context.Context, c server.CheckIn, now time.Time) (string, error) {
+func (db *DB) CheckIn(ctx context.Context, c server.CheckIn, now time.Time) (_ string, err error) {
+	defer classifyInto(&err)
 	call := &checkInCall{ctx: ctx, in: c, now: now, wake: make(chan []*checkInCall, 1)}
 	batch := db.queue.join(call)
 	if batch == nil {

@@ -115,8 +115,8 @@ func TestCheckInBatchRefusedValue(t *testing.T) {
 	results := queueCheckIns(t, db, cs, time.Now())
 	for i, r := range results {
 		if i == 1 {
-			if r.err == nil || server.ErrorCode(r.err) != server.CodeInternal {
-				t.Errorf("check-in with a NUL byte = %q, %v; want an internal error", r.tier, r.err)
+			if r.err == nil || server.ErrorCode(r.err) != server.CodeInvalid {
+				t.Errorf("check-in with a NUL byte = %q, %v; want an invalid error", r.tier, r.err)
 			}
 		} else if r.err != nil || r.tier != "beta" {
 			t.Errorf("check-in %d = %q, %v; want beta", i, r.tier, r.err)

@@ -13,7 +13,8 @@ import (
 // RecordDownstreamSync upserts the last sync list request of a downstream deployment with
 // one statement, outside an explicit transaction: it runs on every list request. A
 // deployment seen again after the retention period (and not yet forgotten) starts anew.
-func (db *DB) RecordDownstreamSync(ctx context.Context, s server.DownstreamSync) error {
+func (db *DB) RecordDownstreamSync(ctx context.Context, s server.DownstreamSync) (err error) {
+	defer classifyInto(&err)
 	if err := server.CheckDeploymentID(s.DeploymentID); err != nil {
 		return err
 	}
@@ -24,7 +25,7 @@ func (db *DB) RecordDownstreamSync(ctx context.Context, s server.DownstreamSync)
 	if s.MachineCount != nil {
 		count = sql.NullInt64{Int64: int64(*s.MachineCount), Valid: true}
 	}
-	_, err := db.db.ExecContext(ctx, `
+	_, err = db.db.ExecContext(ctx, `
 		INSERT INTO sync_deployments AS d (deployment_id, via, sync_token, tier, machine_count, first_seen, last_sync)
 		VALUES ($1, $2, $3, $4, $5, $6, $6)
 		ON CONFLICT (deployment_id) DO UPDATE
@@ -42,9 +43,10 @@ func (db *DB) RecordDownstreamSync(ctx context.Context, s server.DownstreamSync)
 // Downstreams lists the deployments seen in the retention period before now: those that
 // made a sync list request, those that reported machines, or both, with their machines
 // counted per patch state.
-func (db *DB) Downstreams(ctx context.Context, now time.Time) ([]server.Downstream, error) {
+func (db *DB) Downstreams(ctx context.Context, now time.Time) (_ []server.Downstream, err error) {
+	defer classifyInto(&err)
 	var out []server.Downstream
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `
 			WITH d AS (
 				SELECT deployment_id, via, sync_token, tier, machine_count, first_seen, last_sync
@@ -103,10 +105,11 @@ func (db *DB) Downstreams(ctx context.Context, now time.Time) ([]server.Downstre
 
 // DownstreamMachines lists the machines a deployment reported in the retention period
 // before now, matching f, by id.
-func (db *DB) DownstreamMachines(ctx context.Context, f server.DownstreamMachineFilter, now time.Time) ([]server.DownstreamMachine, error) {
+func (db *DB) DownstreamMachines(ctx context.Context, f server.DownstreamMachineFilter, now time.Time) (_ []server.DownstreamMachine, err error) {
+	defer classifyInto(&err)
 	var machines []server.DownstreamMachine
 	since := now.Add(-syncMachineRetention)
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		limit := sql.NullInt64{Int64: int64(f.Limit), Valid: f.Limit > 0}
 		rows, err := tx.QueryContext(ctx, `
 			SELECT machine_id, tier, last_seen, status, reported_at
@@ -160,10 +163,11 @@ func (db *DB) DownstreamMachines(ctx context.Context, f server.DownstreamMachine
 
 // ForgetDownstreams deletes the deployments whose last sync list request, and the reported
 // machines whose last report, is older than the retention period before now.
-func (db *DB) ForgetDownstreams(ctx context.Context, now time.Time) (int, error) {
+func (db *DB) ForgetDownstreams(ctx context.Context, now time.Time) (_ int, err error) {
+	defer classifyInto(&err)
 	before := now.Add(-syncMachineRetention)
 	var total int
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		n, err := execCount(ctx, tx, `DELETE FROM sync_deployments WHERE last_sync < $1`, before)
 		if err != nil {
 			return fmt.Errorf("cannot forget downstream deployments: %w", err)

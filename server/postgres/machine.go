@@ -11,9 +11,10 @@ import (
 )
 
 // Enable enrols a machine with an auth token, or re-enrols it with a new token and tier.
-func (db *DB) Enable(ctx context.Context, e server.Enrolment, now time.Time) (server.Machine, error) {
+func (db *DB) Enable(ctx context.Context, e server.Enrolment, now time.Time) (_ server.Machine, err error) {
+	defer classifyInto(&err)
 	var m server.Machine
-	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+	err = db.inTx(ctx, func(tx *sql.Tx) (err error) {
 		m, err = enable(ctx, tx, e, now)
 		return err
 	})
@@ -117,7 +118,8 @@ func (db *DB) RemoveMachine(ctx context.Context, machineID string) error {
 }
 
 // Disable unregisters a machine whose id and token hash match.
-func (db *DB) Disable(ctx context.Context, machineID string, machineTokenHash []byte) error {
+func (db *DB) Disable(ctx context.Context, machineID string, machineTokenHash []byte) (err error) {
+	defer classifyInto(&err)
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		n, err := execCount(ctx, tx, `DELETE FROM machines WHERE id = $1 AND machine_token_hash = $2`, machineID, machineTokenHash)
 		if err != nil {
@@ -130,15 +132,30 @@ func (db *DB) Disable(ctx context.Context, machineID string, machineTokenHash []
 	})
 }
 
+// CheckMachineToken checks that a machine exists with this token hash, in one indexed read.
+func (db *DB) CheckMachineToken(ctx context.Context, machineID string, machineTokenHash []byte) (err error) {
+	defer classifyInto(&err)
+	var one int
+	err = db.db.QueryRowContext(ctx, `SELECT 1 FROM machines WHERE id = $1 AND machine_token_hash = $2`, machineID, machineTokenHash).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return errUnknownMachine
+	}
+	if err != nil {
+		return fmt.Errorf("cannot check the token of machine %q: %w", machineID, err)
+	}
+	return nil
+}
+
 // machineColumns are the columns of machines m that scanMachine reads, without the tier
 // and token names.
 const machineColumns = `id, enabled_at, last_seen, kernel, architecture, cpu_model, boot_time,
 	uptime, client_version, patch_state, patch_version`
 
 // Machines lists machines matching f in id order, at most f.Limit of them after f.After.
-func (db *DB) Machines(ctx context.Context, f server.MachineFilter) ([]server.Machine, error) {
+func (db *DB) Machines(ctx context.Context, f server.MachineFilter) (_ []server.Machine, err error) {
+	defer classifyInto(&err)
 	var machines []server.Machine
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		tierID := sql.NullInt64{}
 		if f.Tier != "" {
 			t, err := findTier(ctx, tx, f.Tier)
@@ -203,9 +220,10 @@ func scanMachine(row interface{ Scan(...any) error }, names bool) (server.Machin
 }
 
 // PatchHealth counts the machines of tier running version, per patch state.
-func (db *DB) PatchHealth(ctx context.Context, tier, version string) (map[string]int, error) {
+func (db *DB) PatchHealth(ctx context.Context, tier, version string) (_ map[string]int, err error) {
+	defer classifyInto(&err)
 	counts := make(map[string]int)
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		t, err := findTier(ctx, tx, tier)
 		if err != nil {
 			return err
@@ -239,9 +257,10 @@ func (db *DB) PatchHealth(ctx context.Context, tier, version string) (map[string
 
 // Kernels counts machines per kernel and architecture, most used first. Machines that
 // have not reported yet are left out.
-func (db *DB) Kernels(ctx context.Context) ([]server.KernelCount, error) {
+func (db *DB) Kernels(ctx context.Context) (_ []server.KernelCount, err error) {
+	defer classifyInto(&err)
 	var kernels []server.KernelCount
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `
 			SELECT kernel, architecture, count(*) FROM machines
 			WHERE kernel <> ''
@@ -268,12 +287,13 @@ func (db *DB) Kernels(ctx context.Context) ([]server.KernelCount, error) {
 
 // CleanupReports deletes at most limit history rows reported before before, so that each
 // call is a short transaction however much history has piled up.
-func (db *DB) CleanupReports(ctx context.Context, before time.Time, limit int) (int, error) {
+func (db *DB) CleanupReports(ctx context.Context, before time.Time, limit int) (_ int, err error) {
+	defer classifyInto(&err)
 	if limit <= 0 {
 		return 0, server.Errorf(server.CodeInvalid, "invalid cleanup row limit %d: want 1 or more", limit)
 	}
 	var n int
-	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+	err = db.inTx(ctx, func(tx *sql.Tx) (err error) {
 		n, err = execCount(ctx, tx, `
 			DELETE FROM machine_reports WHERE id IN (
 				SELECT id FROM machine_reports WHERE reported_at < $1 LIMIT $2

@@ -13,7 +13,8 @@ import (
 
 // MirrorTiers makes the tiers and the patches' tiers follow an upstream's
 // (patch-sync.sync-tiers), in one transaction; see server.Store.
-func (db *DB) MirrorTiers(ctx context.Context, m server.TierMirror) (server.TierMirrorResult, error) {
+func (db *DB) MirrorTiers(ctx context.Context, m server.TierMirror) (_ server.TierMirrorResult, err error) {
+	defer classifyInto(&err)
 	if len(m.Tiers) == 0 {
 		return server.TierMirrorResult{}, server.Errorf(server.CodeInvalid, "cannot mirror an empty list of tiers")
 	}
@@ -28,7 +29,7 @@ func (db *DB) MirrorTiers(ctx context.Context, m server.TierMirror) (server.Tier
 		wanted[name] = true
 	}
 	var res server.TierMirrorResult
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		res = server.TierMirrorResult{}
 		if err := lockTiers(ctx, tx); err != nil {
 			return err

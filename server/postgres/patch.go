@@ -19,9 +19,10 @@ const patchColumns = `p.filename, p.version, p.kernel, p.flavour, p.architecture
 	p.signature, p.signature_key_id`
 
 // AddPatch records a patch file in p.Tier, or in the first tier when p.Tier is empty.
-func (db *DB) AddPatch(ctx context.Context, p server.Patch) (server.Patch, error) {
+func (db *DB) AddPatch(ctx context.Context, p server.Patch) (_ server.Patch, err error) {
+	defer classifyInto(&err)
 	var added server.Patch
-	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+	err = db.inTx(ctx, func(tx *sql.Tx) (err error) {
 		added, err = addPatch(ctx, tx, p)
 		return err
 	})
@@ -93,9 +94,10 @@ func addPatch(ctx context.Context, tx *sql.Tx, p server.Patch) (server.Patch, er
 }
 
 // Patches lists patches matching f, newest version first.
-func (db *DB) Patches(ctx context.Context, f server.PatchFilter) ([]server.Patch, error) {
+func (db *DB) Patches(ctx context.Context, f server.PatchFilter) (_ []server.Patch, err error) {
+	defer classifyInto(&err)
 	var patches []server.Patch
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		minPos := 0
 		if f.Tier != "" {
 			t, err := findTier(ctx, tx, f.Tier)
@@ -134,9 +136,10 @@ var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 // PromotePatch promotes every file of version to tier, leaving files already in a later
 // tier where they are.
-func (db *DB) PromotePatch(ctx context.Context, version, tier string) (int, error) {
+func (db *DB) PromotePatch(ctx context.Context, version, tier string) (_ int, err error) {
+	defer classifyInto(&err)
 	var n int
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		t, err := findTier(ctx, tx, tier)
 		if err != nil {
 			return err
@@ -161,9 +164,10 @@ func (db *DB) PromotePatch(ctx context.Context, version, tier string) (int, erro
 }
 
 // PromoteAll promotes every patch whose tier is from to tier to, a later tier.
-func (db *DB) PromoteAll(ctx context.Context, from, to string) (int, error) {
+func (db *DB) PromoteAll(ctx context.Context, from, to string) (_ int, err error) {
+	defer classifyInto(&err)
 	var n int
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		src, err := findTier(ctx, tx, from)
 		if err != nil {
 			return err
@@ -186,12 +190,13 @@ func (db *DB) PromoteAll(ctx context.Context, from, to string) (int, error) {
 
 // SetBlocked blocks (with a reason) or unblocks every file of version. The block is the
 // administrator's from then on: sync never lifts it (upstream_blocked is cleared).
-func (db *DB) SetBlocked(ctx context.Context, version string, blocked bool, reason string) (int, error) {
+func (db *DB) SetBlocked(ctx context.Context, version string, blocked bool, reason string) (_ int, err error) {
+	defer classifyInto(&err)
 	if !blocked {
 		reason = ""
 	}
 	var n int
-	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+	err = db.inTx(ctx, func(tx *sql.Tx) (err error) {
 		n, err = execCount(ctx, tx, `UPDATE patches SET blocked = $2, block_reason = $3, upstream_blocked = false WHERE version = $1`, version, blocked, reason)
 		if err != nil {
 			return fmt.Errorf("cannot block patch %q: %w", version, err)
@@ -205,7 +210,8 @@ func (db *DB) SetBlocked(ctx context.Context, version string, blocked bool, reas
 }
 
 // DeletePatchRecord forgets a patch file; not-found when there is no such record.
-func (db *DB) DeletePatchRecord(ctx context.Context, filename string) error {
+func (db *DB) DeletePatchRecord(ctx context.Context, filename string) (err error) {
+	defer classifyInto(&err)
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		n, err := execCount(ctx, tx, `DELETE FROM patches WHERE filename = $1`, filename)
 		if err != nil {
@@ -220,9 +226,10 @@ func (db *DB) DeletePatchRecord(ctx context.Context, filename string) error {
 
 // CatalogVersion returns the counter that every change to tiers or patches bumps. Each
 // bump is also announced with NOTIFY on channel livepatch_catalog.
-func (db *DB) CatalogVersion(ctx context.Context) (int64, error) {
+func (db *DB) CatalogVersion(ctx context.Context) (_ int64, err error) {
+	defer classifyInto(&err)
 	var v int64
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		if err := tx.QueryRowContext(ctx, `SELECT version FROM catalog_version`).Scan(&v); err != nil {
 			return fmt.Errorf("cannot read catalog version: %w", err)
 		}
@@ -235,13 +242,14 @@ func (db *DB) CatalogVersion(ctx context.Context) (int64, error) {
 // recorded with that SHA-256 and another signature or none. It reports whether it changed
 // anything. A sync calls it for patches it already holds, so that patches synced before
 // their upstream signed them (or before the origin rotated its key) get signed.
-func (db *DB) SetPatchSignature(ctx context.Context, filename, sha256 string, sig *server.PatchSignature) (bool, error) {
+func (db *DB) SetPatchSignature(ctx context.Context, filename, sha256 string, sig *server.PatchSignature) (_ bool, err error) {
+	defer classifyInto(&err)
 	if sig == nil {
 		return false, nil
 	}
 	sigBytes, sigKeyID := signatureColumns(sig)
 	var n int
-	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+	err = db.inTx(ctx, func(tx *sql.Tx) (err error) {
 		n, err = execCount(ctx, tx, `
 			UPDATE patches SET signature = $3, signature_key_id = $4
 			WHERE filename = $1 AND sha256 = $2

@@ -145,7 +145,9 @@ func (db *DB) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 var errUnavailable = server.Errorf(server.CodeUnavailable, "database unavailable")
 
 // classify returns err, wrapped so that it carries CodeUnavailable when it says the database
-// cannot be reached. *server.Error values pass unchanged.
+// cannot be reached, or CodeInvalid when PostgreSQL refused a value of the request (a data
+// exception). *server.Error values pass unchanged. It is the only place that turns driver
+// errors into codes.
 func classify(err error) error {
 	if err == nil {
 		return nil
@@ -156,8 +158,17 @@ func classify(err error) error {
 	if unreachable(err) {
 		return fmt.Errorf("%w: %w", errUnavailable, err)
 	}
+	if pqErr := pq.As(err); pqErr != nil && pqErr.Code.Class() == "22" {
+		// A data exception is a value the caller sent that the column cannot hold: a NUL
+		// byte in a string, a time or number out of the column type's range.
+		return fmt.Errorf("%w: %w", server.Errorf(server.CodeInvalid, "invalid value: %s", pqErr.Message), err)
+	}
 	return err
 }
+
+// classifyInto classifies *err in place; every exported method of DB defers it, so that
+// no driver error leaves the package without its code.
+func classifyInto(err *error) { *err = classify(*err) }
 
 // unreachable reports whether err means the database is down, unreachable or refusing
 // connections, as opposed to a bug or a bad request.

@@ -21,12 +21,13 @@ const maxSyncReports = 1000
 const syncMachineRetention = 30 * 24 * time.Hour
 
 // CreateSyncToken records a new sync token for a tier.
-func (db *DB) CreateSyncToken(ctx context.Context, t server.NewSyncToken) (server.SyncToken, error) {
+func (db *DB) CreateSyncToken(ctx context.Context, t server.NewSyncToken) (_ server.SyncToken, err error) {
+	defer classifyInto(&err)
 	if err := server.CheckLabel("sync token name", t.Name); err != nil {
 		return server.SyncToken{}, err
 	}
 	token := server.SyncToken{Name: t.Name, Tier: t.Tier}
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		tier, err := findTier(ctx, tx, t.Tier)
 		if err != nil {
 			return err
@@ -76,9 +77,10 @@ func scanSyncToken(row interface{ Scan(...any) error }) (server.SyncToken, error
 }
 
 // SyncTokens lists every sync token, revoked ones included, by name.
-func (db *DB) SyncTokens(ctx context.Context) ([]server.SyncToken, error) {
+func (db *DB) SyncTokens(ctx context.Context) (_ []server.SyncToken, err error) {
+	defer classifyInto(&err)
 	var tokens []server.SyncToken
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `
 			SELECT `+syncTokenColumns+`
 			FROM sync_tokens s LEFT JOIN tiers t ON t.id = s.tier_id
@@ -103,9 +105,10 @@ func (db *DB) SyncTokens(ctx context.Context) ([]server.SyncToken, error) {
 }
 
 // SyncToken returns the sync token with that hash.
-func (db *DB) SyncToken(ctx context.Context, hash []byte) (server.SyncToken, error) {
+func (db *DB) SyncToken(ctx context.Context, hash []byte) (_ server.SyncToken, err error) {
+	defer classifyInto(&err)
 	var s server.SyncToken
-	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+	err = db.inTx(ctx, func(tx *sql.Tx) (err error) {
 		s, err = scanSyncToken(tx.QueryRowContext(ctx, `
 			SELECT `+syncTokenColumns+`
 			FROM sync_tokens s LEFT JOIN tiers t ON t.id = s.tier_id
@@ -123,7 +126,8 @@ func (db *DB) SyncToken(ctx context.Context, hash []byte) (server.SyncToken, err
 
 // RevokeSyncToken revokes the unrevoked sync token with name; downstream servers using it
 // can no longer sync.
-func (db *DB) RevokeSyncToken(ctx context.Context, name string) error {
+func (db *DB) RevokeSyncToken(ctx context.Context, name string) (err error) {
+	defer classifyInto(&err)
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		n, err := execCount(ctx, tx, `UPDATE sync_tokens SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL`, name)
 		if err != nil {
@@ -137,7 +141,8 @@ func (db *DB) RevokeSyncToken(ctx context.Context, name string) error {
 }
 
 // AddSyncReport records a sync run and forgets reports beyond the newest maxSyncReports.
-func (db *DB) AddSyncReport(ctx context.Context, r server.SyncReport) (server.SyncReport, error) {
+func (db *DB) AddSyncReport(ctx context.Context, r server.SyncReport) (_ server.SyncReport, err error) {
+	defer classifyInto(&err)
 	switch r.Outcome {
 	case server.SyncSuccess, server.SyncFailed, server.SyncSkipped:
 	default:
@@ -145,7 +150,7 @@ func (db *DB) AddSyncReport(ctx context.Context, r server.SyncReport) (server.Sy
 	}
 	// PostgreSQL keeps microseconds: return what a later read returns.
 	r.StartedAt, r.EndedAt = utc(r.StartedAt).Truncate(time.Microsecond), utc(r.EndedAt).Truncate(time.Microsecond)
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `
 			INSERT INTO sync_reports (started_at, ended_at, outcome, patches_added, bytes, error, unit)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -166,9 +171,10 @@ func (db *DB) AddSyncReport(ctx context.Context, r server.SyncReport) (server.Sy
 }
 
 // SyncReports lists sync reports matching f, newest first.
-func (db *DB) SyncReports(ctx context.Context, f server.SyncReportFilter) ([]server.SyncReport, error) {
+func (db *DB) SyncReports(ctx context.Context, f server.SyncReportFilter) (_ []server.SyncReport, err error) {
+	defer classifyInto(&err)
 	var reports []server.SyncReport
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		limit := sql.NullInt64{Int64: int64(f.Limit), Valid: f.Limit > 0}
 		rows, err := tx.QueryContext(ctx, `
 			SELECT id, started_at, ended_at, outcome, patches_added, bytes, error, unit
@@ -199,7 +205,8 @@ func (db *DB) SyncReports(ctx context.Context, f server.SyncReportFilter) ([]ser
 // RecordSyncMachines upserts the machines a downstream deployment reported, in one
 // statement, and forgets the machines of that deployment not reported for
 // syncMachineRetention. When an id appears twice, the last report wins.
-func (db *DB) RecordSyncMachines(ctx context.Context, deploymentID string, machines []server.SyncMachine, now time.Time) error {
+func (db *DB) RecordSyncMachines(ctx context.Context, deploymentID string, machines []server.SyncMachine, now time.Time) (err error) {
+	defer classifyInto(&err)
 	index := make(map[string]int, len(machines))
 	var ids, tiers, seen, statuses []string
 	for _, m := range machines {

@@ -11,9 +11,10 @@ import (
 )
 
 // Tiers returns every tier in promotion order.
-func (db *DB) Tiers(ctx context.Context) ([]server.Tier, error) {
+func (db *DB) Tiers(ctx context.Context) (_ []server.Tier, err error) {
+	defer classifyInto(&err)
 	var tiers []server.Tier
-	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+	err = db.inTx(ctx, func(tx *sql.Tx) (err error) {
 		tiers, err = listTiers(ctx, tx)
 		return err
 	})
@@ -21,12 +22,13 @@ func (db *DB) Tiers(ctx context.Context) ([]server.Tier, error) {
 }
 
 // AddTier inserts a tier after at.After, first, or last; the tiers after it move down.
-func (db *DB) AddTier(ctx context.Context, name string, at server.TierPlacement) (server.Tier, error) {
+func (db *DB) AddTier(ctx context.Context, name string, at server.TierPlacement) (_ server.Tier, err error) {
+	defer classifyInto(&err)
 	if err := server.CheckTierName(name); err != nil {
 		return server.Tier{}, err
 	}
 	var tier server.Tier
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		if err := lockTiers(ctx, tx); err != nil {
 			return err
 		}
@@ -69,7 +71,8 @@ func (db *DB) AddTier(ctx context.Context, name string, at server.TierPlacement)
 }
 
 // DeleteTier removes an unused tier, moving its patches to the previous tier.
-func (db *DB) DeleteTier(ctx context.Context, name string) error {
+func (db *DB) DeleteTier(ctx context.Context, name string) (err error) {
+	defer classifyInto(&err)
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		if err := lockTiers(ctx, tx); err != nil {
 			return err

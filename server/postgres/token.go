@@ -11,7 +11,8 @@ import (
 )
 
 // CreateAuthToken records a new auth token for a tier.
-func (db *DB) CreateAuthToken(ctx context.Context, t server.NewAuthToken) (server.AuthToken, error) {
+func (db *DB) CreateAuthToken(ctx context.Context, t server.NewAuthToken) (_ server.AuthToken, err error) {
+	defer classifyInto(&err)
 	if err := server.CheckLabel("auth token id", t.ID); err != nil {
 		return server.AuthToken{}, err
 	}
@@ -19,7 +20,7 @@ func (db *DB) CreateAuthToken(ctx context.Context, t server.NewAuthToken) (serve
 		return server.AuthToken{}, server.Errorf(server.CodeInvalid, "invalid machine limit %d: want 0 (unlimited) or more", t.MaxMachines)
 	}
 	token := server.AuthToken{ID: t.ID, Tier: t.Tier, MaxMachines: t.MaxMachines}
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		tier, err := findTier(ctx, tx, t.Tier)
 		if err != nil {
 			return err
@@ -55,9 +56,10 @@ func (db *DB) CreateAuthToken(ctx context.Context, t server.NewAuthToken) (serve
 
 // AuthTokens lists every auth token, revoked ones included, with how many machines each
 // enrolled.
-func (db *DB) AuthTokens(ctx context.Context) ([]server.AuthToken, error) {
+func (db *DB) AuthTokens(ctx context.Context) (_ []server.AuthToken, err error) {
+	defer classifyInto(&err)
 	var tokens []server.AuthToken
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `
 			SELECT a.label, coalesce(t.name, ''), a.created_at, a.expires_at, a.max_machines,
 				a.revoked_at IS NOT NULL,
@@ -88,7 +90,8 @@ func (db *DB) AuthTokens(ctx context.Context) ([]server.AuthToken, error) {
 
 // RevokeAuthToken revokes the unrevoked auth token with id. Machines it enrolled stay
 // enrolled; no new machine can enable with it.
-func (db *DB) RevokeAuthToken(ctx context.Context, id string) error {
+func (db *DB) RevokeAuthToken(ctx context.Context, id string) (err error) {
+	defer classifyInto(&err)
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		n, err := execCount(ctx, tx, `UPDATE auth_tokens SET revoked_at = now() WHERE label = $1 AND revoked_at IS NULL`, id)
 		if err != nil {
@@ -103,7 +106,8 @@ func (db *DB) RevokeAuthToken(ctx context.Context, id string) error {
 
 // CreateSession records an admin session by the hash of its token, and forgets expired
 // sessions.
-func (db *DB) CreateSession(ctx context.Context, s server.Session, hash []byte) error {
+func (db *DB) CreateSession(ctx context.Context, s server.Session, hash []byte) (err error) {
+	defer classifyInto(&err)
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < now()`); err != nil {
 			return fmt.Errorf("cannot delete expired sessions: %w", err)
@@ -135,9 +139,10 @@ func scanSession(row interface{ Scan(...any) error }) (server.Session, error) {
 
 // Session returns the session with that token hash if it has not expired at now;
 // unauthorized otherwise.
-func (db *DB) Session(ctx context.Context, hash []byte, now time.Time) (server.Session, error) {
+func (db *DB) Session(ctx context.Context, hash []byte, now time.Time) (_ server.Session, err error) {
+	defer classifyInto(&err)
 	var s server.Session
-	err := db.inTx(ctx, func(tx *sql.Tx) (err error) {
+	err = db.inTx(ctx, func(tx *sql.Tx) (err error) {
 		s, err = scanSession(tx.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE token_hash = $1 AND expires_at > $2`, hash, now))
 		if errors.Is(err, sql.ErrNoRows) {
 			return server.Errorf(server.CodeUnauthorized, "invalid or expired session")
@@ -151,7 +156,8 @@ func (db *DB) Session(ctx context.Context, hash []byte, now time.Time) (server.S
 }
 
 // DeleteSession ends a session; ending an unknown session is not an error.
-func (db *DB) DeleteSession(ctx context.Context, hash []byte) error {
+func (db *DB) DeleteSession(ctx context.Context, hash []byte) (err error) {
+	defer classifyInto(&err)
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE token_hash = $1`, hash); err != nil {
 			return fmt.Errorf("cannot delete session: %w", err)

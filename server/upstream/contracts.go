@@ -23,23 +23,46 @@ import (
 // or 403 when it refuses the token.
 const resourceTokenPath = "/v1/resources/livepatch-onprem/context/token"
 
-// Limits of the resource token cache.
+// Limits of resource token checks.
 const (
-	contractsCacheTTL  = 5 * time.Minute
-	contractsCacheSize = 4096
-	contractsTimeout   = 30 * time.Second
+	contractsAcceptTTL   = 5 * time.Minute  // an acceptance is remembered this long (never past the token's expiry)
+	contractsRefuseTTL   = time.Minute      // a refusal is remembered this long
+	contractsFailTTL     = 10 * time.Second // a failure to get an answer is remembered this long
+	contractsCacheSize   = 4096             // tokens remembered
+	contractsTimeout     = 5 * time.Second  // one check, waiting for a turn included
+	contractsConcurrency = 4                // checks in progress at once
 )
 
 // Contracts checks Ubuntu Pro resource tokens with the contracts server (contracts.url),
-// for downstream servers that sync with one. Positive answers are remembered for a few
-// minutes (never past the token's expiry), keyed by a hash of the token.
+// for downstream servers that sync with one. The API calls it holding no slot, so it bounds
+// itself: a check takes at most Timeout, at most contractsConcurrency run at once, callers
+// presenting a token being checked wait for that check, and answers are remembered, keyed
+// by a hash of the token: acceptances for a few minutes (never past the token's expiry),
+// refusals for a minute, failures for a few seconds. So a downstream's retries, or an
+// attacker's, do not turn into traffic towards the contracts server.
 type Contracts struct {
 	base *url.URL
 	http *http.Client
 	now  func() time.Time
+	// Timeout bounds one check (default contractsTimeout); set it before the first check.
+	Timeout time.Duration
 
+	turns chan struct{}
 	mu    sync.Mutex
-	valid map[[32]byte]time.Time // token hash -> remembered until
+	known map[[32]byte]verdict
+	calls map[[32]byte]*contractsCall
+}
+
+// verdict is a remembered answer: err is nil for an acceptance.
+type verdict struct {
+	err   error
+	until time.Time
+}
+
+// contractsCall is a check in progress, that callers with the same token wait for.
+type contractsCall struct {
+	done chan struct{}
+	err  error
 }
 
 // NewContracts returns a checker of resource tokens against the contracts server at
@@ -55,26 +78,90 @@ func NewContracts(baseURL string, hc *http.Client, now func() time.Time) (*Contr
 	if now == nil {
 		now = time.Now
 	}
-	return &Contracts{base: u, http: hc, now: now, valid: map[[32]byte]time.Time{}}, nil
+	return &Contracts{base: u, http: hc, now: now, Timeout: contractsTimeout,
+		turns: make(chan struct{}, contractsConcurrency),
+		known: map[[32]byte]verdict{}, calls: map[[32]byte]*contractsCall{}}, nil
 }
 
 // CheckResourceToken returns nil when the contracts server accepts token; an
 // unauthorized server.Error when it refuses it; an unavailable one when it cannot say.
 func (c *Contracts) CheckResourceToken(ctx context.Context, token string) error {
 	key := sha256.Sum256([]byte(token))
-	now := c.now()
 	c.mu.Lock()
-	until, ok := c.valid[key]
-	c.mu.Unlock()
-	if ok && now.Before(until) {
-		return nil
+	if v, ok := c.known[key]; ok && c.now().Before(v.until) {
+		c.mu.Unlock()
+		return v.err
 	}
-	ctx, cancel := context.WithTimeout(ctx, contractsTimeout)
+	call, ok := c.calls[key]
+	if !ok {
+		call = &contractsCall{done: make(chan struct{})}
+		c.calls[key] = call
+		// The check goes on if this caller leaves: others may be waiting for it.
+		go c.run(key, token, call)
+	}
+	c.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// run makes one check, remembers its answer and wakes its callers.
+func (c *Contracts) run(key [32]byte, token string, call *contractsCall) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
 	defer cancel()
+	var until time.Time
+	select {
+	case c.turns <- struct{}{}:
+		until, call.err = c.ask(ctx, token)
+		<-c.turns
+	case <-ctx.Done():
+		call.err = server.Errorf(server.CodeUnavailable, "cannot check the resource token: too many checks with the contracts server at %s in progress", c.base.Redacted())
+	}
+	now := c.now()
+	switch {
+	case call.err == nil:
+	case server.ErrorCode(call.err) == server.CodeUnauthorized:
+		until = now.Add(contractsRefuseTTL)
+	default:
+		until = now.Add(contractsFailTTL)
+	}
+	c.mu.Lock()
+	delete(c.calls, key)
+	c.remember(key, verdict{err: call.err, until: until}, now)
+	c.mu.Unlock()
+	close(call.done)
+}
+
+// remember keeps v, making room when the cache is full: expired answers go first, then
+// an arbitrary one.
+func (c *Contracts) remember(key [32]byte, v verdict, now time.Time) {
+	if _, ok := c.known[key]; !ok && len(c.known) >= contractsCacheSize {
+		for k, old := range c.known {
+			if !now.Before(old.until) {
+				delete(c.known, k)
+			}
+		}
+		for k := range c.known {
+			if len(c.known) < contractsCacheSize {
+				break
+			}
+			delete(c.known, k)
+		}
+	}
+	c.known[key] = v
+}
+
+// ask asks the contracts server about token; an accepted token is good until the time
+// it returns.
+func (c *Contracts) ask(ctx context.Context, token string) (time.Time, error) {
+	now := c.now()
 	u := c.base.JoinPath(resourceTokenPath)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return fmt.Errorf("cannot create request: %w", err)
+		return time.Time{}, fmt.Errorf("cannot create request: %w", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "application/json")
@@ -83,37 +170,31 @@ func (c *Contracts) CheckResourceToken(ctx context.Context, token string) error 
 		if ue, ok := errors.AsType[*url.Error](err); ok {
 			err = ue.Err
 		}
-		return server.Errorf(server.CodeUnavailable, "cannot check the resource token: cannot reach the contracts server at %s: %v", c.base.Redacted(), err)
+		return time.Time{}, server.Errorf(server.CodeUnavailable, "cannot check the resource token: cannot reach the contracts server at %s: %v", c.base.Redacted(), err)
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusUnauthorized, http.StatusForbidden:
-		return server.Errorf(server.CodeUnauthorized, "the contracts server refused the resource token")
+		return time.Time{}, server.Errorf(server.CodeUnauthorized, "the contracts server refused the resource token")
 	default:
-		return server.Errorf(server.CodeUnavailable, "cannot check the resource token: the contracts server at %s answered %s", c.base.Redacted(), resp.Status)
+		return time.Time{}, server.Errorf(server.CodeUnavailable, "cannot check the resource token: the contracts server at %s answered %s", c.base.Redacted(), resp.Status)
 	}
 	var body struct {
 		Valid   bool      `json:"valid"`
 		Expires time.Time `json:"expires"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body); err != nil {
-		return server.Errorf(server.CodeUnavailable, "cannot check the resource token: the contracts server at %s answered something else than {\"valid\",\"expires\"}", c.base.Redacted())
+		return time.Time{}, server.Errorf(server.CodeUnavailable, "cannot check the resource token: the contracts server at %s answered something else than {\"valid\",\"expires\"}", c.base.Redacted())
 	}
 	if !body.Valid || (!body.Expires.IsZero() && !now.Before(body.Expires)) {
-		return server.Errorf(server.CodeUnauthorized, "the resource token is not valid or has expired (contracts server)")
+		return time.Time{}, server.Errorf(server.CodeUnauthorized, "the resource token is not valid or has expired (contracts server)")
 	}
-	until = now.Add(contractsCacheTTL)
+	until := now.Add(contractsAcceptTTL)
 	if !body.Expires.IsZero() && body.Expires.Before(until) {
 		until = body.Expires
 	}
-	c.mu.Lock()
-	if len(c.valid) >= contractsCacheSize {
-		clear(c.valid)
-	}
-	c.valid[key] = until
-	c.mu.Unlock()
-	return nil
+	return until, nil
 }
 
 // LoadTrustedKeys reads patch-sync.trusted-key: the base64 of an ed25519 public key (as
