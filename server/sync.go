@@ -23,6 +23,12 @@ const (
 	SyncSkipped = "skipped" // another unit held the sync lock
 )
 
+// Where the patch list of a sync run came from.
+const (
+	SyncFromUpstream = "upstream"       // GET /v1/sync/patches of patch-sync.upstream-url
+	SyncFromBundle   = "offline-bundle" // an offline bundle an administrator imported
+)
+
 // SyncReport is the record of one sync run of a downstream server.
 type SyncReport struct {
 	ID           int64     `json:"id"`
@@ -35,6 +41,8 @@ type SyncReport struct {
 	Error string `json:"error,omitempty"`
 	// Unit is the host name of the unit that ran the sync.
 	Unit string `json:"unit"`
+	// Source is where the patch list came from: SyncFromUpstream or SyncFromBundle.
+	Source string `json:"source"`
 }
 
 // SyncReportFilter selects sync reports; zero fields match everything.

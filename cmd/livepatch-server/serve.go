@@ -116,7 +116,7 @@ func (m *Main) Run(ctx context.Context) error {
 		PatchCacheTTL:    cfg.PatchCache.CacheTTL.D(),
 		Registry:         reg,
 		Sync:             syncer,
-		SyncTiers:        cfg.PatchSync.Enabled && cfg.PatchSync.SyncTiers,
+		SyncTiers:        cfg.PatchSync.SyncTiers, // synced and imported lists alike
 		SigningKey:       signingKey,
 		ResourceTokens:   resourceTokens,
 		Status: func(ctx context.Context) map[string]any {

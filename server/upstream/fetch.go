@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -206,6 +207,9 @@ func (s *Syncer) fetchList(ctx context.Context) (server.SyncList, error) {
 	if resp.StatusCode != http.StatusOK {
 		return server.SyncList{}, s.refused(u, resp)
 	}
+	if ctype := contentType(resp); ctype != "application/json" {
+		return server.SyncList{}, s.foreign(fmt.Sprintf("GET %s answered %s with %s, not a signed patch list", patchesPath, status(resp), ctype))
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxListSize+1))
 	if err != nil {
 		return server.SyncList{}, server.Errorf(server.CodeUnavailable, "cannot read the patch list from %s: %v", u.Redacted(), err)
@@ -214,8 +218,8 @@ func (s *Syncer) fetchList(ctx context.Context) (server.SyncList, error) {
 		return server.SyncList{}, server.Errorf(server.CodeInvalid, "the patch list from %s is larger than %d bytes", u.Redacted(), maxListSize)
 	}
 	var signed server.SignedSyncList
-	if err := json.Unmarshal(data, &signed); err != nil {
-		return server.SyncList{}, server.Errorf(server.CodeInvalid, "the upstream at %s did not answer a signed patch list: %v", s.upstreamName(), err)
+	if err := json.Unmarshal(data, &signed); err != nil || len(signed.Payload) == 0 || len(signed.Signature) == 0 {
+		return server.SyncList{}, s.foreign(fmt.Sprintf("GET %s answered JSON that is not a signed patch list", patchesPath))
 	}
 	list, err := s.verifyList(signed)
 	if errors.Is(err, server.ErrBadSignature) {
@@ -239,22 +243,63 @@ func unreachable(u *url.URL, err error) error {
 	return server.Errorf(server.CodeUnavailable, "cannot reach the upstream at %s: %v", u.Redacted(), err)
 }
 
-// refused is the error of a non-200 answer, with the upstream's own message.
+// refused is the error of a non-200 answer, with the upstream's own message. An answer
+// that is not a livepatch on-prem server's JSON error is a server that does not speak
+// the sync protocol, unless it is a 5xx (a proxy's error page while the upstream is down).
 func (s *Syncer) refused(u *url.URL, resp *http.Response) error {
-	msg := resp.Status
 	var body struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	}
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if json.Unmarshal(data, &body) == nil && body.Message != "" {
-		msg = fmt.Sprintf("%d %s", resp.StatusCode, body.Message)
+	ours := contentType(resp) == "application/json" && json.Unmarshal(data, &body) == nil && body.Code != "" && body.Message != ""
+	if !ours {
+		if resp.StatusCode >= 500 {
+			return server.Errorf(server.CodeUnavailable, "the upstream at %s answered %s", u.Redacted(), status(resp))
+		}
+		return s.foreign(fmt.Sprintf("%s %s answered %s with %s", methodOf(resp), u.Path, status(resp), contentType(resp)))
 	}
+	msg := fmt.Sprintf("%d %s", resp.StatusCode, body.Message)
 	switch resp.StatusCode {
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return server.Errorf(server.CodeUnauthorized, "the upstream at %s refused patch-sync.token: %s", s.upstreamName(), msg)
 	}
 	return server.Errorf(server.CodeUnavailable, "the upstream at %s answered %s", u.Redacted(), msg)
+}
+
+// foreign is the error of an upstream whose answer is not the sync protocol's.
+func (s *Syncer) foreign(what string) error {
+	return server.Errorf(server.CodeInvalid,
+		"the upstream at %s does not speak the livepatch on-prem sync protocol: %s; patch-sync.upstream-url (sync_upstream) must be a livepatch on-prem server (Canonical's hosted service uses its own protocol, which is not public)",
+		s.upstreamName(), what)
+}
+
+// contentType is the media type of an answer, without parameters ("none" when absent).
+func contentType(resp *http.Response) string {
+	v := resp.Header.Get("Content-Type")
+	if v == "" {
+		return "no content type"
+	}
+	t, _, err := mime.ParseMediaType(v)
+	if err != nil || len(t) > 100 {
+		return "an invalid content type"
+	}
+	return t
+}
+
+// status is the status line of an answer, bounded: its reason phrase is the upstream's.
+func status(resp *http.Response) string {
+	if len(resp.Status) > 64 {
+		return resp.Status[:64] + "..."
+	}
+	return resp.Status
+}
+
+func methodOf(resp *http.Response) string {
+	if resp.Request == nil {
+		return "the request to"
+	}
+	return resp.Request.Method
 }
 
 // patchURL resolves a listed download URL: absolute, or relative to the upstream URL.
