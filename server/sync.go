@@ -42,7 +42,7 @@ type SyncReport struct {
 	// Unit is the host name of the unit that ran the sync.
 	Unit string `json:"unit"`
 	// Source is where the patch list came from: SyncFromUpstream or SyncFromBundle.
-	Source string `json:"source"`
+	Source string `json:"source,omitempty"`
 }
 
 // SyncReportFilter selects sync reports; zero fields match everything.
@@ -242,6 +242,23 @@ func (s SignedSyncList) Verify(key ed25519.PublicKey) (SyncList, error) {
 		return SyncList{}, fmt.Errorf("cannot decode the patch list: %w", err)
 	}
 	return l, nil
+}
+
+// VerifyWith checks the signature with the trusted key that signed it and decodes the
+// list; with several trusted keys (a rotation) and none of them the signer, the error
+// says which keys are trusted. No keys skips the check, as Verify(nil) does.
+func (s SignedSyncList) VerifyWith(keys []ed25519.PublicKey) (SyncList, error) {
+	var key ed25519.PublicKey
+	switch {
+	case len(keys) == 0:
+	case len(keys) == 1:
+		key = keys[0]
+	default:
+		if key = KeyFor(keys, s.KeyID); key == nil {
+			return SyncList{}, fmt.Errorf("%w: the list is signed by key %s, not by a trusted key (%s)", ErrBadSignature, s.KeyID, KeyIDs(keys))
+		}
+	}
+	return s.Verify(key)
 }
 
 // PatchSignature is an ed25519 signature of one patch file by the server it originates

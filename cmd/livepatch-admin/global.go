@@ -84,6 +84,7 @@ server.`,
 		(&cmdReport{g: g}).command(),
 		(&cmdSync{g: g}).command(),
 		(&cmdSyncTokens{g: g}).command(),
+		(&cmdBundle{g: g}).command(),
 	)
 	return root
 }

@@ -175,51 +175,53 @@ type keptFile struct {
 // unlisted entry or a file that differs from its listing is refused with an error that
 // wraps ErrRefused and says which; the files kept so far are removed. The caller removes
 // the kept files of a verified bundle with Remove.
-func Read(r io.Reader, o Options) (b *Bundle, err error) {
+func Read(r io.Reader, o Options) (*Bundle, error) {
 	if o.Dir == "" {
 		o.Dir = os.TempDir()
 	}
-	b = &Bundle{kept: map[string]keptFile{}}
-	defer func() {
-		if err != nil {
-			b.Remove()
-			b = nil
-		}
-	}()
+	b := &Bundle{kept: map[string]keptFile{}}
+	if err := b.read(r, o); err != nil {
+		b.Remove()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Bundle) read(r io.Reader, o Options) (err error) {
 	tr := tar.NewReader(io.LimitReader(r, MaxSize+1))
 	h, err := next(tr)
 	if errors.Is(err, io.EOF) {
-		return nil, refuse("the bundle is empty")
+		return refuse("the bundle is empty")
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if h.Name != ListName {
-		return nil, refuse("not an offline bundle: its first entry is %q, not %s", h.Name, ListName)
+		return refuse("not an offline bundle: its first entry is %q, not %s", h.Name, ListName)
 	}
 	if h.Size > MaxListSize {
-		return nil, refuse("its signed list is larger than %d bytes", MaxListSize)
+		return refuse("its signed list is larger than %d bytes", MaxListSize)
 	}
 	data, err := io.ReadAll(tr)
 	if err != nil {
-		return nil, refuse("the bundle is truncated in its signed list: %v", err)
+		return refuse("the bundle is truncated in its signed list: %v", err)
 	}
 	if err := json.Unmarshal(data, &b.Signed); err != nil || len(b.Signed.Payload) == 0 {
-		return nil, refuse("its first entry is not a signed patch list")
+		return refuse("its first entry is not a signed patch list")
 	}
 	if b.List, err = o.Verify(b.Signed); err != nil {
-		return nil, err
+		return err
 	}
 	if len(b.List.Patches) > MaxPatches {
-		return nil, refuse("its list has %d patches, more than %d", len(b.List.Patches), MaxPatches)
+		return refuse("its list has %d patches, more than %d", len(b.List.Patches), MaxPatches)
 	}
 	listed := make(map[string]server.SyncPatch, len(b.List.Patches))
 	for _, p := range b.List.Patches {
 		if err := patchfile.CheckEntry(p); err != nil {
-			return nil, refuse("%s", server.ErrorMessage(err))
+			return refuse("%s", server.ErrorMessage(err))
 		}
 		if _, ok := listed[p.Filename]; ok {
-			return nil, refuse("its list names %s twice", p.Filename)
+			return refuse("its list names %s twice", p.Filename)
 		}
 		listed[p.Filename] = p
 	}
@@ -230,33 +232,33 @@ func Read(r io.Reader, o Options) (b *Bundle, err error) {
 			break
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		name, ok := strings.CutPrefix(h.Name, PatchDir)
 		p, listedOK := listed[name]
 		switch {
 		case !ok || !listedOK:
-			return nil, refuse("it holds %q, which its list does not name", h.Name)
+			return refuse("it holds %q, which its list does not name", h.Name)
 		case seen[name]:
-			return nil, refuse("it holds %s twice", name)
+			return refuse("it holds %s twice", name)
 		case h.Size != p.Size:
-			return nil, refuse("size mismatch for %s: the list has %d bytes, the bundle's file %d", name, p.Size, h.Size)
+			return refuse("size mismatch for %s: the list has %d bytes, the bundle's file %d", name, p.Size, h.Size)
 		}
 		seen[name] = true
 		keep := o.Keep != nil && o.Keep(p)
 		if err := b.readFile(tr, p, keep, o.Dir); err != nil {
-			return nil, err
+			return err
 		}
 		b.Bytes += p.Size
 	}
 	if missing := len(listed) - len(seen); missing > 0 {
 		for _, p := range b.List.Patches {
 			if !seen[p.Filename] {
-				return nil, refuse("the bundle is truncated: %d of its %d listed patch files are missing, from %s on", missing, len(listed), p.Filename)
+				return refuse("the bundle is truncated: %d of its %d listed patch files are missing, from %s on", missing, len(listed), p.Filename)
 			}
 		}
 	}
-	return b, nil
+	return nil
 }
 
 // next reads the next tar header: a regular file, or io.EOF at the end of the bundle.

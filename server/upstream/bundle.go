@@ -133,8 +133,8 @@ func (s *Syncer) checkFresh(ctx context.Context, list server.SyncList) error {
 	if err != nil {
 		return storeError("cannot read the last applied patch list", err)
 	}
-	// The database keeps microseconds: the same list read back is not older.
-	if list.GeneratedAt.Truncate(time.Microsecond).Before(last) {
+	// The database keeps microseconds, rounded: the same list read back is not older.
+	if list.GeneratedAt.Round(time.Microsecond).Before(last) {
 		return server.Errorf(server.CodeInvalid,
 			"its list of tier %q was generated at %s, before the list already applied here (generated at %s): an older bundle is not imported; export a new one",
 			list.Tier, list.GeneratedAt.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano))

@@ -3,7 +3,6 @@ package upstream
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -449,18 +448,7 @@ func (s *Syncer) postMachines(ctx context.Context, machines []server.SyncMachine
 	return nil
 }
 
-// verifyList checks a list's signature with the trusted key that signed it; with several
-// trusted keys (a rotation) and none of them the signer, it says which keys it trusts.
+// verifyList checks a list's signature with the trusted keys.
 func (s *Syncer) verifyList(signed server.SignedSyncList) (server.SyncList, error) {
-	var key ed25519.PublicKey
-	switch {
-	case len(s.trusted) == 0:
-	case len(s.trusted) == 1:
-		key = s.trusted[0]
-	default:
-		if key = server.KeyFor(s.trusted, signed.KeyID); key == nil {
-			return server.SyncList{}, fmt.Errorf("%w: the list is signed by key %s, not by a trusted key (%s)", server.ErrBadSignature, signed.KeyID, server.KeyIDs(s.trusted))
-		}
-	}
-	return signed.Verify(key)
+	return signed.VerifyWith(s.trusted)
 }
