@@ -256,7 +256,7 @@ func (s *Syncer) refused(u *url.URL, resp *http.Response) error {
 		if resp.StatusCode >= 500 {
 			return server.Errorf(server.CodeUnavailable, "the upstream at %s answered %s", u.Redacted(), status(resp))
 		}
-		return s.foreign(fmt.Sprintf("%s %s answered %s with %s", methodOf(resp), u.Path, status(resp), contentType(resp)))
+		return s.foreign(fmt.Sprintf("%s /%s answered %s with %s", methodOf(resp), strings.TrimPrefix(u.Path, "/"), status(resp), contentType(resp)))
 	}
 	msg := fmt.Sprintf("%d %s", resp.StatusCode, body.Message)
 	switch resp.StatusCode {
