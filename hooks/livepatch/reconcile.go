@@ -26,14 +26,14 @@ import (
 
 // Status messages of the guard chain that operators and tests look for.
 const (
-	MessageSchemaUpgrade     = "Database schema upgrade required: run the schema-upgrade action on the leader"
-	MessageSchemaLeaderInit  = "Waiting for the leader to initialise the database schema"
-	MessageSchemaLeaderWait  = "Waiting for the leader to upgrade the database schema (run the schema-upgrade action on the leader)"
-	MessageSyncTokenNotSet   = "✘ sync_token not set, run get-resource-token"
+	MessageSchemaUpgrade    = "Database schema upgrade required: run the schema-upgrade action on the leader"
+	MessageSchemaLeaderInit = "Waiting for the leader to initialise the database schema"
+	MessageSchemaLeaderWait = "Waiting for the leader to upgrade the database schema (run the schema-upgrade action on the leader)"
+	MessageSyncTokenNotSet  = "✘ sync_token not set, run get-resource-token"
 	// MessageSyncUpstreamNotSet is the status of a unit told to sync with no upstream.
 	MessageSyncUpstreamNotSet = "sync_upstream not set: give the URL of the livepatch on-prem server to sync from, or set patch_sync_enabled=false and import offline bundles"
 	// MessageFromBundles says where the patches of a unit that does not sync come from.
-	MessageFromBundles = "patches from uploads and offline bundles"
+	MessageFromBundles       = "patches from uploads and offline bundles"
 	MessageActive            = "Livepatch server running"
 	MessageRestartFailed     = "livepatch-server failed to restart: see journalctl -u livepatch-server"
 	MessageDatabaseUnreached = "Cannot reach the database yet: retrying"
