@@ -105,6 +105,12 @@ type Store interface {
 	AddSyncReport(ctx context.Context, r SyncReport) (SyncReport, error)
 	// SyncReports lists sync reports matching f, newest first.
 	SyncReports(ctx context.Context, f SyncReportFilter) ([]SyncReport, error)
+	// LastSyncList returns the generation time of the newest patch list of an upstream
+	// tier applied here (by a sync or an offline bundle); zero when none was.
+	LastSyncList(ctx context.Context, tier string) (time.Time, error)
+	// RecordSyncList records that a patch list of an upstream tier generated at
+	// generatedAt was applied; an older time than the recorded one changes nothing.
+	RecordSyncList(ctx context.Context, tier string, generatedAt time.Time) error
 	// RecordSyncMachines records the machines a downstream deployment reported (upstream
 	// side of send-machine-reports), replacing earlier reports of the same machines.
 	RecordSyncMachines(ctx context.Context, deploymentID string, machines []SyncMachine, now time.Time) error

@@ -23,6 +23,12 @@ const (
 	SyncSkipped = "skipped" // another unit held the sync lock
 )
 
+// Where the patch list of a sync run came from.
+const (
+	SyncFromUpstream = "upstream"       // GET /v1/sync/patches of patch-sync.upstream-url
+	SyncFromBundle   = "offline-bundle" // an offline bundle an administrator imported
+)
+
 // SyncReport is the record of one sync run of a downstream server.
 type SyncReport struct {
 	ID           int64     `json:"id"`
@@ -35,6 +41,8 @@ type SyncReport struct {
 	Error string `json:"error,omitempty"`
 	// Unit is the host name of the unit that ran the sync.
 	Unit string `json:"unit"`
+	// Source is where the patch list came from: SyncFromUpstream or SyncFromBundle.
+	Source string `json:"source,omitempty"`
 }
 
 // SyncReportFilter selects sync reports; zero fields match everything.
@@ -234,6 +242,23 @@ func (s SignedSyncList) Verify(key ed25519.PublicKey) (SyncList, error) {
 		return SyncList{}, fmt.Errorf("cannot decode the patch list: %w", err)
 	}
 	return l, nil
+}
+
+// VerifyWith checks the signature with the trusted key that signed it and decodes the
+// list; with several trusted keys (a rotation) and none of them the signer, the error
+// says which keys are trusted. No keys skips the check, as Verify(nil) does.
+func (s SignedSyncList) VerifyWith(keys []ed25519.PublicKey) (SyncList, error) {
+	var key ed25519.PublicKey
+	switch {
+	case len(keys) == 0:
+	case len(keys) == 1:
+		key = keys[0]
+	default:
+		if key = KeyFor(keys, s.KeyID); key == nil {
+			return SyncList{}, fmt.Errorf("%w: the list is signed by key %s, not by a trusted key (%s)", ErrBadSignature, s.KeyID, KeyIDs(keys))
+		}
+	}
+	return s.Verify(key)
 }
 
 // PatchSignature is an ed25519 signature of one patch file by the server it originates

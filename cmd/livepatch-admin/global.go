@@ -86,6 +86,7 @@ server.`,
 		(&cmdReport{g: g}).command(),
 		(&cmdSync{g: g}).command(),
 		(&cmdSyncTokens{g: g}).command(),
+		(&cmdBundle{g: g}).command(),
 	)
 	return root
 }

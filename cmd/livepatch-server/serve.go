@@ -121,7 +121,7 @@ func (m *Main) Run(ctx context.Context) error {
 		PatchCacheTTL:    cfg.PatchCache.CacheTTL.D(),
 		Registry:         reg,
 		Sync:             syncer,
-		SyncTiers:        cfg.PatchSync.Enabled && cfg.PatchSync.SyncTiers,
+		SyncTiers:        cfg.PatchSync.SyncTiers, // synced and imported lists alike
 		SigningKey:       signingKey,
 		ResourceTokens:   resourceTokens,
 		RequestTimeout:   cfg.Server.RequestTimeout.D(),

@@ -140,7 +140,8 @@ func (cfg Config) Validate() []string {
 		add("sync_tier %q is meaningless with sync_tiers: synced patches go to the tier they are in on the upstream; unset sync_tier", cfg.SyncTier)
 	}
 	if cfg.PatchSyncEnabled {
-		if u, err := url.Parse(cfg.SyncUpstream); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		// An empty sync_upstream blocks later in the guard chain, with what to do.
+		if u, err := url.Parse(cfg.SyncUpstream); cfg.SyncUpstream != "" && (err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https")) {
 			add("sync_upstream %q is not an http(s) URL", cfg.SyncUpstream)
 		}
 		if v, err := time.ParseDuration(cfg.SyncInterval); err == nil && v < time.Minute {

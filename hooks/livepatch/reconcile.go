@@ -6,7 +6,8 @@
 //	config valid -> a database relation -> credentials ready -> config rendered ->
 //	schema current for the staged or the installed binary (the leader initialises an empty
 //	database) -> server started, or restarted at this unit's turn of a rolling restart ->
-//	port published on website -> sync token present -> Active
+//	port published on website -> sync upstream and token present when sync is on -> Active,
+//	saying where the patches come from
 //
 // The first guard that does not pass sets the status (Blocked when the operator must act,
 // Waiting when something else must happen first) and ends the hook successfully.
@@ -15,6 +16,7 @@ package livepatch
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -24,10 +26,14 @@ import (
 
 // Status messages of the guard chain that operators and tests look for.
 const (
-	MessageSchemaUpgrade     = "Database schema upgrade required: run the schema-upgrade action on the leader"
-	MessageSchemaLeaderInit  = "Waiting for the leader to initialise the database schema"
-	MessageSchemaLeaderWait  = "Waiting for the leader to upgrade the database schema (run the schema-upgrade action on the leader)"
-	MessageSyncTokenNotSet   = "✘ sync_token not set, run get-resource-token"
+	MessageSchemaUpgrade    = "Database schema upgrade required: run the schema-upgrade action on the leader"
+	MessageSchemaLeaderInit = "Waiting for the leader to initialise the database schema"
+	MessageSchemaLeaderWait = "Waiting for the leader to upgrade the database schema (run the schema-upgrade action on the leader)"
+	MessageSyncTokenNotSet  = "✘ sync_token not set, run get-resource-token"
+	// MessageSyncUpstreamNotSet is the status of a unit told to sync with no upstream.
+	MessageSyncUpstreamNotSet = "sync_upstream not set: give the URL of the livepatch on-prem server to sync from, or set patch_sync_enabled=false and import offline bundles"
+	// MessageFromBundles says where the patches of a unit that does not sync come from.
+	MessageFromBundles       = "patches from uploads and offline bundles"
 	MessageActive            = "Livepatch server running"
 	MessageRestartFailed     = "livepatch-server failed to restart: see journalctl -u livepatch-server"
 	MessageDatabaseUnreached = "Cannot reach the database yet: retrying"
@@ -171,13 +177,30 @@ func Reconcile(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
 		}
 		return hooks.Active(heldMessage(ctx, c)), nil
 	}
+	if u.Config.PatchSyncEnabled && u.Config.SyncUpstream == "" {
+		return hooks.Blocked(MessageSyncUpstreamNotSet), nil
+	}
 	if u.Config.PatchSyncEnabled && u.SyncToken == "" {
 		return hooks.Blocked(MessageSyncTokenNotSet), nil
 	}
+	msg := MessageActive + "; " + PatchSource(u.Config)
 	if note != "" {
-		return hooks.Active(MessageActive + "; " + note), nil
+		msg += "; " + note
 	}
-	return hooks.Active(MessageActive), nil
+	return hooks.Active(msg), nil
+}
+
+// PatchSource says where the patches of a running unit come from, for its status:
+// "syncing from <upstream host>", or MessageFromBundles when sync is off.
+func PatchSource(cfg Config) string {
+	if !cfg.PatchSyncEnabled {
+		return MessageFromBundles
+	}
+	host := cfg.SyncUpstream
+	if u, err := url.Parse(cfg.SyncUpstream); err == nil && u.Host != "" {
+		host = u.Host // never the credentials a URL may carry
+	}
+	return "syncing from " + host
 }
 
 // serverPlan is what the schema step decided this unit runs.

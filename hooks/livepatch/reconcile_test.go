@@ -136,7 +136,7 @@ func TestGuardChain(t *testing.T) {
 		name:   "empty database, leader initialises it",
 		leader: true,
 		server: func(s *lpt.Server) { s.SetSchema(0, 3) },
-		want:   hooks.Active(livepatch.MessageActive),
+		want:   hooks.Active(lpt.MessageActive),
 	}, {
 		name:   "schema behind, leader blocked",
 		leader: true,
@@ -152,7 +152,7 @@ func TestGuardChain(t *testing.T) {
 		name:   "schema newer than the server",
 		leader: true,
 		server: func(s *lpt.Server) { s.SetSchema(4, 3) },
-		want:   hooks.Active(livepatch.MessageActive),
+		want:   hooks.Active(lpt.MessageActive),
 	}, {
 		name:   "sync enabled without token",
 		leader: true,
@@ -165,7 +165,18 @@ func TestGuardChain(t *testing.T) {
 			s.Relations[0] = lpt.PeerRelation(nil)
 			s.Config["patch_sync_enabled"] = false
 		},
-		want: hooks.Active(livepatch.MessageActive),
+		want: hooks.Active(livepatch.MessageActive + "; " + livepatch.MessageFromBundles),
+	}, {
+		name:   "sync enabled without an upstream",
+		leader: true,
+		modify: func(s *hookstest.State) { delete(s.Config, "sync_upstream") },
+		want:   hooks.Blocked(livepatch.MessageSyncUpstreamNotSet),
+	}, {
+		// The status names the upstream's host, never credentials in its URL.
+		name:   "sync from an upstream URL with credentials",
+		leader: true,
+		modify: func(s *hookstest.State) { s.Config["sync_upstream"] = "https://user:pw@central.example:8443/lp" },
+		want:   hooks.Active(livepatch.MessageActive + "; syncing from central.example:8443"),
 	}, {
 		name:   "sync_token option instead of resource token",
 		leader: false,
@@ -173,16 +184,16 @@ func TestGuardChain(t *testing.T) {
 			s.Relations[0] = lpt.PeerRelation(nil)
 			s.Config["sync_token"] = "chained-sync-token"
 		},
-		want: hooks.Active(livepatch.MessageActive),
+		want: hooks.Active(lpt.MessageActive),
 	}, {
 		name:   "postgresql_client relation",
 		leader: true,
 		modify: func(s *hookstest.State) { s.Relations = append(without(s.Relations, "db"), lpt.DatabaseRelation()) },
-		want:   hooks.Active(livepatch.MessageActive),
+		want:   hooks.Active(lpt.MessageActive),
 	}, {
 		name:   "ready, non-leader",
 		leader: false,
-		want:   hooks.Active(livepatch.MessageActive),
+		want:   hooks.Active(lpt.MessageActive),
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -519,7 +530,7 @@ func TestRenderedTrustedKey(t *testing.T) {
 			st.Config["sync_trusted_key"] = tt.value
 			e.Install(t, st)
 			res := e.H.Run(t, "config-changed", st)
-			if res.Err != nil || res.Status != hooks.Active(livepatch.MessageActive) {
+			if res.Err != nil || res.Status != hooks.Active(lpt.MessageActive) {
 				t.Fatalf("config-changed: %v %v", res.Err, res.Status)
 			}
 			if got := loadRendered(t, e).PatchSync.TrustedKey; got != tt.want {

@@ -58,8 +58,8 @@ func renderServerConfig(in renderInput) config.Config {
 	sc.Contracts.URL = cfg.ContractServerURL
 
 	s := &sc.PatchSync
-	// Without a token the server cannot sync; it keeps serving what it has.
-	s.Enabled = cfg.PatchSyncEnabled && in.syncToken != ""
+	// Without an upstream or a token the server cannot sync; it keeps serving what it has.
+	s.Enabled = cfg.PatchSyncEnabled && cfg.SyncUpstream != "" && in.syncToken != ""
 	s.ID = in.modelUUID
 	s.UpstreamURL = cfg.SyncUpstream
 	s.Token = in.syncToken

@@ -29,7 +29,7 @@ func deployed(t *testing.T, n, leader int) *lpt.Cluster {
 	cl.SetLeader(leader)
 	cl.Deploy(t)
 	for i := range n {
-		if diff := cmp.Diff(hooks.Active(livepatch.MessageActive), cl.Status(i)); diff != "" {
+		if diff := cmp.Diff(hooks.Active(lpt.MessageActive), cl.Status(i)); diff != "" {
 			t.Fatalf("livepatch/%d after deploy (-want +got):\n%s", i, diff)
 		}
 	}
@@ -113,12 +113,12 @@ func TestUpgradeWithMigration(t *testing.T) {
 	}
 	// The leader is livepatch/1: it waits for livepatch/0.
 	checkRestarts(t, cl)
-	checkStatus(t, cl, 1, hooks.Active(livepatch.MessageActive+"; restart queued behind livepatch/0 (rolling restart 1)"))
+	checkStatus(t, cl, 1, hooks.Active(lpt.MessageActive+"; restart queued behind livepatch/0 (rolling restart 1)"))
 
 	cl.Settle(t)
 	checkRestarts(t, cl, 0, 1, 2)
 	for i := range 3 {
-		checkStatus(t, cl, i, hooks.Active(livepatch.MessageActive))
+		checkStatus(t, cl, i, hooks.Active(lpt.MessageActive))
 		if got := installed(t, cl, i); got != binaryV2 || staged(cl, i) {
 			t.Errorf("livepatch/%d runs %q (staged: %v), want v2", i, got, staged(cl, i))
 		}
@@ -177,7 +177,7 @@ func TestUpgradeWithoutMigration(t *testing.T) {
 	refresh(t, cl, binaryV2, lpt.Binary{Version: "v1.1.0", Latest: 3}, 2, 1)
 	// Units that are not the leader ask for a restart and keep serving.
 	checkRestarts(t, cl)
-	checkStatus(t, cl, 2, hooks.Active(livepatch.MessageActive+"; restart pending (binary changed): waiting for the leader to start the next rolling restart"))
+	checkStatus(t, cl, 2, hooks.Active(lpt.MessageActive+"; restart pending (binary changed): waiting for the leader to start the next rolling restart"))
 	if got := cl.Bags[2][livepatch.PeerRestartWanted]; got != "0" {
 		t.Errorf("livepatch/2 restart-wanted %q, want 0", got)
 	}
@@ -185,7 +185,7 @@ func TestUpgradeWithoutMigration(t *testing.T) {
 	cl.Settle(t)
 	checkRestarts(t, cl, 0, 1, 2)
 	for i := range 3 {
-		checkStatus(t, cl, i, hooks.Active(livepatch.MessageActive))
+		checkStatus(t, cl, i, hooks.Active(lpt.MessageActive))
 		if got := installed(t, cl, i); got != binaryV2 {
 			t.Errorf("livepatch/%d runs %q, want v2", i, got)
 		}
@@ -210,7 +210,7 @@ func TestConfigChangeRolls(t *testing.T) {
 			cl.Settle(t)
 			checkRestarts(t, cl, 0, 1, 2)
 			for i := range 3 {
-				checkStatus(t, cl, i, hooks.Active(livepatch.MessageActive))
+				checkStatus(t, cl, i, hooks.Active(lpt.MessageActive))
 			}
 		})
 	}
@@ -246,7 +246,7 @@ func TestRollingRestartWaitsForUnhealthyUnit(t *testing.T) {
 			checkRestarts(t, cl, 0, 1)
 			checkStatus(t, cl, 1, hooks.Blocked(livepatch.MessageUnhealthyPrefix+tt.problem+
 				" (waited 2m0s)"+livepatch.MessageUnhealthySuffix))
-			checkStatus(t, cl, 2, hooks.Active(livepatch.MessageActive+"; restart queued behind livepatch/1 (rolling restart 1)"))
+			checkStatus(t, cl, 2, hooks.Active(lpt.MessageActive+"; restart queued behind livepatch/1 (rolling restart 1)"))
 			// The wait ran on the unit's clock, bounded by HealthTimeout.
 			waited := cl.Units[1].H.Clock.Now().Sub(start)
 			if waited < livepatch.HealthTimeout || waited > livepatch.HealthTimeout+2*time.Second {
@@ -264,7 +264,7 @@ func TestRollingRestartWaitsForUnhealthyUnit(t *testing.T) {
 			cl.Settle(t)
 			checkRestarts(t, cl, 0, 1, 2)
 			for i := range 3 {
-				checkStatus(t, cl, i, hooks.Active(livepatch.MessageActive))
+				checkStatus(t, cl, i, hooks.Active(lpt.MessageActive))
 			}
 		})
 	}
@@ -278,7 +278,7 @@ func TestRestartFailureHoldsTheRest(t *testing.T) {
 	cl.RunAction(t, 0, "schema-upgrade", nil)
 	cl.Settle(t)
 	checkStatus(t, cl, 1, hooks.Blocked(livepatch.MessageRestartFailed))
-	checkStatus(t, cl, 2, hooks.Active(livepatch.MessageActive+"; restart queued behind livepatch/1 (rolling restart 1)"))
+	checkStatus(t, cl, 2, hooks.Active(lpt.MessageActive+"; restart queued behind livepatch/1 (rolling restart 1)"))
 	cl.Units[1].SystemctlFail["restart"] = false
 	cl.Run(t, 1, "update-status")
 	cl.Settle(t)

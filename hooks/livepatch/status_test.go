@@ -34,7 +34,7 @@ func TestUpdateStatus(t *testing.T) {
 			}
 			w.Write([]byte(`{"status":"OK"}`))
 		},
-		want: hooks.Active(livepatch.MessageActive),
+		want: hooks.Active(lpt.MessageActive),
 	}, {
 		name: "degraded",
 		handler: func(w http.ResponseWriter, r *http.Request) {

@@ -195,7 +195,9 @@ func Default() Config {
 		MachineReports: MachineReports{RetentionDays: 90, CleanupInterval: Duration(6 * time.Hour), CleanupRowLimit: 1000},
 		Contracts:      Contracts{URL: "https://contracts.canonical.com"},
 		PatchSync: PatchSync{
-			UpstreamURL:  "https://livepatch.canonical.com",
+			// No default upstream: this server speaks only the on-prem sync protocol, which
+			// Canonical's hosted service does not (its protocol is not public).
+			UpstreamURL:  "",
 			Interval:     Duration(time.Hour),
 			UpstreamTier: "stable",
 			MachineCount: "bucket",
@@ -422,7 +424,9 @@ func (c Config) Validate() error {
 	}
 	s := c.PatchSync
 	if s.Enabled {
-		if u, err := url.Parse(s.UpstreamURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		if s.UpstreamURL == "" {
+			add("patch-sync.upstream-url is empty: give the URL of the livepatch on-prem server to sync from, or turn patch-sync.enabled off and import offline bundles")
+		} else if u, err := url.Parse(s.UpstreamURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 			add("patch-sync.upstream-url %q is not an http(s) URL", s.UpstreamURL)
 		}
 		if s.Interval < Duration(time.Minute) {

@@ -168,18 +168,22 @@ func TestSyncTiers(t *testing.T) {
 		yaml: minimal,
 	}, {
 		name: "on, with the landing tier empty",
-		yaml: minimal + "patch-sync:\n  enabled: true\n  sync-tiers: true\n",
+		yaml: minimal + "patch-sync:\n  enabled: true\n  upstream-url: https://central.example\n  sync-tiers: true\n",
 	}, {
 		name: "on, with a landing tier",
-		yaml: minimal + "patch-sync:\n  enabled: true\n  sync-tiers: true\n  tier: beta\n",
+		yaml: minimal + "patch-sync:\n  enabled: true\n  upstream-url: https://central.example\n  sync-tiers: true\n  tier: beta\n",
 		want: `patch-sync.tier "beta" is meaningless with patch-sync.sync-tiers: synced patches go to the tier they are in on the upstream; leave patch-sync.tier empty`,
 	}, {
 		name: "both set while sync is off",
 		yaml: minimal + "patch-sync:\n  sync-tiers: true\n  tier: beta\n",
 		want: `patch-sync.tier "beta" is meaningless with patch-sync.sync-tiers`,
 	}, {
+		name: "on without an upstream",
+		yaml: minimal + "patch-sync:\n  enabled: true\n",
+		want: "patch-sync.upstream-url is empty: give the URL of the livepatch on-prem server to sync from, or turn patch-sync.enabled off and import offline bundles",
+	}, {
 		name: "a landing tier without sync-tiers",
-		yaml: minimal + "patch-sync:\n  enabled: true\n  tier: beta\n",
+		yaml: minimal + "patch-sync:\n  enabled: true\n  upstream-url: https://central.example\n  tier: beta\n",
 	}, {
 		name: "not a boolean",
 		yaml: minimal + "patch-sync:\n  sync-tiers: sometimes\n",

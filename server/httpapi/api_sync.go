@@ -2,12 +2,15 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/offline"
 )
 
 // Syncer is this server's upstream sync as the admin routes drive it (package upstream
@@ -18,6 +21,10 @@ type Syncer interface {
 	Trigger(ctx context.Context) (<-chan server.SyncReport, error)
 	// Status returns the sync configuration and state as this unit sees it.
 	Status(ctx context.Context) (server.SyncStatus, error)
+	// Import applies an offline bundle read from r as a sync run and returns its report;
+	// the error refuses a bundle that is not complete and valid (nothing but a failed
+	// report is recorded then).
+	Import(ctx context.Context, r io.Reader) (server.SyncReport, error)
 }
 
 // errSyncDisabled answers admin sync requests of a server that does not sync.
@@ -72,6 +79,69 @@ func (s *Server) syncStatus(w http.ResponseWriter, r *http.Request) error {
 		st.LastRun = &reports[0]
 	}
 	return writeJSON(w, http.StatusOK, st)
+}
+
+// exportBundle answers the offline bundle of ?tier=: the signed list GET
+// /v1/sync/patches would answer a downstream of that tier, then every listed file.
+func (s *Server) exportBundle(w http.ResponseWriter, r *http.Request) error {
+	if s.opts.SigningKey == nil {
+		return errNotUpstream
+	}
+	tier := queryValue(r, "tier")
+	if tier == "" {
+		return server.Errorf(server.CodeInvalid, "tier is required: use ?tier=<name>")
+	}
+	if err := s.checkTier(r, tier); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	signed, list, err := s.signedList(ctx, tier)
+	if err != nil {
+		return err
+	}
+	// Every file is checked before the first byte, so a missing one is a clear error
+	// rather than a bundle that ends early.
+	stored, err := s.files.List(ctx)
+	if err != nil {
+		return err
+	}
+	sizes := make(map[string]int64, len(stored))
+	for _, f := range stored {
+		sizes[f.Filename] = f.Size
+	}
+	for _, p := range list.Patches {
+		if size, ok := sizes[p.Filename]; !ok || size != p.Size {
+			return server.Errorf(server.CodeConflict, "patch %s of tier %q is not in the patch storage with its recorded size: run livepatch-admin storage refresh, or block it", p.Filename, tier)
+		}
+	}
+	size, err := offline.Size(signed, list)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="livepatch-%s-%s.bundle"`, tier, list.GeneratedAt.Format("20060102T150405Z")))
+	s.securityEvent(r, "sync_bundle_export", adminUser(ctx), "tier", tier, "patches", len(list.Patches), "key-id", signed.KeyID)
+	err = offline.Write(w, signed, list, func(p server.SyncPatch) (io.ReadCloser, error) { return s.files.Open(ctx, p.Filename) })
+	if err != nil {
+		// The answer is cut short of its Content-Length: the client sees it fail.
+		s.log.Warn("Cannot write offline bundle", "tier", tier, "error", err)
+	}
+	return nil
+}
+
+// importBundle applies the offline bundle in the request body as a sync run and answers
+// its report.
+func (s *Server) importBundle(w http.ResponseWriter, r *http.Request) error {
+	if s.opts.Sync == nil {
+		return server.Errorf(server.CodeUnavailable, "this server cannot import offline bundles: it runs without patch-sync")
+	}
+	report, err := s.opts.Sync.Import(r.Context(), http.MaxBytesReader(w, r.Body, offline.MaxSize))
+	s.securityEvent(r, "sync_bundle_import", adminUser(r.Context()), "outcome", report.Outcome, "patches-added", report.PatchesAdded)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, report)
 }
 
 // Bounds of GET /v1/admin/sync/reports?limit=.
@@ -272,15 +342,28 @@ func (s *Server) syncPatches(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	tiers, patches, err := s.syncTiers(r.Context(), c.tier)
+	signed, list, err := s.signedList(r.Context(), c.tier)
 	if err != nil {
 		return err
+	}
+	s.securityEvent(r, "sync_list", c.who, "tier", c.tier, "patches", len(list.Patches),
+		"deployment", c.deployment, "machines", c.machines)
+	s.recordDownstream(r, c)
+	return writeJSON(w, http.StatusOK, signed)
+}
+
+// signedList builds and signs the list of the non-blocked patches available to tier, with
+// their download URLs: what GET /v1/sync/patches answers and an offline bundle holds.
+func (s *Server) signedList(ctx context.Context, tier string) (server.SignedSyncList, server.SyncList, error) {
+	tiers, patches, err := s.syncTiers(ctx, tier)
+	if err != nil {
+		return server.SignedSyncList{}, server.SyncList{}, err
 	}
 	tmpl := s.opts.URLTemplate
 	if tmpl == "" {
 		tmpl = "/v1/patches/{filename}"
 	}
-	list := server.SyncList{Tier: c.tier, GeneratedAt: s.opts.Now().UTC(), Tiers: tiers, Patches: []server.SyncPatch{}}
+	list := server.SyncList{Tier: tier, GeneratedAt: s.opts.Now().UTC(), Tiers: tiers, Patches: []server.SyncPatch{}}
 	for _, p := range patches {
 		if p.Blocked {
 			continue
@@ -295,12 +378,9 @@ func (s *Server) syncPatches(w http.ResponseWriter, r *http.Request) error {
 	}
 	signed, err := server.SignSyncList(list, s.opts.SigningKey)
 	if err != nil {
-		return err
+		return server.SignedSyncList{}, server.SyncList{}, err
 	}
-	s.securityEvent(r, "sync_list", c.who, "tier", c.tier, "patches", len(list.Patches),
-		"deployment", c.deployment, "machines", c.machines)
-	s.recordDownstream(r, c)
-	return writeJSON(w, http.StatusOK, signed)
+	return signed, list, nil
 }
 
 // syncTiersAttempts bounds how often syncTiers reads again when the tiers change under it.

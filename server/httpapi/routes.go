@@ -49,6 +49,8 @@ func (s *Server) register() {
 	s.handle("POST /v1/admin/sync/trigger", adminAccess, s.triggerSync)
 	s.handle("GET /v1/admin/sync/status", adminAccess, s.syncStatus)
 	s.handle("GET /v1/admin/sync/reports", adminAccess, s.syncReports)
+	s.handle("GET /v1/admin/sync/bundle", adminAccess, s.exportBundle)
+	s.handle("POST /v1/admin/sync/bundle", adminAccess, s.importBundle)
 	s.handle("GET /v1/admin/sync-tokens", adminAccess, s.listSyncTokens)
 	s.handle("POST /v1/admin/sync-tokens", adminAccess, s.createSyncToken)
 	s.handle("DELETE /v1/admin/sync-tokens/{name}", adminAccess, s.revokeSyncToken)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -264,6 +265,10 @@ func (f *fakeSyncer) Trigger(ctx context.Context) (<-chan server.SyncReport, err
 }
 
 func (f *fakeSyncer) Status(ctx context.Context) (server.SyncStatus, error) { return f.status, nil }
+
+func (f *fakeSyncer) Import(ctx context.Context, r io.Reader) (server.SyncReport, error) {
+	return server.SyncReport{}, server.Errorf(server.CodeConflict, "the routes tested here do not import")
+}
 
 func TestSyncAdminAPI(t *testing.T) {
 	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)

@@ -331,3 +331,32 @@ func Metadata(kernel, flavour, version, arch string) server.Metadata {
 		},
 	}
 }
+
+// MaxFileSize bounds a patch file listed by an upstream or held by an offline bundle, as
+// uploads are bounded.
+const MaxFileSize = MaxModuleSize + MaxMetadataSize + 1<<20
+
+// CheckEntry checks that an entry of a signed patch list is coherent before its file is
+// read: a valid filename that agrees with the kernel, flavour, version and architecture,
+// a hex SHA-256, a size within MaxFileSize, and a well-formed origin signature if any.
+func CheckEntry(p server.SyncPatch) error {
+	name, err := server.ParsePatchFilename(p.Filename)
+	if err != nil {
+		return server.Errorf(server.CodeInvalid, "the upstream lists an invalid patch: %s", server.ErrorMessage(err))
+	}
+	if name.Kernel != p.Kernel || name.Flavour != p.Flavour || name.Version != p.Version || name.Architecture != p.Architecture {
+		return server.Errorf(server.CodeInvalid, "the upstream lists %s with a kernel, flavour, version or architecture that its name does not have", p.Filename)
+	}
+	if len(p.SHA256) != 64 || strings.Trim(p.SHA256, "0123456789abcdef") != "" {
+		return server.Errorf(server.CodeInvalid, "the upstream lists %s with an invalid sha256 %q", p.Filename, p.SHA256)
+	}
+	if p.Size <= 0 || p.Size > MaxFileSize {
+		return server.Errorf(server.CodeInvalid, "the upstream lists %s with an invalid size %d", p.Filename, p.Size)
+	}
+	if p.Signature != nil {
+		if err := p.Signature.Check(); err != nil {
+			return server.Errorf(server.CodeInvalid, "the upstream lists %s with an %s", p.Filename, server.ErrorMessage(err))
+		}
+	}
+	return nil
+}

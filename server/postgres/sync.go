@@ -149,12 +149,19 @@ func (db *DB) AddSyncReport(ctx context.Context, r server.SyncReport) (_ server.
 		return server.SyncReport{}, server.Errorf(server.CodeInvalid, "invalid sync outcome %q", r.Outcome)
 	}
 	// PostgreSQL keeps microseconds: return what a later read returns.
+	switch r.Source {
+	case "":
+		r.Source = server.SyncFromUpstream
+	case server.SyncFromUpstream, server.SyncFromBundle:
+	default:
+		return server.SyncReport{}, server.Errorf(server.CodeInvalid, "invalid sync source %q", r.Source)
+	}
 	r.StartedAt, r.EndedAt = utc(r.StartedAt).Truncate(time.Microsecond), utc(r.EndedAt).Truncate(time.Microsecond)
 	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `
-			INSERT INTO sync_reports (started_at, ended_at, outcome, patches_added, bytes, error, unit)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)
-			RETURNING id`, r.StartedAt, r.EndedAt, r.Outcome, r.PatchesAdded, r.Bytes, r.Error, r.Unit).
+			INSERT INTO sync_reports (started_at, ended_at, outcome, patches_added, bytes, error, unit, source)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+			RETURNING id`, r.StartedAt, r.EndedAt, r.Outcome, r.PatchesAdded, r.Bytes, r.Error, r.Unit, r.Source).
 			Scan(&r.ID)
 		if err != nil {
 			return fmt.Errorf("cannot insert sync report: %w", err)
@@ -177,7 +184,7 @@ func (db *DB) SyncReports(ctx context.Context, f server.SyncReportFilter) (_ []s
 	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		limit := sql.NullInt64{Int64: int64(f.Limit), Valid: f.Limit > 0}
 		rows, err := tx.QueryContext(ctx, `
-			SELECT id, started_at, ended_at, outcome, patches_added, bytes, error, unit
+			SELECT id, started_at, ended_at, outcome, patches_added, bytes, error, unit, source
 			FROM sync_reports
 			WHERE $1 = '' OR outcome = $1
 			ORDER BY id DESC
@@ -188,7 +195,7 @@ func (db *DB) SyncReports(ctx context.Context, f server.SyncReportFilter) (_ []s
 		defer rows.Close()
 		for rows.Next() {
 			var r server.SyncReport
-			if err := rows.Scan(&r.ID, &r.StartedAt, &r.EndedAt, &r.Outcome, &r.PatchesAdded, &r.Bytes, &r.Error, &r.Unit); err != nil {
+			if err := rows.Scan(&r.ID, &r.StartedAt, &r.EndedAt, &r.Outcome, &r.PatchesAdded, &r.Bytes, &r.Error, &r.Unit, &r.Source); err != nil {
 				return fmt.Errorf("cannot list sync reports: %w", err)
 			}
 			r.StartedAt, r.EndedAt = utc(r.StartedAt), utc(r.EndedAt)
@@ -200,6 +207,33 @@ func (db *DB) SyncReports(ctx context.Context, f server.SyncReportFilter) (_ []s
 		return nil
 	})
 	return reports, err
+}
+
+// LastSyncList returns the generation time of the newest applied patch list of an
+// upstream tier; zero when none was applied.
+func (db *DB) LastSyncList(ctx context.Context, tier string) (time.Time, error) {
+	var t time.Time
+	err := db.db.QueryRowContext(ctx, `SELECT generated_at FROM sync_lists WHERE tier = $1`, tier).Scan(&t)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return time.Time{}, nil
+	case err != nil:
+		return time.Time{}, classify(fmt.Errorf("cannot read the last patch list of tier %q: %w", tier, err))
+	}
+	return utc(t), nil
+}
+
+// RecordSyncList records the generation time of an applied patch list of an upstream
+// tier, in one statement: an older time than the recorded one changes nothing.
+func (db *DB) RecordSyncList(ctx context.Context, tier string, generatedAt time.Time) error {
+	_, err := db.db.ExecContext(ctx, `
+		INSERT INTO sync_lists AS l (tier, generated_at) VALUES ($1, $2)
+		ON CONFLICT (tier) DO UPDATE SET generated_at = EXCLUDED.generated_at
+		WHERE l.generated_at < EXCLUDED.generated_at`, tier, utc(generatedAt))
+	if err != nil {
+		return classify(fmt.Errorf("cannot record the patch list of tier %q: %w", tier, err))
+	}
+	return nil
 }
 
 // RecordSyncMachines upserts the machines a downstream deployment reported, in one

@@ -3,7 +3,6 @@ package upstream
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -206,6 +206,9 @@ func (s *Syncer) fetchList(ctx context.Context) (server.SyncList, error) {
 	if resp.StatusCode != http.StatusOK {
 		return server.SyncList{}, s.refused(u, resp)
 	}
+	if ctype := contentType(resp); ctype != "application/json" {
+		return server.SyncList{}, s.foreign(fmt.Sprintf("GET %s answered %s with %s, not a signed patch list", patchesPath, status(resp), ctype))
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxListSize+1))
 	if err != nil {
 		return server.SyncList{}, server.Errorf(server.CodeUnavailable, "cannot read the patch list from %s: %v", u.Redacted(), err)
@@ -214,8 +217,8 @@ func (s *Syncer) fetchList(ctx context.Context) (server.SyncList, error) {
 		return server.SyncList{}, server.Errorf(server.CodeInvalid, "the patch list from %s is larger than %d bytes", u.Redacted(), maxListSize)
 	}
 	var signed server.SignedSyncList
-	if err := json.Unmarshal(data, &signed); err != nil {
-		return server.SyncList{}, server.Errorf(server.CodeInvalid, "the upstream at %s did not answer a signed patch list: %v", s.upstreamName(), err)
+	if err := json.Unmarshal(data, &signed); err != nil || len(signed.Payload) == 0 || len(signed.Signature) == 0 {
+		return server.SyncList{}, s.foreign(fmt.Sprintf("GET %s answered JSON that is not a signed patch list", patchesPath))
 	}
 	list, err := s.verifyList(signed)
 	if errors.Is(err, server.ErrBadSignature) {
@@ -239,22 +242,63 @@ func unreachable(u *url.URL, err error) error {
 	return server.Errorf(server.CodeUnavailable, "cannot reach the upstream at %s: %v", u.Redacted(), err)
 }
 
-// refused is the error of a non-200 answer, with the upstream's own message.
+// refused is the error of a non-200 answer, with the upstream's own message. An answer
+// that is not a livepatch on-prem server's JSON error is a server that does not speak
+// the sync protocol, unless it is a 5xx (a proxy's error page while the upstream is down).
 func (s *Syncer) refused(u *url.URL, resp *http.Response) error {
-	msg := resp.Status
 	var body struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	}
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if json.Unmarshal(data, &body) == nil && body.Message != "" {
-		msg = fmt.Sprintf("%d %s", resp.StatusCode, body.Message)
+	ours := contentType(resp) == "application/json" && json.Unmarshal(data, &body) == nil && body.Code != "" && body.Message != ""
+	if !ours {
+		if resp.StatusCode >= 500 {
+			return server.Errorf(server.CodeUnavailable, "the upstream at %s answered %s", u.Redacted(), status(resp))
+		}
+		return s.foreign(fmt.Sprintf("%s /%s answered %s with %s", methodOf(resp), strings.TrimPrefix(u.Path, "/"), status(resp), contentType(resp)))
 	}
+	msg := fmt.Sprintf("%d %s", resp.StatusCode, body.Message)
 	switch resp.StatusCode {
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return server.Errorf(server.CodeUnauthorized, "the upstream at %s refused patch-sync.token: %s", s.upstreamName(), msg)
 	}
 	return server.Errorf(server.CodeUnavailable, "the upstream at %s answered %s", u.Redacted(), msg)
+}
+
+// foreign is the error of an upstream whose answer is not the sync protocol's.
+func (s *Syncer) foreign(what string) error {
+	return server.Errorf(server.CodeInvalid,
+		"the upstream at %s does not speak the livepatch on-prem sync protocol: %s; patch-sync.upstream-url (sync_upstream) must be a livepatch on-prem server (Canonical's hosted service uses its own protocol, which is not public)",
+		s.upstreamName(), what)
+}
+
+// contentType is the media type of an answer, without parameters ("none" when absent).
+func contentType(resp *http.Response) string {
+	v := resp.Header.Get("Content-Type")
+	if v == "" {
+		return "no content type"
+	}
+	t, _, err := mime.ParseMediaType(v)
+	if err != nil || len(t) > 100 {
+		return "an invalid content type"
+	}
+	return t
+}
+
+// status is the status line of an answer, bounded: its reason phrase is the upstream's.
+func status(resp *http.Response) string {
+	if len(resp.Status) > 64 {
+		return resp.Status[:64] + "..."
+	}
+	return resp.Status
+}
+
+func methodOf(resp *http.Response) string {
+	if resp.Request == nil {
+		return "the request to"
+	}
+	return resp.Request.Method
 }
 
 // patchURL resolves a listed download URL: absolute, or relative to the upstream URL.
@@ -404,18 +448,7 @@ func (s *Syncer) postMachines(ctx context.Context, machines []server.SyncMachine
 	return nil
 }
 
-// verifyList checks a list's signature with the trusted key that signed it; with several
-// trusted keys (a rotation) and none of them the signer, it says which keys it trusts.
+// verifyList checks a list's signature with the trusted keys.
 func (s *Syncer) verifyList(signed server.SignedSyncList) (server.SyncList, error) {
-	var key ed25519.PublicKey
-	switch {
-	case len(s.trusted) == 0:
-	case len(s.trusted) == 1:
-		key = s.trusted[0]
-	default:
-		if key = server.KeyFor(s.trusted, signed.KeyID); key == nil {
-			return server.SyncList{}, fmt.Errorf("%w: the list is signed by key %s, not by a trusted key (%s)", server.ErrBadSignature, signed.KeyID, server.KeyIDs(s.trusted))
-		}
-	}
-	return signed.Verify(key)
+	return signed.VerifyWith(s.trusted)
 }

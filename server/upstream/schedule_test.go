@@ -71,6 +71,8 @@ func (m *memStore) Patches(ctx context.Context, f server.PatchFilter) ([]server.
 
 func (m *memStore) Kernels(ctx context.Context) ([]server.KernelCount, error) { return nil, nil }
 
+func (m *memStore) RecordSyncList(ctx context.Context, tier string, at time.Time) error { return nil }
+
 // outcomes returns each report as its start, relative to t0, and outcome.
 func (m *memStore) outcomes(t0 time.Time) []string {
 	m.mu.Lock()
@@ -108,7 +110,7 @@ func (f *fakeUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	data, _ := json.Marshal(signed)
-	return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(data)), Request: r}, nil
+	return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(bytes.NewReader(data)), Request: r}, nil
 }
 
 // scheduled starts a Syncer with a 1h interval on store, against up, in the bubble.

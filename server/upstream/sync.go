@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -147,9 +146,35 @@ func (s *Syncer) syncPatches(ctx context.Context, report *server.SyncReport) []e
 	if err != nil {
 		return []error{err}
 	}
+	return s.apply(ctx, report, list, origin{
+		name:     "the upstream at " + s.upstreamName(),
+		file:     s.download,
+		upstream: true,
+	})
+}
+
+// origin is where the list of a run and its files come from: the upstream, or an
+// offline bundle.
+type origin struct {
+	// name says it in messages: "the upstream at https://..." or "the offline bundle ...".
+	name string
+	// file returns the verified file of a listed patch, positioned at its start; the
+	// caller closes and removes it.
+	file func(context.Context, server.SyncPatch) (*os.File, patchfile.Info, error)
+	// upstream is set for a sync from the upstream, which also gets machine reports.
+	upstream bool
+}
+
+// apply applies a verified list: the tiers (when mirrored), then each missing patch that
+// passes the filters, from o. It returns the errors that make the run a failure, as
+// syncPatches does.
+func (s *Syncer) apply(ctx context.Context, report *server.SyncReport, list server.SyncList, o origin) []error {
+	if err := s.store.RecordSyncList(ctx, list.Tier, list.GeneratedAt); err != nil {
+		return []error{storeError("cannot record the patch list", err)}
+	}
 	var errs []error
 	if s.cfg.SyncTiers {
-		if errs = s.mirrorTiers(ctx, list); len(errs) > 0 && fatal(ctx, errs[0]) {
+		if errs = s.mirrorTiers(ctx, list, o.name); len(errs) > 0 && fatal(ctx, errs[0]) {
 			return errs
 		}
 	}
@@ -177,7 +202,7 @@ func (s *Syncer) syncPatches(ctx context.Context, report *server.SyncReport) []e
 			}
 			continue
 		}
-		size, err := s.addPatch(ctx, p)
+		size, err := s.addPatch(ctx, p, o)
 		if err != nil {
 			s.log.Warn("Cannot sync patch", "filename", p.Filename, "error", err)
 			errs = append(errs, err)
@@ -193,7 +218,7 @@ func (s *Syncer) syncPatches(ctx context.Context, report *server.SyncReport) []e
 		s.metrics.bytes.Add(float64(size))
 		s.log.Info("Synced patch", "filename", p.Filename, "size", size)
 	}
-	if len(errs) == 0 && s.cfg.SendMachineReports && server.CheckDeploymentID(s.cfg.ID) == nil {
+	if len(errs) == 0 && o.upstream && s.cfg.SendMachineReports && server.CheckDeploymentID(s.cfg.ID) == nil {
 		if err := s.sendMachineReports(ctx); err != nil {
 			// Reports are a courtesy to the upstream: the patches are what matter.
 			s.log.Warn("Cannot send machine reports to the upstream", "error", err)
@@ -222,19 +247,19 @@ var errNoTiers = errors.New("the upstream's tiers cannot be mirrored")
 // here, follow the upstream's list (patch-sync.sync-tiers), in one store transaction. The
 // patches still to download land in their tier when they are added. The errors are the
 // tiers that could not be deleted, or one that stops the run.
-func (s *Syncer) mirrorTiers(ctx context.Context, list server.SyncList) []error {
+func (s *Syncer) mirrorTiers(ctx context.Context, list server.SyncList, from string) []error {
 	if len(list.Tiers) == 0 {
-		return []error{fmt.Errorf("%w: the upstream at %s does not list its tiers (a server without tier mirroring?): upgrade it, or turn patch-sync.sync-tiers off",
-			errNoTiers, s.upstreamName())}
+		return []error{fmt.Errorf("%w: %s does not list its tiers (a server without tier mirroring?): upgrade it, or turn patch-sync.sync-tiers off",
+			errNoTiers, from)}
 	}
 	if err := list.CheckTiers(); err != nil {
-		return []error{fmt.Errorf("%w: invalid patch list from %s: %s", errNoTiers, s.upstreamName(), server.ErrorMessage(err))}
+		return []error{fmt.Errorf("%w: invalid patch list from %s: %s", errNoTiers, from, server.ErrorMessage(err))}
 	}
 	res, err := s.store.MirrorTiers(ctx, server.TierMirror{
 		Tiers:   list.Tiers,
 		Patches: list.Patches,
-		BlockReason: fmt.Sprintf("the upstream at %s no longer lists it in tier %q or later (blocked, removed or demoted there; patch-sync.sync-tiers)",
-			s.upstreamName(), list.Tier),
+		BlockReason: fmt.Sprintf("%s no longer lists it in tier %q or later (blocked, removed or demoted there; patch-sync.sync-tiers)",
+			from, list.Tier),
 	})
 	if err != nil {
 		return []error{storeError("cannot mirror the upstream's tiers", err)}
@@ -291,34 +316,6 @@ func (s *Syncer) wanted(p server.SyncPatch) bool {
 	return server.KernelAtLeast(p.Kernel, s.cfg.MinimumKernelVersion)
 }
 
-var sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
-
-// maxPatchSize bounds a listed patch file, as uploads are bounded.
-const maxPatchSize = patchfile.MaxModuleSize + patchfile.MaxMetadataSize + 1<<20
-
-// checkEntry checks that a list entry is coherent before anything is downloaded.
-func checkEntry(p server.SyncPatch) error {
-	name, err := server.ParsePatchFilename(p.Filename)
-	if err != nil {
-		return server.Errorf(server.CodeInvalid, "the upstream lists an invalid patch: %s", server.ErrorMessage(err))
-	}
-	if name.Kernel != p.Kernel || name.Flavour != p.Flavour || name.Version != p.Version || name.Architecture != p.Architecture {
-		return server.Errorf(server.CodeInvalid, "the upstream lists %s with a kernel, flavour, version or architecture that its name does not have", p.Filename)
-	}
-	if !sha256RE.MatchString(p.SHA256) {
-		return server.Errorf(server.CodeInvalid, "the upstream lists %s with an invalid sha256 %q", p.Filename, p.SHA256)
-	}
-	if p.Size <= 0 || p.Size > maxPatchSize {
-		return server.Errorf(server.CodeInvalid, "the upstream lists %s with an invalid size %d", p.Filename, p.Size)
-	}
-	if p.Signature != nil {
-		if err := p.Signature.Check(); err != nil {
-			return server.Errorf(server.CodeInvalid, "the upstream lists %s with an %s", p.Filename, server.ErrorMessage(err))
-		}
-	}
-	return nil
-}
-
 // checkSignature verifies the origin's signature of a listed patch when the origin is the
 // upstream itself (its key is a trusted key). A signature by a server further up a
 // chain cannot be checked here: it is kept and passed on for the clients that trust that
@@ -345,7 +342,7 @@ func (s *Syncer) updateSignature(ctx context.Context, q server.Patch, p server.S
 	if p.Signature == nil || q.Size != p.Size || sameSignature(q.Signature, p.Signature) {
 		return nil
 	}
-	if err := checkEntry(p); err != nil {
+	if err := patchfile.CheckEntry(p); err != nil {
 		return err
 	}
 	if err := s.checkSignature(p); err != nil {
@@ -366,14 +363,14 @@ func sameSignature(a, b *server.PatchSignature) bool {
 // tier, in that order: a patch is never recorded before its verified file is stored, so
 // an interrupted run leaves nothing half-recorded and the next run resumes. It returns
 // the file's size.
-func (s *Syncer) addPatch(ctx context.Context, p server.SyncPatch) (int64, error) {
-	if err := checkEntry(p); err != nil {
+func (s *Syncer) addPatch(ctx context.Context, p server.SyncPatch, o origin) (int64, error) {
+	if err := patchfile.CheckEntry(p); err != nil {
 		return 0, err
 	}
 	if err := s.checkSignature(p); err != nil {
 		return 0, err
 	}
-	f, info, err := s.download(ctx, p)
+	f, info, err := o.file(ctx, p)
 	if err != nil {
 		return 0, err
 	}

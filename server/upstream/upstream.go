@@ -69,7 +69,9 @@ type Syncer struct {
 	// problem is a configuration problem that fails every run; warnings weaken sync.
 	problem  error
 	warnings []string
-	metrics  *metrics
+	// importProblem is a configuration problem that refuses every offline bundle.
+	importProblem error
+	metrics       *metrics
 
 	kick chan struct{} // wakes Run for a trigger
 
@@ -120,7 +122,9 @@ func (s *Syncer) checkConfig() {
 	var problems []string
 	cfg := s.cfg
 	u, err := url.Parse(strings.TrimRight(cfg.UpstreamURL, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if cfg.UpstreamURL == "" {
+		problems = append(problems, "patch-sync.upstream-url is empty: give the URL of a livepatch on-prem server to sync from (this server speaks only the on-prem sync protocol), or turn patch-sync.enabled off and import offline bundles")
+	} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		problems = append(problems, fmt.Sprintf("patch-sync.upstream-url %q is not an http(s) URL", cfg.UpstreamURL))
 	} else {
 		s.base = u
@@ -134,12 +138,21 @@ func (s *Syncer) checkConfig() {
 	if err := checkProxy(cfg.Proxy); err != nil {
 		problems = append(problems, err.Error())
 	}
+	var importProblems []string
+	if cfg.UpstreamTier == "" {
+		importProblems = append(importProblems, "patch-sync.upstream-tier is empty: name the tier the bundles hold")
+	}
 	if cfg.TrustedKey == "" {
 		s.warnings = append(s.warnings, "patch-sync.trusted-key is empty: the signatures of upstream patch lists are not verified")
+		importProblems = append(importProblems, "patch-sync.trusted-key is empty: a bundle is imported only when its list verifies with a trusted key; set it to the signing.pub of the server that exports the bundles")
 	} else if keys, err := LoadTrustedKeys(cfg.TrustedKey); err != nil {
 		problems = append(problems, err.Error())
+		importProblems = append(importProblems, err.Error())
 	} else {
 		s.trusted = keys
+	}
+	if len(importProblems) > 0 {
+		s.importProblem = server.Errorf(server.CodeConflict, "this server cannot verify offline bundles: %s", strings.Join(importProblems, "; "))
 	}
 	if cfg.SendMachineReports && server.CheckDeploymentID(cfg.ID) != nil {
 		s.warnings = append(s.warnings, "patch-sync.send-machine-reports is on but patch-sync.id is not a valid deployment id: machine reports are not sent")
@@ -274,10 +287,10 @@ func (s *Syncer) Status(ctx context.Context) (server.SyncStatus, error) {
 		Upstream:     s.upstreamName(),
 		UpstreamTier: s.cfg.UpstreamTier,
 		Tier:         s.cfg.Tier,
-		SyncTiers:    s.cfg.Enabled && s.cfg.SyncTiers,
+		SyncTiers:    s.cfg.SyncTiers,
 	}
 	if st.SyncTiers {
-		st.Tier = "" // every patch goes to its upstream tier
+		st.Tier = "" // every patch goes to its upstream tier, synced or imported
 	}
 	if s.cfg.Enabled {
 		st.Warnings = slices.Clone(s.warnings)

@@ -108,6 +108,7 @@ func (n *node) tamper(edit func(server.SignedSyncList) server.SignedSyncList) {
 			if err := json.Unmarshal(rec.Body.Bytes(), &signed); err != nil {
 				n.t.Errorf("cannot decode the signed list: %v", err)
 			}
+			w.Header().Set("Content-Type", rec.Header().Get("Content-Type"))
 			json.NewEncoder(w).Encode(edit(signed))
 		})
 	}

@@ -229,9 +229,10 @@ func testScaleOut(t *testing.T, d *deploy.Deployment) {
 	if _, err := d.Model.AddUnit("livepatch", 2); err != nil {
 		t.Fatal(err)
 	}
+	active := d.ActiveMessage(t)
 	d.WaitIdle(t, func(st *jujusim.Status) bool {
 		return len(st.UnitNames("livepatch")) == 3 && deploy.AllUnits(st, "livepatch", func(u jujusim.UnitStatus) bool {
-			return u.Workload.Current == "active" && u.Workload.Message == deploy.MessageActive
+			return u.Workload.Current == "active" && u.Workload.Message == active
 		})
 	})
 	units := d.Units("livepatch")

@@ -333,6 +333,12 @@ func WebsiteRelation() hookstest.Relation {
 	}
 }
 
+// Upstream is the sync_upstream of Ready.
+const Upstream = "https://central.example"
+
+// MessageActive is the status of a Ready unit that serves: it syncs from Upstream.
+const MessageActive = livepatch.MessageActive + "; syncing from central.example"
+
 // Ready returns the state of a unit whose guard chain passes: url_template set, db related
 // and granted, a resource token shared by the leader.
 func Ready(leader bool) hookstest.State {
@@ -341,7 +347,7 @@ func Ready(leader bool) hookstest.State {
 		Leader:    leader,
 		ModelUUID: "6b5b8c3e-0d3c-4e39-8f4f-5d2a3a6d7e01",
 		Address:   "10.0.0.5",
-		Config:    map[string]any{"url_template": "http://lb.example/v1/patches/{filename}"},
+		Config:    map[string]any{"url_template": "http://lb.example/v1/patches/{filename}", "sync_upstream": Upstream},
 		Relations: []hookstest.Relation{
 			PeerRelation(map[string]string{livepatch.PeerResourceToken: ResourceToken}),
 			DBRelation(UnitName, "livepatch/1"),

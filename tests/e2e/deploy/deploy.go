@@ -311,11 +311,25 @@ func (d *Deployment) RunAction(t testing.TB, unit, action string, params map[str
 // ("Livepatch server running").
 func (d *Deployment) WaitActive(t testing.TB) {
 	t.Helper()
+	want := d.ActiveMessage(t)
 	d.WaitIdle(t, func(st *jujusim.Status) bool {
 		return AllUnits(st, "livepatch", func(u jujusim.UnitStatus) bool {
-			return u.Workload.Current == "active" && u.Workload.Message == MessageActive
+			return u.Workload.Current == "active" && u.Workload.Message == want
 		})
 	})
+}
+
+// ActiveMessage is the status of a serving livepatch unit: it says where the patches
+// come from, the upstream (SetSyncSettings) or uploads and offline bundles.
+func (d *Deployment) ActiveMessage(t testing.TB) string {
+	t.Helper()
+	cfg, err := d.Model.Config("livepatch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream, _ := cfg["sync_upstream"].(string)
+	enabled, _ := cfg["patch_sync_enabled"].(bool)
+	return MessageActive + "; " + livepatch.PatchSource(livepatch.Config{PatchSyncEnabled: enabled, SyncUpstream: upstream})
 }
 
 // WaitIdle waits until the model is idle and cond (when not nil) holds, for at most
