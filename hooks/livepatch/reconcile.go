@@ -44,6 +44,7 @@ func Hooks() map[string]hooks.Handler {
 		"update-status": UpdateStatus,
 		"stop":          Stop,
 		"remove":        Remove,
+		"secret-remove": SecretRemove,
 	}
 }
 
@@ -85,6 +86,10 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 	if err != nil {
 		return nil, hooks.Status{}, err
 	}
+	signingKey, st, err := signingKeyPEM(ctx, c, cfg, peer, leader)
+	if err != nil || !st.IsZero() {
+		return nil, st, err
+	}
 	dsn, st, err := databaseDSN(ctx, c, cfg, leader)
 	if err != nil || !st.IsZero() {
 		return nil, st, err
@@ -114,6 +119,7 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 		syncToken:   u.SyncToken,
 		modelUUID:   c.ModelUUID(),
 		storagePath: c.Path(cfg.StoragePath),
+		signingKey:  signingKey,
 		proxy: config.Proxy{
 			HTTP:    c.Getenv("JUJU_CHARM_HTTP_PROXY"),
 			HTTPS:   c.Getenv("JUJU_CHARM_HTTPS_PROXY"),
