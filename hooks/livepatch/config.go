@@ -42,6 +42,8 @@ type Config struct {
 	SyncSendMachineReports   bool   `json:"sync_send_machine_reports"`
 	SyncTrustedKey           string `json:"sync_trusted_key"`
 	SyncServer               bool   `json:"sync_server"`
+	AuthBasicUsersSecret     string `json:"auth_basic_users_secret"`
+	SyncTokenSecret          string `json:"sync_token_secret"`
 	HTTPProxy                string `json:"http_proxy"`
 	HTTPSProxy               string `json:"https_proxy"`
 	NoProxy                  string `json:"no_proxy"`

@@ -67,6 +67,9 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 	if err != nil {
 		return nil, hooks.Status{}, err
 	}
+	if st, err := resolveSecretOptions(ctx, c, &cfg); err != nil || !st.IsZero() {
+		return nil, st, err
+	}
 	// Every hook tool call is a process, and most hooks of a fresh deployment run before
 	// url_template is set: an invalid configuration stops the chain before any relation
 	// is read.

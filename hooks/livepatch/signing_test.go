@@ -96,3 +96,23 @@ func TestSigningKeyWithoutSecrets(t *testing.T) {
 	lpt.CheckNoLeaks(t, prep, pem[40:80])
 	lpt.CheckNoLeaks(t, act, pem[40:80])
 }
+
+// TestSecretOptionsWithoutSecrets: a *_secret option on a Juju without secrets is a
+// Blocked status naming the option, never a hook error.
+func TestSecretOptionsWithoutSecrets(t *testing.T) {
+	for _, opt := range []string{"auth_basic_users_secret", "sync_token_secret"} {
+		t.Run(opt, func(t *testing.T) {
+			e := lpt.New(t)
+			st := lpt.Ready(true)
+			st.Config[opt] = "secret:cq8ht8bh4ns7otrqvf8g"
+			e.Install(t, st)
+			res := e.H.Run(t, "config-changed", st)
+			if res.Err != nil {
+				t.Fatal(res.Err)
+			}
+			if res.Status.Name != "blocked" || !strings.Contains(res.Status.Message, opt) {
+				t.Errorf("status = %v, want Blocked naming %s", res.Status, opt)
+			}
+		})
+	}
+}
