@@ -142,3 +142,26 @@ func SecretID(uri string) string {
 	}
 	return uri
 }
+
+// SecretOption reads an option that holds the URI of a Juju user secret instead of a secret
+// value (as Canonical's newer charms do with their *-secret options): the value of key in the
+// secret's latest revision. What the operator must fix (the secret is not granted, lacks the
+// key, or this Juju has no secrets) is a Blocked status naming the option; it never shows
+// the secret's content.
+func (c *Context) SecretOption(ctx context.Context, option, uri, key string) (string, Status, error) {
+	content, err := c.SecretGet(ctx, uri)
+	if errors.Is(err, ErrNoSecrets) {
+		return "", Blocked(fmt.Sprintf("%s needs Juju 3.1 or later: use the plain option instead", option)), nil
+	}
+	if ee, ok := errors.AsType[*ExitError](err); ok {
+		return "", Blocked(fmt.Sprintf("cannot read the secret of %s (%s): juju grant-secret <secret> %s", option, ee.Reason(), c.AppName())), nil
+	}
+	if err != nil {
+		return "", Status{}, err
+	}
+	v, ok := content[key]
+	if !ok || v == "" {
+		return "", Blocked(fmt.Sprintf("the secret of %s has no %q key: juju update-secret <secret> %s=...", option, key, key)), nil
+	}
+	return v, Status{}, nil
+}
