@@ -21,6 +21,8 @@ func Livepatch() map[string]hooks.Action {
 		"schema-version":     SchemaVersion,
 		"restart":            Restart,
 		"set-basic-users":    SetBasicUsers,
+		"get-signing-key":    GetSigningKey,
+		"rotate-signing-key": RotateSigningKey,
 	}
 }
 

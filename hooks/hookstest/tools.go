@@ -99,6 +99,14 @@ func parseFlags(args []string) (flags, error) {
 
 var actionKey = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$`)
 
+// knownTools are the hook tools the fake implements.
+var knownTools = map[string]bool{
+	"config-get": true, "relation-ids": true, "relation-list": true, "relation-get": true,
+	"relation-set": true, "status-set": true, "application-version-set": true, "action-get": true,
+	"action-set": true, "action-fail": true, "action-log": true, "is-leader": true, "juju-log": true,
+	"open-port": true, "close-port": true, "network-get": true, "unit-get": true,
+}
+
 var statusNames = []string{"maintenance", "blocked", "waiting", "active"}
 
 // Run runs one hook tool.
@@ -106,6 +114,10 @@ func (t *tools) Run(_ context.Context, cmd hooks.Command) ([]byte, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.calls = append(t.calls, hooks.Command{Name: cmd.Name, Args: slices.Clone(cmd.Args), Stdin: slices.Clone(cmd.Stdin)})
+	if !knownTools[cmd.Name] {
+		// As on a machine whose Juju lacks the tool (secret-* before Juju 3.0).
+		return nil, fmt.Errorf("cannot run %s: %w", cmd.Name, exec.ErrNotFound)
+	}
 	f, err := parseFlags(cmd.Args)
 	if err != nil {
 		return nil, err

@@ -41,6 +41,9 @@ type Config struct {
 	SyncMinimumKernelVersion string `json:"sync_minimum_kernel_version"`
 	SyncSendMachineReports   bool   `json:"sync_send_machine_reports"`
 	SyncTrustedKey           string `json:"sync_trusted_key"`
+	SyncServer               bool   `json:"sync_server"`
+	AuthBasicUsersSecret     string `json:"auth_basic_users_secret"`
+	SyncTokenSecret          string `json:"sync_token_secret"`
 	HTTPProxy                string `json:"http_proxy"`
 	HTTPSProxy               string `json:"https_proxy"`
 	NoProxy                  string `json:"no_proxy"`

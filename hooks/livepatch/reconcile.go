@@ -50,6 +50,7 @@ func Hooks() map[string]hooks.Handler {
 		"update-status": UpdateStatus,
 		"stop":          Stop,
 		"remove":        Remove,
+		"secret-remove": SecretRemove,
 	}
 }
 
@@ -72,6 +73,9 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 	if err != nil {
 		return nil, hooks.Status{}, err
 	}
+	if st, err := resolveSecretOptions(ctx, c, &cfg); err != nil || !st.IsZero() {
+		return nil, st, err
+	}
 	// Every hook tool call is a process, and most hooks of a fresh deployment run before
 	// url_template is set: an invalid configuration stops the chain before any relation
 	// is read.
@@ -90,6 +94,10 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 	leader, err := c.IsLeader(ctx)
 	if err != nil {
 		return nil, hooks.Status{}, err
+	}
+	signingKey, st, err := signingKeyPEM(ctx, c, cfg, peer, leader)
+	if err != nil || !st.IsZero() {
+		return nil, st, err
 	}
 	dsn, st, err := databaseDSN(ctx, c, cfg, leader)
 	if err != nil || !st.IsZero() {
@@ -125,6 +133,7 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 		syncToken:   u.SyncToken,
 		modelUUID:   c.ModelUUID(),
 		storagePath: c.Path(cfg.StoragePath),
+		signingKey:  signingKey,
 		proxy: config.Proxy{
 			HTTP:    c.Getenv("JUJU_CHARM_HTTP_PROXY"),
 			HTTPS:   c.Getenv("JUJU_CHARM_HTTPS_PROXY"),

@@ -21,6 +21,7 @@ type renderInput struct {
 	// storagePath is storage_path joined under the filesystem root.
 	storagePath string
 	proxy       config.Proxy // the model's proxy settings, used where the options are empty
+	signingKey  string       // PEM of the sync signing key; "" when not serving downstreams
 }
 
 // renderServerConfig fills the server configuration from the charm configuration.
@@ -56,6 +57,7 @@ func renderServerConfig(in renderInput) config.Config {
 		CleanupRowLimit: cfg.ReportCleanupRowLimit,
 	}
 	sc.Contracts.URL = cfg.ContractServerURL
+	sc.SyncServer.SigningKey = in.signingKey
 
 	s := &sc.PatchSync
 	// Without an upstream or a token the server cannot sync; it keeps serving what it has.

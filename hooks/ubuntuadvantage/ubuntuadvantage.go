@@ -47,6 +47,7 @@ type Config struct {
 	Token       string `json:"token"`
 	ContractURL string `json:"contract_url"`
 	PPA         string `json:"ppa"`
+	TokenSecret string `json:"token_secret"`
 }
 
 // state is what the charm did on the unit.
@@ -77,6 +78,13 @@ func Reconcile(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
 	var cfg Config
 	if err := c.ConfigGet(ctx, &cfg); err != nil {
 		return hooks.Status{}, err
+	}
+	if cfg.TokenSecret != "" {
+		token, st, err := c.SecretOption(ctx, "token_secret", cfg.TokenSecret, "token")
+		if err != nil || !st.IsZero() {
+			return st, err
+		}
+		cfg.Token = token
 	}
 	st, err := readState(c)
 	if err != nil {

@@ -56,6 +56,7 @@ type op struct {
 	gen        int
 	action     *Action
 	silent     bool // state change without a hook (peer relations are never broken)
+	secret     *secretHook
 }
 
 func (o *op) hookName() string {
@@ -98,6 +99,9 @@ func (m *Model) nextOpLocked(u *unit) *op {
 		}
 		if a.leader != u.name && L.leaderVerSeen != a.leaderVer {
 			return &op{kind: opLeaderSettingsChanged, version: a.leaderVer}
+		}
+		if o := m.nextSecretOpLocked(u); o != nil {
+			return o
 		}
 		if L.started && len(u.actions) > 0 {
 			return &op{kind: opAction, action: u.actions[0]}
@@ -234,6 +238,8 @@ func (m *Model) applyOpLocked(u *unit, o *op) {
 		m.removeUnitLocked(u)
 	case opUpdateStatus:
 		u.updateDue = false
+	case opSecretChanged, opSecretRotate, opSecretExpired, opSecretRemove:
+		m.applySecretOpLocked(u, o)
 	}
 }
 

@@ -35,6 +35,7 @@ type hookContext struct {
 	pendingPorts []portChange
 	pendingState map[string]*string // nil deletes
 	stateLoaded  map[string]string
+	secrets      *pendingSecrets
 }
 
 type portChange struct {
@@ -124,6 +125,7 @@ func (m *Model) envLocked(c *hookContext) []string {
 			"JUJU_ACTION_TAG=action-"+c.action.ID,
 		)
 	}
+	env = append(env, secretEnv(c.op)...)
 	// Race-enabled tool binaries (a test binary under -race) would otherwise sleep 1s at exit.
 	env = append(env, "GORACE=atexit_sleep_ms=0")
 	return append(env, m.opts.ExtraEnv...)
@@ -313,6 +315,7 @@ func (m *Model) commitLocked(c *hookContext) {
 			u.state[k] = *v
 		}
 	}
+	m.commitSecretsLocked(c)
 }
 
 // applyChanges merges changes into b and bumps its version if anything changed.

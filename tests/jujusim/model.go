@@ -76,6 +76,7 @@ type Model struct {
 	nextAction  int
 	history     []HookRecord
 	logs        []LogEntry
+	sec         *secretStore // nil until the first secret
 }
 
 // HookRecord is one hook or action run, in the order the model ran them.

@@ -65,6 +65,7 @@ func init() {
 		"state-set":               (*toolCall).stateSet,
 		"state-delete":            (*toolCall).stateDelete,
 	}
+	maps.Copy(toolTable, secretTools)
 }
 
 // ToolNames lists the hook tools installed in every unit's tools directory.

@@ -476,6 +476,9 @@ func (d *daemon) commands(ctx context.Context, cwd string) *cobra.Command {
 	waitC.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after")
 	waitC.Flags().StringArrayVar(&want, "status", nil, "APP_OR_UNIT=STATUS to wait for (workload status)")
 	add(waitC)
+	for _, c := range secretCommands(m, cwd) {
+		add(c)
+	}
 	add(&cobra.Command{
 		Use: "contracts-url", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {

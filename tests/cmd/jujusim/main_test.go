@@ -40,6 +40,7 @@ func writeDemoCharm(t *testing.T) string {
 		"dispatch": `#!/bin/sh
 case "$JUJU_DISPATCH_PATH" in
 actions/hello) action-set message="$(config-get greeting) $(action-get name)" ;;
+hooks/secret-changed) status-set active "secret revision $JUJU_SECRET_REVISION" ;;
 *) status-set active "$(config-get greeting)" ;;
 esac
 `,
@@ -120,6 +121,33 @@ func TestCLI(t *testing.T) {
 	}
 	if out := must("show-unit", "demo/0"); !strings.Contains(out, "endpoint: ring") {
 		t.Errorf("show-unit:\n%s", out)
+	}
+	// User secrets, as an operator types them.
+	uri := strings.TrimSpace(must("add-secret", "greeting-secret", "greeting=bonjour", "--info", "what to say"))
+	if !strings.HasPrefix(uri, "secret:") {
+		t.Errorf("add-secret printed %q", uri)
+	}
+	if _, errOut, code := jujusimCmd("add-secret", "bad", "ab=1"); code != 1 || !strings.Contains(errOut, `key "ab" not valid`) {
+		t.Errorf("add-secret with a short key: exit %d, %s", code, errOut)
+	}
+	if _, _, code := jujusimCmd("ssh", "demo/0", "secret-get", uri); code != 1 {
+		t.Errorf("secret-get before grant-secret: exit %d, want 1", code)
+	}
+	must("grant-secret", "greeting-secret", "demo")
+	if got := must("ssh", "demo/0", "secret-get", uri, "greeting"); got != "bonjour\n" {
+		t.Errorf("secret-get after grant-secret = %q", got)
+	}
+	must("update-secret", "greeting-secret", "greeting=salut")
+	must("wait", "--timeout", "60s")
+	if out := must("status"); !strings.Contains(out, "secret revision 2") {
+		t.Errorf("no secret-changed after update-secret:\n%s", out)
+	}
+	if out := must("show-secret", "greeting-secret", "--reveal"); !strings.Contains(out, "greeting: salut") || !strings.Contains(out, "revision: 2") {
+		t.Errorf("show-secret --reveal:\n%s", out)
+	}
+	must("remove-secret", "greeting-secret")
+	if out := must("secrets"); strings.Contains(out, "greeting-secret") {
+		t.Errorf("secrets after remove-secret:\n%s", out)
 	}
 	must("remove-unit", "demo/1")
 	must("wait", "--timeout", "60s")
