@@ -28,11 +28,11 @@ func databaseState() hookstest.State {
 // written 0600 next to the server configuration; turning TLS on or off re-renders and
 // restarts the server through the rolling restart.
 func TestDatabaseTLS(t *testing.T) {
-	issued, err := testca.Issue("postgresql CA", "10.0.0.9")
+	issued, err := testca.New("postgresql CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := string(issued.CA)
+	ca := string(issued.Cert)
 	e := lpt.New(t)
 	st := databaseState()
 	e.Install(t, st)
@@ -72,12 +72,12 @@ func TestDatabaseTLS(t *testing.T) {
 	}
 
 	// A new CA (the provider's certificates renewed) restarts the server too.
-	other, err := testca.Issue("postgresql CA 2", "10.0.0.9")
+	other, err := testca.New("postgresql CA 2")
 	if err != nil {
 		t.Fatal(err)
 	}
 	st = res.State
-	st.Relation("database").RemoteAppData["tls-ca"] = string(other.CA)
+	st.Relation("database").RemoteAppData["tls-ca"] = string(other.Cert)
 	res = e.H.Run(t, "database-relation-changed", st, "postgresql/0")
 	if n := lpt.Restarts(res); n != 1 || res.Status != hooks.Active(livepatch.MessageActive) {
 		t.Errorf("new CA: %d restarts, status %v; want 1, active", n, res.Status)

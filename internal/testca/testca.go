@@ -1,5 +1,5 @@
-// Package testca makes the certificate authorities of test deployments: a CA and a server
-// certificate it signs for given IP addresses and DNS names, as a certificates provider
+// Package testca makes the certificate authorities of test deployments: a CA, and server
+// certificates it signs for given IP addresses and DNS names, as a certificates provider
 // (the self-signed-certificates charm) issues them to the postgresql charm.
 package testca
 
@@ -7,29 +7,30 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"time"
 )
 
-// Issued is a CA and one server certificate it signed, all PEM.
-type Issued struct {
-	CA, Cert, Key []byte
+// CA is a certificate authority: its certificate and key, PEM.
+type CA struct {
+	Cert, Key []byte
 }
 
-// Issue makes a CA named name and a server certificate it signs for hosts (IP addresses
-// or DNS names), valid for a year.
-func Issue(name string, hosts ...string) (Issued, error) {
+// New makes a CA named name, valid for a year.
+func New(name string) (CA, error) {
 	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return Issued{}, fmt.Errorf("cannot generate a CA key: %w", err)
+		return CA{}, fmt.Errorf("cannot generate a CA key: %w", err)
 	}
-	caTmpl := &x509.Certificate{
+	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             now.Add(-time.Hour),
@@ -38,18 +39,36 @@ func Issue(name string, hosts ...string) (Issued, error) {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return Issued{}, fmt.Errorf("cannot create the CA: %w", err)
+		return CA{}, fmt.Errorf("cannot create the CA: %w", err)
 	}
-	ca, err := x509.ParseCertificate(caDER)
+	keyPEM, err := encodeKey(key)
 	if err != nil {
-		return Issued{}, err
+		return CA{}, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return CA{Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Key: keyPEM}, nil
+}
+
+// Sign issues a server certificate for hosts (IP addresses or DNS names; at least one),
+// valid for a year, and returns it and its key, PEM.
+func (ca CA) Sign(hosts ...string) (cert, key []byte, err error) {
+	if len(hosts) == 0 {
+		return nil, nil, errors.New("cannot sign a certificate for no host")
+	}
+	pair, err := tls.X509KeyPair(ca.Cert, ca.Key)
 	if err != nil {
-		return Issued{}, fmt.Errorf("cannot generate a server key: %w", err)
+		return nil, nil, fmt.Errorf("cannot read the CA: %w", err)
 	}
+	caCert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot read the CA: %w", err)
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot generate a server key: %w", err)
+	}
+	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: hosts[0]},
@@ -65,19 +84,22 @@ func Issue(name string, hosts ...string) (Issued, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, pair.PrivateKey)
 	if err != nil {
-		return Issued{}, fmt.Errorf("cannot create the server certificate: %w", err)
+		return nil, nil, fmt.Errorf("cannot create the server certificate: %w", err)
 	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
+	if key, err = encodeKey(k); err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key, nil
+}
+
+func encodeKey(k *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalECPrivateKey(k)
 	if err != nil {
-		return Issued{}, err
+		return nil, fmt.Errorf("cannot encode a key: %w", err)
 	}
-	return Issued{
-		CA:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		Key:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-	}, nil
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
 }
 
 func serial() *big.Int {
