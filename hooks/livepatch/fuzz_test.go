@@ -2,9 +2,13 @@ package livepatch
 
 import (
 	"net"
-	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/lib/pq"
 )
 
 // FuzzPgsqlRelation feeds a postgresql unit's pgsql bag to the charm: it never panics, and a
@@ -24,57 +28,106 @@ func FuzzPgsqlRelation(f *testing.F) {
 		if password != "" && len(password) >= 4 && strings.Contains(problem, password) && !strings.Contains(host+port+sslmode, password) {
 			t.Fatalf("problem %q shows the password", problem)
 		}
-		if !ok {
+		if !ok || !utf8.ValidString(user+password) {
 			return
 		}
 		if port == "" {
 			port = "5432"
 		}
 		if sslmode == "" {
-			sslmode = "disable"
+			sslmode = "prefer"
 		}
-		checkDSN(t, dsn, user, password, []string{net.JoinHostPort(host, port)}, url.Values{"sslmode": {sslmode}})
+		checkDSN(t, dsn, user, password, []string{net.JoinHostPort(host, port)}, map[string]string{"sslmode": sslmode})
 	})
 }
 
 // FuzzPostgresqlClientRelation feeds the provider's application bag of a postgresql_client
 // relation to the charm, with the same properties as FuzzPgsqlRelation.
 func FuzzPostgresqlClientRelation(f *testing.F) {
-	f.Add("10.0.0.9:5432,10.0.0.10:5432", "relation-4", "pg-s3cret/pass", "livepatch")
-	f.Add("db.internal:5432", "u", "p@ss:w/rd?#", "")
-	f.Add("[fe80::1]:5432", "u", "p", "other")
-	f.Add("10.0.0.9:5432/x?y=z", "u", "p", "livepatch")
-	f.Fuzz(func(t *testing.T, endpoints, username, password, database string) {
-		data := map[string]string{"endpoints": endpoints, "username": username, "password": password, "database": database}
-		dsn, problem, ok := postgresqlClientCredentials(data, "livepatch")
-		if len(password) >= 4 && strings.Contains(problem, password) && !strings.Contains(endpoints, password) {
+	f.Add("10.0.0.9:5432,10.0.0.10:5432", "", "relation-4", "pg-s3cret/pass' x", "livepatch", "", "")
+	f.Add("db.internal:5432", "db2.internal:5432", "u", "p@ss:w/rd?#\\", "", "True", "")
+	f.Add("[fe80::1]:5432", "fd00::6:5432", "u", "p", "livepatch", "True", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----")
+	f.Add("10.0.0.9:5432/x?y=z", "", "u", "p", "livepatch", "False", "")
+	f.Fuzz(func(t *testing.T, endpoints, readOnly, username, password, database, tls, ca string) {
+		data := map[string]string{
+			"endpoints": endpoints, "read-only-endpoints": readOnly, "username": username,
+			"password": password, "database": database, "tls": tls, "tls-ca": ca,
+		}
+		conn, problem, ok := postgresqlClientCredentials(data, "livepatch", "/etc/livepatch/postgresql-ca.pem")
+		if len(password) >= 4 && strings.Contains(problem, password) && !strings.Contains(endpoints+readOnly+tls, password) {
 			t.Fatalf("problem %q shows the password", problem)
 		}
-		if !ok {
+		// Relation data travels as JSON: it is valid UTF-8.
+		if !ok || database != "" && database != "livepatch" || !utf8.ValidString(username+password) {
 			return
 		}
-		checkDSN(t, dsn, username, password, splitList(endpoints), url.Values{"sslmode": {"disable"}, "target_session_attrs": {"read-write"}})
+		hosts := append(splitList(endpoints), splitList(readOnly)...)
+		for i, h := range hosts {
+			if _, _, err := net.SplitHostPort(h); err != nil {
+				j := strings.LastIndexByte(h, ':')
+				hosts[i] = net.JoinHostPort(h[:j], h[j+1:])
+			}
+		}
+		params := map[string]string{"sslmode": "prefer"}
+		if strings.EqualFold(tls, "true") {
+			params["sslmode"] = "require"
+			if strings.TrimSpace(ca) != "" {
+				params["sslmode"], params["sslrootcert"] = "verify-full", "/etc/livepatch/postgresql-ca.pem"
+				if conn.ca != strings.TrimSpace(ca)+"\n" {
+					t.Fatalf("CA %q, want %q", conn.ca, ca)
+				}
+			}
+		}
+		checkDSN(t, conn.dsn, username, password, hosts, params)
 	})
 }
 
-func checkDSN(t *testing.T, dsn, user, password string, hosts []string, query url.Values) {
+// checkDSN checks a key=value connection string as libpq reads it: the user, the password
+// intact, the database livepatch, exactly the hosts (host:port, sorted) and the parameters
+// given.
+func checkDSN(t *testing.T, dsn, user, password string, hosts []string, params map[string]string) {
 	t.Helper()
-	u, err := url.Parse(dsn)
+	cfg, err := pq.NewConfig(dsn)
 	if err != nil {
 		t.Fatalf("DSN does not parse: %v", err)
 	}
-	gotPassword, _ := u.User.Password()
+	got := []string{net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))}
+	for _, m := range cfg.Multi {
+		got = append(got, net.JoinHostPort(m.Host, strconv.Itoa(int(m.Port))))
+	}
+	want := slices.Clone(hosts)
+	for i, h := range want {
+		host, port, _ := net.SplitHostPort(h)
+		want[i] = net.JoinHostPort(host, port)
+	}
+	slices.Sort(want)
+	want = slices.Compact(want)
+	slices.Sort(got)
 	switch {
-	case u.Scheme != "postgres":
-		t.Fatalf("scheme %q", u.Scheme)
-	case u.User.Username() != user || gotPassword != password:
-		t.Fatalf("credentials %q:%q, want %q:%q", u.User.Username(), gotPassword, user, password)
-	case u.Host != strings.Join(hosts, ","):
-		t.Fatalf("host %q, want %q", u.Host, strings.Join(hosts, ","))
-	case u.Path != "/livepatch" || u.Fragment != "" || u.Opaque != "":
+	case cfg.User != user || cfg.Password != password:
+		t.Fatalf("credentials %q:%q, want %q:%q", cfg.User, cfg.Password, user, password)
+	case !slices.Equal(got, want):
+		t.Fatalf("hosts %q, want %q", got, want)
+	case cfg.Database != "livepatch":
 		t.Fatalf("DSN %q names another database", dsn)
-	case u.Query().Encode() != query.Encode():
-		t.Fatalf("query %q, want %q", u.Query().Encode(), query.Encode())
+	case len(cfg.Runtime) > 0:
+		t.Fatalf("DSN %q sets runtime parameters %v", dsn, cfg.Runtime)
+	}
+	for k, v := range params {
+		var have string
+		switch k {
+		case "sslmode":
+			have = string(cfg.SSLMode)
+		case "sslrootcert":
+			have = cfg.SSLRootCert
+		case "target_session_attrs":
+			have = string(cfg.TargetSessionAttrs)
+		default:
+			t.Fatalf("unknown parameter %q", k)
+		}
+		if have != v {
+			t.Fatalf("%s %q, want %q", k, have, v)
+		}
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -63,6 +64,8 @@ type Unit struct {
 	// SyncToken is the token the server syncs with (sync_token, else the shared resource token).
 	SyncToken string
 	rendered  []byte
+	// ca is the database CA written to CAPath, which the rendered configuration names.
+	ca string
 }
 
 // Configure runs the guard chain up to rendering the server configuration (written to
@@ -99,9 +102,14 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 	if err != nil || !st.IsZero() {
 		return nil, st, err
 	}
-	dsn, st, err := databaseDSN(ctx, c, cfg, leader)
+	conn, st, err := databaseDSN(ctx, c, cfg, leader)
 	if err != nil || !st.IsZero() {
 		return nil, st, err
+	}
+	// The CA is on disk before the schema check connects with it; a running server reads
+	// it at its next connection, as the provider's certificates change with it.
+	if err := writeCA(c, conn.ca); err != nil {
+		return nil, hooks.Status{}, err
 	}
 	network, err := c.NetworkGet(ctx, WebsiteEndpoint)
 	if err != nil {
@@ -123,12 +131,13 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 		Peer:      peer,
 		Address:   address,
 		SyncToken: firstNonEmpty(cfg.SyncToken, peer.Data[PeerResourceToken]),
+		ca:        conn.ca,
 	}
 	sc := renderServerConfig(renderInput{
 		cfg:         cfg,
 		address:     address,
 		proxies:     proxies,
-		dsn:         dsn,
+		dsn:         conn.dsn,
 		users:       mergeBasicUsers(configUsers, sharedUsers),
 		syncToken:   u.SyncToken,
 		modelUUID:   c.ModelUUID(),
@@ -153,6 +162,24 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 		return nil, hooks.Status{}, err
 	}
 	return u, hooks.Status{}, nil
+}
+
+// writeCA writes the database CA to CAPath (mode 0600), or removes it when there is none.
+func writeCA(c *hooks.Context, ca string) error {
+	if ca == "" {
+		return c.RemoveFile(CAPath)
+	}
+	_, err := c.WriteFile(CAPath, []byte(ca), 0o600)
+	return err
+}
+
+// configSHA256 is the checksum of what the server reads at a start: the rendered
+// configuration and the database CA it names.
+func (u *Unit) configSHA256() string {
+	if u.ca == "" {
+		return sha256Hex(u.rendered)
+	}
+	return sha256Hex(append(slices.Clone(u.rendered), u.ca...))
 }
 
 // Reconcile brings the unit to the state the model describes and returns its status.
@@ -376,7 +403,7 @@ func Remove(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
 	if _, err := Stop(ctx, c); err != nil {
 		return hooks.Status{}, err
 	}
-	for _, p := range []string{UnitPath, ServerBinary, ConfigPath, StateDir} {
+	for _, p := range []string{UnitPath, ServerBinary, ConfigPath, CAPath, StateDir} {
 		if err := c.RemoveFile(p); err != nil {
 			return hooks.Status{}, err
 		}

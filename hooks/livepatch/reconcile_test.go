@@ -290,7 +290,7 @@ server:
     address: 10.0.0.5:8080
     url-template: http://lb.example/v1/patches/{filename}
 database:
-    connection-string: postgres://juju_livepatch:pg-s3cret%2Fpass@10.0.0.9:5432/livepatch?sslmode=disable
+    connection-string: dbname='livepatch' host='10.0.0.9' password='pg-s3cret/pass' port='5432' sslmode='prefer' user='juju_livepatch'
 `[1:]
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("schema configuration (-want +got):\n%s", diff)
@@ -431,24 +431,69 @@ func TestRenderedDatabaseAndUsers(t *testing.T) {
 		wantUsers []string
 	}{{
 		name:    "pgsql",
-		wantDSN: "postgres://juju_livepatch:pg-s3cret%2Fpass@10.0.0.9:5432/livepatch?sslmode=disable",
+		wantDSN: "dbname='livepatch' host='10.0.0.9' password='pg-s3cret/pass' port='5432' sslmode='prefer' user='juju_livepatch'",
 	}, {
 		name: "pgsql with sslmode",
 		modify: func(s *hookstest.State) {
 			s.Relation("db").RemoteUnits["postgresql/0"]["sslmode"] = "require"
 		},
-		wantDSN: "postgres://juju_livepatch:pg-s3cret%2Fpass@10.0.0.9:5432/livepatch?sslmode=require",
+		wantDSN: "dbname='livepatch' host='10.0.0.9' password='pg-s3cret/pass' port='5432' sslmode='require' user='juju_livepatch'",
+	}, {
+		// Every postgresql unit writes its own bag, host naming the primary; the replica's
+		// bag may carry the credentials first.
+		name: "pgsql credentials from a replica's bag, with the standbys",
+		modify: func(s *hookstest.State) {
+			r := s.Relation("db")
+			r.RemoteUnits["postgresql/0"] = map[string]string{"private-address": "10.0.0.9"}
+			r.RemoteUnits["postgresql/1"] = map[string]string{
+				"private-address": "10.0.0.11",
+				"host":            "10.0.0.9",
+				"port":            "5432",
+				"database":        "livepatch",
+				"user":            "relation-3",
+				"password":        lpt.DBPassword,
+				"state":           "hot standby",
+				"allowed-units":   "livepatch/0 livepatch/1",
+				"master":          "dbname=livepatch host=10.0.0.9 password=x port=5432 user=relation-3",
+				"standbys":        "dbname=livepatch host=10.0.0.11 password=x port=5432 user=relation-3,dbname=livepatch host=10.0.0.12 password=x port=5432 user=relation-3",
+			}
+		},
+		wantDSN: "connect_timeout='5' dbname='livepatch' host='10.0.0.11,10.0.0.12,10.0.0.9' password='pg-s3cret/pass' port='5432,5432,5432' sslmode='prefer' user='relation-3'",
+	}, {
+		name: "pgsql IPv6 primary",
+		modify: func(s *hookstest.State) {
+			s.Relation("db").RemoteUnits["postgresql/0"]["host"] = "fd00::9"
+		},
+		wantDSN: "dbname='livepatch' host='fd00::9' password='pg-s3cret/pass' port='5432' sslmode='prefer' user='juju_livepatch'",
 	}, {
 		name:    "postgresql_client with every endpoint",
 		modify:  func(s *hookstest.State) { s.Relations = append(without(s.Relations, "db"), lpt.DatabaseRelation()) },
-		wantDSN: "postgres://relation-4:pg-s3cret%2Fpass@10.0.0.9:5432,10.0.0.10:5432/livepatch?sslmode=disable&target_session_attrs=read-write",
+		wantDSN: "connect_timeout='5' dbname='livepatch' host='10.0.0.10,10.0.0.9' password='pg-s3cret/pass' port='5432,5432' sslmode='prefer' target_session_attrs='read-write' user='relation-4'",
+	}, {
+		name: "postgresql_client IPv6 without brackets, replicas read-only",
+		modify: func(s *hookstest.State) {
+			r := lpt.DatabaseRelation()
+			r.RemoteAppData["endpoints"] = "fd00::9:5432"
+			r.RemoteAppData["read-only-endpoints"] = "fd00::a:5432"
+			s.Relations = append(without(s.Relations, "db"), r)
+		},
+		wantDSN: "connect_timeout='5' dbname='livepatch' host='fd00::9,fd00::a' password='pg-s3cret/pass' port='5432,5432' sslmode='prefer' target_session_attrs='read-write' user='relation-4'",
+	}, {
+		name: "postgresql_client TLS without a CA",
+		modify: func(s *hookstest.State) {
+			r := lpt.DatabaseRelation()
+			r.RemoteAppData["endpoints"] = "10.0.0.9:5432"
+			r.RemoteAppData["tls"] = "True"
+			s.Relations = append(without(s.Relations, "db"), r)
+		},
+		wantDSN: "dbname='livepatch' host='10.0.0.9' password='pg-s3cret/pass' port='5432' sslmode='require' user='relation-4'",
 	}, {
 		name: "users from config and action merged, action wins",
 		modify: func(s *hookstest.State) {
 			s.Config["auth_basic_users"] = "admin:" + goodHash + ", ops:" + goodHash
 			s.Relation("livepatch").LocalAppData[livepatch.PeerBasicUsers] = "ops:" + hash2 + ",new:" + hash2
 		},
-		wantDSN:   "postgres://juju_livepatch:pg-s3cret%2Fpass@10.0.0.9:5432/livepatch?sslmode=disable",
+		wantDSN:   "dbname='livepatch' host='10.0.0.9' password='pg-s3cret/pass' port='5432' sslmode='prefer' user='juju_livepatch'",
 		wantUsers: []string{"admin:" + goodHash, "ops:" + hash2, "new:" + hash2},
 	}}
 	for _, tt := range tests {
@@ -545,6 +590,7 @@ func TestRelationRequests(t *testing.T) {
 		name        string
 		leader      bool
 		db          hookstest.Relation
+		roles       string
 		wantUnit    map[string]string
 		wantApp     map[string]string
 		wantWebsite map[string]string
@@ -552,30 +598,32 @@ func TestRelationRequests(t *testing.T) {
 		name:        "pgsql leader",
 		leader:      true,
 		db:          lpt.DBRelation(lpt.UnitName),
-		wantUnit:    map[string]string{"database": "livepatch", "roles": "admin"},
-		wantApp:     map[string]string{"database": "livepatch", "roles": "admin"},
+		wantUnit:    map[string]string{"database": "livepatch"},
+		wantApp:     map[string]string{"database": "livepatch"},
 		wantWebsite: map[string]string{"port": "8080"},
 	}, {
 		name:        "pgsql non-leader",
 		db:          lpt.DBRelation(lpt.UnitName),
-		wantUnit:    map[string]string{"database": "livepatch", "roles": "admin"},
+		wantUnit:    map[string]string{"database": "livepatch"},
 		wantWebsite: map[string]string{"port": "8080"},
 	}, {
 		name:        "postgresql_client leader",
 		leader:      true,
 		db:          lpt.DatabaseRelation(),
-		wantApp:     map[string]string{"database": "livepatch"},
+		roles:       "admin",
+		wantApp:     map[string]string{"database": "livepatch", "extra-user-roles": "admin"},
 		wantWebsite: map[string]string{"port": "8080"},
 	}, {
 		name:        "postgresql_client non-leader",
 		db:          lpt.DatabaseRelation(),
+		roles:       "admin",
 		wantWebsite: map[string]string{"port": "8080"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := lpt.New(t)
 			st := lpt.Ready(tt.leader)
-			st.Config["psql_roles"] = "admin"
+			st.Config["psql_roles"] = tt.roles
 			st.Relations = append(without(st.Relations, "db"), tt.db)
 			e.Install(t, st)
 			res := e.H.Run(t, tt.db.Endpoint+"-relation-changed", st, "postgresql/0")
@@ -603,6 +651,40 @@ func TestRelationRequests(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRolesNeverSentOnDB: the postgresql charm goes Blocked when a requirer asks for roles
+// on db, so psql_roles with db related is a Blocked status, nothing is asked for, and roles
+// an earlier charm asked for are taken back.
+func TestRolesNeverSentOnDB(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	st.Relation("db").LocalUnitData = map[string]string{"database": "livepatch", "roles": "admin"}
+	st.Relation("db").LocalAppData = map[string]string{"database": "livepatch", "roles": "admin"}
+	e.Install(t, st)
+	res := e.H.Run(t, "db-relation-changed", st, "postgresql/0")
+	if diff := cmp.Diff(hooks.Active(livepatch.MessageActive), res.Status); diff != "" {
+		t.Errorf("status (-want +got):\n%s", diff)
+	}
+	want := map[string]string{"database": "livepatch"}
+	if diff := cmp.Diff(want, res.Relation("db").LocalUnitData); diff != "" {
+		t.Errorf("unit bag (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, res.Relation("db").LocalAppData); diff != "" {
+		t.Errorf("app bag (-want +got):\n%s", diff)
+	}
+
+	st = res.State
+	st.Config["psql_roles"] = "admin"
+	res = e.H.Run(t, "config-changed", st)
+	if diff := cmp.Diff(hooks.Blocked(livepatch.MessageRolesOnDB), res.Status); diff != "" {
+		t.Errorf("status (-want +got):\n%s", diff)
+	}
+	for _, call := range res.ToolCalls {
+		if call.Name == "relation-set" {
+			t.Errorf("called %s", call)
+		}
 	}
 }
 

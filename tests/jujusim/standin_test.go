@@ -76,7 +76,11 @@ systemctl enable --now web
 status-set active ready
 `,
 	"website-relation-joined": `relation-set port=8080`,
-	"db-relation-joined":      `relation-set database=webdb`,
+	// As the postgresql charm's db relation reads it: the application bag wins.
+	"db-relation-joined": `
+relation-set database=webdb
+if [ "$(is-leader --format=json)" = true ]; then relation-set --app database=webdb; fi
+`,
 	"db-relation-changed": `
 allowed="$(relation-get allowed-units)"
 case " $allowed " in *" $JUJU_UNIT_NAME "*) ;; *) exit 0 ;; esac
@@ -118,7 +122,7 @@ func TestStandinsHaproxyPostgresql(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if data["allowed-units"] != "web/0 web/1" || data["database"] != "webdb" || data["user"] != "juju_web" || data["state"] != "standalone" {
+	if data["allowed-units"] != "web/0 web/1" || data["database"] != "webdb" || data["user"] != fmt.Sprintf("relation-%d", pgID) || data["state"] != "standalone" {
 		t.Errorf("pgsql data = %v", data)
 	}
 	if rp, _ := m.RelationData(relID, "haproxy/0"); rp["public-address"] == "" {

@@ -1,0 +1,244 @@
+package jujusim_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/livepatch-onprem/livepatch/tests/jujusim"
+	"github.com/livepatch-onprem/livepatch/tests/standin/postgresql"
+)
+
+const pgClientMeta = `
+name: client
+summary: pgsql and postgresql_client client
+description: pgsql and postgresql_client client
+requires:
+  db: {interface: pgsql}
+  database: {interface: postgresql_client}
+`
+
+// pgClientScripts ask for database appdb on whichever endpoint is related, from the leader's
+// application bag, as the livepatch charm does.
+var pgClientScripts = map[string]string{
+	"db-relation-joined": `
+relation-set database=appdb
+if [ "$(is-leader --format=json)" = true ]; then
+  relation-set --app database=appdb
+  if [ -f "$SIMTEST_SCRIPTS/roles" ]; then relation-set --app roles=admin; fi
+fi
+`,
+	"database-relation-joined": `
+if [ "$(is-leader --format=json)" = true ]; then relation-set --app database=appdb; fi
+`,
+}
+
+func needPostgreSQL(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(postgresql.BinDir, "initdb")); err != nil {
+		t.Fatalf("PostgreSQL 15 is required: %v", err)
+	}
+}
+
+func pgModel(t *testing.T, units int, config map[string]any) (*jujusim.Model, scripts) {
+	t.Helper()
+	needPostgreSQL(t)
+	m, sc := newModel(t)
+	for hook, body := range pgClientScripts {
+		sc.set(t, hook, body)
+	}
+	deploy(t, m, jujusim.DeployArgs{Charm: "ch:postgresql", NumUnits: units, Config: config})
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "client", pgClientMeta, "", "")})
+	return m, sc
+}
+
+func bag(t *testing.T, m *jujusim.Model, relID int, who string) map[string]string {
+	t.Helper()
+	data, err := m.RelationData(relID, who)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func exec(t *testing.T, m *jujusim.Model, unit string, argv ...string) {
+	t.Helper()
+	res, err := m.Exec(t.Context(), unit, argv...)
+	if err != nil || res.Code != 0 {
+		t.Fatalf("%s on %s: %+v, %v", argv, unit, res, err)
+	}
+}
+
+func query(t *testing.T, dsn, q string) (string, error) {
+	t.Helper()
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var s string
+	err = db.QueryRow(q).Scan(&s)
+	return s, err
+}
+
+// TestPostgresqlReplicasAndSwitchover: with two units the stand-in runs a primary and a
+// streaming replica; on db both units write their own bag with host the primary and state
+// their own role; promote-to-primary on the replica switches the primary over, loses no
+// committed row, and republishes.
+func TestPostgresqlReplicasAndSwitchover(t *testing.T) {
+	m, _ := pgModel(t, 2, nil)
+	id := relate(t, m, "client:db", "postgresql:db")
+	waitIdle(t, m)
+	m.TriggerUpdateStatus() // the units that deferred their credentials publish them now
+	waitIdle(t, m)
+	addr0, _ := m.UnitAddress("postgresql/0")
+	addr1, _ := m.UnitAddress("postgresql/1")
+	b0, b1 := bag(t, m, id, "postgresql/0"), bag(t, m, id, "postgresql/1")
+	user := fmt.Sprintf("relation-%d", id)
+	for name, b := range map[string]map[string]string{"postgresql/0": b0, "postgresql/1": b1} {
+		if b["host"] != addr0 || b["user"] != user || b["database"] != "appdb" || b["allowed-units"] != "client/0" {
+			t.Errorf("%s bag: %v", name, b)
+		}
+	}
+	if b0["state"] != "master" || b1["state"] != "hot standby" {
+		dumpUnits(t, m, "postgresql/0", "postgresql/1")
+		t.Errorf("states %q, %q; want master, hot standby", b0["state"], b1["state"])
+	}
+	if !strings.Contains(b0["standbys"], "host="+addr1+" ") {
+		t.Errorf("standbys %q do not name the replica %s", b0["standbys"], addr1)
+	}
+	primary := "sslmode=disable " + b0["master"]
+	replica := "sslmode=disable " + strings.Replace(b0["master"], "host="+addr0, "host="+addr1, 1)
+	if _, err := query(t, primary, `CREATE TABLE checkins (n int); INSERT INTO checkins SELECT generate_series(1, 100) RETURNING 'x'`); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := query(t, replica, `SELECT pg_is_in_recovery()::text`); err != nil || got != "true" {
+		t.Fatalf("replica in recovery: %q, %v", got, err)
+	}
+
+	// The replica cannot be promoted while it is not one; the primary cannot be either.
+	for unit, params := range map[string]map[string]any{
+		"postgresql/0": {"scope": "unit"},
+		"postgresql/1": {},
+	} {
+		a, err := m.RunAction(unit, "promote-to-primary", params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, _ := a.Wait(t.Context()); res.Status != "failed" {
+			t.Errorf("promote-to-primary %v on %s: %+v", params, unit, res)
+		}
+	}
+	a, err := m.RunAction("postgresql/1", "promote-to-primary", map[string]any{"scope": "unit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := a.Wait(t.Context()); res.Status != "completed" {
+		t.Fatalf("promote-to-primary: %+v", res)
+	}
+	waitIdle(t, m)
+	b0, b1 = bag(t, m, id, "postgresql/0"), bag(t, m, id, "postgresql/1")
+	if b0["host"] != addr1 || b1["host"] != addr1 || b1["state"] != "master" || b0["state"] != "hot standby" {
+		t.Errorf("after the switchover: postgresql/0 %v, postgresql/1 %v", b0, b1)
+		dumpUnits(t, m, "postgresql/0", "postgresql/1")
+	}
+	if got, err := query(t, replica, `SELECT count(*)::text FROM checkins`); err != nil || got != "100" {
+		t.Errorf("rows on the new primary: %q, %v", got, err)
+	}
+	if _, err := query(t, replica, `INSERT INTO checkins VALUES (101) RETURNING 'x'`); err != nil {
+		t.Errorf("the new primary does not take writes: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for {
+		got, err := query(t, primary, `SELECT pg_is_in_recovery()::text || (SELECT count(*) FROM checkins)::text`)
+		if err == nil && got == "true101" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the old primary does not follow the new one: %q, %v", got, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// TestPostgresqlRolesOnDB: a request for roles on db is a Blocked status, with no
+// credentials, as on the real charm.
+func TestPostgresqlRolesOnDB(t *testing.T) {
+	m, sc := pgModel(t, 1, nil)
+	sc.set(t, "roles", "")
+	id := relate(t, m, "client:db", "postgresql:db")
+	waitIdle(t, m)
+	m.TriggerUpdateStatus()
+	waitIdle(t, m)
+	if u, _ := m.Status().Unit("postgresql/0"); u.Workload.Current != "blocked" || u.Workload.Message != postgresql.MessageRoles {
+		t.Errorf("postgresql/0: %+v", u.Workload)
+	}
+	if b := bag(t, m, id, "postgresql/0"); b["password"] != "" {
+		t.Errorf("credentials published despite roles: %v", b)
+	}
+}
+
+// TestPostgresqlDatabaseTLS: with TLS on, the database relation publishes tls=True and the
+// CA, PostgreSQL takes hostssl connections only and its certificate verifies against the CA;
+// a later rename of the database is ignored.
+func TestPostgresqlDatabaseTLS(t *testing.T) {
+	m, _ := pgModel(t, 1, map[string]any{"tls": true})
+	id := relate(t, m, "client:database", "postgresql:database")
+	waitIdle(t, m)
+	b := bag(t, m, id, "postgresql")
+	addr, _ := m.UnitAddress("postgresql/0")
+	if b["tls"] != "True" || !strings.Contains(b["tls-ca"], "BEGIN CERTIFICATE") || b["endpoints"] != addr+":5432" ||
+		b["read-only-endpoints"] != addr+":5432" || b["database"] != "appdb" || b["username"] != fmt.Sprintf("relation-%d", id) {
+		t.Fatalf("database bag: %v", b)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte(b["tls-ca"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dsn := fmt.Sprintf("host=%s port=5432 user=%s password=%s dbname=appdb", addr, b["username"], b["password"])
+	if _, err := query(t, dsn+" sslmode=disable", `SELECT 'x'`); err == nil || !strings.Contains(err.Error(), "no encryption") {
+		t.Errorf("plain connection: %v, want refused by pg_hba", err)
+	}
+	if got, err := query(t, dsn+" sslmode=verify-full sslrootcert="+ca, `SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()`); err != nil || got != "true" {
+		t.Errorf("verify-full connection: %q, %v", got, err)
+	}
+
+	exec(t, m, "client/0", "relation-set", "-r", fmt.Sprintf("database:%d", id), "--app", "database=otherdb")
+	waitIdle(t, m)
+	if b := bag(t, m, id, "postgresql"); b["database"] != "appdb" {
+		t.Errorf("database after a rename: %q, want appdb", b["database"])
+	}
+
+	// TLS off: plain connections again, tls=False and no CA.
+	if err := m.SetConfig("postgresql", map[string]string{"tls": "false"}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m)
+	if b := bag(t, m, id, "postgresql"); b["tls"] != "False" || b["tls-ca"] != "" {
+		t.Errorf("after TLS off: tls %q, tls-ca %q", b["tls"], b["tls-ca"])
+	}
+	if _, err := query(t, dsn+" sslmode=disable", `SELECT 'x'`); err != nil {
+		t.Errorf("plain connection after TLS off: %v", err)
+	}
+}
+
+func dumpUnits(t *testing.T, m *jujusim.Model, units ...string) {
+	t.Helper()
+	st := m.Status()
+	for _, u := range units {
+		us, _ := st.Unit(u)
+		t.Logf("%s: %+v", u, us.Workload)
+	}
+	for _, l := range m.Logs() {
+		if strings.HasPrefix(l.Unit, "postgresql") && (l.Level == "ERROR" || l.Level == "WARNING" || strings.Contains(l.Message, "cannot")) {
+			t.Logf("%s %s %s", l.Unit, l.Level, l.Message)
+		}
+	}
+}
