@@ -143,7 +143,7 @@ func TestExecRunnerEnv(t *testing.T) {
 	t.Setenv("LIVEPATCH_TEST_KEPT", "kept")
 	out, err := hooks.ExecRunner{}.Run(t.Context(), hooks.Command{
 		Name: "sh", Args: []string{"-c", `echo "$LIVEPATCH_TEST_KEPT $https_proxy"`},
-		Env:  []string{"https_proxy=http://squid:3129"},
+		Env: []string{"https_proxy=http://squid:3129"},
 	})
 	if err != nil {
 		t.Fatal(err)
