@@ -21,7 +21,7 @@ type Command struct {
 	Args  []string
 	Stdin []byte
 	// Env holds environment variables ("key=value") set for the command on top of the
-	// hook's own, such as ProxyEnv. It is not part of the command line String returns.
+	// hook's own, such as Proxy.Env. It is not part of the command line String returns.
 	Env []string
 }
 

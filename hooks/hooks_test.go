@@ -119,7 +119,7 @@ func TestHTTPClientProxy(t *testing.T) {
 	}
 }
 
-func TestProxyEnv(t *testing.T) {
+func TestModelProxyEnv(t *testing.T) {
 	env := map[string]string{
 		"JUJU_CHARM_HTTP_PROXY":  "http://squid:3128",
 		"JUJU_CHARM_HTTPS_PROXY": "",
@@ -130,12 +130,12 @@ func TestProxyEnv(t *testing.T) {
 		"http_proxy=http://squid:3128", "HTTP_PROXY=http://squid:3128",
 		"no_proxy=10.0.0.0/8,.internal", "NO_PROXY=10.0.0.0/8,.internal",
 	}
-	if diff := cmp.Diff(want, c.ProxyEnv()); diff != "" {
-		t.Errorf("ProxyEnv (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, c.ModelProxy().Env()); diff != "" {
+		t.Errorf("ModelProxy().Env() (-want +got):\n%s", diff)
 	}
 	clear(env)
-	if got := c.ProxyEnv(); got != nil {
-		t.Errorf("ProxyEnv without model proxies = %q", got)
+	if got := c.ModelProxy().Env(); got != nil {
+		t.Errorf("Env without model proxies = %q", got)
 	}
 }
 

@@ -114,11 +114,7 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 		syncToken:   u.SyncToken,
 		modelUUID:   c.ModelUUID(),
 		storagePath: c.Path(cfg.StoragePath),
-		proxy: config.Proxy{
-			HTTP:    c.Getenv(hooks.EnvHTTPProxy),
-			HTTPS:   c.Getenv(hooks.EnvHTTPSProxy),
-			NoProxy: c.Getenv(hooks.EnvNoProxy),
-		},
+		proxy:       config.Proxy(c.ModelProxy()),
 	})
 	if err := sc.Validate(); err != nil {
 		// Config.Validate should have caught it; the server's own rules are the last word.
