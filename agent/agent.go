@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/livepatch-onprem/livepatch/internal/proxy"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 )
@@ -308,7 +309,7 @@ func httpClient(c *Config) (*http.Client, error) {
 		tr.TLSClientConfig.RootCAs = pool
 	}
 	if c.HTTPProxy != "" || c.HTTPSProxy != "" {
-		tr.Proxy = proxyFunc(c.HTTPProxy, c.HTTPSProxy, c.NoProxy)
+		tr.Proxy = proxy.Func(c.HTTPProxy, c.HTTPSProxy, c.NoProxy)
 	}
 	return &http.Client{Transport: tr}, nil
 }

@@ -20,6 +20,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/livepatch-onprem/livepatch/internal/proxy"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/config"
 )
@@ -296,8 +297,8 @@ func (c *Config) Show(d ConfigDefaults) string {
 	} else {
 		fmt.Fprintf(&b, "check-interval: %d # minutes (default)\n", minutes)
 	}
-	line("http-proxy", redactURL(c.HTTPProxy), "")
-	line("https-proxy", redactURL(c.HTTPSProxy), "")
+	line("http-proxy", proxy.Redact(c.HTTPProxy), "")
+	line("https-proxy", proxy.Redact(c.HTTPSProxy), "")
 	line("no-proxy", c.NoProxy, "")
 	line("trusted-key", c.TrustedKey, "")
 	if c.Mode == "" {
@@ -398,24 +399,10 @@ func checkServerURL(v string) (string, error) {
 
 // checkProxyURL validates a proxy setting: a URL, or host[:port] meaning http://host[:port].
 func checkProxyURL(key, v string) error {
-	s := v
-	if !strings.Contains(s, "://") {
-		s = "http://" + s
-	}
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || !slices.Contains([]string{"http", "https", "socks5"}, u.Scheme) {
+	if _, err := proxy.ParseURL(v); err != nil || v == "" {
 		return fmt.Errorf("invalid %s %q: want a URL such as http://proxy.example.com:3128", key, config.Redact(v))
 	}
 	return nil
-}
-
-// redactURL masks the password of a URL for display.
-func redactURL(v string) string {
-	u, err := url.Parse(v)
-	if err != nil || u.User == nil {
-		return v
-	}
-	return u.Redacted()
 }
 
 // parseTrustedKeys parses trusted-key: one or more ed25519 public keys, as PEM "PUBLIC

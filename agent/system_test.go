@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -99,7 +100,11 @@ func TestCPUModelOtherArchitectures(t *testing.T) {
 }
 
 func TestProxy(t *testing.T) {
-	proxy := proxyFunc("http://squid:3128", "http://secure-squid:3128", "internal.example,.corp,10.0.0.0/8,mirror:8080")
+	hc, err := httpClient(&Config{HTTPProxy: "http://squid:3128", HTTPSProxy: "http://secure-squid:3128", NoProxy: "internal.example,.corp,10.0.0.0/8,mirror:8080"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := hc.Transport.(*http.Transport).Proxy
 	for target, want := range map[string]string{
 		"http://livepatch.example.com/x":  "http://squid:3128",
 		"https://livepatch.example.com/x": "http://secure-squid:3128",

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/livepatch-onprem/livepatch/internal/proxy"
 )
 
 // Command is one program invocation. Secrets go in Stdin or in files, never in Args: the
@@ -18,6 +20,9 @@ type Command struct {
 	Name  string
 	Args  []string
 	Stdin []byte
+	// Env holds environment variables ("key=value") set for the command on top of the
+	// hook's own, such as Proxy.Env. It is not part of the command line String returns.
+	Env []string
 }
 
 // String returns the command line, without stdin.
@@ -78,6 +83,9 @@ type ExecRunner struct{}
 // Run runs cmd and returns its stdout.
 func (ExecRunner) Run(ctx context.Context, cmd Command) ([]byte, error) {
 	c := exec.CommandContext(ctx, cmd.Name, cmd.Args...)
+	if len(cmd.Env) > 0 {
+		c.Env = append(os.Environ(), cmd.Env...)
+	}
 	if cmd.Stdin != nil {
 		c.Stdin = bytes.NewReader(cmd.Stdin)
 	}
@@ -95,50 +103,12 @@ func (ExecRunner) Run(ctx context.Context, cmd Command) ([]byte, error) {
 }
 
 // NewHTTPClient returns an HTTP client that uses the model's proxy settings
-// (JUJU_CHARM_HTTP_PROXY, JUJU_CHARM_HTTPS_PROXY, JUJU_CHARM_NO_PROXY) looked up with getenv.
+// (JUJU_CHARM_HTTP_PROXY, JUJU_CHARM_HTTPS_PROXY, JUJU_CHARM_NO_PROXY) looked up with getenv,
+// with the no_proxy rules of internal/proxy.
 func NewHTTPClient(getenv func(string) string) *http.Client {
-	p := modelProxy{
-		http:    getenv("JUJU_CHARM_HTTP_PROXY"),
-		https:   getenv("JUJU_CHARM_HTTPS_PROXY"),
-		noProxy: getenv("JUJU_CHARM_NO_PROXY"),
-	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.Proxy = p.proxy
+	transport.Proxy = proxy.Func(getenv(EnvHTTPProxy), getenv(EnvHTTPSProxy), getenv(EnvNoProxy))
 	return &http.Client{Transport: transport, Timeout: 30 * time.Second}
-}
-
-type modelProxy struct {
-	http, https, noProxy string
-}
-
-// proxy returns the proxy URL for r, honouring no_proxy entries: "*", host names (matching
-// the host and its subdomains, with or without a leading dot) and IP addresses.
-func (p modelProxy) proxy(r *http.Request) (*url.URL, error) {
-	raw := p.http
-	if r.URL.Scheme == "https" {
-		raw = p.https
-	}
-	if raw == "" {
-		return nil, nil
-	}
-	host := r.URL.Hostname()
-	for entry := range strings.SplitSeq(p.noProxy, ",") {
-		entry = strings.TrimPrefix(strings.TrimSpace(entry), ".")
-		if entry == "" {
-			continue
-		}
-		if entry == "*" || host == entry || strings.HasSuffix(host, "."+entry) {
-			return nil, nil
-		}
-	}
-	if !strings.Contains(raw, "://") {
-		raw = "http://" + raw
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("cannot parse model proxy setting: %w", err)
-	}
-	return u, nil
 }
 
 // DirectHTTPClient returns a copy of client that never uses a proxy, for requests to this

@@ -3,8 +3,6 @@ package hooks
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -168,31 +166,6 @@ func FuzzDispatch(f *testing.F) {
 		}
 		if kind != "hooks" && kind != "actions" || name == "" || strings.Contains(name, "/") {
 			t.Fatalf("Dispatch(%q, %q) = %q, %q", path, argv0, kind, name)
-		}
-	})
-}
-
-// FuzzModelProxy checks the model's proxy settings (juju-http-proxy, juju-no-proxy) never
-// panic the proxy choice and that a host listed in no_proxy is never proxied.
-func FuzzModelProxy(f *testing.F) {
-	f.Add("http://squid:3128", "localhost,.internal,10.0.0.1", "http://db.internal:80/x")
-	f.Add("squid:3128", "*", "https://contracts.canonical.com/v1")
-	f.Add("::", ",,", "http://[::1]:80/")
-	f.Fuzz(func(t *testing.T, proxy, noProxy, target string) {
-		u, err := url.Parse(target)
-		if err != nil || u.Host == "" {
-			return
-		}
-		p := modelProxy{http: proxy, https: proxy, noProxy: noProxy}
-		got, err := p.proxy(&http.Request{URL: u})
-		if err != nil || got == nil {
-			return
-		}
-		for entry := range strings.SplitSeq(noProxy, ",") {
-			entry = strings.TrimPrefix(strings.TrimSpace(entry), ".")
-			if entry != "" && (entry == "*" || entry == u.Hostname()) {
-				t.Fatalf("%q proxied through %q despite no_proxy %q", target, got, noProxy)
-			}
 		}
 	})
 }

@@ -101,7 +101,8 @@ func TestHTTPClientProxy(t *testing.T) {
 		{"https://contracts.canonical.com/x", "http://squid:3129"},
 		{"http://127.0.0.1:8080/debug/status", ""},
 		{"https://db.internal/", ""},
-		{"https://internal/", ""},
+		// A leading dot matches subdomains only, as in golang.org/x/net/http/httpproxy.
+		{"https://internal/", "http://squid:3129"},
 	} {
 		req, _ := http.NewRequest(http.MethodGet, tt.url, nil)
 		u, err := proxy(req)
@@ -115,6 +116,40 @@ func TestHTTPClientProxy(t *testing.T) {
 	}
 	if direct := hooks.DirectHTTPClient(client).Transport.(*http.Transport); direct.Proxy != nil {
 		t.Error("DirectHTTPClient uses a proxy")
+	}
+}
+
+func TestModelProxyEnv(t *testing.T) {
+	env := map[string]string{
+		"JUJU_CHARM_HTTP_PROXY":  "http://squid:3128",
+		"JUJU_CHARM_HTTPS_PROXY": "",
+		"JUJU_CHARM_NO_PROXY":    "10.0.0.0/8,.internal",
+	}
+	c := &hooks.Context{Getenv: func(k string) string { return env[k] }}
+	want := []string{
+		"http_proxy=http://squid:3128", "HTTP_PROXY=http://squid:3128",
+		"no_proxy=10.0.0.0/8,.internal", "NO_PROXY=10.0.0.0/8,.internal",
+	}
+	if diff := cmp.Diff(want, c.ModelProxy().Env()); diff != "" {
+		t.Errorf("ModelProxy().Env() (-want +got):\n%s", diff)
+	}
+	clear(env)
+	if got := c.ModelProxy().Env(); got != nil {
+		t.Errorf("Env without model proxies = %q", got)
+	}
+}
+
+func TestExecRunnerEnv(t *testing.T) {
+	t.Setenv("LIVEPATCH_TEST_KEPT", "kept")
+	out, err := hooks.ExecRunner{}.Run(t.Context(), hooks.Command{
+		Name: "sh", Args: []string{"-c", `echo "$LIVEPATCH_TEST_KEPT $https_proxy"`},
+		Env: []string{"https_proxy=http://squid:3129"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "kept http://squid:3129" {
+		t.Errorf("environment seen by the command: %q", got)
 	}
 }
 

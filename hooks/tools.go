@@ -218,6 +218,40 @@ func (c *Context) ClosePort(ctx context.Context, port int, protocol string) erro
 	return err
 }
 
+// OpenedPorts returns the ports the unit has open ("8080/tcp", "1000-2000/udp", "icmp"), as
+// committed by the hooks that succeeded: not those this hook opened or closed.
+func (c *Context) OpenedPorts(ctx context.Context) ([]string, error) {
+	var ports []string
+	if err := c.toolJSON(ctx, &ports, "opened-ports"); err != nil {
+		return nil, err
+	}
+	return ports, nil
+}
+
+// SetPorts makes ports ("8080/tcp") the unit's open ports: it closes the other open ones and
+// runs open-port for each of ports every time, since Juju ignores a port already open and
+// discards the port changes of a hook that fails, so no earlier hook can be trusted to have
+// left them open.
+func (c *Context) SetPorts(ctx context.Context, ports ...string) error {
+	opened, err := c.OpenedPorts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range opened {
+		if !slices.Contains(ports, p) {
+			if _, err := c.tool(ctx, "close-port", p); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range ports {
+		if _, err := c.tool(ctx, "open-port", p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Network is the output of network-get for one binding.
 type Network struct {
 	BindAddresses    []BindAddress `json:"bind-addresses"`

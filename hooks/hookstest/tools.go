@@ -318,6 +318,13 @@ func (t *tools) run(name string, f flags, stdin []byte) (any, error) {
 		slices.Sort(t.ports)
 		return nil, nil
 
+	case "opened-ports":
+		if len(f.pos) != 0 {
+			return nil, usage("unrecognized args: %q", f.pos)
+		}
+		// Committed ports only: not those this hook opened or closed.
+		return append([]string{}, t.st.Ports...), nil
+
 	case "network-get":
 		if len(f.pos) != 1 {
 			return nil, usage("no arguments specified")

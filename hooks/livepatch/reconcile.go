@@ -143,11 +143,7 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 		modelUUID:   c.ModelUUID(),
 		storagePath: c.Path(cfg.StoragePath),
 		signingKey:  signingKey,
-		proxy: config.Proxy{
-			HTTP:    c.Getenv("JUJU_CHARM_HTTP_PROXY"),
-			HTTPS:   c.Getenv("JUJU_CHARM_HTTPS_PROXY"),
-			NoProxy: c.Getenv("JUJU_CHARM_NO_PROXY"),
-		},
+		proxy:       config.Proxy(c.ModelProxy()),
 	})
 	if err := sc.Validate(); err != nil {
 		// Config.Validate should have caught it; the server's own rules are the last word.
@@ -325,27 +321,13 @@ func ensureSchema(ctx context.Context, c *hooks.Context, u *Unit, binary string)
 	return true, hooks.Blocked(MessageSchemaUpgrade), nil
 }
 
-// publishWebsite opens the server port and publishes it on every website relation; haproxy
-// pairs it with the unit's private-address.
+// publishWebsite opens the server port (and closes any other the unit has open) and
+// publishes it on every website relation; haproxy pairs it with the unit's private-address.
+// The port is opened in every hook: a hook that fails after opening it loses the change.
 func publishWebsite(ctx context.Context, c *hooks.Context, u *Unit) error {
 	port := u.Config.Port
-	r, err := readRecord(c)
-	if err != nil {
+	if err := c.SetPorts(ctx, strconv.Itoa(port)+"/tcp"); err != nil {
 		return err
-	}
-	if r.Port != port {
-		if r.Port != 0 {
-			if err := c.ClosePort(ctx, r.Port, "tcp"); err != nil {
-				return err
-			}
-		}
-		if err := c.OpenPort(ctx, port, "tcp"); err != nil {
-			return err
-		}
-		r.Port = port
-		if err := writeRecord(c, r); err != nil {
-			return err
-		}
 	}
 	ids, err := liveRelationIDs(ctx, c, WebsiteEndpoint)
 	if err != nil {

@@ -643,12 +643,20 @@ func TestRelationRequests(t *testing.T) {
 			if diff := cmp.Diff([]string{"8080/tcp"}, res.Ports); diff != "" {
 				t.Errorf("ports (-want +got):\n%s", diff)
 			}
-			// A second run writes nothing new.
+			// A second run writes no relation data and opens the port again (open-port is
+			// idempotent), closing nothing.
 			again := e.H.Run(t, "config-changed", res.State)
+			var ports []string
 			for _, call := range again.ToolCalls {
-				if call.Name == "relation-set" || call.Name == "open-port" {
+				switch call.Name {
+				case "relation-set", "close-port":
 					t.Errorf("second run called %s", call)
+				case "open-port":
+					ports = append(ports, call.String())
 				}
+			}
+			if diff := cmp.Diff([]string{"open-port 8080/tcp"}, ports); diff != "" {
+				t.Errorf("second run's open-port calls (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -684,6 +692,29 @@ func TestRolesNeverSentOnDB(t *testing.T) {
 	for _, call := range res.ToolCalls {
 		if call.Name == "relation-set" {
 			t.Errorf("called %s", call)
+		}
+	}
+}
+
+// TestPortReopened: Juju discards the port changes of a failed hook, so a unit whose earlier
+// hooks ran (its records and server in place) can have its port closed; the next hook opens it.
+func TestPortReopened(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	e.Install(t, st)
+	res := e.H.Run(t, "config-changed", st)
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	st = res.State
+	st.Ports = nil // the port change of a hook that failed after opening it
+	for _, hook := range []string{"config-changed", "website-relation-changed"} {
+		res = e.H.Run(t, hook, st, "haproxy/0")
+		if res.Err != nil {
+			t.Fatalf("%s: %v", hook, res.Err)
+		}
+		if diff := cmp.Diff([]string{"8080/tcp"}, res.Ports); diff != "" {
+			t.Errorf("%s: ports (-want +got):\n%s", hook, diff)
 		}
 	}
 }

@@ -59,7 +59,7 @@ func ensureRunning(ctx context.Context, c *hooks.Context, u *Unit, binary string
 	if err != nil {
 		return "", hooks.Status{}, err
 	}
-	want := record{ConfigSHA256: u.configSHA256(), BinarySHA256: binarySum, Port: have.Port}
+	want := record{ConfigSHA256: u.configSHA256(), BinarySHA256: binarySum}
 	var changed []string
 	if have.ConfigSHA256 != want.ConfigSHA256 {
 		changed = append(changed, "configuration")

@@ -235,7 +235,6 @@ type record struct {
 	// Healthy reports that the server answered healthy after that (re)start and the unit
 	// published it on the peer relation.
 	Healthy bool `json:"healthy,omitempty"`
-	Port    int  `json:"port,omitempty"`
 }
 
 // started reports whether the charm has started the server on this unit.

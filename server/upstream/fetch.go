@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/livepatch-onprem/livepatch/internal/proxy"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/config"
 	"github.com/livepatch-onprem/livepatch/server/patchfile"
@@ -53,96 +53,20 @@ func NewHTTPClient(p config.Proxy) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// proxyFunc returns the http.Transport Proxy function of patch-sync.proxy, with the
-// rules of the usual HTTP_PROXY, HTTPS_PROXY and NO_PROXY variables: http requests use
-// the http proxy, https requests the https proxy; no-proxy lists host names (matching
-// their subdomains too; a leading dot matches subdomains only), IP addresses and CIDR
-// ranges, each optionally with a port, or "*"; loopback hosts are never proxied.
+// proxyFunc returns the http.Transport Proxy function of patch-sync.proxy, with the rules
+// of internal/proxy (those of the usual HTTP_PROXY, HTTPS_PROXY and NO_PROXY variables), or
+// the environment's when all three are empty.
 func proxyFunc(p config.Proxy) func(*http.Request) (*url.URL, error) {
 	if p.HTTP == "" && p.HTTPS == "" && p.NoProxy == "" {
 		return http.ProxyFromEnvironment
 	}
-	httpProxy, _ := parseProxy(p.HTTP)
-	httpsProxy, _ := parseProxy(p.HTTPS)
-	var rules []string
-	for _, r := range strings.Split(p.NoProxy, ",") {
-		if r = strings.ToLower(strings.TrimSpace(r)); r != "" {
-			rules = append(rules, r)
-		}
-	}
-	return func(r *http.Request) (*url.URL, error) {
-		proxy := httpProxy
-		if r.URL.Scheme == "https" {
-			proxy = httpsProxy
-		}
-		if proxy == nil {
-			return nil, nil
-		}
-		host := strings.ToLower(r.URL.Hostname())
-		if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-			return nil, nil
-		}
-		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-			return nil, nil
-		}
-		port := r.URL.Port()
-		if port == "" {
-			port = map[string]string{"http": "80", "https": "443"}[r.URL.Scheme]
-		}
-		for _, rule := range rules {
-			if noProxy(rule, host, port) {
-				return nil, nil
-			}
-		}
-		return proxy, nil
-	}
-}
-
-// noProxy reports whether a no-proxy rule matches host:port.
-func noProxy(rule, host, port string) bool {
-	if rule == "*" {
-		return true
-	}
-	if _, cidr, err := net.ParseCIDR(rule); err == nil {
-		ip := net.ParseIP(host)
-		return ip != nil && cidr.Contains(ip)
-	}
-	ruleHost, rulePort := rule, ""
-	if h, p, err := net.SplitHostPort(rule); err == nil {
-		ruleHost, rulePort = h, p
-	}
-	if rulePort != "" && rulePort != port {
-		return false
-	}
-	if ip := net.ParseIP(ruleHost); ip != nil {
-		hostIP := net.ParseIP(host)
-		return hostIP != nil && ip.Equal(hostIP)
-	}
-	if sub, ok := strings.CutPrefix(ruleHost, "."); ok {
-		return strings.HasSuffix(host, "."+sub)
-	}
-	return host == ruleHost || strings.HasSuffix(host, "."+ruleHost)
-}
-
-// parseProxy reads a proxy URL; a bare host:port means http://host:port.
-func parseProxy(v string) (*url.URL, error) {
-	if v == "" {
-		return nil, nil
-	}
-	if !strings.Contains(v, "://") {
-		v = "http://" + v
-	}
-	u, err := url.Parse(v)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "socks5") {
-		return nil, errors.New("not a proxy URL")
-	}
-	return u, nil
+	return proxy.Func(p.HTTP, p.HTTPS, p.NoProxy)
 }
 
 // checkProxy checks the proxy URLs of patch-sync.proxy.
 func checkProxy(p config.Proxy) error {
 	for key, v := range map[string]string{"http": p.HTTP, "https": p.HTTPS} {
-		if _, err := parseProxy(v); err != nil {
+		if _, err := proxy.ParseURL(v); err != nil {
 			return fmt.Errorf("patch-sync.proxy.%s %q is not a proxy URL", key, v)
 		}
 	}

@@ -1,7 +1,20 @@
-// Package pro is a stand-in for the `pro` (ubuntu-advantage) CLI: attach, detach and status,
-// against the contract_url of <root>/etc/ubuntu-advantage/uaclient.conf, keeping the machine
-// token in <root>/var/lib/ubuntu-advantage/private/machine-token.json, where <root> is
-// JUJU_SIM_ROOT (or /).
+// Package pro is a stand-in for the `pro` (ubuntu-advantage) CLI: attach, detach, status and
+// config show/set/unset, against the contract_url of <root>/etc/ubuntu-advantage/uaclient.conf,
+// keeping the machine token in <root>/var/lib/ubuntu-advantage/private/machine-token.json and
+// the `pro config` settings in <root>/var/lib/ubuntu-advantage/private/user-config.json (with
+// a copy whose proxy credentials are redacted in user-config.json), where <root> is
+// JUJU_SIM_ROOT (or /). A machine that has a machine token before anything ran is attached,
+// as a Pro cloud image is (Preattach).
+//
+// It checks what the real client (canonical/ubuntu-pro-client) checks: the keys `pro config`
+// accepts, `key=value` with exactly one "=", proxy URLs (http or https, a valid port) and that
+// a proxy works before setting it, which the real client tests by reaching api.snapcraft.io
+// (archive.ubuntu.com and esm.ubuntu.com for the apt proxies) through it: the stand-in sends
+// the same request to the proxy and, for https, stops once the proxy opened the tunnel (there
+// is no network to finish the TLS handshake with). Its requests use the configured proxies,
+// else the environment's http_proxy/https_proxy, and honour no_proxy the way Python's urllib
+// does (names and their subdomains, no CIDR), with the client's own metadata addresses added.
+// Unlike the real client it does not insist on running as root.
 package pro
 
 import (
@@ -31,12 +44,45 @@ func root() string {
 	return "/"
 }
 
-func confPath() string { return filepath.Join(root(), "etc/ubuntu-advantage/uaclient.conf") }
-func tokenPath() string {
-	return filepath.Join(root(), "var/lib/ubuntu-advantage/private/machine-token.json")
-}
-func enabledPath() string {
-	return filepath.Join(root(), "var/lib/ubuntu-advantage/private/jujusim-services.json")
+// Paths under a machine root.
+const (
+	machineTokenFile = "var/lib/ubuntu-advantage/private/machine-token.json"
+	enabledFile      = "var/lib/ubuntu-advantage/private/jujusim-services.json"
+)
+
+func confPath() string    { return filepath.Join(root(), "etc/ubuntu-advantage/uaclient.conf") }
+func tokenPath() string   { return filepath.Join(root(), machineTokenFile) }
+func enabledPath() string { return filepath.Join(root(), enabledFile) }
+
+// Preattach attaches the machine under root before anything runs, as a Pro cloud image is
+// (it attaches itself at first boot): a machine token of the given account, not known to any
+// contracts stand-in, with esm-apps and esm-infra enabled.
+func Preattach(root, account string) error {
+	var ents []any
+	for _, name := range []string{"esm-apps", "esm-infra"} {
+		ents = append(ents, map[string]any{"type": name, "entitled": true, "obligations": map[string]any{"enableByDefault": true}})
+	}
+	mt := MachineToken{
+		MachineToken: "cloud-image-machine-token",
+		MachineTokenInfo: map[string]any{
+			"machineId":   "cloud-image",
+			"accountInfo": map[string]any{"id": "aCloud", "name": account, "createdAt": "2024-01-01T00:00:00Z"},
+			"contractInfo": map[string]any{
+				"id": "cCloud", "name": "Ubuntu Pro (cloud)", "createdAt": "2024-01-01T00:00:00Z",
+				"effectiveFrom": "2024-01-01T00:00:00Z", "effectiveTo": "2099-01-01T00:00:00Z",
+				"products": []string{"uaia-essential"}, "resourceEntitlements": ents,
+			},
+		},
+	}
+	if err := os.MkdirAll(filepath.Join(root, filepath.Dir(machineTokenFile)), 0o700); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(mt)
+	if err := os.WriteFile(filepath.Join(root, machineTokenFile), b, 0o600); err != nil {
+		return err
+	}
+	b, _ = json.Marshal([]string{"esm-apps", "esm-infra"})
+	return os.WriteFile(filepath.Join(root, enabledFile), b, 0o600)
 }
 func machineIDPath() string { return filepath.Join(root(), "etc/machine-id") }
 
@@ -48,33 +94,44 @@ type MachineToken struct {
 }
 
 // Main runs the CLI and returns its exit code.
-func Main(args []string) int {
+func Main(args []string) int { return Run(args, os.Stdout, os.Stderr) }
+
+// Run runs the CLI with the given output streams and returns its exit code.
+func Run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: pro <command> [options]")
+		fmt.Fprintln(stderr, "usage: pro <command> [options]")
 		return 2
 	}
+	c := &cli{out: stdout}
 	var err error
 	code := 1
 	switch args[0] {
 	case "attach":
-		code, err = attach(args[1:])
+		code, err = c.attach(args[1:])
 	case "detach":
-		code, err = detach(args[1:])
+		code, err = c.detach(args[1:])
 	case "status":
-		code, err = status(args[1:])
+		code, err = c.status(args[1:])
+	case "config":
+		code, err = c.config(args[1:])
 	case "version", "--version":
-		fmt.Println(Version)
+		fmt.Fprintln(stdout, Version)
 		return 0
 	case "refresh", "enable", "disable":
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "pro: invalid choice: %q\n", args[0])
+		fmt.Fprintf(stderr, "pro: invalid choice: %q\n", args[0])
 		return 2
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(stderr, err)
 	}
 	return code
+}
+
+// cli is one run of the CLI.
+type cli struct {
+	out io.Writer
 }
 
 func contractURL() string {
@@ -108,13 +165,19 @@ func readToken() (*MachineToken, error) {
 	return &mt, json.Unmarshal(b, &mt)
 }
 
+func accountName(mt *MachineToken) string {
+	ai, _ := mt.MachineTokenInfo["accountInfo"].(map[string]any)
+	name, _ := ai["name"].(string)
+	return name
+}
+
 func contractName(mt *MachineToken) string {
 	ci, _ := mt.MachineTokenInfo["contractInfo"].(map[string]any)
 	name, _ := ci["name"].(string)
 	return name
 }
 
-func attach(args []string) (int, error) {
+func (c *cli) attach(args []string) (int, error) {
 	fs := flag.NewFlagSet("attach", flag.ContinueOnError)
 	config := fs.String("attach-config", "", "YAML file with token and enable_services")
 	noAuto := fs.Bool("no-auto-enable", false, "do not enable default services")
@@ -123,7 +186,13 @@ func attach(args []string) (int, error) {
 		return 2, nil
 	}
 	_ = format
+	if mt, err := readToken(); err == nil {
+		return 2, fmt.Errorf("This machine is already attached to '%s'\nTo use a different subscription first run: sudo pro detach.", accountName(mt))
+	}
 	token := fs.Arg(0)
+	if token != "" && *config != "" {
+		return 1, errors.New("Do not pass the TOKEN arg if you are using --attach-config.\nInclude the token in the attach-config file instead.")
+	}
 	var enable []string
 	explicit := false
 	if *config != "" {
@@ -131,20 +200,17 @@ func attach(args []string) (int, error) {
 		if err != nil {
 			return 1, fmt.Errorf("Error: could not read attach config %s", *config)
 		}
-		var c struct {
+		var ac struct {
 			Token          string   `yaml:"token"`
 			EnableServices []string `yaml:"enable_services"`
 		}
-		if err := yaml.Unmarshal(b, &c); err != nil {
+		if err := yaml.Unmarshal(b, &ac); err != nil {
 			return 1, fmt.Errorf("Error while reading %s: %v", *config, err)
 		}
-		token, enable, explicit = c.Token, c.EnableServices, c.EnableServices != nil
+		token, enable, explicit = ac.Token, ac.EnableServices, ac.EnableServices != nil
 	}
 	if token == "" {
 		return 2, errors.New("Attach requires a token: sudo pro attach <TOKEN>")
-	}
-	if mt, err := readToken(); err == nil {
-		return 2, fmt.Errorf("This machine is already attached to '%s'\nTo use a different subscription first run: sudo pro detach.", contractName(mt))
 	}
 	body, _ := json.Marshal(map[string]any{
 		"machineId": machineID(), "architecture": "amd64", "hostType": "container",
@@ -153,7 +219,7 @@ func attach(args []string) (int, error) {
 	req, _ := http.NewRequest("POST", contractURL()+"/v1/context/machines/token", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := httpClient().Do(req)
 	if err != nil {
 		return 1, fmt.Errorf("Failed to connect to %s\n%v", contractURL(), err)
 	}
@@ -181,12 +247,12 @@ func attach(args []string) (int, error) {
 		name, _ := e["type"].(string)
 		if explicit && slices.Contains(enable, name) || !explicit && !*noAuto && byDefault {
 			enabled = append(enabled, name)
-			fmt.Printf("Enabling %s\n%s enabled\n", name, name)
+			fmt.Fprintf(c.out, "Enabling %s\n%s enabled\n", name, name)
 		}
 	}
 	b, _ := json.Marshal(enabled)
 	os.WriteFile(enabledPath(), b, 0o600)
-	fmt.Printf("This machine is now attached to '%s'\n", contractName(&mt))
+	fmt.Fprintf(c.out, "This machine is now attached to '%s'\n", contractName(&mt))
 	return 0, nil
 }
 
@@ -202,7 +268,7 @@ func entitlements(mt *MachineToken) []map[string]any {
 	return out
 }
 
-func detach(args []string) (int, error) {
+func (c *cli) detach(args []string) (int, error) {
 	if !slices.Contains(args, "--assume-yes") {
 		return 1, errors.New("Unable to process uaclient.conf: detach needs --assume-yes when not interactive")
 	}
@@ -211,7 +277,7 @@ func detach(args []string) (int, error) {
 	}
 	os.Remove(tokenPath())
 	os.Remove(enabledPath())
-	fmt.Println("This machine is now detached.")
+	fmt.Fprintln(c.out, "This machine is now detached.")
 	return 0, nil
 }
 
@@ -261,7 +327,7 @@ func Status() map[string]any {
 			"data_dir":     filepath.Join(root(), "var/lib/ubuntu-advantage"),
 			"log_level":    "debug",
 			"log_file":     filepath.Join(root(), "var/log/ubuntu-advantage.log"),
-			"ua_config":    map[string]any{"apt_http_proxy": nil, "apt_https_proxy": nil, "http_proxy": nil, "https_proxy": nil},
+			"ua_config":    publicUserConfig(),
 		},
 	}
 	services := []Service{}
@@ -297,7 +363,7 @@ func Status() map[string]any {
 	return out
 }
 
-func status(args []string) (int, error) {
+func (c *cli) status(args []string) (int, error) {
 	format := "tabular"
 	for i, a := range args {
 		if v, ok := strings.CutPrefix(a, "--format="); ok {
@@ -310,17 +376,17 @@ func status(args []string) (int, error) {
 	switch format {
 	case "json":
 		b, _ := json.Marshal(st)
-		fmt.Println(string(b))
+		fmt.Fprintln(c.out, string(b))
 	case "yaml":
 		b, _ := yaml.Marshal(st)
-		fmt.Print(string(b))
+		fmt.Fprint(c.out, string(b))
 	default:
-		fmt.Println("SERVICE          ENTITLED  STATUS    DESCRIPTION")
+		fmt.Fprintln(c.out, "SERVICE          ENTITLED  STATUS    DESCRIPTION")
 		for _, s := range st["services"].([]Service) {
-			fmt.Printf("%-16s %-9s %-9s %s\n", s.Name, s.Entitled, s.Status, s.Description)
+			fmt.Fprintf(c.out, "%-16s %-9s %-9s %s\n", s.Name, s.Entitled, s.Status, s.Description)
 		}
 		if st["attached"] == false {
-			fmt.Println("\nThis machine is not attached to an Ubuntu Pro subscription.")
+			fmt.Fprintln(c.out, "\nThis machine is not attached to an Ubuntu Pro subscription.")
 		}
 	}
 	return 0, nil
