@@ -179,8 +179,6 @@ func TestProcessInstallThroughHookSymlink(t *testing.T) {
 		t.Fatalf("exit code %d, stderr %q", code, stderr)
 	}
 	for _, want := range []string{
-		"systemctl daemon-reload",
-		"systemctl enable livepatch-server.service",
 		"application-version-set -- v9.9.9",
 		"status-set -- maintenance livepatch-server installed, waiting for configuration",
 	} {
@@ -188,9 +186,16 @@ func TestProcessInstallThroughHookSymlink(t *testing.T) {
 			t.Errorf("no call %q in %q", want, calls)
 		}
 	}
-	for _, p := range []string{livepatch.ServerBinary, livepatch.UnitPath} {
-		if _, err := os.Stat(filepath.Join(u.root, p)); err != nil {
-			t.Errorf("install did not create %s: %v", p, err)
+	if _, err := os.Stat(filepath.Join(u.root, livepatch.ServerBinary)); err != nil {
+		t.Errorf("install did not create %s: %v", livepatch.ServerBinary, err)
+	}
+	// The unit is written and enabled only once a valid configuration exists.
+	if _, err := os.Stat(filepath.Join(u.root, livepatch.UnitPath)); !os.IsNotExist(err) {
+		t.Errorf("install wrote %s before any configuration: %v", livepatch.UnitPath, err)
+	}
+	for _, call := range calls {
+		if strings.HasPrefix(call, "systemctl enable") {
+			t.Errorf("install called %q before any configuration", call)
 		}
 	}
 }

@@ -104,7 +104,7 @@ var knownTools = map[string]bool{
 	"config-get": true, "relation-ids": true, "relation-list": true, "relation-get": true,
 	"relation-set": true, "status-set": true, "application-version-set": true, "action-get": true,
 	"action-set": true, "action-fail": true, "action-log": true, "is-leader": true, "juju-log": true,
-	"open-port": true, "close-port": true, "network-get": true, "unit-get": true,
+	"open-port": true, "close-port": true, "opened-ports": true, "network-get": true, "unit-get": true,
 }
 
 var statusNames = []string{"maintenance", "blocked", "waiting", "active"}

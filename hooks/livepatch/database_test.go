@@ -37,7 +37,7 @@ func TestDatabaseTLS(t *testing.T) {
 	st := databaseState()
 	e.Install(t, st)
 	res := e.H.Run(t, "config-changed", st)
-	if res.Err != nil || res.Status != hooks.Active(livepatch.MessageActive) {
+	if res.Err != nil || res.Status != hooks.Active(lpt.MessageActive) {
 		t.Fatalf("config-changed: %v, status %v", res.Err, res.Status)
 	}
 	caFile := filepath.Join(e.H.Root, livepatch.CAPath)
@@ -50,7 +50,7 @@ func TestDatabaseTLS(t *testing.T) {
 	st.Relation("database").RemoteAppData["tls"] = "True"
 	st.Relation("database").RemoteAppData["tls-ca"] = ca
 	res = e.H.Run(t, "database-relation-changed", st, "postgresql/0")
-	if res.Err != nil || res.Status != hooks.Active(livepatch.MessageActive) {
+	if res.Err != nil || res.Status != hooks.Active(lpt.MessageActive) {
 		t.Fatalf("TLS on: %v, status %v", res.Err, res.Status)
 	}
 	if n := lpt.Restarts(res); n != 1 {
@@ -79,7 +79,7 @@ func TestDatabaseTLS(t *testing.T) {
 	st = res.State
 	st.Relation("database").RemoteAppData["tls-ca"] = string(other.Cert)
 	res = e.H.Run(t, "database-relation-changed", st, "postgresql/0")
-	if n := lpt.Restarts(res); n != 1 || res.Status != hooks.Active(livepatch.MessageActive) {
+	if n := lpt.Restarts(res); n != 1 || res.Status != hooks.Active(lpt.MessageActive) {
 		t.Errorf("new CA: %d restarts, status %v; want 1, active", n, res.Status)
 	}
 
@@ -87,7 +87,7 @@ func TestDatabaseTLS(t *testing.T) {
 	st.Relation("database").RemoteAppData["tls"] = "False"
 	st.Relation("database").RemoteAppData["tls-ca"] = ""
 	res = e.H.Run(t, "database-relation-changed", st, "postgresql/0")
-	if n := lpt.Restarts(res); n != 1 || res.Status != hooks.Active(livepatch.MessageActive) {
+	if n := lpt.Restarts(res); n != 1 || res.Status != hooks.Active(lpt.MessageActive) {
 		t.Errorf("TLS off: %d restarts, status %v; want 1, active", n, res.Status)
 	}
 	if got := loadRendered(t, e).Database.ConnectionString; got != plain {
@@ -123,7 +123,7 @@ func TestDatabaseRelationProblems(t *testing.T) {
 	}, {
 		name:   "IPv6 endpoint with brackets",
 		modify: func(s *hookstest.State) { s.Relation("database").RemoteAppData["endpoints"] = "[fd00::9]:5432" },
-		want:   hooks.Active(livepatch.MessageActive),
+		want:   hooks.Active(lpt.MessageActive),
 	}, {
 		name:   "endpoint without a port",
 		modify: func(s *hookstest.State) { s.Relation("database").RemoteAppData["endpoints"] = "fd00::9" },
@@ -173,7 +173,7 @@ func TestDBCredentialsFromAnyBag(t *testing.T) {
 	replica["private-address"], replica["state"] = "10.0.0.11", "hot standby"
 	st.Relation("db").RemoteUnits["postgresql/1"] = replica
 	res = e.H.Run(t, "db-relation-changed", st, "postgresql/1")
-	if diff := cmp.Diff(hooks.Active(livepatch.MessageActive), res.Status); diff != "" {
+	if diff := cmp.Diff(hooks.Active(lpt.MessageActive), res.Status); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
 	}
 	if got := loadRendered(t, e).Database.ConnectionString; !strings.Contains(got, "host='10.0.0.9'") {

@@ -672,7 +672,7 @@ func TestRolesNeverSentOnDB(t *testing.T) {
 	st.Relation("db").LocalAppData = map[string]string{"database": "livepatch", "roles": "admin"}
 	e.Install(t, st)
 	res := e.H.Run(t, "db-relation-changed", st, "postgresql/0")
-	if diff := cmp.Diff(hooks.Active(livepatch.MessageActive), res.Status); diff != "" {
+	if diff := cmp.Diff(hooks.Active(lpt.MessageActive), res.Status); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
 	}
 	want := map[string]string{"database": "livepatch"}
