@@ -310,8 +310,11 @@ func (s *Server) handle(pattern string, access Access, h handlerFunc) {
 var crossOrigin = http.NewCrossOriginProtection()
 
 // uploadTypes are the media types of patch upload bodies (PUT, the only admin method that
-// takes raw bytes); POST and DELETE bodies are JSON.
+// takes raw bytes); POST and DELETE bodies are JSON, but for the offline bundle import (a tar).
 var uploadTypes = []string{"application/x-bzip2", "application/octet-stream"}
+
+// bundlePath is the route offline bundles are imported on, as a tar body.
+const bundlePath = "/v1/admin/sync/bundle"
 
 // checkOrigin refuses the unsafe admin requests a web page of another site, visited by an
 // administrator, makes with the browser's cached credentials. The admin CLI and scripts
@@ -332,8 +335,11 @@ func checkBodyType(r *http.Request) error {
 		return nil
 	}
 	want := []string{"application/json"}
-	if r.Method == http.MethodPut {
+	switch {
+	case r.Method == http.MethodPut:
 		want = uploadTypes
+	case r.URL.Path == bundlePath:
+		want = []string{"application/x-tar"}
 	}
 	ct := r.Header.Get("Content-Type")
 	hasBody := r.ContentLength != 0 || len(r.TransferEncoding) > 0
