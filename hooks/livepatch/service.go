@@ -70,7 +70,7 @@ func lookupServiceUser(ctx context.Context, c *hooks.Context) (owner, bool, erro
 }
 
 // serviceFiles writes what the server reads and writes, owned by ServiceUser: the rendered
-// configuration (mode 0600: it holds the DSN and the users' hashes) and, for the
+// configuration (mode 0600: it holds the DSN and the users' hashes), the database CA, and, for the
 // filesystem store, the storage directory when it does not exist.
 func serviceFiles(ctx context.Context, c *hooks.Context, u *Unit) error {
 	o, ok, err := ensureServiceUser(ctx, c)
@@ -83,6 +83,12 @@ func serviceFiles(ctx context.Context, c *hooks.Context, u *Unit) error {
 	if ok {
 		if err := c.Chown(ConfigPath, o.uid, o.gid); err != nil {
 			return err
+		}
+		// The database CA (written by Reconcile, 0600) is read by the server too.
+		if u.ca != "" {
+			if err := c.Chown(CAPath, o.uid, o.gid); err != nil {
+				return err
+			}
 		}
 	}
 	if dir := storageDir(u.Config); dir != "" {
