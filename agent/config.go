@@ -297,8 +297,8 @@ func (c *Config) Show(d ConfigDefaults) string {
 	} else {
 		fmt.Fprintf(&b, "check-interval: %d # minutes (default)\n", minutes)
 	}
-	line("http-proxy", proxy.Redact(c.HTTPProxy), "")
-	line("https-proxy", proxy.Redact(c.HTTPSProxy), "")
+	line("http-proxy", config.Redact(c.HTTPProxy), "")
+	line("https-proxy", config.Redact(c.HTTPSProxy), "")
 	line("no-proxy", c.NoProxy, "")
 	line("trusted-key", c.TrustedKey, "")
 	if c.Mode == "" {

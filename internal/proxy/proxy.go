@@ -19,6 +19,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/http/httpproxy"
+
+	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
 // Func returns the proxy function of an http.Transport for the given settings. A request
@@ -43,7 +45,7 @@ func Func(httpProxy, httpsProxy, noProxy string) func(*http.Request) (*url.URL, 
 			return nil, err
 		}
 		if bad, ok := invalid[r.URL.Scheme]; ok {
-			return nil, fmt.Errorf("cannot use %s proxy %q: not a proxy URL", r.URL.Scheme, Redact(bad))
+			return nil, fmt.Errorf("cannot use %s proxy %q: not a proxy URL", r.URL.Scheme, config.Redact(bad))
 		}
 		return u, nil
 	}
@@ -61,35 +63,11 @@ func ParseURL(v string) (*url.URL, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || u.Hostname() == "" {
-		return nil, fmt.Errorf("%q is not a proxy URL", Redact(v))
+		return nil, fmt.Errorf("%q is not a proxy URL", config.Redact(v))
 	}
 	switch u.Scheme {
 	case "http", "https", "socks5":
 		return u, nil
 	}
-	return nil, fmt.Errorf("%q is not a proxy URL: want http, https or socks5", Redact(v))
-}
-
-// Redact masks the password of a proxy setting (a URL or a bare host[:port]) for messages
-// and logs.
-func Redact(v string) string {
-	s, bare := v, !strings.Contains(v, "://")
-	if bare {
-		s = "http://" + v
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		if at := strings.LastIndex(v, "@"); at >= 0 {
-			return "xxxxx" + v[at:]
-		}
-		return v
-	}
-	if u.User == nil {
-		return v
-	}
-	r := u.Redacted()
-	if bare {
-		r = strings.TrimPrefix(r, "http://")
-	}
-	return r
+	return nil, fmt.Errorf("%q is not a proxy URL: want http, https or socks5", config.Redact(v))
 }
