@@ -160,18 +160,7 @@ func TestServeSyncsFromUpstream(t *testing.T) {
 	if code, _, errOut := runCmd(t, "keys", "generate", "--out", keys); code != 0 {
 		t.Fatal(errOut)
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := func(addr string) config.Config {
-		c := config.Default()
-		c.Server.Address = addr
-		c.Server.URLTemplate = "http://" + addr + "/v1/patches/{filename}"
-		c.Database.ConnectionString = pgtest.DSN(t)
-		c.Auth.BasicUsers = []string{"admin:" + string(hash)}
-		return c
-	}
+	base := func(addr string) config.Config { return serveConfig(t, addr) }
 
 	upCfg := base(freeAddr(t))
 	upCfg.SyncServer.SigningKey = filepath.Join(keys, "signing.key")
@@ -259,16 +248,7 @@ func TestServeSyncsFromUpstream(t *testing.T) {
 // and sync status says the tiers are mirrored.
 func TestServeSyncTiers(t *testing.T) {
 	ctx := t.Context()
-	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := freeAddr(t)
-	cfg := config.Default()
-	cfg.Server.Address = addr
-	cfg.Server.URLTemplate = "http://" + addr + "/v1/patches/{filename}"
-	cfg.Database.ConnectionString = pgtest.DSN(t)
-	cfg.Auth.BasicUsers = []string{"admin:" + string(hash)}
+	cfg := serveConfig(t, freeAddr(t))
 	cfg.PatchSync.Enabled = true
 	cfg.PatchSync.UpstreamURL = "http://" + freeAddr(t) // nothing listens: runs fail, the API serves
 	cfg.PatchSync.Token = server.NewUUID()
@@ -305,16 +285,7 @@ func TestServeSyncTiers(t *testing.T) {
 // public /debug/status, in sync reports and status, or in the log.
 func TestServeRedactsCredentials(t *testing.T) {
 	ctx := t.Context()
-	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := freeAddr(t)
-	cfg := config.Default()
-	cfg.Server.Address = addr
-	cfg.Server.URLTemplate = "http://" + addr + "/v1/patches/{filename}"
-	cfg.Database.ConnectionString = pgtest.DSN(t)
-	cfg.Auth.BasicUsers = []string{"admin:" + string(hash)}
+	cfg := serveConfig(t, freeAddr(t))
 	cfg.PatchSync.Enabled = true
 	cfg.PatchSync.UpstreamURL = "http://sync:upstream-s3cret@" + freeAddr(t)
 	cfg.PatchSync.Token = "tok"
@@ -362,4 +333,20 @@ func TestServeRedactsCredentials(t *testing.T) {
 	if !strings.Contains(string(status), "ftp://bob:xxxxx@squid.internal:3128") {
 		t.Errorf("/debug/status does not name the bad proxy (redacted):\n%s", status)
 	}
+}
+
+// serveConfig is a server config on addr and a database of its own, with the user admin
+// (password pw).
+func serveConfig(t *testing.T, addr string) config.Config {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := config.Default()
+	c.Server.Address = addr
+	c.Server.URLTemplate = "http://" + addr + "/v1/patches/{filename}"
+	c.Database.ConnectionString = pgtest.DSN(t)
+	c.Auth.BasicUsers = []string{"admin:" + string(hash)}
+	return c
 }

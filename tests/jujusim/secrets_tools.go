@@ -329,6 +329,21 @@ func (t *toolCall) secretFormat() error {
 	return nil
 }
 
+// secretTarget takes the optional secret URI from the positional arguments of secret-get
+// and secret-info-get: a secret is named by a URI, a label, or both.
+func secretTarget(pos []string, label string) (id string, rest []string, err error) {
+	if len(pos) > 0 {
+		if id, err = parseSecretURI(pos[0]); err != nil {
+			return "", nil, usagef("secret URI %q not valid", pos[0])
+		}
+		pos = pos[1:]
+	}
+	if id == "" && label == "" {
+		return "", nil, usagef("require either a secret URI or label")
+	}
+	return id, pos, nil
+}
+
 // secret-get <ID> [key[#base64]] [--label] [--peek|--refresh]
 func (t *toolCall) secretGet(args []string) error {
 	fs := newFlagSet()
@@ -344,15 +359,9 @@ func (t *toolCall) secretGet(args []string) error {
 	if err := t.secretFormat(); err != nil {
 		return err
 	}
-	id := ""
-	if len(pos) > 0 {
-		if id, err = parseSecretURI(pos[0]); err != nil {
-			return usagef("secret URI %q not valid", pos[0])
-		}
-		pos = pos[1:]
-	}
-	if id == "" && label == "" {
-		return usagef("require either a secret URI or label")
+	id, pos, err := secretTarget(pos, label)
+	if err != nil {
+		return err
 	}
 	if peek && refresh {
 		return usagef("specify one of --peek or --refresh but not both")
@@ -451,15 +460,9 @@ func (t *toolCall) secretInfoGet(args []string) error {
 	if err := t.secretFormat(); err != nil {
 		return err
 	}
-	id := ""
-	if len(pos) > 0 {
-		if id, err = parseSecretURI(pos[0]); err != nil {
-			return usagef("secret URI %q not valid", pos[0])
-		}
-		pos = pos[1:]
-	}
-	if id == "" && label == "" {
-		return usagef("require either a secret URI or label")
+	id, pos, err := secretTarget(pos, label)
+	if err != nil {
+		return err
 	}
 	if id != "" && label != "" {
 		return usagef("specify either a secret URI or label but not both")
