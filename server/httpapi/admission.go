@@ -35,8 +35,16 @@ const (
 // routeClasses lists the routes that are not jsonRoute.
 var routeClasses = map[string]routeClass{
 	"PUT /v1/admin/patches/files/{filename}": uploadRoute,
+	"POST /v1/admin/sync/bundle":             uploadRoute,
 	"GET /patches/{filename}":                downloadRoute,
 	"GET /v1/patches/{filename}":             downloadRoute,
+	"GET /v1/admin/sync/bundle":              downloadRoute,
+}
+
+// bodyTypes lists the routes whose body is not JSON, with the media types they take.
+var bodyTypes = map[string][]string{
+	"PUT /v1/admin/patches/files/{filename}": {"application/x-bzip2", "application/octet-stream"},
+	"POST /v1/admin/sync/bundle":             {"application/x-tar"},
 }
 
 // bodyLimits lists the JSON routes whose body may be larger than maxJSONBody.

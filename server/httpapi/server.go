@@ -261,7 +261,7 @@ func (s *Server) handle(pattern string, access Access, h handlerFunc) {
 			return
 		}
 		if admin {
-			if err := checkBodyType(r); err != nil {
+			if err := checkBodyType(r, bodyTypes[pattern]); err != nil {
 				s.writeError(rec, r, err)
 				return
 			}
@@ -309,13 +309,6 @@ func (s *Server) handle(pattern string, access Access, h handlerFunc) {
 // (Sec-Fetch-Site) or from another origin than the server's host (Origin).
 var crossOrigin = http.NewCrossOriginProtection()
 
-// uploadTypes are the media types of patch upload bodies (PUT, the only admin method that
-// takes raw bytes); POST and DELETE bodies are JSON, but for the offline bundle import (a tar).
-var uploadTypes = []string{"application/x-bzip2", "application/octet-stream"}
-
-// bundlePath is the route offline bundles are imported on, as a tar body.
-const bundlePath = "/v1/admin/sync/bundle"
-
 // checkOrigin refuses the unsafe admin requests a web page of another site, visited by an
 // administrator, makes with the browser's cached credentials. The admin CLI and scripts
 // send neither Origin nor Sec-Fetch-Site.
@@ -329,17 +322,14 @@ func (s *Server) checkOrigin(r *http.Request) error {
 // checkBodyType refuses admin request bodies of other types than the route takes: the
 // types an HTML form or a simple cross-site fetch sends (text/plain, form data) among
 // them, so that no page can send an admin action without a CORS preflight.
-func checkBodyType(r *http.Request) error {
+// want is what the route takes (bodyTypes), nil for JSON.
+func checkBodyType(r *http.Request, want []string) error {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
 		return nil
 	}
-	want := []string{"application/json"}
-	switch {
-	case r.Method == http.MethodPut:
-		want = uploadTypes
-	case r.URL.Path == bundlePath:
-		want = []string{"application/x-tar"}
+	if want == nil {
+		want = []string{"application/json"}
 	}
 	ct := r.Header.Get("Content-Type")
 	hasBody := r.ContentLength != 0 || len(r.TransferEncoding) > 0

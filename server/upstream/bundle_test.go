@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -382,11 +383,20 @@ func TestBundleAdminAPI(t *testing.T) {
 	ctx := t.Context()
 	a := newNode(t, "central", withAdmin(t)).start()
 	p := a.upload("5.15.0-107.117", "generic", "107.1", "amd64", "stable")
+	// More patches, so that the bundle is larger than a JSON body may be and the import
+	// route must stream its body.
+	const patches = 12
+	for i := 2; i <= patches; i++ {
+		a.upload("5.15.0-107.117", "generic", fmt.Sprintf("107.%d", i), "amd64", "stable")
+	}
 	late := &lateSyncer{}
 	b := newNode(t, "b", withAdmin(t), func(o *httpapi.Options) { o.Sync, o.SigningKey = late, nil }).start()
 	late.s = b.syncer(airGapped(a, "stable"))
 
 	bundle := a.export("stable")
+	if len(bundle) <= 64<<10 {
+		t.Fatalf("the bundle has %d bytes: the test needs one larger than 64 KiB", len(bundle))
+	}
 	var progress int64
 	r, err := b.admin().ImportBundle(ctx, bytes.NewReader(bundle), int64(len(bundle)), client.OnProgress(func(sent, total int64) {
 		if total != int64(len(bundle)) || sent < progress {
@@ -397,7 +407,7 @@ func TestBundleAdminAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantReport(t, r, server.SyncSuccess, 1, "")
+	wantReport(t, r, server.SyncSuccess, patches, "")
 	if progress != int64(len(bundle)) {
 		t.Errorf("progress ended at %d of %d", progress, len(bundle))
 	}
