@@ -112,11 +112,15 @@ type Store interface {
 	// generatedAt was applied; an older time than the recorded one changes nothing.
 	RecordSyncList(ctx context.Context, tier string, generatedAt time.Time) error
 	// RecordSyncMachines records the machines a downstream deployment reported (upstream
-	// side of send-machine-reports), replacing earlier reports of the same machines.
-	RecordSyncMachines(ctx context.Context, deploymentID string, machines []SyncMachine, now time.Time) error
+	// side of send-machine-reports), replacing earlier reports of the same machines. The
+	// credential is the hash of the token the reports came with; a deployment id bound to
+	// another valid credential (RecordDownstreamSync) is a CodeConflict error.
+	RecordSyncMachines(ctx context.Context, deploymentID string, credential []byte, machines []SyncMachine, now time.Time) error
 	// RecordDownstreamSync records the last sync list request of a downstream deployment
 	// (upstream side), in one statement: an older request than the recorded one changes
-	// nothing.
+	// nothing. The deployment id is bound to s.Credential; a request with another
+	// credential while the bound one is valid and the record recent is a CodeConflict
+	// error and changes nothing.
 	RecordDownstreamSync(ctx context.Context, s DownstreamSync) error
 	// Downstreams lists the downstream deployments that made a sync list request or sent a
 	// machine report in the 30 days before now, by id.

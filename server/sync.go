@@ -448,7 +448,11 @@ type DownstreamSync struct {
 	DeploymentID string
 	Via          string // ViaSyncToken or ViaResourceToken
 	SyncToken    string // the sync token's name; empty with a resource token
-	Tier         string // the tier it asked for
+	// Credential is the stored hash (HashToken) of the token it authenticated with: a
+	// deployment id belongs to the credential that recorded it, until that credential is
+	// no longer valid or the record is stale.
+	Credential []byte
+	Tier       string // the tier it asked for
 	// MachineCount is the Livepatch-Machine-Count it sent (a bucket's lower bound, or
 	// exact with patch-sync.machine-count: exact); nil when it sent none.
 	MachineCount *int

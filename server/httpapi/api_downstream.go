@@ -13,14 +13,21 @@ func (s *Server) recordDownstream(r *http.Request, c syncCaller) {
 	if c.deployment == "" {
 		return
 	}
-	d := server.DownstreamSync{DeploymentID: c.deployment, Via: server.ViaResourceToken, Tier: c.tier, At: s.opts.Now()}
+	d := server.DownstreamSync{DeploymentID: c.deployment, Via: server.ViaResourceToken, Credential: c.credential, Tier: c.tier, At: s.opts.Now()}
 	if c.syncToken != "" {
 		d.Via, d.SyncToken = server.ViaSyncToken, c.syncToken
 	}
 	if c.machines >= 0 {
 		d.MachineCount = &c.machines
 	}
-	if err := s.store.RecordDownstreamSync(r.Context(), d); err != nil {
+	err := s.store.RecordDownstreamSync(r.Context(), d)
+	if server.ErrorCode(err) == server.CodeConflict {
+		// Another downstream's id: its record stays as it is; the list is still served
+		// (patches matter more than telemetry), and its machine reports are refused.
+		s.securityEvent(r, "sync_deployment_conflict", c.who, "deployment", c.deployment)
+		return
+	}
+	if err != nil {
 		s.log.Warn("Cannot record the sync of a downstream deployment", "deployment", c.deployment, "error", err)
 	}
 }

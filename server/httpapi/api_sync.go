@@ -226,6 +226,7 @@ type syncCaller struct {
 	who        string // for security events: "sync-token:<name>" or "resource-token"
 	syncToken  string // the sync token's name; empty for a resource token
 	deployment string // Livepatch-Deployment-Id, when valid
+	credential []byte // the stored hash of its token, which a deployment id is bound to
 	machines   int    // Livepatch-Machine-Count; -1 when absent or invalid
 }
 
@@ -260,7 +261,7 @@ func (s *Server) checkSyncCaller(r *http.Request) (syncCaller, error) {
 	ctx := r.Context()
 	token := bearer(r)
 	tier := queryValue(r, "tier")
-	c := syncCaller{machines: -1}
+	c := syncCaller{machines: -1, credential: server.HashToken(token)}
 	if id := r.Header.Get(server.HeaderDeploymentID); server.CheckDeploymentID(id) == nil {
 		c.deployment = id
 	}
@@ -275,7 +276,7 @@ func (s *Server) checkSyncCaller(r *http.Request) (syncCaller, error) {
 	var st server.SyncToken
 	err := s.withSlot(ctx, func() error {
 		var err error
-		st, err = s.store.SyncToken(ctx, server.HashToken(token))
+		st, err = s.store.SyncToken(ctx, c.credential)
 		return err
 	})
 	switch {
@@ -447,7 +448,7 @@ func (s *Server) syncMachineReports(w http.ResponseWriter, r *http.Request) erro
 			return err
 		}
 	}
-	if err := s.store.RecordSyncMachines(r.Context(), c.deployment, req.Machines, s.opts.Now()); err != nil {
+	if err := s.store.RecordSyncMachines(r.Context(), c.deployment, c.credential, req.Machines, s.opts.Now()); err != nil {
 		return err
 	}
 	s.securityEvent(r, "sync_machine_reports", c.who, "deployment", c.deployment, "machines", len(req.Machines))

@@ -92,6 +92,13 @@ func TestDownstreamReportAPI(t *testing.T) {
 	if diff := cmp.Diff(want, got.Deployments); diff != "" {
 		t.Errorf("downstream report (-want +got):\n%s", diff)
 	}
+	// Another sync token's holder sending model-1's id is still served its list, but
+	// changes neither model-1's record nor its machines.
+	other := e.syncToken("region-2", "stable", nil)
+	list(other, "model-1", "1")
+	if status := e.syncRequest("POST", "/v1/sync/machine-reports", other, "model-1", "", map[string]any{"machines": reported[:1]}); status != 409 {
+		t.Errorf("machine report for another downstream's id: status %d, want 409", status)
+	}
 	// The JSON names, as docs/contracts.md gives them.
 	_, body := e.do("GET", "/v1/admin/reports/downstream", "session", nil)
 	for _, field := range []string{`"id":"model-1"`, `"first-seen":`, `"last-sync":`, `"via":"sync-token"`, `"sync-token":"region-1"`,

@@ -10,6 +10,30 @@ import (
 	"github.com/livepatch-onprem/livepatch/server"
 )
 
+// deploymentRebindAfter is how long a downstream deployment id stays bound to the
+// credential that last recorded it once that credential stops syncing: after it, another
+// credential may take the id over (a downstream whose resource token was renewed, say).
+const deploymentRebindAfter = 7 * 24 * time.Hour
+
+// boundElsewhere is the SQL condition, on a sync_deployments row d, that its id is bound
+// to a credential other than $cred that may still use it: one that recorded it within
+// deploymentRebindAfter before $now and, if a sync token, is neither revoked nor expired.
+// $cred and $now are the parameter numbers given.
+func boundElsewhere(cred, now int) string {
+	return fmt.Sprintf(`(d.credential IS NOT NULL AND d.credential <> $%[1]d
+		AND d.last_sync >= $%[2]d::timestamptz - interval '%[3]d seconds'
+		AND (d.via <> 'sync-token' OR EXISTS (
+			SELECT 1 FROM sync_tokens t WHERE t.token_hash = d.credential AND t.revoked_at IS NULL
+				AND (t.valid_until IS NULL OR t.valid_until > $%[2]d))))`,
+		cred, now, int(deploymentRebindAfter.Seconds()))
+}
+
+// errDeploymentBound is the conflict of a request whose deployment id belongs to another
+// downstream.
+func errDeploymentBound(id string) error {
+	return server.Errorf(server.CodeConflict, "deployment id %q is in use by another downstream deployment (another credential synced with it in the last %d days): give each downstream its own patch-sync.id", id, int(deploymentRebindAfter.Hours()/24))
+}
+
 // RecordDownstreamSync upserts the last sync list request of a downstream deployment with
 // one statement, outside an explicit transaction: it runs on every list request. A
 // deployment seen again after the retention period (and not yet forgotten) starts anew.
@@ -21,21 +45,36 @@ func (db *DB) RecordDownstreamSync(ctx context.Context, s server.DownstreamSync)
 	if s.Via != server.ViaSyncToken && s.Via != server.ViaResourceToken {
 		return server.Errorf(server.CodeInvalid, "invalid sync credential %q: want %s or %s", s.Via, server.ViaSyncToken, server.ViaResourceToken)
 	}
+	if len(s.Credential) == 0 {
+		return server.Errorf(server.CodeInvalid, "the sync of deployment %q has no credential", s.DeploymentID)
+	}
 	var count sql.NullInt64
 	if s.MachineCount != nil {
 		count = sql.NullInt64{Int64: int64(*s.MachineCount), Valid: true}
 	}
-	_, err = db.db.ExecContext(ctx, `
-		INSERT INTO sync_deployments AS d (deployment_id, via, sync_token, tier, machine_count, first_seen, last_sync)
-		VALUES ($1, $2, $3, $4, $5, $6, $6)
-		ON CONFLICT (deployment_id) DO UPDATE
-		SET via = EXCLUDED.via, sync_token = EXCLUDED.sync_token, tier = EXCLUDED.tier,
-			machine_count = EXCLUDED.machine_count, last_sync = EXCLUDED.last_sync,
-			first_seen = CASE WHEN d.last_sync < $7 THEN EXCLUDED.first_seen ELSE d.first_seen END
-		WHERE d.last_sync <= EXCLUDED.last_sync`,
-		s.DeploymentID, s.Via, s.SyncToken, s.Tier, count, s.At, s.At.Add(-syncMachineRetention))
+	// The row comes back unless the id is bound to another credential: a request older
+	// than the recorded one updates nothing but is no conflict.
+	var bound bool
+	err = db.db.QueryRowContext(ctx, `
+		WITH up AS (
+			INSERT INTO sync_deployments AS d (deployment_id, via, sync_token, tier, machine_count, first_seen, last_sync, credential)
+			VALUES ($1, $2, $3, $4, $5, $6, $6, $8)
+			ON CONFLICT (deployment_id) DO UPDATE
+			SET via = EXCLUDED.via, sync_token = EXCLUDED.sync_token, tier = EXCLUDED.tier,
+				machine_count = EXCLUDED.machine_count, last_sync = EXCLUDED.last_sync,
+				credential = EXCLUDED.credential,
+				first_seen = CASE WHEN d.last_sync < $7 OR d.credential <> EXCLUDED.credential
+					THEN EXCLUDED.first_seen ELSE d.first_seen END
+			WHERE d.last_sync <= EXCLUDED.last_sync AND NOT `+boundElsewhere(8, 6)+`
+			RETURNING 1)
+		SELECT NOT EXISTS (SELECT 1 FROM up) AND EXISTS (
+			SELECT 1 FROM sync_deployments d WHERE d.deployment_id = $1 AND `+boundElsewhere(8, 6)+`)`,
+		s.DeploymentID, s.Via, s.SyncToken, s.Tier, count, s.At, s.At.Add(-syncMachineRetention), s.Credential).Scan(&bound)
 	if err != nil {
 		return classify(fmt.Errorf("cannot record the sync of deployment %q: %w", s.DeploymentID, err))
+	}
+	if bound {
+		return errDeploymentBound(s.DeploymentID)
 	}
 	return nil
 }

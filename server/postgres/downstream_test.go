@@ -17,6 +17,7 @@ func TestDownstreams(t *testing.T) {
 	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 	record := func(s server.DownstreamSync) {
 		t.Helper()
+		s.Credential = server.HashToken("credential of " + s.SyncToken)
 		if err := db.RecordDownstreamSync(ctx, s); err != nil {
 			t.Fatal(err)
 		}
@@ -38,10 +39,10 @@ func TestDownstreams(t *testing.T) {
 		{ID: id("b"), Tier: "stable", Status: st(server.StateApplyFailed, "107.1")},
 		{ID: id("c"), Tier: "edge", LastSeen: t0, Status: st(server.StateApplied, "107.2")},
 	}
-	if err := db.RecordSyncMachines(ctx, "dep-a", machinesA, t0.Add(time.Hour)); err != nil {
+	if err := db.RecordSyncMachines(ctx, "dep-a", server.HashToken("credential of region-a"), machinesA, t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.RecordSyncMachines(ctx, "dep-c", machinesA[:1], t0); err != nil {
+	if err := db.RecordSyncMachines(ctx, "dep-c", server.HashToken("credential of dep-c"), machinesA[:1], t0); err != nil {
 		t.Fatal(err)
 	}
 
@@ -117,6 +118,92 @@ func TestDownstreams(t *testing.T) {
 		t.Errorf("second ForgetDownstreams() = %d, want 0", n)
 	}
 
-	wantCode(t, db.RecordDownstreamSync(ctx, server.DownstreamSync{DeploymentID: "bad id", Via: server.ViaSyncToken, Tier: "edge", At: t0}), server.CodeInvalid)
-	wantCode(t, db.RecordDownstreamSync(ctx, server.DownstreamSync{DeploymentID: "dep-x", Via: "password", Tier: "edge", At: t0}), server.CodeInvalid)
+	cred := server.HashToken("c")
+	wantCode(t, db.RecordDownstreamSync(ctx, server.DownstreamSync{DeploymentID: "bad id", Via: server.ViaSyncToken, Credential: cred, Tier: "edge", At: t0}), server.CodeInvalid)
+	wantCode(t, db.RecordDownstreamSync(ctx, server.DownstreamSync{DeploymentID: "dep-x", Via: "password", Credential: cred, Tier: "edge", At: t0}), server.CodeInvalid)
+	wantCode(t, db.RecordDownstreamSync(ctx, server.DownstreamSync{DeploymentID: "dep-x", Via: server.ViaSyncToken, Tier: "edge", At: t0}), server.CodeInvalid)
+	wantCode(t, db.RecordSyncMachines(ctx, "dep-x", nil, machinesA, t0), server.CodeInvalid)
+}
+
+// TestDownstreamDeploymentBound checks that a deployment id belongs to the credential that
+// recorded it: another valid credential can neither overwrite its record nor report
+// machines for it, until the first one is revoked or stops syncing for a week.
+func TestDownstreamDeploymentBound(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := newDB(t)
+	t0 := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	hashA, hashB := server.HashToken("token-a"), server.HashToken("token-b")
+	must[server.SyncToken](t)(db.CreateSyncToken(ctx, server.NewSyncToken{Name: "region-a", Tier: "stable", Hash: hashA}))
+	must[server.SyncToken](t)(db.CreateSyncToken(ctx, server.NewSyncToken{Name: "region-b", Tier: "stable", Hash: hashB}))
+	sync := func(id, name string, hash []byte, at time.Time) error {
+		via := server.ViaSyncToken
+		if name == "" {
+			via = server.ViaResourceToken
+		}
+		return db.RecordDownstreamSync(ctx, server.DownstreamSync{DeploymentID: id, Via: via, SyncToken: name, Credential: hash, Tier: "stable", At: at})
+	}
+	owner := func(id string) string {
+		t.Helper()
+		for _, d := range must[[]server.Downstream](t)(db.Downstreams(ctx, t0.Add(10*24*time.Hour))) {
+			if d.ID == id {
+				return d.SyncToken + "@" + d.FirstSeen.Format(time.RFC3339)
+			}
+		}
+		return "none"
+	}
+	machines := []server.SyncMachine{{ID: strings.Repeat("a", 64), Tier: "stable", Status: server.Status{Kernel: "5.15.0-107-generic", Architecture: "amd64", PatchState: server.StateApplied}}}
+
+	if err := sync("dep-1", "region-a", hashA, t0); err != nil {
+		t.Fatal(err)
+	}
+	// region-b claims dep-1: refused, and the record stays region-a's.
+	wantCode(t, sync("dep-1", "region-b", hashB, t0.Add(time.Hour)), server.CodeConflict)
+	wantCode(t, db.RecordSyncMachines(ctx, "dep-1", hashB, machines, t0.Add(time.Hour)), server.CodeConflict)
+	if got, want := owner("dep-1"), "region-a@"+t0.Format(time.RFC3339); got != want {
+		t.Errorf("dep-1 after region-b's claim = %s, want %s", got, want)
+	}
+	// region-a itself: a late request is no conflict, and its reports are recorded.
+	if err := sync("dep-1", "region-a", hashA, t0.Add(-time.Minute)); err != nil {
+		t.Errorf("region-a's late request: %v", err)
+	}
+	if err := db.RecordSyncMachines(ctx, "dep-1", hashA, machines, t0.Add(time.Hour)); err != nil {
+		t.Errorf("region-a's reports: %v", err)
+	}
+	// Once region-a's token is revoked, region-b may take dep-1 over; it starts anew.
+	if err := db.RevokeSyncToken(ctx, "region-a"); err != nil {
+		t.Fatal(err)
+	}
+	later := t0.Add(2 * time.Hour)
+	if err := sync("dep-1", "region-b", hashB, later); err != nil {
+		t.Fatalf("region-b after region-a's revocation: %v", err)
+	}
+	if got, want := owner("dep-1"), "region-b@"+later.Format(time.RFC3339); got != want {
+		t.Errorf("dep-1 after the takeover = %s, want %s", got, want)
+	}
+	wantCode(t, db.RecordSyncMachines(ctx, "dep-1", hashA, machines, later), server.CodeConflict)
+
+	// Resource tokens: bound while the first one syncs, free after a week of silence.
+	r1, r2 := server.HashToken("resource-1"), server.HashToken("resource-2")
+	if err := sync("dep-2", "", r1, t0); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, sync("dep-2", "", r2, t0.Add(24*time.Hour)), server.CodeConflict)
+	if err := sync("dep-2", "", r2, t0.Add(8*24*time.Hour)); err != nil {
+		t.Errorf("a week after the first token's last sync: %v", err)
+	}
+
+	// A record of the previous server (no credential) is bound by its next request,
+	// keeping its first-seen time.
+	if _, err := db.SQL().ExecContext(ctx, `INSERT INTO sync_deployments (deployment_id, via, sync_token, tier, first_seen, last_sync)
+		VALUES ('dep-3', 'sync-token', 'region-b', 'stable', $1, $1)`, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sync("dep-3", "region-b", hashB, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := owner("dep-3"), "region-b@"+t0.Format(time.RFC3339); got != want {
+		t.Errorf("dep-3 after its first bound request = %s, want %s", got, want)
+	}
+	wantCode(t, sync("dep-3", "", r1, t0.Add(2*time.Hour)), server.CodeConflict)
 }

@@ -239,7 +239,7 @@ func (db *DB) RecordSyncList(ctx context.Context, tier string, generatedAt time.
 // RecordSyncMachines upserts the machines a downstream deployment reported, in one
 // statement, and forgets the machines of that deployment not reported for
 // syncMachineRetention. When an id appears twice, the last report wins.
-func (db *DB) RecordSyncMachines(ctx context.Context, deploymentID string, machines []server.SyncMachine, now time.Time) (err error) {
+func (db *DB) RecordSyncMachines(ctx context.Context, deploymentID string, credential []byte, machines []server.SyncMachine, now time.Time) (err error) {
 	defer classifyInto(&err)
 	index := make(map[string]int, len(machines))
 	var ids, tiers, seen, statuses []string
@@ -259,8 +259,23 @@ func (db *DB) RecordSyncMachines(ctx context.Context, deploymentID string, machi
 		index[m.ID] = len(ids)
 		ids, tiers, seen, statuses = append(ids, m.ID), append(tiers, m.Tier), append(seen, lastSeen), append(statuses, string(st))
 	}
+	if len(credential) == 0 {
+		return server.Errorf(server.CodeInvalid, "the machine reports of deployment %q have no credential", deploymentID)
+	}
 	return db.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `
+		// The binding row is share-locked so that it cannot move to this credential's
+		// rival between the check and the write.
+		var bound bool
+		err := tx.QueryRowContext(ctx, `
+			SELECT EXISTS (SELECT 1 FROM sync_deployments d WHERE d.deployment_id = $1 AND `+boundElsewhere(2, 3)+` FOR SHARE)`,
+			deploymentID, credential, now).Scan(&bound)
+		if err != nil {
+			return fmt.Errorf("cannot read deployment %q: %w", deploymentID, err)
+		}
+		if bound {
+			return errDeploymentBound(deploymentID)
+		}
+		_, err = tx.ExecContext(ctx, `
 			INSERT INTO sync_machines (deployment_id, machine_id, tier, last_seen, status, reported_at)
 			SELECT $1, u.id, u.tier, nullif(u.seen, '')::timestamptz, u.status::jsonb, $6
 			FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, tier, seen, status)

@@ -128,14 +128,14 @@ func TestRecordSyncMachines(t *testing.T) {
 		{ID: id("b"), Tier: "edge", Status: st},
 		{ID: id("a"), Tier: "beta", LastSeen: t0, Status: st}, // the later report wins
 	}
-	if err := db.RecordSyncMachines(ctx, "dep-1", ms, t0); err != nil {
+	if err := db.RecordSyncMachines(ctx, "dep-1", server.HashToken("1"), ms, t0); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.RecordSyncMachines(ctx, "dep-2", ms[:1], t0); err != nil {
+	if err := db.RecordSyncMachines(ctx, "dep-2", server.HashToken("2"), ms[:1], t0); err != nil {
 		t.Fatal(err)
 	}
 	// A month later dep-1 reports only b: a is forgotten, dep-2 is left alone.
-	if err := db.RecordSyncMachines(ctx, "dep-1", ms[1:2], t0.Add(31*24*time.Hour)); err != nil {
+	if err := db.RecordSyncMachines(ctx, "dep-1", server.HashToken("1"), ms[1:2], t0.Add(31*24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	rows, err := db.SQL().QueryContext(ctx, `SELECT deployment_id, machine_id, tier, last_seen IS NOT NULL, status->>'patch-state' FROM sync_machines ORDER BY 1, 2`)
