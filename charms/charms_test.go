@@ -65,7 +65,8 @@ func TestSourceCharms(t *testing.T) {
 		subordinate bool
 		endpoints   map[string]string // endpoint -> interface
 	}{
-		{"livepatch", false, map[string]string{"db": "pgsql", "database": "postgresql_client", "website": "http", "livepatch": "livepatch-peers"}},
+		{"livepatch", false, map[string]string{"db": "pgsql", "database": "postgresql_client", "website": "http", "livepatch": "livepatch-peers",
+			"cos-agent": "cos_agent", "metrics-endpoint": "prometheus_scrape"}},
 		{"ubuntu-advantage", true, map[string]string{"juju-info": "juju-info"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -232,11 +232,13 @@ func TestServeSyncsFromUpstream(t *testing.T) {
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{`livepatch_server_sync_runs_total{outcome="success"} `, "livepatch_server_sync_patches_added_total 1\n",
-		"livepatch_server_sync_last_success_timestamp_seconds ", "livepatch_server_http_request_duration_seconds"} {
+		"livepatch_server_sync_last_success_timestamp_seconds ", "livepatch_server_http_request_duration_seconds",
+		"livepatch_server_sync_interval_seconds 3600\n", "livepatch_server_database_up 1\n", "livepatch_server_schema_migrations_pending 0\n"} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	checkObservability(t, metrics)
 	// The upstream is not syncing itself: its status says so.
 	if ds, err := up.DebugStatus(ctx); err != nil || ds.Sync.Enabled || ds.Sync.Status != "disabled" {
 		t.Errorf("upstream debug status = %+v, %v", ds, err)

@@ -203,6 +203,9 @@ func Reconcile(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
 	if err := publishWebsite(ctx, c, u); err != nil {
 		return hooks.Status{}, err
 	}
+	if err := publishCOS(ctx, c, u); err != nil {
+		return hooks.Status{}, err
+	}
 	if plan.held {
 		if u.Leader {
 			return hooks.Blocked(MessageSchemaUpgrade), nil

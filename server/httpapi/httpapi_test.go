@@ -528,7 +528,7 @@ func TestDownload(t *testing.T) {
 		e := newEnv(t, func(o *httpapi.Options) { o.PatchCacheSize = 2; o.PatchCacheTTL = time.Hour })
 		testDownload(t, e)
 		_, body := e.do("GET", "/metrics", "", nil)
-		if !strings.Contains(string(body), "livepatch_server_patch_cache_hits 3") || !strings.Contains(string(body), "livepatch_server_patch_cache_misses 1") {
+		if !strings.Contains(string(body), "livepatch_server_patch_cache_hits_total 3") || !strings.Contains(string(body), "livepatch_server_patch_cache_misses_total 1") {
 			t.Errorf("cache hits not counted:\n%s", body)
 		}
 	})

@@ -110,6 +110,9 @@ func New(store server.Store, files server.PatchFiles, cfg config.PatchSync, opts
 		metrics: newMetrics(opts.Registry),
 		kick:    make(chan struct{}, 1),
 	}
+	if cfg.Enabled {
+		s.metrics.interval.Set(cfg.Interval.D().Seconds())
+	}
 	s.checkConfig()
 	if s.http == nil {
 		s.http = NewHTTPClient(cfg.Proxy)
@@ -383,6 +386,7 @@ type metrics struct {
 	added       prometheus.Counter
 	bytes       prometheus.Counter
 	lastSuccess prometheus.Gauge
+	interval    prometheus.Gauge
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -403,10 +407,14 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "livepatch_server_sync_last_success_timestamp_seconds",
 			Help: "Unix time of the end of the last successful sync run of this unit.",
 		}),
+		interval: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "livepatch_server_sync_interval_seconds",
+			Help: "The configured time between upstream sync runs; 0 when sync is off. Alerts compare the age of the last success with it.",
+		}),
 	}
 	for _, o := range []string{server.SyncSuccess, server.SyncFailed, server.SyncSkipped} {
 		m.runs.WithLabelValues(o)
 	}
-	reg.MustRegister(m.runs, m.added, m.bytes, m.lastSuccess)
+	reg.MustRegister(m.runs, m.added, m.bytes, m.lastSuccess, m.interval)
 	return m
 }
