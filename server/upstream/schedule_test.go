@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/config"
@@ -114,7 +115,7 @@ func (f *fakeUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // scheduled starts a Syncer with a 1h interval on store, against up, in the bubble.
-func scheduled(t *testing.T, store *memStore, up *fakeUpstream) (*upstream.Syncer, func()) {
+func scheduled(t *testing.T, store *memStore, up *fakeUpstream, reg *prometheus.Registry) (*upstream.Syncer, func()) {
 	_, key, _ := ed25519.GenerateKey(nil)
 	up.key = key
 	cfg := config.Default().PatchSync
@@ -123,7 +124,7 @@ func scheduled(t *testing.T, store *memStore, up *fakeUpstream) (*upstream.Synce
 	cfg.Token = "tok"
 	cfg.TrustedKey = server.MarshalPublicKey(key.Public().(ed25519.PublicKey))
 	s := upstream.New(store, nil, cfg, upstream.Options{
-		Unit: "u", HTTPClient: &http.Client{Transport: up}, Logger: slog.New(slog.DiscardHandler), TempDir: t.TempDir(),
+		Unit: "u", HTTPClient: &http.Client{Transport: up}, Logger: slog.New(slog.DiscardHandler), TempDir: t.TempDir(), Registry: reg,
 	})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
@@ -136,7 +137,7 @@ func TestScheduleBackoff(t *testing.T) {
 		t0 := time.Now()
 		store := &memStore{}
 		up := &fakeUpstream{down: true}
-		s, stop := scheduled(t, store, up)
+		s, stop := scheduled(t, store, up, nil)
 		defer stop()
 		// Failures are retried after 1m, doubling up to the interval (1h).
 		time.Sleep(2*time.Hour + 30*time.Minute)
@@ -189,13 +190,16 @@ func TestScheduleSharedWithOtherUnits(t *testing.T) {
 			ID: 1, StartedAt: t0.Add(-41 * time.Minute), EndedAt: t0.Add(-40 * time.Minute), Outcome: server.SyncSuccess, Unit: "other",
 		}}}
 		up := &fakeUpstream{}
-		_, stop := scheduled(t, store, up)
+		reg := prometheus.NewRegistry()
+		_, stop := scheduled(t, store, up, reg)
 		defer stop()
 		time.Sleep(19 * time.Minute)
 		synctest.Wait()
 		if n := len(store.outcomes(t0)); n != 1 {
 			t.Fatalf("%d reports before the run is due, want only the other unit's", n)
 		}
+		// The other unit's success is the deployment's: this unit's gauge tells it.
+		wantMetric(t, reg, "livepatch_server_sync_last_success_timestamp_seconds", "", float64(t0.Add(-40*time.Minute).UnixNano())/1e9)
 		time.Sleep(time.Minute)
 		synctest.Wait()
 		if diff := cmp.Diff([]string{"-41m0s success", "20m0s success"}, store.outcomes(t0)); diff != "" {

@@ -216,8 +216,23 @@ func (s *Syncer) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		s.readLastSuccess(ctx)
 		wait, failures = s.next(res, failures)
 	}
+}
+
+// readLastSuccess sets the last-success gauge from the recorded reports, so that it tells
+// the deployment's last success (whichever unit ran it, before this server started too)
+// rather than this process's: a restarted or idle unit does not look as if sync never
+// worked.
+func (s *Syncer) readLastSuccess(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	success, err := s.store.SyncReports(rctx, server.SyncReportFilter{Outcome: server.SyncSuccess, Limit: 1})
+	if err != nil || len(success) == 0 {
+		return
+	}
+	s.metrics.lastSuccess.Set(float64(success[0].EndedAt.UnixNano()) / 1e9)
 }
 
 // takePending returns the triggers waiting for a run, and clears the wake-up.
@@ -405,7 +420,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		}),
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "livepatch_server_sync_last_success_timestamp_seconds",
-			Help: "Unix time of the end of the last successful sync run of this unit.",
+			Help: "Unix time of the end of the last successful sync run of the deployment (of any unit), as this unit last read it; 0 before any.",
 		}),
 		interval: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "livepatch_server_sync_interval_seconds",

@@ -10,11 +10,13 @@ import (
 	"github.com/livepatch-onprem/livepatch/tests/standin/haproxy"
 	"github.com/livepatch-onprem/livepatch/tests/standin/postgresql"
 	"github.com/livepatch-onprem/livepatch/tests/standin/pro"
+	"github.com/livepatch-onprem/livepatch/tests/standin/prometheus"
 )
 
 func init() {
 	RegisterStandin(StandinCharm{Name: "haproxy", Files: haproxy.Files, Main: haproxy.Main})
 	RegisterStandin(StandinCharm{Name: "postgresql", Files: postgresql.Files, Main: postgresql.Main})
+	RegisterStandin(StandinCharm{Name: "prometheus", Files: prometheus.Files, Main: prometheus.Main})
 	for _, name := range []string{"pro", "ubuntu-advantage", "ua"} {
 		RegisterCommand(name, pro.Main)
 	}

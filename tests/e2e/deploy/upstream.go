@@ -106,6 +106,7 @@ type Upstream struct {
 	ConfigPath, LogPath string
 
 	dir    string
+	opts   UpstreamOptions
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
@@ -160,6 +161,7 @@ func StartUpstream(ctx context.Context, opts UpstreamOptions) (*Upstream, error)
 		ConfigPath:    filepath.Join(opts.Dir, "livepatch-server.yaml"),
 		LogPath:       filepath.Join(opts.Dir, upstreamLogFile),
 		dir:           opts.Dir,
+		opts:          opts,
 	}
 	if out, err := exec.CommandContext(ctx, opts.ServerBinary, "keys", "generate", "--out", u.KeyDir).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("cannot generate the upstream's signing key: %v\n%s", err, out)
@@ -306,6 +308,19 @@ func (u *Upstream) Client(ctx context.Context) (*client.Client, error) {
 		return nil, fmt.Errorf("cannot log in to the upstream: %w", err)
 	}
 	return c.WithToken(login.Token), nil
+}
+
+// Restart starts a stopped upstream again, on the same address and database: the
+// upstream coming back after an outage.
+func (u *Upstream) Restart(ctx context.Context) error {
+	if u.cmd != nil {
+		select {
+		case <-u.exited:
+		default:
+			return errors.New("cannot restart the upstream: it is running")
+		}
+	}
+	return u.start(ctx, u.opts)
 }
 
 // Stop stops the server (SIGTERM, then SIGKILL after 10 seconds).
