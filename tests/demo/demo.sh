@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: deploys bundle/bundle.yaml in the Juju model emulator (jujusim) and walks the
-# deployment guide (/work/shared/reference/deployment-guide.txt, bundle/README.md) the way
+# deployment guide (Canonical's on-prem deployment guide, as bundle/README.md retells it) the way
 # an operator types it, with jujusim in place of juju: configure, attach to Ubuntu Pro,
 # get the resource token, sync patches from an upstream server, log in with
 # livepatch-admin, issue an auth token, enrol a machine with livepatch-client. The model

@@ -47,7 +47,7 @@ func TestDeployment(t *testing.T) {
 	t.Run("rolling-upgrade", func(t *testing.T) { testRollingUpgrade(t, d, m) })
 }
 
-// testGuide follows /work/shared/reference/deployment-guide.txt (and bundle/README.md),
+// testGuide follows Canonical's on-prem deployment guide (as bundle/README.md retells it),
 // step by step, on a freshly deployed bundle, and returns the machine it enabled.
 func testGuide(t *testing.T, d *deploy.Deployment) *deploy.Machine {
 	// $ juju deploy ./bundle/bundle.yaml --overlay ./bundle/local-overlay.yaml
