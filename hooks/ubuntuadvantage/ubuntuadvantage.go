@@ -373,7 +373,8 @@ func (m machine) attach(ctx context.Context, token string) (reason string, err e
 		if reason == "" {
 			reason = fmt.Sprintf("pro attach exited with status %d", ee.Code)
 		}
-		return strings.ReplaceAll(reason, token, "<token>"), nil
+		// What pro says may quote a proxy URL: its credentials are masked.
+		return config.Redact(strings.ReplaceAll(reason, token, "<token>")), nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("cannot run pro attach: %w", err)
