@@ -129,6 +129,16 @@ func TestOverrideProxy(t *testing.T) {
 	if env["https_proxy"] != "http://override.internal:8443" || env["no_proxy"] != modelNoPxy {
 		t.Errorf("environment %v", env)
 	}
+
+	st = res.State
+	st.Config["override-http-proxy"] = "http://override.internal:8080"
+	res = h.Run(t, "config-changed", st)
+	if diff := cmp.Diff(map[string]string{"http_proxy": "http://override.internal:8080", "https_proxy": "http://override.internal:8443"}, p.proxies); diff != "" {
+		t.Errorf("pro config with both overrides (-want +got):\n%s", diff)
+	}
+	if env := envOf(res.Commands[0]); env["http_proxy"] != "http://override.internal:8080" {
+		t.Errorf("environment %v", env)
+	}
 }
 
 // TestProxyRefused: a proxy the Pro client refuses (it checks a proxy works before it
