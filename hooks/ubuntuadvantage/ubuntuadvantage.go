@@ -286,7 +286,7 @@ func (m machine) configureProxy(ctx context.Context, st *state) (hooks.Status, e
 			if reason == "" {
 				reason = fmt.Sprintf("exit status %d", ee.Code)
 			}
-			return hooks.Blocked(config.Redact(fmt.Sprintf("cannot set the Pro client's %s: %s", p.key, reason))), nil
+			return hooks.Blocked(config.Redact(fmt.Sprintf("cannot %s the Pro client's %s: %s", args[1], p.key, reason))), nil
 		}
 		if err != nil {
 			return hooks.Status{}, fmt.Errorf("cannot run pro config for %s: %s", p.key, config.Redact(err.Error()))
