@@ -166,15 +166,18 @@ func TestUATokenSecret(t *testing.T) {
 
 // TestUAModelProxy: in a model with juju-http-proxy and juju-https-proxy (no juju-no-proxy),
 // the charm gives the Pro client the proxies (which checks them through the proxy, as the
-// real client does) and the attach to the contracts server goes through the proxy.
+// real client does) and the attach to the contracts server goes through the proxy; the
+// proxy's password reaches no log.
 func TestUAModelProxy(t *testing.T) {
 	proxy, err := webproxy.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { proxy.Close() })
+	// The http proxy takes credentials, which must show nowhere.
+	authURL := strings.Replace(proxy.URL, "http://", "http://squiduser:s3cret-pw@", 1)
 	m, cs := uaModel(t, []string{"token-one"}, nil,
-		"JUJU_CHARM_HTTP_PROXY="+proxy.URL, "JUJU_CHARM_HTTPS_PROXY="+proxy.URL, "JUJU_CHARM_NO_PROXY=")
+		"JUJU_CHARM_HTTP_PROXY="+authURL, "JUJU_CHARM_HTTPS_PROXY="+proxy.URL, "JUJU_CHARM_NO_PROXY=")
 	setConfig(t, m, map[string]string{"token": "token-one"})
 	if st := uaStatus(t, m); st.Current != "active" {
 		t.Fatalf("status %+v", st)
@@ -191,6 +194,16 @@ func TestUAModelProxy(t *testing.T) {
 	}
 	if want := "https_proxy " + proxy.URL + "\n"; res.Stdout != want {
 		t.Errorf("pro config show https_proxy = %q, want %q", res.Stdout, want)
+	}
+	for _, e := range m.Logs() {
+		if strings.Contains(e.Message, "s3cret-pw") {
+			t.Errorf("proxy password in the log: %s", e)
+		}
+	}
+	if !slices.ContainsFunc(m.Logs(), func(e jujusim.LogEntry) bool {
+		return strings.Contains(e.Message, "http_proxy \"http://squiduser:xxxxx@")
+	}) {
+		t.Error("no log of the Pro client's proxies with the password masked")
 	}
 }
 
