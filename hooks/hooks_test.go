@@ -314,3 +314,19 @@ func TestReadWriteJSON(t *testing.T) {
 		t.Errorf("damaged file: %v", err)
 	}
 }
+
+// TestHookErrorRedacted: a hook error that quotes a URL with credentials (a proxy, a
+// contracts server) reaches the log with the password masked.
+func TestHookErrorRedacted(t *testing.T) {
+	h := hookstest.New(t, hooks.Charm{Reconcile: func(context.Context, *hooks.Context) (hooks.Status, error) {
+		return hooks.Status{}, errors.New(`cannot reach "http://proxyuser:s3cret@squid.internal:3128"`)
+	}})
+	res := h.Run(t, "config-changed", hookstest.State{Unit: "app/0"})
+	if res.Err == nil {
+		t.Fatal("hook succeeded, want error")
+	}
+	want := []string{`ERROR Hook config-changed failed: cannot reach "http://proxyuser:xxxxx@squid.internal:3128"`}
+	if diff := cmp.Diff(want, res.Logs); diff != "" {
+		t.Errorf("logs (-want +got):\n%s", diff)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
 // Handler handles a hook and returns the unit status to set. An error is a hook error: Juju
@@ -36,7 +38,8 @@ func Main(ch Charm) int {
 		argv0 = os.Args[0]
 	}
 	if err := Run(context.Background(), NewContext(), ch, argv0); err != nil {
-		fmt.Fprintf(os.Stderr, "ERROR %v\n", err)
+		// Juju copies a hook's stderr to the debug log: a URL's credentials are masked.
+		fmt.Fprintf(os.Stderr, "ERROR %s\n", config.Redact(err.Error()))
 		return 1
 	}
 	return 0
@@ -75,7 +78,7 @@ func Run(ctx context.Context, c *Context, ch Charm, argv0 string) error {
 	}
 	st, err := h(ctx, c)
 	if err != nil {
-		_ = c.JujuLog(ctx, LevelError, fmt.Sprintf("Hook %s failed: %v", name, err))
+		_ = c.JujuLog(ctx, LevelError, config.Redact(fmt.Sprintf("Hook %s failed: %v", name, err)))
 		return fmt.Errorf("hook %s: %w", name, err)
 	}
 	return setStatus(ctx, c, st)

@@ -151,7 +151,7 @@ func SecretID(uri string) string {
 func (c *Context) SecretOption(ctx context.Context, option, uri, key string) (string, Status, error) {
 	content, err := c.SecretGet(ctx, uri)
 	if errors.Is(err, ErrNoSecrets) {
-		return "", Blocked(fmt.Sprintf("%s needs Juju 3.1 or later: use the plain option instead", option)), nil
+		return "", Blocked(fmt.Sprintf("%s needs Juju 3.3 or later (user secrets): use the plain option instead", option)), nil
 	}
 	if ee, ok := errors.AsType[*ExitError](err); ok {
 		return "", Blocked(fmt.Sprintf("cannot read the secret of %s (%s): juju grant-secret <secret> %s", option, ee.Reason(), c.AppName())), nil

@@ -38,8 +38,11 @@ func TestProcess(t *testing.T) {
 			`for a in "$@"; do printf ' %s' "$a" >>"$CALLS"; done` + "\n" +
 			`echo >>"$CALLS"` + "\n"
 		if name == "pro" {
-			// pro attach fails like an invalid token does.
-			script += `[ "$1" = attach ] && { echo 'Invalid token. See https://ubuntu.com/pro/dashboard' >&2; exit 1; }` + "\n"
+			// The proxy pro runs with; pro attach fails like an invalid token does; pro
+			// status reports a machine not attached.
+			script += `echo "  http_proxy=$http_proxy no_proxy=$no_proxy" >>"$CALLS"` + "\n" +
+				`if [ "$1" = attach ]; then echo 'Invalid token. See https://ubuntu.com/pro/dashboard' >&2; exit 1; fi` + "\n" +
+				`if [ "$1" = status ]; then echo '{"attached":false,"services":[]}'; fi` + "\n"
 		}
 		if out != "" {
 			script += "cat <<'EOF'\n" + out + "\nEOF\n"
@@ -58,6 +61,9 @@ func TestProcess(t *testing.T) {
 		"JUJU_CHARM_DIR=" + filepath.Dir(dispatch),
 		"JUJU_SIM_ROOT=" + root,
 		"CALLS=" + calls,
+		"JUJU_CHARM_HTTP_PROXY=http://squid.internal:3128",
+		"JUJU_CHARM_HTTPS_PROXY=",
+		"JUJU_CHARM_NO_PROXY=10.0.0.0/8",
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -65,13 +71,22 @@ func TestProcess(t *testing.T) {
 		t.Fatalf("dispatch: %v\n%s", err, stderr.String())
 	}
 	data, _ := os.ReadFile(calls)
-	got := strings.Split(strings.TrimSpace(string(data)), "\n")
+	got := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
 	attachConfig := filepath.Join(root, "var/lib/ubuntu-advantage-charm/attach-config.yaml")
 	want := []string{
 		"config-get --format=json",
 		"pro --version",
+		"  http_proxy=http://squid.internal:3128 no_proxy=10.0.0.0/8",
+		"pro config set http_proxy=http://squid.internal:3128",
+		"  http_proxy=http://squid.internal:3128 no_proxy=10.0.0.0/8",
+		"pro config unset https_proxy",
+		"  http_proxy=http://squid.internal:3128 no_proxy=10.0.0.0/8",
+		"juju-log --log-level INFO -- Pro client proxies: http_proxy \"http://squid.internal:3128\", https_proxy \"\"",
+		"pro status --format json",
+		"  http_proxy=http://squid.internal:3128 no_proxy=10.0.0.0/8",
 		"status-set -- maintenance Attaching to Ubuntu Pro",
 		"pro attach --attach-config " + attachConfig,
+		"  http_proxy=http://squid.internal:3128 no_proxy=10.0.0.0/8",
 		"status-set -- blocked Error attaching, possibly an invalid token or contract_url? (Invalid token. See https://ubuntu.com/pro/dashboard)",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -318,7 +318,7 @@ type recorder struct {
 
 func (r *recorder) Run(ctx context.Context, cmd hooks.Command) ([]byte, error) {
 	r.mu.Lock()
-	r.cmds = append(r.cmds, hooks.Command{Name: cmd.Name, Args: slices.Clone(cmd.Args), Stdin: slices.Clone(cmd.Stdin)})
+	r.cmds = append(r.cmds, hooks.Command{Name: cmd.Name, Args: slices.Clone(cmd.Args), Stdin: slices.Clone(cmd.Stdin), Env: slices.Clone(cmd.Env)})
 	r.mu.Unlock()
 	if r.next == nil {
 		return nil, nil

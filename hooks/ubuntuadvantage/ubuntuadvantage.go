@@ -1,8 +1,13 @@
 // Package ubuntuadvantage holds the hooks of the ubuntu-advantage subordinate charm. Every
-// hook runs Reconcile: install the Pro client if it is missing (from ppa when set), write
-// contract_url to uaclient.conf, detach when the token was removed or changed, attach with
-// the token (passed in a root-only attach-config file, never on a command line) and report
-// the enabled services.
+// hook runs Reconcile, which does what canonical/ubuntu-pro-operator (the charm published
+// as ubuntu-advantage) does: install the Pro client if it is missing (from ppa when set),
+// write contract_url to uaclient.conf, give the Pro client the proxies (the model's, or the
+// override-* options) with pro config set/unset, detach when the token was removed or
+// changed, replace an attachment the charm did not make (a Pro cloud image's) with its own,
+// attach with the token (passed in a root-only attach-config file, never on a command line)
+// and report the enabled services. Every program it runs that may reach the network
+// (add-apt-repository, apt-get, pro) gets the proxies as http_proxy, https_proxy and
+// no_proxy.
 package ubuntuadvantage
 
 import (
@@ -20,6 +25,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/livepatch-onprem/livepatch/hooks"
+	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
 // Machine paths the charm uses.
@@ -44,10 +50,26 @@ const proPackage = "ubuntu-advantage-tools"
 
 // Config is the charm configuration (config.yaml).
 type Config struct {
-	Token       string `json:"token"`
-	ContractURL string `json:"contract_url"`
-	PPA         string `json:"ppa"`
-	TokenSecret string `json:"token_secret"`
+	Token              string `json:"token"`
+	ContractURL        string `json:"contract_url"`
+	PPA                string `json:"ppa"`
+	TokenSecret        string `json:"token_secret"`
+	OverrideHTTPProxy  string `json:"override-http-proxy"`
+	OverrideHTTPSProxy string `json:"override-https-proxy"`
+}
+
+// proxy returns the proxies of the programs the charm runs: the model's (juju-http-proxy,
+// juju-https-proxy, juju-no-proxy), each of http and https replaced by its override-*
+// option when that is set.
+func (cfg Config) proxy(c *hooks.Context) hooks.Proxy {
+	p := c.ModelProxy()
+	if cfg.OverrideHTTPProxy != "" {
+		p.HTTP = cfg.OverrideHTTPProxy
+	}
+	if cfg.OverrideHTTPSProxy != "" {
+		p.HTTPS = cfg.OverrideHTTPSProxy
+	}
+	return p
 }
 
 // state is what the charm did on the unit.
@@ -59,6 +81,9 @@ type state struct {
 	ContractURL string `json:"contract-url,omitempty"`
 	// PPA is the PPA added to the machine's sources.
 	PPA string `json:"ppa,omitempty"`
+	// ProxySHA256 is the SHA-256 of the http_proxy and https_proxy last given to the Pro
+	// client (they may hold credentials); empty before the charm gave any.
+	ProxySHA256 string `json:"proxy-sha256,omitempty"`
 	// FailedTokenSHA256 and FailReason record the last failed attach, which update-status
 	// does not retry.
 	FailedTokenSHA256 string `json:"failed-token-sha256,omitempty"`
@@ -90,18 +115,22 @@ func Reconcile(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
 	if err != nil {
 		return hooks.Status{}, err
 	}
-	if err := ensurePro(ctx, c, cfg, &st); err != nil {
+	m := machine{c: c, proxy: cfg.proxy(c)}
+	if err := m.ensurePro(ctx, cfg, &st); err != nil {
 		return hooks.Status{}, err
 	}
 	if err := writeContractURL(c, cfg.ContractURL); err != nil {
 		return hooks.Status{}, err
+	}
+	if blocked, err := m.configureProxy(ctx, &st); err != nil || !blocked.IsZero() {
+		return blocked, err
 	}
 	tokenSum := ""
 	if cfg.Token != "" {
 		tokenSum = sha256Hex(cfg.Token)
 	}
 	if st.Attached && (st.TokenSHA256 != tokenSum || st.ContractURL != cfg.ContractURL) {
-		if _, err := pro(ctx, c, "detach", "--assume-yes"); err != nil {
+		if _, err := m.pro(ctx, "detach", "--assume-yes"); err != nil {
 			return hooks.Status{}, fmt.Errorf("cannot detach from Ubuntu Pro: %w", err)
 		}
 		c.Logf(ctx, "Detached from Ubuntu Pro (token or contract_url changed)")
@@ -111,13 +140,26 @@ func Reconcile(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
 		}
 	}
 	if cfg.Token == "" {
+		// Without a token the machine stays detached, whoever attached it (a Pro cloud
+		// image, or someone by hand), as the reference charm keeps it.
+		_, attached, err := m.status(ctx)
+		if err != nil {
+			return hooks.Status{}, err
+		}
+		if attached {
+			if _, err := m.pro(ctx, "detach", "--assume-yes"); err != nil {
+				return hooks.Status{}, fmt.Errorf("cannot detach from Ubuntu Pro: %w", err)
+			}
+			c.Logf(ctx, "Detached from the Ubuntu Pro subscription the charm did not attach (no token configured)")
+		}
 		return hooks.Blocked(MessageNoToken), nil
 	}
 	if !st.Attached {
 		if st.FailedTokenSHA256 == tokenSum && c.HookName() == "update-status" {
 			return attachError(st.FailReason), nil
 		}
-		reason, err := attach(ctx, c, cfg.Token)
+		m.detachForeign(ctx)
+		reason, err := m.attach(ctx, cfg.Token)
 		if err != nil {
 			return hooks.Status{}, err
 		}
@@ -125,13 +167,14 @@ func Reconcile(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
 			st.FailedTokenSHA256, st.FailReason = tokenSum, reason
 			return attachError(reason), writeState(c, st)
 		}
-		st = state{Attached: true, TokenSHA256: tokenSum, ContractURL: cfg.ContractURL, PPA: st.PPA}
+		st.Attached, st.TokenSHA256, st.ContractURL = true, tokenSum, cfg.ContractURL
+		st.FailedTokenSHA256, st.FailReason = "", ""
 		if err := writeState(c, st); err != nil {
 			return hooks.Status{}, err
 		}
 		c.Logf(ctx, "Attached to Ubuntu Pro")
 	}
-	services, attached, err := enabledServices(ctx, c)
+	services, attached, err := m.status(ctx)
 	if err != nil {
 		return hooks.Status{}, err
 	}
@@ -152,41 +195,53 @@ func attachError(reason string) hooks.Status {
 
 // Remove detaches the machine when the charm attached it.
 func Remove(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
+	var cfg Config
+	if err := c.ConfigGet(ctx, &cfg); err != nil {
+		return hooks.Status{}, err
+	}
 	st, err := readState(c)
 	if err != nil {
 		return hooks.Status{}, err
 	}
 	if st.Attached {
-		if _, err := pro(ctx, c, "detach", "--assume-yes"); err != nil {
+		m := machine{c: c, proxy: cfg.proxy(c)}
+		if _, err := m.pro(ctx, "detach", "--assume-yes"); err != nil {
 			_ = c.JujuLog(ctx, hooks.LevelWarning, fmt.Sprintf("Cannot detach from Ubuntu Pro: %v", err))
 		}
 	}
 	return hooks.Status{}, c.RemoveFile(StateDir)
 }
 
-func pro(ctx context.Context, c *hooks.Context, args ...string) ([]byte, error) {
-	return c.System.Run(ctx, hooks.Command{Name: "pro", Args: args})
+// machine runs the programs of the charm with the proxies.
+type machine struct {
+	c     *hooks.Context
+	proxy hooks.Proxy
 }
 
-func run(ctx context.Context, c *hooks.Context, name string, args ...string) error {
-	if _, err := c.System.Run(ctx, hooks.Command{Name: name, Args: args}); err != nil {
+func (m machine) pro(ctx context.Context, args ...string) ([]byte, error) {
+	return m.c.System.Run(ctx, hooks.Command{Name: "pro", Args: args, Env: m.proxy.Env()})
+}
+
+func (m machine) run(ctx context.Context, name string, args ...string) error {
+	if _, err := m.c.System.Run(ctx, hooks.Command{Name: name, Args: args, Env: m.proxy.Env()}); err != nil {
 		return fmt.Errorf("cannot run %s: %w", strings.Join(append([]string{name}, args...), " "), err)
 	}
 	return nil
 }
 
 // ensurePro follows ppa and installs the Pro client when it is missing or ppa changed.
-func ensurePro(ctx context.Context, c *hooks.Context, cfg Config, st *state) error {
+func (m machine) ensurePro(ctx context.Context, cfg Config, st *state) error {
+	c := m.c
 	install := false
 	if cfg.PPA != st.PPA {
 		_ = c.StatusSet(ctx, hooks.Maintenance("Configuring the Ubuntu Pro client PPA"))
 		if st.PPA != "" {
-			if err := run(ctx, c, "add-apt-repository", "--remove", "--yes", st.PPA); err != nil {
+			if err := m.run(ctx, "add-apt-repository", "--remove", "--yes", st.PPA); err != nil {
 				_ = c.JujuLog(ctx, hooks.LevelWarning, err.Error())
 			}
 		}
 		if cfg.PPA != "" {
-			if err := run(ctx, c, "add-apt-repository", "--yes", cfg.PPA); err != nil {
+			if err := m.run(ctx, "add-apt-repository", "--yes", cfg.PPA); err != nil {
 				return err
 			}
 			install = true
@@ -196,17 +251,69 @@ func ensurePro(ctx context.Context, c *hooks.Context, cfg Config, st *state) err
 			return err
 		}
 	}
-	if _, err := pro(ctx, c, "--version"); errors.Is(err, exec.ErrNotFound) {
+	if _, err := m.pro(ctx, "--version"); errors.Is(err, exec.ErrNotFound) {
 		install = true
 	}
 	if !install {
 		return nil
 	}
 	_ = c.StatusSet(ctx, hooks.Maintenance("Installing the Ubuntu Pro client"))
-	if err := run(ctx, c, "apt-get", "update"); err != nil {
+	if err := m.run(ctx, "apt-get", "update"); err != nil {
 		return err
 	}
-	return run(ctx, c, "apt-get", "install", "--yes", proPackage)
+	return m.run(ctx, "apt-get", "install", "--yes", proPackage)
+}
+
+// configureProxy gives the Pro client the charm's http and https proxies (pro config set
+// http_proxy=... https_proxy=...), or unsets each that is empty, as the reference charm does:
+// the Pro client uses them for its own requests, its timers and snap. The Pro client checks a
+// proxy works before it takes it; a refusal is a Blocked status, retried on every hook. A
+// proxy's credentials are on pro's command line, the Pro client's only input for them; they
+// never reach a status or the log.
+func (m machine) configureProxy(ctx context.Context, st *state) (hooks.Status, error) {
+	sum := sha256Hex("http_proxy=" + m.proxy.HTTP + "\nhttps_proxy=" + m.proxy.HTTPS)
+	if st.ProxySHA256 == sum {
+		return hooks.Status{}, nil
+	}
+	for _, p := range []struct{ key, value string }{{"http_proxy", m.proxy.HTTP}, {"https_proxy", m.proxy.HTTPS}} {
+		args := []string{"config", "unset", p.key}
+		if p.value != "" {
+			args = []string{"config", "set", p.key + "=" + p.value}
+		}
+		_, err := m.pro(ctx, args...)
+		if ee, ok := errors.AsType[*hooks.ExitError](err); ok {
+			reason := ee.Reason()
+			if reason == "" {
+				reason = fmt.Sprintf("exit status %d", ee.Code)
+			}
+			return hooks.Blocked(config.Redact(fmt.Sprintf("cannot %s the Pro client's %s: %s", args[1], p.key, reason))), nil
+		}
+		if err != nil {
+			return hooks.Status{}, fmt.Errorf("cannot run pro config for %s: %s", p.key, config.Redact(err.Error()))
+		}
+	}
+	m.c.Logf(ctx, "Pro client proxies: http_proxy %q, https_proxy %q", config.Redact(m.proxy.HTTP), config.Redact(m.proxy.HTTPS))
+	st.ProxySHA256 = sum
+	return hooks.Status{}, writeState(m.c, *st)
+}
+
+// detachForeign detaches the machine before the charm attaches it when it is attached
+// already (a Pro cloud image attaches itself at first boot) or pro status cannot tell, as
+// the reference charm does: the charm attaches with its own token, and pro attach refuses an
+// attached machine. A failed detach is logged and left to pro attach to report.
+func (m machine) detachForeign(ctx context.Context) {
+	_, attached, err := m.status(ctx)
+	if err == nil && !attached {
+		return
+	}
+	if err != nil {
+		_ = m.c.JujuLog(ctx, hooks.LevelWarning, fmt.Sprintf("Cannot tell whether the machine is attached, detaching to be sure: %v", err))
+	} else {
+		m.c.Logf(ctx, "Detaching from the Ubuntu Pro subscription the machine is attached to, to attach with the configured token")
+	}
+	if _, err := m.pro(ctx, "detach", "--assume-yes"); err != nil {
+		_ = m.c.JujuLog(ctx, hooks.LevelWarning, fmt.Sprintf("Cannot detach before attaching: %v", err))
+	}
 }
 
 // writeContractURL sets contract_url in uaclient.conf, keeping the file's other settings.
@@ -249,7 +356,8 @@ func writeContractURL(c *hooks.Context, contractURL string) error {
 
 // attach runs pro attach with the token in an attach-config file. It returns the reason of a
 // failed attach ("" on success); the error is for what the charm itself could not do.
-func attach(ctx context.Context, c *hooks.Context, token string) (reason string, err error) {
+func (m machine) attach(ctx context.Context, token string) (reason string, err error) {
+	c := m.c
 	data, err := yaml.Marshal(map[string]string{"token": token})
 	if err != nil {
 		return "", fmt.Errorf("cannot render the attach config: %w", err)
@@ -259,13 +367,14 @@ func attach(ctx context.Context, c *hooks.Context, token string) (reason string,
 	}
 	defer c.RemoveFile(AttachConfigPath)
 	_ = c.StatusSet(ctx, hooks.Maintenance("Attaching to Ubuntu Pro"))
-	_, err = pro(ctx, c, "attach", "--attach-config", c.Path(AttachConfigPath))
+	_, err = m.pro(ctx, "attach", "--attach-config", c.Path(AttachConfigPath))
 	if ee, ok := errors.AsType[*hooks.ExitError](err); ok {
 		reason := ee.Reason()
 		if reason == "" {
 			reason = fmt.Sprintf("pro attach exited with status %d", ee.Code)
 		}
-		return strings.ReplaceAll(reason, token, "<token>"), nil
+		// What pro says may quote a proxy URL: its credentials are masked.
+		return config.Redact(strings.ReplaceAll(reason, token, "<token>")), nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("cannot run pro attach: %w", err)
@@ -273,9 +382,10 @@ func attach(ctx context.Context, c *hooks.Context, token string) (reason string,
 	return "", nil
 }
 
-// enabledServices returns the enabled services of the attachment (pro status --format json).
-func enabledServices(ctx context.Context, c *hooks.Context) (services []string, attached bool, err error) {
-	out, err := pro(ctx, c, "status", "--format", "json")
+// status reads pro status --format json: whether the machine is attached, and the services
+// enabled (or in warning) in its attachment.
+func (m machine) status(ctx context.Context) (services []string, attached bool, err error) {
+	out, err := m.pro(ctx, "status", "--format", "json")
 	if err != nil {
 		return nil, false, fmt.Errorf("cannot read pro status: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +23,9 @@ const (
 	badToken  = "C1bad-s3cret-token"
 )
 
-// fakePro is the Pro client and apt on a fake machine.
+// fakePro is the Pro client and apt on a fake machine. It answers as the real client does
+// (canonical/ubuntu-pro-client): attach refuses an attached machine (exit 2), detach an
+// unattached one (exit 1), config set refuses a proxy that does not work (exit 1).
 type fakePro struct {
 	mu        sync.Mutex
 	installed bool
@@ -31,6 +34,11 @@ type fakePro struct {
 	root      string
 	// attachFiles records the attach-config content and mode seen by each pro attach.
 	attachFiles []string
+	// proxies holds the pro config proxy settings; brokenProxy is refused by config set.
+	proxies     map[string]string
+	brokenProxy string
+	// statusFails makes pro status fail as a broken client does.
+	statusFails bool
 }
 
 func (p *fakePro) commands() hookstest.Commands {
@@ -57,6 +65,9 @@ func (p *fakePro) commands() hookstest.Commands {
 				if len(args) != 3 || args[1] != "--attach-config" {
 					return nil, hookstest.Exit(2, "usage: pro attach <token> [flags]")
 				}
+				if p.attached {
+					return nil, hookstest.Exit(2, "This machine is already attached to 'Cloud account'\nTo use a different subscription first run: sudo pro detach.\n")
+				}
 				info, err := os.Stat(args[2])
 				if err != nil {
 					return nil, hookstest.Exit(1, err.Error())
@@ -75,9 +86,32 @@ func (p *fakePro) commands() hookstest.Commands {
 				p.attachURL = string(conf)
 				return []byte("This machine is now attached to 'Ubuntu Pro'\n"), nil
 			case "detach":
+				if !p.attached {
+					return nil, hookstest.Exit(1, "This machine is not attached to an Ubuntu Pro subscription.\nSee https://ubuntu.com/pro\n")
+				}
 				p.attached = false
-				return nil, nil
+				return []byte("This machine is now detached.\n"), nil
+			case "config":
+				if p.proxies == nil {
+					p.proxies = map[string]string{}
+				}
+				switch {
+				case len(args) == 3 && args[1] == "set":
+					key, value, _ := strings.Cut(args[2], "=")
+					if value == p.brokenProxy {
+						return nil, hookstest.Exit(1, fmt.Sprintf("%q is not working. Not setting as proxy.\n", value))
+					}
+					p.proxies[key] = value
+					return nil, nil
+				case len(args) == 3 && args[1] == "unset":
+					delete(p.proxies, args[2])
+					return nil, nil
+				}
+				return nil, hookstest.Exit(2, "usage: pro config <command> [flags]")
 			case "status":
+				if p.statusFails {
+					return nil, hookstest.Exit(1, "Unexpected error(s) occurred.\n")
+				}
 				if !p.attached {
 					return []byte(`{"attached":false,"services":[]}`), nil
 				}
@@ -88,6 +122,18 @@ func (p *fakePro) commands() hookstest.Commands {
 			return nil, hookstest.Exit(2, "unknown command "+args[0])
 		},
 	}
+}
+
+// proxyUnset are the commands of a first hook in a model without proxies: the charm
+// takes the Pro client's proxy settings over, as the reference charm does.
+var proxyUnset = []string{"pro config unset http_proxy", "pro config unset https_proxy"}
+
+func cat(lists ...[]string) []string {
+	var out []string
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
 }
 
 func newHarness(t *testing.T, installed bool) (*hookstest.Harness, *fakePro) {
@@ -137,40 +183,42 @@ func TestReconcile(t *testing.T) {
 		name:   "no token, pro missing",
 		config: map[string]any{},
 		want:   hooks.Blocked(ubuntuadvantage.MessageNoToken),
-		wantCommands: []string{
+		wantCommands: cat([]string{
 			"pro --version", "apt-get update", "apt-get install --yes ubuntu-advantage-tools",
-		},
+		}, proxyUnset, []string{"pro status --format json"}),
 	}, {
 		name:   "no token, pro missing, ppa set",
 		config: map[string]any{"ppa": "ppa:ua-client/stable"},
 		want:   hooks.Blocked(ubuntuadvantage.MessageNoToken),
-		wantCommands: []string{
+		wantCommands: cat([]string{
 			"add-apt-repository --yes ppa:ua-client/stable", "pro --version", "apt-get update",
 			"apt-get install --yes ubuntu-advantage-tools",
-		},
+		}, proxyUnset, []string{"pro status --format json"}),
 	}, {
 		name:         "no token, pro installed",
 		installed:    true,
 		config:       map[string]any{},
 		want:         hooks.Blocked(ubuntuadvantage.MessageNoToken),
-		wantCommands: []string{"pro --version"},
+		wantCommands: cat([]string{"pro --version"}, proxyUnset, []string{"pro status --format json"}),
 	}, {
 		name:      "valid token",
 		installed: true,
 		config:    map[string]any{"token": goodToken},
 		want:      hooks.Active(attachedStatus),
-		wantCommands: []string{
-			"pro --version", "pro attach --attach-config ROOT/var/lib/ubuntu-advantage-charm/attach-config.yaml",
+		wantCommands: cat([]string{"pro --version"}, proxyUnset, []string{
 			"pro status --format json",
-		},
+			"pro attach --attach-config ROOT/var/lib/ubuntu-advantage-charm/attach-config.yaml",
+			"pro status --format json",
+		}),
 	}, {
 		name:      "invalid token",
 		installed: true,
 		config:    map[string]any{"token": badToken},
 		want:      hooks.Blocked(ubuntuadvantage.MessageAttachError + " (Invalid token. See https://ubuntu.com/pro/dashboard)"),
-		wantCommands: []string{
-			"pro --version", "pro attach --attach-config ROOT/var/lib/ubuntu-advantage-charm/attach-config.yaml",
-		},
+		wantCommands: cat([]string{"pro --version"}, proxyUnset, []string{
+			"pro status --format json",
+			"pro attach --attach-config ROOT/var/lib/ubuntu-advantage-charm/attach-config.yaml",
+		}),
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -227,7 +275,7 @@ func TestContractURL(t *testing.T) {
 	st.Config["contract_url"] = "https://contracts.canonical.com"
 	res = h.Run(t, "config-changed", st)
 	got := hookstest.CommandLines(res.Commands)
-	if !strings.Contains(strings.Join(got, "|"), "pro detach --assume-yes|pro attach") {
+	if d, a := slices.Index(got, "pro detach --assume-yes"), slices.IndexFunc(got, func(l string) bool { return strings.HasPrefix(l, "pro attach") }); d < 0 || a < d {
 		t.Errorf("commands %q: want detach then attach", got)
 	}
 	if res.Status != hooks.Active(attachedStatus) {
@@ -246,19 +294,19 @@ func TestTokenLifecycle(t *testing.T) {
 		wantCommands []string
 	}{
 		{"attach", "config-changed", goodToken, hooks.Active(attachedStatus),
-			[]string{"pro --version", "pro attach --attach-config attach-config.yaml", "pro status --format json"}},
+			cat([]string{"pro --version"}, proxyUnset, []string{"pro status --format json", "pro attach --attach-config attach-config.yaml", "pro status --format json"})},
 		{"nothing changed", "update-status", goodToken, hooks.Active(attachedStatus),
 			[]string{"pro --version", "pro status --format json"}},
 		{"token changed to a bad one", "config-changed", badToken,
 			hooks.Blocked(ubuntuadvantage.MessageAttachError + " (Invalid token. See https://ubuntu.com/pro/dashboard)"),
-			[]string{"pro --version", "pro detach --assume-yes", "pro attach --attach-config attach-config.yaml"}},
+			[]string{"pro --version", "pro detach --assume-yes", "pro status --format json", "pro attach --attach-config attach-config.yaml"}},
 		{"update-status does not retry a bad token", "update-status", badToken,
 			hooks.Blocked(ubuntuadvantage.MessageAttachError + " (Invalid token. See https://ubuntu.com/pro/dashboard)"),
 			[]string{"pro --version"}},
 		{"token fixed", "config-changed", goodToken, hooks.Active(attachedStatus),
-			[]string{"pro --version", "pro attach --attach-config attach-config.yaml", "pro status --format json"}},
+			[]string{"pro --version", "pro status --format json", "pro attach --attach-config attach-config.yaml", "pro status --format json"}},
 		{"token removed", "config-changed", "", hooks.Blocked(ubuntuadvantage.MessageNoToken),
-			[]string{"pro --version", "pro detach --assume-yes"}},
+			[]string{"pro --version", "pro detach --assume-yes", "pro status --format json"}},
 	}
 	for _, step := range steps {
 		st.Config["token"] = step.token

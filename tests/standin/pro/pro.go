@@ -18,6 +18,7 @@
 package pro
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -94,15 +95,21 @@ type MachineToken struct {
 }
 
 // Main runs the CLI and returns its exit code.
-func Main(args []string) int { return Run(args, os.Stdout, os.Stderr) }
+func Main(args []string) int { return RunWithInput(args, os.Stdin, os.Stdout, os.Stderr) }
 
-// Run runs the CLI with the given output streams and returns its exit code.
+// Run runs the CLI with the given output streams and no input, and returns its exit code.
 func Run(args []string, stdout, stderr io.Writer) int {
+	return RunWithInput(args, strings.NewReader(""), stdout, stderr)
+}
+
+// RunWithInput runs the CLI with the given input and output streams and returns its exit
+// code.
+func RunWithInput(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "usage: pro <command> [options]")
 		return 2
 	}
-	c := &cli{out: stdout}
+	c := &cli{in: stdin, out: stdout}
 	var err error
 	code := 1
 	switch args[0] {
@@ -131,6 +138,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 
 // cli is one run of the CLI.
 type cli struct {
+	in  io.Reader
 	out io.Writer
 }
 
@@ -198,7 +206,8 @@ func (c *cli) attach(args []string) (int, error) {
 	if *config != "" {
 		b, err := os.ReadFile(*config)
 		if err != nil {
-			return 1, fmt.Errorf("Error: could not read attach config %s", *config)
+			// argparse opens the file (FileType) and fails as a usage error.
+			return 2, fmt.Errorf("usage: pro attach <token> [flags]\npro attach: error: argument --attach-config: can't open '%s': %v", *config, err)
 		}
 		var ac struct {
 			Token          string   `yaml:"token"`
@@ -268,12 +277,38 @@ func entitlements(mt *MachineToken) []map[string]any {
 	return out
 }
 
+// detach removes the attachment as the real client does: an unattached machine is an error
+// (exit 1) before anything else; the services to disable are listed; without --assume-yes
+// it asks on stdin, where an end of input (no terminal) is an unexpected error (exit 1)
+// and any answer but y/yes declines (exit 1).
 func (c *cli) detach(args []string) (int, error) {
-	if !slices.Contains(args, "--assume-yes") {
-		return 1, errors.New("Unable to process uaclient.conf: detach needs --assume-yes when not interactive")
-	}
 	if _, err := readToken(); err != nil {
 		return 1, errors.New("This machine is not attached to an Ubuntu Pro subscription.\nSee https://ubuntu.com/pro")
+	}
+	var enabled []string
+	if b, err := os.ReadFile(enabledPath()); err == nil {
+		json.Unmarshal(b, &enabled)
+	}
+	slices.Sort(enabled)
+	if len(enabled) > 0 {
+		if len(enabled) == 1 {
+			fmt.Fprintln(c.out, "Detach will disable the following service:")
+		} else {
+			fmt.Fprintln(c.out, "Detach will disable the following services:")
+		}
+		for _, name := range enabled {
+			fmt.Fprintf(c.out, "    %s\n", name)
+		}
+	}
+	if !slices.Contains(args, "--assume-yes") {
+		fmt.Fprint(c.out, "Are you sure? (y/N) ")
+		answer, err := bufio.NewReader(c.in).ReadString('\n')
+		if err != nil && answer == "" {
+			return 1, errors.New("An unexpected error occurred: EOF when reading a line\nFor more details, see the log: /var/log/ubuntu-advantage.log\nIf you think this is a bug, please run: ubuntu-bug ubuntu-advantage-tools")
+		}
+		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+			return 1, nil
+		}
 	}
 	os.Remove(tokenPath())
 	os.Remove(enabledPath())

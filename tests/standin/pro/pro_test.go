@@ -242,3 +242,44 @@ func TestPreattached(t *testing.T) {
 		t.Errorf("token and attach config = %+v", res)
 	}
 }
+
+// TestDetach checks detach as the real client answers it: an unattached machine first
+// (exit 1), the services it will disable, a prompt without --assume-yes that fails on an
+// end of input and declines on anything but y/yes.
+func TestDetach(t *testing.T) {
+	root := machine(t)
+	res := run("detach", "--assume-yes")
+	if res.code != 1 || res.stderr != "This machine is not attached to an Ubuntu Pro subscription.\nSee https://ubuntu.com/pro\n" {
+		t.Errorf("detach unattached = %+v", res)
+	}
+	if err := pro.Preattach(root, "Cloud account"); err != nil {
+		t.Fatal(err)
+	}
+	detach := func(stdin string, args ...string) result {
+		var out, errOut bytes.Buffer
+		code := pro.RunWithInput(append([]string{"detach"}, args...), strings.NewReader(stdin), &out, &errOut)
+		return result{code, out.String(), errOut.String()}
+	}
+	if res := detach(""); res.code != 1 || !strings.HasPrefix(res.stderr, "An unexpected error occurred: EOF when reading a line") {
+		t.Errorf("detach without a terminal = %+v", res)
+	}
+	if res := detach("n\n"); res.code != 1 || status(t)["attached"] != true {
+		t.Errorf("detach declined = %+v", res)
+	}
+	want := `
+Detach will disable the following services:
+    esm-apps
+    esm-infra
+Are you sure? (y/N) This machine is now detached.
+`[1:]
+	if res := detach("y\n"); res.code != 0 || res.stdout != want {
+		t.Errorf("detach confirmed = %+v, want stdout %q", res, want)
+	}
+	if status(t)["attached"] != false {
+		t.Error("still attached after detach")
+	}
+	f := filepath.Join(t.TempDir(), "missing.yaml")
+	if res := run("attach", "--attach-config", f); res.code != 2 || !strings.Contains(res.stderr, "argument --attach-config: can't open") {
+		t.Errorf("attach with a missing attach config = %+v", res)
+	}
+}
