@@ -119,6 +119,8 @@ func TestConfigShowAndSet(t *testing.T) {
 remote-server: ""
 ca-certs: ""
 check-interval: 60 # minutes (default)
+dial-timeout: 12s # default
+request-timeout: 1m0s # default
 http-proxy: ""
 https-proxy: ""
 no-proxy: ""
@@ -132,13 +134,15 @@ kernel: 5.15.0-107-generic # default: the running kernel
 	}
 
 	if out := m.mustRun(testCA, "config", "remote-server=http://10.0.0.1/", "ca-certs=@stdin", "check-interval=30",
-		"https-proxy=http://user:hunter2@squid:3128", "mode=no-apply", "kernel=5.15.0-108-generic"); out != "" {
+		"https-proxy=http://user:hunter2@squid:3128", "mode=no-apply", "kernel=5.15.0-108-generic", "request-timeout=90s"); out != "" {
 		t.Errorf("config set printed %q", out)
 	}
 	want = `
 remote-server: http://10.0.0.1
 ca-certs: '1 certificate: Example Root CA (sha256 7d0e8cac, expires 2034-01-01)'
 check-interval: 30 # minutes
+dial-timeout: 12s # default
+request-timeout: 1m30s
 http-proxy: ""
 https-proxy: http://user:xxxxx@squid:3128
 no-proxy: ""
@@ -183,7 +187,7 @@ func TestUsageErrors(t *testing.T) {
 		{args: []string{"disable", "now"}, err: `error: unexpected argument "now"` + "\n"},
 		{args: []string{"status", "--format", "xml"}, err: `error: invalid format "xml": want one of humane, json, yaml` + "\n"},
 		{args: []string{"status", "--bogus"}, err: "error: unknown flag: --bogus\n"},
-		{args: []string{"config", "colour=blue"}, err: `error: unknown config key "colour"` + "\nvalid keys: remote-server, ca-certs, check-interval, http-proxy, https-proxy, no-proxy, trusted-key, mode, machine-id, kernel\n"},
+		{args: []string{"config", "colour=blue"}, err: `error: unknown config key "colour"` + "\nvalid keys: remote-server, ca-certs, check-interval, dial-timeout, request-timeout, http-proxy, https-proxy, no-proxy, trusted-key, mode, machine-id, kernel\n"},
 		{args: []string{"config", "remote-server"}, err: `error: invalid argument "remote-server": want key=value (key= clears a key)` + "\n"},
 		{args: []string{"config", "mode=fast"}, err: `error: invalid mode "fast": want one of normal, no-apply, no-refresh, stop` + "\n"},
 		{args: []string{"config", "check-interval=soon"}, err: `error: invalid check-interval "soon": want a number of minutes from 0 to 10080` + "\n"},
