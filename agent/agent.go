@@ -320,6 +320,9 @@ func httpClient(c *Config, t client.Timeouts) (*http.Client, error) {
 
 // explain rewrites API errors into what the user should know.
 func explain(err error) error {
+	if _, ok := errors.AsType[*client.TimeoutError](err); ok {
+		return fmt.Errorf("%w (a slow server needs a longer request-timeout: livepatch-client config request-timeout=5m)", err)
+	}
 	apiErr, ok := errors.AsType[*client.APIError](err)
 	if !ok {
 		return err

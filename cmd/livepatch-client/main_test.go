@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/agent"
+	"github.com/livepatch-onprem/livepatch/internal/badserver"
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 )
 
@@ -265,5 +266,32 @@ func TestVersion(t *testing.T) {
 	m := newMachine(t)
 	if out := m.mustRun("", "--version"); out != "livepatch-client version "+agent.Version+"\n" {
 		t.Errorf("--version: %q", out)
+	}
+}
+
+// TestHungServer: enable and refresh against a server that accepts connections and never
+// answers end with exit 1 once request-timeout runs out, saying what to raise.
+func TestHungServer(t *testing.T) {
+	url := badserver.Silent(t)
+	m := newMachine(t)
+	m.mustRun("", "config", "remote-server="+url, "request-timeout=1s")
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, stdout, stderr := m.run("", "enable", "auth-token")
+		done <- result{code, stdout, stderr}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("enable has not ended after 30s: it waits without a deadline")
+	}
+	want := "error: livepatch server at " + url + " did not answer within 1s (a slow server needs a longer request-timeout: livepatch-client config request-timeout=5m)\n"
+	if r.code != exitError || r.stdout != "" || r.stderr != want {
+		t.Errorf("enable: exit %d, stdout %q, stderr %q; want exit 1, stderr %q", r.code, r.stdout, r.stderr, want)
 	}
 }
