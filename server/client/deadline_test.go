@@ -263,3 +263,17 @@ func TestEndlessAnswer(t *testing.T) {
 		}
 	})
 }
+
+// TestTLSHandshakeTimeout: a server that accepts the connection and never starts the TLS
+// handshake fails the call after the connect timeout, whatever the request timeout.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	url := "https://" + strings.TrimPrefix(badserver.Silent(t), "http://")
+	c, err := client.New(url, client.WithTimeouts(client.Timeouts{Connect: shortTimeout, Request: time.Hour}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = within(t, func() error { _, err := c.Tiers(t.Context()); return err })
+	if want := "cannot reach livepatch server at " + url + ": net/http: TLS handshake timeout"; err == nil || err.Error() != want {
+		t.Errorf("error = %v, want %q", err, want)
+	}
+}
