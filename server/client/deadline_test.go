@@ -256,7 +256,10 @@ func TestEndlessAnswer(t *testing.T) {
 		t.Parallel()
 		url := badserver.Endless(t, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n", "", "x")
 		c := newClient(url)
-		err := within(t, func() error { _, _, err := c.Download(t.Context(), "/patches/f.tar.bz2", client.MaxSize(1000)); return err })
+		err := within(t, func() error {
+			_, _, err := c.Download(t.Context(), "/patches/f.tar.bz2", client.MaxSize(1000))
+			return err
+		})
 		want := "cannot download " + url + "/patches/f.tar.bz2: the server announces 1000000 bytes, more than the 1000 the patch list says"
 		if err == nil || err.Error() != want {
 			t.Errorf("error = %v, want %q", err, want)
