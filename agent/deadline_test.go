@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -102,5 +103,58 @@ func TestDaemonHungServer(t *testing.T) {
 		}
 	case <-time.After(giveUp):
 		t.Fatal("Run has not returned after its context ended")
+	}
+}
+
+// TestEndlessDownload: a patch file that does not end where the offer says is read no
+// further than the offered size: the check fails verification and keeps nothing.
+func TestEndlessDownload(t *testing.T) {
+	const filename = "livepatch-5.15.0-107.117-generic-107.1-amd64.tar.bz2"
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/patches/"):
+			chunk := make([]byte, 32<<10)
+			for {
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+		case strings.HasSuffix(r.URL.Path, "/updates"):
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"tier":"stable","patch":{"version":"107.1","filename":%q,"module":"lkp_107_1","sha256":"%064x","size":1000,"url":%q}}`,
+				filename, 0, srv.URL+"/patches/"+filename)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"machine-token":"machine-token","tier":"stable"}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	a := newHTTPAgent(t)
+	configure(t, a, "remote-server", srv.URL, "mode", ModeNoApply, "request-timeout", "30s")
+	done := make(chan *EnableResult, 1)
+	go func() {
+		res, err := a.Enable(t.Context(), "auth-token")
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	var res *EnableResult
+	select {
+	case res = <-done:
+	case <-time.After(giveUp):
+		t.Fatalf("enable has not returned after %s: the download is unbounded", giveUp)
+	}
+	if res == nil {
+		t.FailNow()
+	}
+	want := "patch 107.1 failed verification: size mismatch: got more than 1000 bytes"
+	if res.CheckErr == nil || res.CheckErr.Error() != want {
+		t.Errorf("first check: %v, want %q", res.CheckErr, want)
+	}
+	entries, err := os.ReadDir(a.path(patchesDir))
+	if err != nil || len(entries) != 0 {
+		t.Errorf("patches directory holds %v (%v), want nothing", entries, err)
 	}
 }
