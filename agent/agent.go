@@ -55,7 +55,7 @@ type API interface {
 	Reenable(ctx context.Context, machineID, authToken, currentToken string, status *server.Status) (machineToken, tier string, err error)
 	CheckIn(ctx context.Context, machineID, machineToken string, status server.Status) (server.Update, error)
 	Disable(ctx context.Context, machineID, machineToken string) error
-	Download(ctx context.Context, rawURL string) (body io.ReadCloser, size int64, err error)
+	Download(ctx context.Context, rawURL string, opts ...client.TransferOption) (body io.ReadCloser, size int64, err error)
 }
 
 // Options configure an Agent; zero fields take production defaults.
@@ -71,8 +71,9 @@ type Options struct {
 	Runner Runner
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// NewAPI returns the API of a server (default: a *client.Client).
-	NewAPI func(serverURL string, hc *http.Client) (API, error)
+	// NewAPI returns the API of a server with the options of the configuration (default:
+	// a *client.Client).
+	NewAPI func(serverURL string, opts ...client.Option) (API, error)
 	// Logger receives the daemon's messages (default: discard).
 	Logger *slog.Logger
 }
@@ -83,7 +84,7 @@ type Agent struct {
 	sys     System
 	applier Applier
 	now     func() time.Time
-	newAPI  func(serverURL string, hc *http.Client) (API, error)
+	newAPI  func(serverURL string, opts ...client.Option) (API, error)
 	log     *slog.Logger
 }
 
@@ -112,8 +113,8 @@ func New(o Options) *Agent {
 		}
 	}
 	if a.newAPI == nil {
-		a.newAPI = func(serverURL string, hc *http.Client) (API, error) {
-			return client.New(serverURL, client.WithHTTPClient(hc), client.WithUserAgent("livepatch-client/"+Version))
+		a.newAPI = func(serverURL string, opts ...client.Option) (API, error) {
+			return client.New(serverURL, opts...)
 		}
 	}
 	if a.log == nil {
@@ -282,21 +283,24 @@ func (a *Agent) kernel(c *Config) (string, error) {
 	return release, nil
 }
 
-// api returns the API of serverURL with the configured proxies and certificates.
+// api returns the API of serverURL with the configured proxies, certificates and
+// timeouts.
 func (a *Agent) api(c *Config, serverURL string) (API, error) {
-	hc, err := httpClient(c)
+	t := c.Timeouts()
+	hc, err := httpClient(c, t)
 	if err != nil {
 		return nil, err
 	}
-	return a.newAPI(serverURL, hc)
+	return a.newAPI(serverURL, client.WithHTTPClient(hc), client.WithTimeouts(t), client.WithUserAgent("livepatch-client/"+Version))
 }
 
 // httpClient returns an HTTP client with the configured proxies (the environment's when
-// none is configured), CA certificates and the real client's dial timeout.
-func httpClient(c *Config) (*http.Client, error) {
+// none is configured) and CA certificates, whose connections and TLS handshakes wait at
+// most t.Connect (dial-timeout). The API client bounds the rest (request-timeout).
+func httpClient(c *Config, t client.Timeouts) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DialContext = (&net.Dialer{Timeout: 12 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	tr.ResponseHeaderTimeout = time.Minute
+	tr.DialContext = (&net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = t.Connect
 	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.CACerts != "" {
 		pool, err := x509.SystemCertPool()
@@ -316,6 +320,9 @@ func httpClient(c *Config) (*http.Client, error) {
 
 // explain rewrites API errors into what the user should know.
 func explain(err error) error {
+	if _, ok := errors.AsType[*client.TimeoutError](err); ok {
+		return fmt.Errorf("%w (a slow server needs a longer request-timeout: livepatch-client config request-timeout=5m)", err)
+	}
 	apiErr, ok := errors.AsType[*client.APIError](err)
 	if !ok {
 		return err

@@ -93,7 +93,7 @@ func (f *fakeAPI) Disable(ctx context.Context, machineID, machineToken string) e
 	return nil
 }
 
-func (f *fakeAPI) Download(ctx context.Context, rawURL string) (io.ReadCloser, int64, error) {
+func (f *fakeAPI) Download(ctx context.Context, rawURL string, opts ...client.TransferOption) (io.ReadCloser, int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.downloads++
@@ -179,7 +179,7 @@ func newTestEnv(t *testing.T) *testEnv {
 		}},
 		Runner: e.kernel.run,
 		Now:    func() time.Time { return e.now },
-		NewAPI: func(serverURL string, hc *http.Client) (API, error) {
+		NewAPI: func(serverURL string, opts ...client.Option) (API, error) {
 			if serverURL != e.serverURL {
 				return nil, fmt.Errorf("unexpected server %s", serverURL)
 			}

@@ -260,7 +260,7 @@ func (a *Agent) fetch(ctx context.Context, c *Config, api API, offer *server.Pat
 
 // download streams the offer's file into f, checking its size and SHA-256.
 func (a *Agent) download(ctx context.Context, api API, offer *server.PatchOffer, f *os.File) error {
-	body, size, err := api.Download(ctx, offer.URL)
+	body, size, err := api.Download(ctx, offer.URL, client.MaxSize(offer.Size))
 	if err != nil {
 		return fmt.Errorf("cannot download patch %s: %w", offer.Version, explain(err))
 	}
@@ -270,6 +270,9 @@ func (a *Agent) download(ctx context.Context, api API, offer *server.PatchOffer,
 	}
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, offer.Size+1))
+	if _, ok := errors.AsType[*client.TooLargeError](err); ok {
+		return verifyFailed(offer, "size mismatch: got more than %d bytes", offer.Size)
+	}
 	if err != nil {
 		return fmt.Errorf("cannot download patch %s: %w", offer.Version, err)
 	}

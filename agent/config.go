@@ -17,11 +17,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/livepatch-onprem/livepatch/internal/proxy"
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
@@ -57,7 +59,16 @@ type Config struct {
 	Mode          string `yaml:"mode,omitempty"`
 	MachineID     string `yaml:"machine-id,omitempty"`
 	Kernel        string `yaml:"kernel,omitempty"`
+	// DialTimeout and RequestTimeout are durations ("12s"); empty: the defaults.
+	DialTimeout    string `yaml:"dial-timeout,omitempty"`
+	RequestTimeout string `yaml:"request-timeout,omitempty"`
 }
+
+// Bounds of dial-timeout and request-timeout.
+const (
+	maxDialTimeout    = 10 * time.Minute
+	maxRequestTimeout = 24 * time.Hour
+)
 
 // configKey describes one settable key.
 type configKey struct {
@@ -101,6 +112,24 @@ var configKeys = []configKey{{
 		return nil
 	},
 	clear: func(c *Config) { c.CheckInterval = nil },
+}, {
+	name: "dial-timeout",
+	help: "longest wait to connect to the server, and for the TLS handshake (default " + client.DefaultConnectTimeout.String() + ")",
+	set: func(c *Config, v string) error {
+		d, err := parseTimeout("dial-timeout", v, maxDialTimeout)
+		c.DialTimeout = d
+		return err
+	},
+	clear: func(c *Config) { c.DialTimeout = "" },
+}, {
+	name: "request-timeout",
+	help: "longest wait for the server's answer; a download fails when no data moves for that long (default " + client.DefaultRequestTimeout.String() + ")",
+	set: func(c *Config, v string) error {
+		d, err := parseTimeout("request-timeout", v, maxRequestTimeout)
+		c.RequestTimeout = d
+		return err
+	},
+	clear: func(c *Config) { c.RequestTimeout = "" },
 }, {
 	name: "http-proxy",
 	help: "proxy for http requests, e.g. http://squid.internal:3128",
@@ -209,6 +238,7 @@ func (c *Config) check() error {
 		"remote-server": c.RemoteServer, "ca-certs": c.CACerts, "http-proxy": c.HTTPProxy,
 		"https-proxy": c.HTTPSProxy, "no-proxy": c.NoProxy, "trusted-key": c.TrustedKey,
 		"mode": c.Mode, "machine-id": c.MachineID, "kernel": c.Kernel,
+		"dial-timeout": c.DialTimeout, "request-timeout": c.RequestTimeout,
 	}
 	var scratch Config
 	for _, k := range configKeys {
@@ -228,6 +258,27 @@ func (c *Config) EffectiveMode() string {
 		return ModeNormal
 	}
 	return c.Mode
+}
+
+// Timeouts returns the API client's timeouts: dial-timeout and request-timeout, or their
+// defaults.
+func (c *Config) Timeouts() client.Timeouts {
+	dial, _ := time.ParseDuration(c.DialTimeout)
+	request, _ := time.ParseDuration(c.RequestTimeout)
+	return client.Timeouts{Connect: dial, Request: request}.WithDefaults()
+}
+
+// parseTimeout parses the value of a timeout key: a duration such as 30s or 2m, or a
+// number of seconds, from a second to max. It returns the duration as Go writes it.
+func parseTimeout(key, v string, max time.Duration) (string, error) {
+	d, err := time.ParseDuration(v)
+	if n, nerr := strconv.Atoi(v); nerr == nil {
+		d, err = time.Duration(n)*time.Second, nil
+	}
+	if err != nil || d < time.Second || d > max {
+		return "", fmt.Errorf("invalid %s %q: want a duration such as 30s or 2m (or a number of seconds), from 1s to %s", key, v, max)
+	}
+	return d.String(), nil
 }
 
 // IntervalMinutes returns the check interval in minutes and whether it was set explicitly.
@@ -297,6 +348,15 @@ func (c *Config) Show(d ConfigDefaults) string {
 	} else {
 		fmt.Fprintf(&b, "check-interval: %d # minutes (default)\n", minutes)
 	}
+	timeout := func(key, value string, def time.Duration) {
+		if value == "" {
+			line(key, def.String(), "default")
+		} else {
+			line(key, value, "")
+		}
+	}
+	timeout("dial-timeout", c.DialTimeout, client.DefaultConnectTimeout)
+	timeout("request-timeout", c.RequestTimeout, client.DefaultRequestTimeout)
 	line("http-proxy", config.Redact(c.HTTPProxy), "")
 	line("https-proxy", config.Redact(c.HTTPSProxy), "")
 	line("no-proxy", c.NoProxy, "")

@@ -68,6 +68,12 @@ func TestConfigSet(t *testing.T) {
 		{key: "check-interval", value: "0", want: Config{CheckInterval: interval(0)}},
 		{key: "check-interval", value: "-1", err: `invalid check-interval "-1": want a number of minutes from 0 to 10080`},
 		{key: "check-interval", value: "hourly", err: `invalid check-interval "hourly": want a number of minutes from 0 to 10080`},
+		{key: "dial-timeout", value: "5", want: Config{DialTimeout: "5s"}},
+		{key: "dial-timeout", value: "1m30s", want: Config{DialTimeout: "1m30s"}},
+		{key: "dial-timeout", value: "1h", err: `invalid dial-timeout "1h": want a duration such as 30s or 2m (or a number of seconds), from 1s to 10m0s`},
+		{key: "request-timeout", value: "500ms", err: `invalid request-timeout "500ms": want a duration such as 30s or 2m (or a number of seconds), from 1s to 24h0m0s`},
+		{key: "request-timeout", value: "soon", err: `invalid request-timeout "soon": want a duration such as 30s or 2m (or a number of seconds), from 1s to 24h0m0s`},
+		{key: "request-timeout", value: "5m", want: Config{RequestTimeout: "5m0s"}},
 		{key: "http-proxy", value: "http://user:secret@squid:3128", want: Config{HTTPProxy: "http://user:secret@squid:3128"}},
 		{key: "https-proxy", value: "10.0.0.2:3128", want: Config{HTTPSProxy: "10.0.0.2:3128"}},
 		{key: "http-proxy", value: "gopher://x", err: `invalid http-proxy "gopher://x": want a URL such as http://proxy.example.com:3128`},
@@ -138,6 +144,8 @@ func TestConfigShow(t *testing.T) {
 remote-server: ""
 ca-certs: ""
 check-interval: 60 # minutes (default)
+dial-timeout: 12s # default
+request-timeout: 1m0s # default
 http-proxy: ""
 https-proxy: ""
 no-proxy: ""
@@ -155,6 +163,8 @@ kernel: 5.15.0-107-generic # default: the running kernel
 		{"remote-server", "http://10.0.0.1:8080"},
 		{"ca-certs", testCert(t, "Example Root CA")},
 		{"check-interval", "30"},
+		{"dial-timeout", "5"},
+		{"request-timeout", "2m"},
 		{"http-proxy", "http://proxy-user:hunter2@squid.internal:3128"},
 		{"no-proxy", "10.0.0.0/8,.internal"},
 		{"trusted-key", "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="},
@@ -171,6 +181,8 @@ kernel: 5.15.0-107-generic # default: the running kernel
 remote-server: http://10.0.0.1:8080
 ca-certs: '` + sum + `'
 check-interval: 30 # minutes
+dial-timeout: 5s
+request-timeout: 2m0s
 http-proxy: http://proxy-user:xxxxx@squid.internal:3128
 https-proxy: ""
 no-proxy: 10.0.0.0/8,.internal

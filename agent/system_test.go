@@ -100,7 +100,8 @@ func TestCPUModelOtherArchitectures(t *testing.T) {
 }
 
 func TestProxy(t *testing.T) {
-	hc, err := httpClient(&Config{HTTPProxy: "http://squid:3128", HTTPSProxy: "http://secure-squid:3128", NoProxy: "internal.example,.corp,10.0.0.0/8,mirror:8080"})
+	c := &Config{HTTPProxy: "http://squid:3128", HTTPSProxy: "http://secure-squid:3128", NoProxy: "internal.example,.corp,10.0.0.0/8,mirror:8080"}
+	hc, err := httpClient(c, c.Timeouts())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,12 +110,12 @@ func trustedKeys(cmd *cobra.Command, value string) ([]ed25519.PublicKey, error) 
 
 // progressOption returns a progress bar option for a transfer of size bytes (-1: the
 // server says), when stderr is a terminal; done ends the bar.
-func (g *global) progressOption(name string, size int64) (opts []client.UploadOption, done func()) {
+func (g *global) progressOption(name string, size int64) (opts []client.TransferOption, done func()) {
 	if !isTerminal(g.stderr) || (size >= 0 && size <= progressThreshold) {
 		return nil, func() {}
 	}
 	bar := newProgressBar(g.stderr, name, size)
-	return []client.UploadOption{client.OnProgress(func(sent, total int64) {
+	return []client.TransferOption{client.OnProgress(func(sent, total int64) {
 		if total > progressThreshold {
 			bar.update(sent, total)
 		}

@@ -134,9 +134,11 @@ Flags:
       --tier string    only machines of this tier of the downstream server
 
 Global Flags:
-      --ca string       CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
-      --format string   output format: table, json or yaml (default "table")
-      --url string      server URL (default $LIVEPATCH_URL)
+      --ca string                CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
+      --connect-timeout string   longest wait to connect, then for the TLS handshake (default $LIVEPATCH_CONNECT_TIMEOUT or 12s)
+      --format string            output format: table, json or yaml (default "table")
+      --timeout string           longest wait for an answer, or a transfer's longest stall (default $LIVEPATCH_TIMEOUT or 1m0s)
+      --url string               server URL (default $LIVEPATCH_URL)
 `[1:],
 	}}
 	for _, tc := range tests {

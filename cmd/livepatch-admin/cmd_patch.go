@@ -233,7 +233,7 @@ func (c *cmdPatchUpload) upload(cmd *cobra.Command, cl *client.Client, path stri
 		return server.Patch{}, false, fmt.Errorf("not a regular file")
 	}
 	name := filepath.Base(path)
-	var opts []client.UploadOption
+	var opts []client.TransferOption
 	if st.Size() > progressThreshold && isTerminal(c.g.stderr) {
 		bar := newProgressBar(c.g.stderr, name, st.Size())
 		defer bar.done()

@@ -190,9 +190,11 @@ Flags:
       --limit int   how many runs to list (at most 1000) (default 20)
 
 Global Flags:
-      --ca string       CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
-      --format string   output format: table, json or yaml (default "table")
-      --url string      server URL (default $LIVEPATCH_URL)
+      --ca string                CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
+      --connect-timeout string   longest wait to connect, then for the TLS handshake (default $LIVEPATCH_CONNECT_TIMEOUT or 12s)
+      --format string            output format: table, json or yaml (default "table")
+      --timeout string           longest wait for an answer, or a transfer's longest stall (default $LIVEPATCH_TIMEOUT or 1m0s)
+      --url string               server URL (default $LIVEPATCH_URL)
 `
 
 func TestSyncTokens(t *testing.T) {
@@ -286,7 +288,9 @@ Flags:
       --valid-until string   expiry: 720h, 30d or 2025-12-31 (default: never)
 
 Global Flags:
-      --ca string       CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
-      --format string   output format: table, json or yaml (default "table")
-      --url string      server URL (default $LIVEPATCH_URL)
+      --ca string                CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
+      --connect-timeout string   longest wait to connect, then for the TLS handshake (default $LIVEPATCH_CONNECT_TIMEOUT or 12s)
+      --format string            output format: table, json or yaml (default "table")
+      --timeout string           longest wait for an answer, or a transfer's longest stall (default $LIVEPATCH_TIMEOUT or 1m0s)
+      --url string               server URL (default $LIVEPATCH_URL)
 `

@@ -20,7 +20,12 @@ const (
 	envCA        = "LIVEPATCH_CA_CRT"
 	envPassword  = "LIVEPATCH_ADMIN_PASSWORD"
 	envConfigDir = "LIVEPATCH_ADMIN_CONFIG_DIR"
+	envTimeout   = "LIVEPATCH_TIMEOUT"
+	envConnect   = "LIVEPATCH_CONNECT_TIMEOUT"
 )
+
+// maxTimeout bounds --timeout and --connect-timeout.
+const maxTimeout = 24 * time.Hour
 
 // Output formats.
 const (
@@ -36,9 +41,14 @@ type global struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 
-	flagURL    string
-	flagCA     string
-	flagFormat string
+	flagURL     string
+	flagCA      string
+	flagFormat  string
+	flagTimeout string
+	flagConnect string
+
+	// timeouts are those of --timeout and --connect-timeout, set by checkFlags.
+	timeouts client.Timeouts
 
 	// usedSession and sessionURL are set once a command authenticated with the cached
 	// session of a server, so that a 401 answer says to log in and forgets the session.
@@ -56,6 +66,10 @@ upstream server.
 
 The server is named by --url or the LIVEPATCH_URL environment variable; a
 private certificate authority by --ca or LIVEPATCH_CA_CRT (a path or PEM text).
+Every request waits at most --timeout (LIVEPATCH_TIMEOUT) for its answer; a
+transfer (patch upload, bundle export or import) fails when no data moves for
+that long. Connecting, and the TLS handshake, wait at most --connect-timeout
+(LIVEPATCH_CONNECT_TIMEOUT).
 Log in once with "livepatch-admin login -a user": the session is cached per
 server.`,
 		Args:              rootArgs,
@@ -71,6 +85,8 @@ server.`,
 	pf.StringVar(&g.flagURL, "url", "", "server URL (default $"+envURL+")")
 	pf.StringVar(&g.flagCA, "ca", "", "CA to trust: path or PEM (default $"+envCA+")")
 	pf.StringVar(&g.flagFormat, "format", formatTable, "output format: table, json or yaml")
+	pf.StringVar(&g.flagTimeout, "timeout", "", "longest wait for an answer, or a transfer's longest stall (default $"+envTimeout+" or "+client.DefaultRequestTimeout.String()+")")
+	pf.StringVar(&g.flagConnect, "connect-timeout", "", "longest wait to connect, then for the TLS handshake (default $"+envConnect+" or "+client.DefaultConnectTimeout.String()+")")
 	root.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]cobra.Completion{formatTable, formatJSON, formatYAML}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddCommand(
@@ -152,9 +168,32 @@ func argNames(required []string, optional ...string) cobra.PositionalArgs {
 func (g *global) checkFlags(cmd *cobra.Command, args []string) error {
 	switch g.flagFormat {
 	case formatTable, formatJSON, formatYAML:
-		return nil
+	default:
+		return usagef(cmd, "invalid --format %q: want table, json or yaml", g.flagFormat)
 	}
-	return usagef(cmd, "invalid --format %q: want table, json or yaml", g.flagFormat)
+	var err error
+	if g.timeouts.Request, err = g.duration(cmd, "--timeout", g.flagTimeout, envTimeout); err != nil {
+		return err
+	}
+	g.timeouts.Connect, err = g.duration(cmd, "--connect-timeout", g.flagConnect, envConnect)
+	return err
+}
+
+// duration parses the value of a duration flag, else of its environment variable; zero
+// when neither is set (the default).
+func (g *global) duration(cmd *cobra.Command, flag, value, env string) (time.Duration, error) {
+	name := flag
+	if value == "" {
+		value, name = g.getenv(env), env
+	}
+	if value == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(value)
+	if err != nil || d <= 0 || d > maxTimeout {
+		return 0, usagef(cmd, "invalid %s %q: want a duration such as 30s or 5m, at most %s", name, value, maxTimeout)
+	}
+	return d, nil
 }
 
 // serverURL returns the server URL from --url or LIVEPATCH_URL.
@@ -175,7 +214,7 @@ func (g *global) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := []client.Option{client.WithUserAgent("livepatch-admin")}
+	opts := []client.Option{client.WithUserAgent("livepatch-admin"), client.WithTimeouts(g.timeouts)}
 	ca := g.flagCA
 	if ca == "" {
 		ca = g.getenv(envCA)

@@ -71,6 +71,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintln(stderr, "error: not logged in or session expired: run livepatch-admin login")
 		return exitError
 	}
+	if _, ok := errors.AsType[*client.TimeoutError](err); ok {
+		fmt.Fprintf(stderr, "error: %s (wait longer with --timeout or %s)\n", safeterm.String(err.Error()), envTimeout)
+		return exitError
+	}
 	fmt.Fprintf(stderr, "error: %s\n", safeterm.String(err.Error()))
 	return exitError
 }

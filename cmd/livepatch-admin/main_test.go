@@ -352,9 +352,11 @@ Flags:
   -h, --help   help for promote
 
 Global Flags:
-      --ca string       CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
-      --format string   output format: table, json or yaml (default "table")
-      --url string      server URL (default $LIVEPATCH_URL)
+      --ca string                CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
+      --connect-timeout string   longest wait to connect, then for the TLS handshake (default $LIVEPATCH_CONNECT_TIMEOUT or 12s)
+      --format string            output format: table, json or yaml (default "table")
+      --timeout string           longest wait for an answer, or a transfer's longest stall (default $LIVEPATCH_TIMEOUT or 1m0s)
+      --url string               server URL (default $LIVEPATCH_URL)
 `[1:],
 		requests: []string{},
 	}}
@@ -427,9 +429,11 @@ Flags:
   -h, --help   help for upload
 
 Global Flags:
-      --ca string       CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
-      --format string   output format: table, json or yaml (default "table")
-      --url string      server URL (default $LIVEPATCH_URL)
+      --ca string                CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
+      --connect-timeout string   longest wait to connect, then for the TLS handshake (default $LIVEPATCH_CONNECT_TIMEOUT or 12s)
+      --format string            output format: table, json or yaml (default "table")
+      --timeout string           longest wait for an answer, or a transfer's longest stall (default $LIVEPATCH_TIMEOUT or 1m0s)
+      --url string               server URL (default $LIVEPATCH_URL)
 `[1:],
 	}}
 	for _, tc := range tests {
@@ -500,9 +504,11 @@ Flags:
       --max-machines int   machines that may enable with it (0: unlimited)
 
 Global Flags:
-      --ca string       CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
-      --format string   output format: table, json or yaml (default "table")
-      --url string      server URL (default $LIVEPATCH_URL)
+      --ca string                CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
+      --connect-timeout string   longest wait to connect, then for the TLS handshake (default $LIVEPATCH_CONNECT_TIMEOUT or 12s)
+      --format string            output format: table, json or yaml (default "table")
+      --timeout string           longest wait for an answer, or a transfer's longest stall (default $LIVEPATCH_TIMEOUT or 1m0s)
+      --url string               server URL (default $LIVEPATCH_URL)
 `[1:],
 		requests: []string{"GET /v1/admin/tiers"},
 	}, {
@@ -526,9 +532,11 @@ Flags:
       --max-machines int   machines that may enable with it (0: unlimited)
 
 Global Flags:
-      --ca string       CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
-      --format string   output format: table, json or yaml (default "table")
-      --url string      server URL (default $LIVEPATCH_URL)
+      --ca string                CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
+      --connect-timeout string   longest wait to connect, then for the TLS handshake (default $LIVEPATCH_CONNECT_TIMEOUT or 12s)
+      --format string            output format: table, json or yaml (default "table")
+      --timeout string           longest wait for an answer, or a transfer's longest stall (default $LIVEPATCH_TIMEOUT or 1m0s)
+      --url string               server URL (default $LIVEPATCH_URL)
 `[1:],
 		requests: []string{},
 	}, {
@@ -729,9 +737,11 @@ Flags:
   -h, --help   help for machines
 
 Global Flags:
-      --ca string       CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
-      --format string   output format: table, json or yaml (default "table")
-      --url string      server URL (default $LIVEPATCH_URL)
+      --ca string                CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
+      --connect-timeout string   longest wait to connect, then for the TLS handshake (default $LIVEPATCH_CONNECT_TIMEOUT or 12s)
+      --format string            output format: table, json or yaml (default "table")
+      --timeout string           longest wait for an answer, or a transfer's longest stall (default $LIVEPATCH_TIMEOUT or 1m0s)
+      --url string               server URL (default $LIVEPATCH_URL)
 `[1:],
 	}, {
 		name: "patch health",
@@ -857,9 +867,11 @@ Flags:
   -h, --help          help for login
 
 Global Flags:
-      --ca string       CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
-      --format string   output format: table, json or yaml (default "table")
-      --url string      server URL (default $LIVEPATCH_URL)
+      --ca string                CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
+      --connect-timeout string   longest wait to connect, then for the TLS handshake (default $LIVEPATCH_CONNECT_TIMEOUT or 12s)
+      --format string            output format: table, json or yaml (default "table")
+      --timeout string           longest wait for an answer, or a transfer's longest stall (default $LIVEPATCH_TIMEOUT or 1m0s)
+      --url string               server URL (default $LIVEPATCH_URL)
 `[1:],
 	}}
 	for _, tc := range tests {
@@ -998,9 +1010,11 @@ Flags:
   -h, --help   help for list
 
 Global Flags:
-      --ca string       CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
-      --format string   output format: table, json or yaml (default "table")
-      --url string      server URL (default $LIVEPATCH_URL)
+      --ca string                CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)
+      --connect-timeout string   longest wait to connect, then for the TLS handshake (default $LIVEPATCH_CONNECT_TIMEOUT or 12s)
+      --format string            output format: table, json or yaml (default "table")
+      --timeout string           longest wait for an answer, or a transfer's longest stall (default $LIVEPATCH_TIMEOUT or 1m0s)
+      --url string               server URL (default $LIVEPATCH_URL)
 `[1:],
 	}, {
 		name:   "missing CA file",

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/agent"
+	"github.com/livepatch-onprem/livepatch/internal/badserver"
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 )
 
@@ -119,6 +120,8 @@ func TestConfigShowAndSet(t *testing.T) {
 remote-server: ""
 ca-certs: ""
 check-interval: 60 # minutes (default)
+dial-timeout: 12s # default
+request-timeout: 1m0s # default
 http-proxy: ""
 https-proxy: ""
 no-proxy: ""
@@ -132,13 +135,15 @@ kernel: 5.15.0-107-generic # default: the running kernel
 	}
 
 	if out := m.mustRun(testCA, "config", "remote-server=http://10.0.0.1/", "ca-certs=@stdin", "check-interval=30",
-		"https-proxy=http://user:hunter2@squid:3128", "mode=no-apply", "kernel=5.15.0-108-generic"); out != "" {
+		"https-proxy=http://user:hunter2@squid:3128", "mode=no-apply", "kernel=5.15.0-108-generic", "request-timeout=90s"); out != "" {
 		t.Errorf("config set printed %q", out)
 	}
 	want = `
 remote-server: http://10.0.0.1
 ca-certs: '1 certificate: Example Root CA (sha256 7d0e8cac, expires 2034-01-01)'
 check-interval: 30 # minutes
+dial-timeout: 12s # default
+request-timeout: 1m30s
 http-proxy: ""
 https-proxy: http://user:xxxxx@squid:3128
 no-proxy: ""
@@ -183,7 +188,7 @@ func TestUsageErrors(t *testing.T) {
 		{args: []string{"disable", "now"}, err: `error: unexpected argument "now"` + "\n"},
 		{args: []string{"status", "--format", "xml"}, err: `error: invalid format "xml": want one of humane, json, yaml` + "\n"},
 		{args: []string{"status", "--bogus"}, err: "error: unknown flag: --bogus\n"},
-		{args: []string{"config", "colour=blue"}, err: `error: unknown config key "colour"` + "\nvalid keys: remote-server, ca-certs, check-interval, http-proxy, https-proxy, no-proxy, trusted-key, mode, machine-id, kernel\n"},
+		{args: []string{"config", "colour=blue"}, err: `error: unknown config key "colour"` + "\nvalid keys: remote-server, ca-certs, check-interval, dial-timeout, request-timeout, http-proxy, https-proxy, no-proxy, trusted-key, mode, machine-id, kernel\n"},
 		{args: []string{"config", "remote-server"}, err: `error: invalid argument "remote-server": want key=value (key= clears a key)` + "\n"},
 		{args: []string{"config", "mode=fast"}, err: `error: invalid mode "fast": want one of normal, no-apply, no-refresh, stop` + "\n"},
 		{args: []string{"config", "check-interval=soon"}, err: `error: invalid check-interval "soon": want a number of minutes from 0 to 10080` + "\n"},
@@ -261,5 +266,32 @@ func TestVersion(t *testing.T) {
 	m := newMachine(t)
 	if out := m.mustRun("", "--version"); out != "livepatch-client version "+agent.Version+"\n" {
 		t.Errorf("--version: %q", out)
+	}
+}
+
+// TestHungServer: enable and refresh against a server that accepts connections and never
+// answers end with exit 1 once request-timeout runs out, saying what to raise.
+func TestHungServer(t *testing.T) {
+	url := badserver.Silent(t)
+	m := newMachine(t)
+	m.mustRun("", "config", "remote-server="+url, "request-timeout=1s")
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, stdout, stderr := m.run("", "enable", "auth-token")
+		done <- result{code, stdout, stderr}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("enable has not ended after 30s: it waits without a deadline")
+	}
+	want := "error: livepatch server at " + url + " did not answer within 1s (a slow server needs a longer request-timeout: livepatch-client config request-timeout=5m)\n"
+	if r.code != exitError || r.stdout != "" || r.stderr != want {
+		t.Errorf("enable: exit %d, stdout %q, stderr %q; want exit 1, stderr %q", r.code, r.stdout, r.stderr, want)
 	}
 }

@@ -101,34 +101,47 @@ func (c *Client) PatchVersion(ctx context.Context, version string) ([]server.Pat
 	return out.Patches, err
 }
 
-// UploadOption configures UploadPatch.
-type UploadOption func(*uploadOptions)
+// TransferOption configures a transfer: UploadPatch, Download, ExportBundle and
+// ImportBundle.
+type TransferOption func(*transferOptions)
 
-type uploadOptions struct {
+type transferOptions struct {
 	progress func(sent, total int64)
+	maxSize  int64 // 0: the call's own bound
 }
 
-// OnProgress makes UploadPatch call fn as the body is read, with the bytes sent so far and
-// the total size. fn runs on the goroutine that sends the request.
-func OnProgress(fn func(sent, total int64)) UploadOption {
-	return func(o *uploadOptions) { o.progress = fn }
+func transferOpts(opts []TransferOption) transferOptions {
+	var o transferOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// OnProgress makes a transfer call fn as the body moves, with the bytes moved so far and
+// the total size (-1 when unknown). fn runs on the goroutine that moves the body.
+func OnProgress(fn func(sent, total int64)) TransferOption {
+	return func(o *transferOptions) { o.progress = fn }
+}
+
+// MaxSize bounds what Download reads: a file announced or found larger than n bytes is an
+// error. Give the size the patch list says the file has.
+func MaxSize(n int64) TransferOption {
+	return func(o *transferOptions) { o.maxSize = n }
 }
 
 // UploadPatch streams a patch archive of size bytes (-1 when unknown) from r to the server
 // under filename. It returns the recorded patch and whether it is new (false: the same file
 // was already recorded).
-func (c *Client) UploadPatch(ctx context.Context, filename string, r io.Reader, size int64, opts ...UploadOption) (server.Patch, bool, error) {
-	var o uploadOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
+func (c *Client) UploadPatch(ctx context.Context, filename string, r io.Reader, size int64, opts ...TransferOption) (server.Patch, bool, error) {
+	o := transferOpts(opts)
 	if o.progress != nil {
 		r = &progressReader{r: r, total: size, fn: o.progress}
 	}
 	var out server.Patch
 	status, err := c.do(ctx, request{
 		method: http.MethodPut, path: "/v1/admin/patches/files/" + esc(filename),
-		body: r, size: size, ctype: "application/x-bzip2", out: &out,
+		body: r, size: size, ctype: "application/x-bzip2", out: &out, transfer: true,
 	})
 	return out, status == http.StatusCreated, err
 }

@@ -67,8 +67,11 @@ func (c *Client) Disable(ctx context.Context, machineID, machineToken string) er
 // Download opens a patch file: rawURL is the URL of a patch offer, or a path such as
 // "/patches/<filename>" resolved against the server URL. It returns the body, which the
 // caller must close, and its size (-1 when the server did not say). No credentials are
-// sent: patch files are public and may be served by another host.
-func (c *Client) Download(ctx context.Context, rawURL string) (body io.ReadCloser, size int64, err error) {
+// sent: patch files are public and may be served by another host. The download is a
+// transfer: it fails when no byte moves for the request timeout. With MaxSize, a file
+// larger than the patch list says is an error, before or while it is read.
+func (c *Client) Download(ctx context.Context, rawURL string, opts ...TransferOption) (body io.ReadCloser, size int64, err error) {
+	o := transferOpts(opts)
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, 0, fmt.Errorf("invalid patch URL %q: %w", rawURL, err)
@@ -78,13 +81,19 @@ func (c *Client) Download(ctx context.Context, rawURL string) (body io.ReadClose
 		abs.RawQuery = u.RawQuery
 		u = abs
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	d := c.deadline(ctx, u.Redacted(), true)
+	req, err := http.NewRequestWithContext(d.ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
+		d.stop()
 		return nil, 0, fmt.Errorf("cannot create request: %w", err)
 	}
 	req.Header.Set("User-Agent", c.userAgent)
 	resp, err := c.http.Do(req)
 	if err != nil {
+		defer d.stop()
+		if te := d.timedOut(); te != nil {
+			return nil, 0, te
+		}
 		if ctx.Err() != nil {
 			return nil, 0, fmt.Errorf("download of %s interrupted: %w", u.Redacted(), ctx.Err())
 		}
@@ -93,9 +102,24 @@ func (c *Client) Download(ctx context.Context, rawURL string) (body io.ReadClose
 		}
 		return nil, 0, fmt.Errorf("cannot reach patch server at %s: %w", u.Redacted(), err)
 	}
+	db := &deadlinedBody{rc: resp.Body, d: d}
 	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
+		defer db.Close()
 		return nil, 0, decodeError(resp)
 	}
-	return resp.Body, resp.ContentLength, nil
+	if o.maxSize > 0 && resp.ContentLength > o.maxSize {
+		db.Close()
+		return nil, 0, fmt.Errorf("cannot download %s: the server announces %d bytes, more than the %d the patch list says", u.Redacted(), resp.ContentLength, o.maxSize)
+	}
+	var r io.Reader = db
+	if o.maxSize > 0 {
+		r = bounded(db, o.maxSize)
+	}
+	return readCloser{Reader: r, Closer: db}, resp.ContentLength, nil
+}
+
+// readCloser reads from one source and closes another.
+type readCloser struct {
+	io.Reader
+	io.Closer
 }

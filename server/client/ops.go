@@ -20,7 +20,7 @@ func (c *Client) Banner(ctx context.Context) (string, error) {
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	if err != nil {
-		return "", fmt.Errorf("cannot read banner from livepatch server at %s: %w", c.base, err)
+		return "", fmt.Errorf("cannot read banner from livepatch server at %s: %w", c.base.Redacted(), err)
 	}
 	return strings.TrimSpace(string(data)), nil
 }
@@ -74,9 +74,9 @@ func (c *Client) DebugStatus(ctx context.Context) (DebugStatus, error) {
 		return out, err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	data, err := io.ReadAll(bounded(resp.Body, MaxAnswer))
 	if err != nil {
-		return out, fmt.Errorf("cannot read status from livepatch server at %s: %w", c.base, err)
+		return out, fmt.Errorf("cannot read status from livepatch server at %s: %w", c.base.Redacted(), err)
 	}
 	if json.Unmarshal(data, &out) != nil || out.Status == "" {
 		if resp.StatusCode != http.StatusOK {
@@ -84,7 +84,7 @@ func (c *Client) DebugStatus(ctx context.Context) (DebugStatus, error) {
 			resp.Body = io.NopCloser(bytes.NewReader(data))
 			return out, decodeError(resp)
 		}
-		return out, fmt.Errorf("cannot decode status from livepatch server at %s", c.base)
+		return out, fmt.Errorf("cannot decode status from livepatch server at %s", c.base.Redacted())
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/offline"
 )
 
 // TriggerSync asks the server to sync from its upstream now and returns at once; follow
@@ -109,28 +110,29 @@ func (c *Client) DownstreamMachines(ctx context.Context, f server.DownstreamMach
 
 // ExportBundle writes the offline bundle of tier to w as the server streams it, and
 // returns its size. With OnProgress, fn follows the bytes received out of the total. A
-// bundle that ends before its announced length is an error: w then holds a truncated
-// bundle, which an import refuses.
-func (c *Client) ExportBundle(ctx context.Context, tier string, w io.Writer, opts ...UploadOption) (int64, error) {
-	var o uploadOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
-	resp, err := c.send(ctx, request{method: http.MethodGet, path: "/v1/admin/sync/bundle", query: url.Values{"tier": {tier}}})
+// bundle that ends before its announced length, or is larger than an import takes
+// (offline.MaxSize), is an error: w then holds a truncated bundle, which an import
+// refuses.
+func (c *Client) ExportBundle(ctx context.Context, tier string, w io.Writer, opts ...TransferOption) (int64, error) {
+	o := transferOpts(opts)
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: "/v1/admin/sync/bundle", query: url.Values{"tier": {tier}}, transfer: true})
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	var body io.Reader = resp.Body
+	if resp.ContentLength > offline.MaxSize {
+		return 0, fmt.Errorf("cannot receive the offline bundle from livepatch server at %s: it announces %d bytes, more than an import takes (%s)", c.base.Redacted(), resp.ContentLength, byteSize(offline.MaxSize))
+	}
+	body := bounded(resp.Body, offline.MaxSize)
 	if o.progress != nil {
 		body = &progressReader{r: body, total: resp.ContentLength, fn: o.progress}
 	}
 	n, err := io.Copy(w, body)
 	if err != nil {
-		return n, fmt.Errorf("cannot receive the offline bundle from livepatch server at %s after %d bytes: %w", c.base, n, err)
+		return n, fmt.Errorf("cannot receive the offline bundle from livepatch server at %s after %d bytes: %w", c.base.Redacted(), n, err)
 	}
 	if resp.ContentLength >= 0 && n != resp.ContentLength {
-		return n, fmt.Errorf("cannot receive the offline bundle from livepatch server at %s: it ended after %d of %d bytes", c.base, n, resp.ContentLength)
+		return n, fmt.Errorf("cannot receive the offline bundle from livepatch server at %s: it ended after %d of %d bytes", c.base.Redacted(), n, resp.ContentLength)
 	}
 	return n, nil
 }
@@ -138,15 +140,12 @@ func (c *Client) ExportBundle(ctx context.Context, tier string, w io.Writer, opt
 // ImportBundle streams an offline bundle of size bytes (-1 when unknown) from r to the
 // server, which applies it as a sync run, and returns the run's report. A bundle the
 // server refuses is an error with its reason. With OnProgress, fn follows the upload.
-func (c *Client) ImportBundle(ctx context.Context, r io.Reader, size int64, opts ...UploadOption) (server.SyncReport, error) {
-	var o uploadOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
+func (c *Client) ImportBundle(ctx context.Context, r io.Reader, size int64, opts ...TransferOption) (server.SyncReport, error) {
+	o := transferOpts(opts)
 	if o.progress != nil {
 		r = &progressReader{r: r, total: size, fn: o.progress}
 	}
 	var out server.SyncReport
-	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/admin/sync/bundle", body: r, size: size, ctype: "application/x-tar", out: &out})
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/admin/sync/bundle", body: r, size: size, ctype: "application/x-tar", out: &out, transfer: true})
 	return out, err
 }

@@ -25,7 +25,11 @@ func (d *Deployment) AdminClient(t testing.TB) *client.Client {
 	if d.admin != nil {
 		return d.admin
 	}
-	c, err := client.New(d.URL)
+	var opts []client.Option
+	if d.CACert != nil {
+		opts = append(opts, client.WithCACert(d.CACert))
+	}
+	c, err := client.New(d.URL, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,9 +42,14 @@ func (d *Deployment) AdminClient(t testing.TB) *client.Client {
 }
 
 // AdminEnv is the environment the deployment's livepatch-admin runs with: LIVEPATCH_URL
-// (haproxy, as the guide sets it) and a session directory of its own.
+// (haproxy, as the guide sets it), LIVEPATCH_CA_CRT (CACert's PEM, when set) and a
+// session directory of its own.
 func (d *Deployment) AdminEnv() []string {
-	return []string{"LIVEPATCH_URL=" + d.URL, "LIVEPATCH_ADMIN_CONFIG_DIR=" + filepath.Join(d.Dir, "admin")}
+	env := []string{"LIVEPATCH_URL=" + d.URL, "LIVEPATCH_ADMIN_CONFIG_DIR=" + filepath.Join(d.Dir, "admin")}
+	if d.CACert != nil {
+		env = append(env, "LIVEPATCH_CA_CRT="+string(d.CACert))
+	}
+	return env
 }
 
 // RunAdmin runs the built livepatch-admin with AdminEnv and returns its output; err is

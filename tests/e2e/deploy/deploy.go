@@ -74,9 +74,13 @@ type Deployment struct {
 	// Upstream is the server the deployment syncs from (nil with Options.NoUpstream).
 	Upstream *Upstream
 	// HAProxyAddress is the haproxy unit's address; URL is http://HAProxyAddress, the
-	// LIVEPATCH_URL of the deployment guide.
+	// LIVEPATCH_URL of the deployment guide (https:// once haproxy terminates TLS).
 	HAProxyAddress string
 	URL            string
+	// CACert is the PEM certificate of the CA that signs haproxy's certificate, set with
+	// URL when haproxy terminates TLS: the admin client, livepatch-admin
+	// (LIVEPATCH_CA_CRT) and enrolled machines (ca-certs) trust it.
+	CACert []byte
 	// AdminUser and AdminPassword are the administrator set by SetAdminUsers.
 	AdminUser, AdminPassword string
 	// Dir holds the model state, the admin CLI's sessions and the machines' state.

@@ -40,8 +40,9 @@ type MachineConfig struct {
 }
 
 // EnrolMachine enrols a new machine in tier through haproxy with the built livepatch-client
-// (config remote-server=<haproxy> mode=no-apply machine-id=... kernel=DemoKernel, then
-// enable <token>) and returns it. enable makes a first check at once.
+// (config remote-server=<haproxy> mode=no-apply machine-id=... kernel=DemoKernel, and
+// ca-certs=<CACert> over https, then enable <token>) and returns it. enable makes a first
+// check at once.
 func (d *Deployment) EnrolMachine(t testing.TB, tier string) *Machine {
 	t.Helper()
 	return d.Enrol(t, MachineConfig{Tier: tier})
@@ -76,6 +77,9 @@ func (d *Deployment) Enrol(t testing.TB, cfg MachineConfig) *Machine {
 	args := []string{"config", "remote-server=" + d.URL, "mode=no-apply", "machine-id=" + m.ID, "kernel=" + m.Kernel}
 	if cfg.TrustedKey != "" {
 		args = append(args, "trusted-key="+cfg.TrustedKey)
+	}
+	if d.CACert != nil {
+		args = append(args, "ca-certs="+string(d.CACert))
 	}
 	m.Client(t, args...)
 	m.Client(t, "enable", cfg.Token)
