@@ -92,6 +92,13 @@ func (c *Context) SecretSet(ctx context.Context, uri string, content map[string]
 	})
 }
 
+// SecretGrant lets the remote application of a relation read a secret this application
+// owns, for as long as the relation lives.
+func (c *Context) SecretGrant(ctx context.Context, uri, relID string) error {
+	_, err := c.secretTool(ctx, "secret-grant", uri, "-r", relID)
+	return err
+}
+
 // SecretGet returns the content of the latest revision of a secret and makes it the one
 // this unit tracks (secret-get --refresh): the reads that follow a secret-changed hook see
 // the new content.
