@@ -13,12 +13,17 @@
 //     the real charm.
 //   - database: the leader acts on the database when it is first asked for, and ignores a
 //     later change of it; endpoints is the primary, read-only-endpoints the replicas (the
-//     primary without any), tls and tls-ca say whether PostgreSQL takes TLS.
+//     primary without any), tls and tls-ca say whether PostgreSQL takes TLS. The fields a
+//     requirer lists in requested-secrets go in application secrets granted to the
+//     relation (secret-user, secret-tls), as data_interfaces puts them.
 //
 // TLS: the real charm turns TLS on when related to a certificates provider; the stand-in's
 // tls option stands for that relation. With it the leader makes a CA, every unit a
 // certificate it signs for its address, PostgreSQL runs with ssl=on and pg_hba takes hostssl
 // connections only.
+//
+// The set-password action sets a system user's password (the stand-in's operator), as the
+// real charm's does; the relation users are not the action's.
 //
 // The promote-to-primary action (scope=unit) on a replica switches the primary over to it,
 // as the real charm's Patroni switchover does: the old primary stops taking writes, the
