@@ -17,6 +17,24 @@ import (
 // ErrNoSecrets is returned when the hook tools have no secrets (Juju before 3.0).
 var ErrNoSecrets = errors.New("this Juju has no secrets (Juju 3.0 or later needed)")
 
+// HasSecrets reports whether the Juju running the hook has secrets a charm can rely on:
+// JUJU_VERSION 3.0.3 or later, as ops' JujuVersion.has_secrets decides (3.0.2 renamed
+// secret-get's flags, 3.0.3 fixed consumer labels). The data platform libraries ask for
+// secrets on a relation only then.
+func (c *Context) HasSecrets() bool {
+	var v [3]int
+	parts := strings.SplitN(c.Getenv("JUJU_VERSION"), ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	for i, p := range parts {
+		// "3.6.4", "3.6-beta1", "3.6.4.1": the leading digits of each part.
+		n, _ := strconv.Atoi(p[:len(p)-len(strings.TrimLeft(p, "0123456789"))])
+		v[i] = n
+	}
+	return v[0] > 3 || v[0] == 3 && (v[1] > 0 || v[2] >= 3)
+}
+
 // secretTool runs a secret hook tool; a missing tool is ErrNoSecrets.
 func (c *Context) secretTool(ctx context.Context, name string, args ...string) ([]byte, error) {
 	out, err := c.Tools.Run(ctx, Command{Name: name, Args: args})
@@ -72,6 +90,13 @@ func (c *Context) SecretSet(ctx context.Context, uri string, content map[string]
 		_, err := c.secretTool(ctx, "secret-set", uri, "--file", path)
 		return err
 	})
+}
+
+// SecretGrant lets the remote application of a relation read a secret this application
+// owns, for as long as the relation lives.
+func (c *Context) SecretGrant(ctx context.Context, uri, relID string) error {
+	_, err := c.secretTool(ctx, "secret-grant", uri, "-r", relID)
+	return err
 }
 
 // SecretGet returns the content of the latest revision of a secret and makes it the one

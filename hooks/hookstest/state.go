@@ -43,6 +43,30 @@ type State struct {
 	Ports []string
 	// Logs are the juju-log lines, "LEVEL message".
 	Logs []string
+	// Secrets are the secrets of other applications the unit may read, by id (the URI
+	// without "secret:" or "secret://<model>/"). With a nil map the hook tools have no
+	// secret-get, as before Juju 3.0; a read that tracks a new revision applies at once,
+	// as the controller saves it.
+	Secrets map[string]Secret
+}
+
+// Secret is a secret another application owns, as the controller keeps it for this unit.
+type Secret struct {
+	// Revisions holds the content of each revision, revision 1 first; the last is the latest.
+	Revisions []map[string]string
+	// Tracked is the revision secret-get returns without --refresh or --peek; 0 until the
+	// unit first reads the secret, which tracks the latest.
+	Tracked int
+	// Denied makes every read fail with "permission denied": the secret is not granted to
+	// the unit (or its relation is gone).
+	Denied bool
+}
+
+// Update returns the secret with a new latest revision holding content, as the owner's
+// secret-set makes one.
+func (s Secret) Update(content map[string]string) Secret {
+	s.Revisions = append(slices.Clone(s.Revisions), maps.Clone(content))
+	return s
 }
 
 // Relation is one relation of the unit and the data the unit can see in it.
@@ -83,6 +107,13 @@ func (s State) Clone() State {
 	out.Ports = slices.Clone(s.Ports)
 	out.Logs = slices.Clone(s.Logs)
 	out.Relations = cloneRelations(s.Relations)
+	if s.Secrets != nil {
+		out.Secrets = make(map[string]Secret, len(s.Secrets))
+		for id, sec := range s.Secrets {
+			sec.Revisions = slices.Clone(sec.Revisions)
+			out.Secrets[id] = sec
+		}
+	}
 	return out
 }
 

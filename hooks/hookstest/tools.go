@@ -39,6 +39,8 @@ type tools struct {
 type flags struct {
 	format, rel, file, level string
 	app, application         bool
+	label                    string
+	peek, refresh            bool
 	pos                      []string
 }
 
@@ -87,6 +89,12 @@ func parseFlags(args []string) (flags, error) {
 			f.app = !hasValue || value == "true" || value == "True"
 		case "--application":
 			f.application = !hasValue || value == "true" || value == "True"
+		case "--label":
+			f.label, err = next()
+		case "--peek":
+			f.peek = true
+		case "--refresh":
+			f.refresh = true
 		default:
 			return f, usage("flag provided but not defined: %s", name)
 		}
@@ -114,7 +122,7 @@ func (t *tools) Run(_ context.Context, cmd hooks.Command) ([]byte, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.calls = append(t.calls, hooks.Command{Name: cmd.Name, Args: slices.Clone(cmd.Args), Stdin: slices.Clone(cmd.Stdin)})
-	if !knownTools[cmd.Name] {
+	if !knownTools[cmd.Name] && (cmd.Name != "secret-get" || t.st.Secrets == nil) {
 		// As on a machine whose Juju lacks the tool (secret-* before Juju 3.0).
 		return nil, fmt.Errorf("cannot run %s: %w", cmd.Name, exec.ErrNotFound)
 	}
@@ -122,9 +130,12 @@ func (t *tools) Run(_ context.Context, cmd hooks.Command) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cmd.Name != "secret-get" && (f.label != "" || f.peek || f.refresh) {
+		return nil, usage("flag provided but not defined: --label, --peek or --refresh")
+	}
 	switch cmd.Name {
 	case "config-get", "relation-ids", "relation-list", "relation-get", "action-get", "is-leader",
-		"network-get", "unit-get":
+		"network-get", "unit-get", "secret-get":
 		if f.format != "json" {
 			return nil, usage("hookstest supports only --format=json for %s", cmd.Name)
 		}
@@ -349,8 +360,51 @@ func (t *tools) run(name string, f flags, stdin []byte) (any, error) {
 			return nil, usage("unknown setting %q", strings.Join(f.pos, " "))
 		}
 		return t.st.Address, nil
+
+	case "secret-get":
+		return t.secretGet(f)
 	}
 	return nil, fmt.Errorf("cannot run %s: %w", name, exec.ErrNotFound)
+}
+
+// secretGet is secret-get <URI> [key] [--peek|--refresh] as a consumer runs it: the tracked
+// revision, or the latest with --peek, or the latest tracked from now on with --refresh.
+// Labels are not kept: a secret is named by its URI.
+func (t *tools) secretGet(f flags) (any, error) {
+	if len(f.pos) == 0 {
+		return nil, usage("require either a secret URI or label")
+	}
+	if f.peek && f.refresh {
+		return nil, usage("specify one of --peek or --refresh but not both")
+	}
+	if len(f.pos) > 2 {
+		return nil, usage("unrecognized args: %q", f.pos[2:])
+	}
+	id := hooks.SecretID(f.pos[0])
+	s, ok := t.st.Secrets[id]
+	switch {
+	case !ok || len(s.Revisions) == 0:
+		return nil, failure("secret %q not found", id)
+	case s.Denied:
+		return nil, failure("permission denied")
+	}
+	rev := s.Tracked
+	if rev == 0 || f.peek || f.refresh {
+		rev = len(s.Revisions)
+	}
+	if (!f.peek || s.Tracked == 0) && rev != s.Tracked {
+		s.Tracked = rev
+		t.st.Secrets[id] = s
+	}
+	content := s.Revisions[rev-1]
+	if len(f.pos) == 2 {
+		v, ok := content[f.pos[1]]
+		if !ok {
+			return nil, failure("secret key value %q not found", f.pos[1])
+		}
+		return v, nil
+	}
+	return maps.Clone(content), nil
 }
 
 // jsonValue returns v, or an explicit JSON null for a missing value.

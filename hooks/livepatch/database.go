@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -298,11 +299,31 @@ func isDNSName(s string) bool {
 	return true
 }
 
+// requestedSecrets is what the leader asks the provider to share in Juju secrets rather than
+// in plain fields (requested-secrets), where Juju has secrets: the fields of data_interfaces'
+// RequirerData.SECRET_FIELDS, encoded as the library encodes them (json.dumps).
+const requestedSecrets = `["username", "password", "tls", "tls-ca", "uris", "read-only-uris", "entity-name", "entity-password"]`
+
+// providerSecrets are the secrets a postgresql_client provider may share: the field of its
+// application bag that holds the secret's URI and the fields the secret holds instead of the
+// bag (data_interfaces' SECRET_LABEL_MAP, groups user and tls).
+var providerSecrets = []struct {
+	field string
+	keys  []string
+}{
+	{"secret-user", []string{"username", "password", "uris", "read-only-uris"}},
+	{"secret-tls", []string{"tls", "tls-ca"}},
+}
+
 // postgresqlClientDSN handles the postgresql_client interface: the leader asks for a database
-// (and psql_roles as extra-user-roles) in our application bag; the provider answers in its
-// application bag with endpoints (the primary), read-only-endpoints (the replicas), username,
-// password, and tls/tls-ca. It acts on the database only when it is first asked for, so a
-// later change of psql_dbname is a Blocked status.
+// (and psql_roles as extra-user-roles, and requested-secrets where Juju has secrets) in our
+// application bag; the provider answers in its application bag with endpoints (the primary),
+// read-only-endpoints (the replicas), and username, password and tls/tls-ca, in plain fields
+// or, when asked for secrets, in the secrets secret-user and secret-tls name. The secrets are
+// read at their latest revision, so the secret-changed hook that follows a new one (the
+// primary moved, TLS turned on, a new password) re-renders and restarts the server. The
+// provider acts on the database only when it is first asked for, so a later change of
+// psql_dbname is a Blocked status.
 func postgresqlClientDSN(ctx context.Context, c *hooks.Context, relID string, cfg Config, leader bool) (dbConn, hooks.Status, error) {
 	if leader {
 		app, err := c.RelationGetApp(ctx, relID, c.AppName())
@@ -310,6 +331,9 @@ func postgresqlClientDSN(ctx context.Context, c *hooks.Context, relID string, cf
 			return dbConn{}, hooks.Status{}, err
 		}
 		want := map[string]string{"database": cfg.PsqlDBName, "extra-user-roles": cfg.PsqlRoles}
+		if c.HasSecrets() {
+			want["requested-secrets"] = requestedSecrets
+		}
 		if err := setIfChanged(app, want, func(d map[string]string) error { return c.RelationSetApp(ctx, relID, d) }); err != nil {
 			return dbConn{}, hooks.Status{}, err
 		}
@@ -326,6 +350,10 @@ func postgresqlClientDSN(ctx context.Context, c *hooks.Context, relID string, cf
 	if err != nil {
 		return dbConn{}, hooks.Status{}, err
 	}
+	data, st, err := withProviderSecrets(ctx, c, remote, data)
+	if err != nil || !st.IsZero() {
+		return dbConn{}, st, err
+	}
 	conn, problem, ok := postgresqlClientCredentials(data, cfg.PsqlDBName, c.Path(CAPath))
 	if problem != "" {
 		return dbConn{}, hooks.Blocked(fmt.Sprintf("%s shares unusable connection details on the database relation: %s", remote, problem)), nil
@@ -337,6 +365,38 @@ func postgresqlClientDSN(ctx context.Context, c *hooks.Context, relID string, cf
 		return dbConn{}, hooks.Blocked(MessageRenamed(cfg.PsqlDBName, data["database"])), nil
 	}
 	return conn, hooks.Status{}, nil
+}
+
+// withProviderSecrets puts in data (the provider's application bag) the fields of the
+// secrets it names, read at their latest revision, in place of the plain fields, as
+// data_interfaces' fetch_relation_data does. A bag without secret fields (a provider on a
+// Juju without secrets, or one that answered before the charm asked for secrets) is used as
+// it is. What stops the chain never names a secret's content.
+func withProviderSecrets(ctx context.Context, c *hooks.Context, remote string, data map[string]string) (map[string]string, hooks.Status, error) {
+	out := maps.Clone(data)
+	for _, s := range providerSecrets {
+		uri := data[s.field]
+		if uri == "" {
+			continue
+		}
+		content, err := c.SecretGet(ctx, uri)
+		if errors.Is(err, hooks.ErrNoSecrets) {
+			return nil, hooks.Blocked(fmt.Sprintf("%s shares the database credentials in Juju secrets (%s) but this Juju has no secrets", remote, s.field)), nil
+		}
+		if ee, ok := errors.AsType[*hooks.ExitError](err); ok {
+			return nil, hooks.Waiting(fmt.Sprintf("Waiting for %s to grant the secret it shares on the database relation (%s: %s)", remote, s.field, ee.Reason())), nil
+		}
+		if err != nil {
+			return nil, hooks.Status{}, err
+		}
+		for _, k := range s.keys {
+			delete(out, k)
+			if v, ok := content[k]; ok {
+				out[k] = v
+			}
+		}
+	}
+	return out, hooks.Status{}, nil
 }
 
 // postgresqlClientCredentials returns the connection the provider's application bag of a

@@ -611,7 +611,7 @@ func TestRelationRequests(t *testing.T) {
 		leader:      true,
 		db:          lpt.DatabaseRelation(),
 		roles:       "admin",
-		wantApp:     map[string]string{"database": "livepatch", "extra-user-roles": "admin"},
+		wantApp:     map[string]string{"database": "livepatch", "extra-user-roles": "admin", "requested-secrets": lpt.RequestedSecrets},
 		wantWebsite: map[string]string{"port": "8080"},
 	}, {
 		name:        "postgresql_client non-leader",

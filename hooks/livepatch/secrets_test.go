@@ -30,7 +30,7 @@ func TestNoSecretInAnyHookOrAction(t *testing.T) {
 		"database-relation-created", "database-relation-changed", "database-relation-broken",
 		"website-relation-joined", "website-relation-changed", "website-relation-departed",
 		"livepatch-relation-created", "livepatch-relation-joined", "livepatch-relation-changed", "livepatch-relation-departed",
-		"stop", "remove",
+		"secret-changed", "stop", "remove",
 	}
 	actionsToRun := []struct {
 		name   string
@@ -52,6 +52,11 @@ func TestNoSecretInAnyHookOrAction(t *testing.T) {
 		{"sync token in config", func(_ *lpt.Env, s *hookstest.State) { s.Config["sync_token"] = syncTokenSecret }},
 		{"postgresql_client", func(_ *lpt.Env, s *hookstest.State) {
 			s.Relations = append(without(s.Relations, "db"), lpt.DatabaseRelation())
+		}},
+		{"postgresql_client with secrets", func(_ *lpt.Env, s *hookstest.State) {
+			r, secrets := lpt.DatabaseSecretRelation()
+			s.Relations = append(without(s.Relations, "db"), r)
+			s.Secrets = secrets
 		}},
 		{"both database relations", func(_ *lpt.Env, s *hookstest.State) { s.Relations = append(s.Relations, lpt.DatabaseRelation()) }},
 		{"database unreachable", func(e *lpt.Env, _ *hookstest.State) { e.Server.Unreachable = true }},

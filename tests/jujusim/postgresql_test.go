@@ -3,6 +3,7 @@ package jujusim_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,7 +35,10 @@ if [ "$(is-leader --format=json)" = true ]; then
 fi
 `,
 	"database-relation-joined": `
-if [ "$(is-leader --format=json)" = true ]; then relation-set --app database=appdb; fi
+if [ "$(is-leader --format=json)" = true ]; then
+  relation-set --app database=appdb
+  if [ -f "$SIMTEST_SCRIPTS/secrets" ]; then relation-set --app "requested-secrets=$(cat "$SIMTEST_SCRIPTS/secrets")"; fi
+fi
 `,
 }
 
@@ -226,6 +230,141 @@ func TestPostgresqlDatabaseTLS(t *testing.T) {
 	}
 	if _, err := query(t, dsn+" sslmode=disable", `SELECT 'x'`); err != nil {
 		t.Errorf("plain connection after TLS off: %v", err)
+	}
+}
+
+// secretGet runs secret-get on a unit, as a hook would, and decodes the content.
+func secretGet(t *testing.T, m *jujusim.Model, unit string, args ...string) map[string]string {
+	t.Helper()
+	res, err := m.Exec(t.Context(), unit, append([]string{"secret-get", "--format=json"}, args...)...)
+	if err != nil || res.Code != 0 {
+		t.Fatalf("secret-get %s on %s: %+v, %v", args, unit, res, err)
+	}
+	var content map[string]string
+	if err := json.Unmarshal([]byte(res.Stdout), &content); err != nil {
+		t.Fatalf("secret-get output %q: %v", res.Stdout, err)
+	}
+	return content
+}
+
+// secretInfo returns the model's record of the secret at uri.
+func secretInfo(t *testing.T, m *jujusim.Model, uri string) jujusim.SecretInfo {
+	t.Helper()
+	for _, s := range m.Secrets() {
+		if s.URI == uri {
+			return s
+		}
+	}
+	t.Fatalf("no secret %s in the model", uri)
+	return jujusim.SecretInfo{}
+}
+
+// TestPostgresqlDatabaseSecrets: a requirer that sends requested-secrets gets its
+// credentials in a secret the postgresql application owns (secret-user: username, password,
+// uris and read-only-uris) and TLS in another (secret-tls), both granted to the relation and
+// named in the bag instead of the plain fields; TLS turned on is a new revision of
+// secret-tls, which the requirer hears of with secret-changed. set-password takes system
+// users only, rotates operator in PostgreSQL and leaves the relation's secrets as they are.
+func TestPostgresqlDatabaseSecrets(t *testing.T) {
+	m, sc := pgModel(t, 1, nil)
+	sc.set(t, "secrets", `["username", "password", "tls", "tls-ca", "uris", "read-only-uris"]`)
+	id := relate(t, m, "client:database", "postgresql:database")
+	waitIdle(t, m)
+	b := bag(t, m, id, "postgresql")
+	addr, _ := m.UnitAddress("postgresql/0")
+	for _, k := range []string{"username", "password", "uris", "read-only-uris", "tls", "tls-ca"} {
+		if _, ok := b[k]; ok {
+			t.Errorf("%s in the plain bag, want it in a secret", k)
+		}
+	}
+	if b["secret-user"] == "" || b["secret-tls"] == "" || b["database"] != "appdb" || b["endpoints"] != addr+":5432" || b["version"] == "" {
+		t.Fatalf("database bag: %v", b)
+	}
+	for group, uri := range map[string]string{"user": b["secret-user"], "tls": b["secret-tls"]} {
+		info := secretInfo(t, m, uri)
+		label := fmt.Sprintf("database.%d.%s.secret", id, group)
+		granted := len(info.Access) == 1 && info.Access[0].Target == "application-client" && strings.HasPrefix(info.Access[0].Scope, "relation-")
+		if info.Owner != "postgresql" || info.Label != label || info.Revision != 1 || !granted {
+			t.Errorf("secret-%s: owner %q label %q revision %d access %+v; want postgresql's %s, revision 1, granted to client on the relation", group, info.Owner, info.Label, info.Revision, info.Access, label)
+		}
+	}
+	user := secretGet(t, m, "client/0", b["secret-user"])
+	name := fmt.Sprintf("relation-%d", id)
+	uri := fmt.Sprintf("postgresql://%s:%s@%s:5432/appdb", name, user["password"], addr)
+	if user["username"] != name || len(user["password"]) < 16 || user["uris"] != uri || user["read-only-uris"] != uri {
+		t.Errorf("secret-user content: username %q, uris as wanted %v, read-only-uris as wanted %v", user["username"], user["uris"] == uri, user["read-only-uris"] == uri)
+	}
+	if tls := secretGet(t, m, "client/0", b["secret-tls"]); tls["tls"] != "False" || tls["tls-ca"] != "" || len(tls) != 2 {
+		t.Errorf("secret-tls content %v, want tls False and an empty tls-ca", tls)
+	}
+	dsn := fmt.Sprintf("host=%s port=5432 user=%s password=%s dbname=appdb sslmode=disable", addr, name, user["password"])
+	if got, err := query(t, dsn, `SELECT current_user::text`); err != nil || got != name {
+		t.Fatalf("connection with the secret's credentials: %q, %v", got, err)
+	}
+
+	// set-password: system users only; operator rotates in PostgreSQL.
+	for _, tt := range []struct {
+		params map[string]any
+		want   string
+	}{
+		{map[string]any{}, "The action requires a username"},
+		{map[string]any{"username": name}, "The action can be run only for system users: backup, replication, rewind, operator, monitoring not " + name},
+	} {
+		a, err := m.RunAction("postgresql/0", "set-password", tt.params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, _ := a.Wait(t.Context()); res.Status != "failed" || res.Message != tt.want {
+			t.Errorf("set-password %v: %s %q, want failed %q", tt.params, res.Status, res.Message, tt.want)
+		}
+	}
+	a, err := m.RunAction("postgresql/0", "set-password", map[string]any{"username": "operator", "password": "n3w-operator-passw0rd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := a.Wait(t.Context()); res.Status != "completed" || res.Results["password"] != "n3w-operator-passw0rd" {
+		t.Fatalf("set-password operator: %+v", res)
+	}
+	waitIdle(t, m)
+	operator := fmt.Sprintf("host=%s port=5432 user=operator password=n3w-operator-passw0rd dbname=postgres sslmode=disable", addr)
+	if got, err := query(t, operator, `SELECT current_user::text`); err != nil || got != "operator" {
+		t.Errorf("operator with the new password: %q, %v", got, err)
+	}
+	if a, err = m.RunAction("postgresql/0", "get-password", map[string]any{"username": "operator"}); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := a.Wait(t.Context()); res.Results["password"] != "n3w-operator-passw0rd" {
+		t.Errorf("get-password after set-password: %+v", res)
+	}
+	if info := secretInfo(t, m, b["secret-user"]); info.Revision != 1 {
+		t.Errorf("secret-user revision %d after set-password operator, want 1", info.Revision)
+	}
+
+	// TLS on: a new revision of secret-tls, and secret-changed on the requirer.
+	if err := m.SetConfig("postgresql", map[string]string{"tls": "true"}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m)
+	if info := secretInfo(t, m, b["secret-tls"]); info.Revision != 2 {
+		t.Errorf("secret-tls revision %d after TLS on, want 2", info.Revision)
+	}
+	if ran := sc.read(t, "ran"); !strings.Contains(ran, "client/0 hooks/secret-changed") {
+		t.Errorf("no secret-changed on the requirer after TLS on; hooks run:\n%s", ran)
+	}
+	tls := secretGet(t, m, "client/0", b["secret-tls"], "--refresh")
+	if tls["tls"] != "True" || !strings.Contains(tls["tls-ca"], "BEGIN CERTIFICATE") {
+		t.Fatalf("secret-tls after TLS on: tls %q", tls["tls"])
+	}
+	if b := bag(t, m, id, "postgresql"); b["tls"] != "" || b["tls-ca"] != "" || b["password"] != "" {
+		t.Errorf("plain fields after TLS on: %v", b)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte(tls["tls-ca"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	verified := strings.Replace(dsn, "sslmode=disable", "sslmode=verify-full sslrootcert="+ca, 1)
+	if got, err := query(t, verified, `SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()`); err != nil || got != "true" {
+		t.Errorf("verify-full with the secret's CA: %q, %v", got, err)
 	}
 }
 

@@ -30,6 +30,8 @@ const (
 	DBPassword    = "pg-s3cret/pass"
 	ResourceToken = "resource-token-s3cret"
 	UnitName      = "livepatch/0"
+	// ModelUUID is the model of Ready.
+	ModelUUID = "6b5b8c3e-0d3c-4e39-8f4f-5d2a3a6d7e01"
 )
 
 // Charm returns the livepatch charm as cmd/livepatch-charm wires it.
@@ -320,6 +322,38 @@ func DatabaseRelation() hookstest.Relation {
 	}
 }
 
+// RequestedSecrets is the requested-secrets the leader sends on the database relation, as
+// data_interfaces' DatabaseRequires sends it.
+const RequestedSecrets = `["username", "password", "tls", "tls-ca", "uris", "read-only-uris", "entity-name", "entity-password"]`
+
+// DatabaseSecretRelation returns the database relation as the postgresql charm answers a
+// requirer that asked for secrets: username, password and uris in the secret secret-user
+// names, tls and tls-ca in the one secret-tls names (TLS off), the rest plain. The secrets
+// are in the returned map, by id, for State.Secrets.
+func DatabaseSecretRelation() (hookstest.Relation, map[string]hookstest.Secret) {
+	r := DatabaseRelation()
+	delete(r.RemoteAppData, "username")
+	delete(r.RemoteAppData, "password")
+	r.RemoteAppData["secret-user"] = "secret://" + ModelUUID + "/" + UserSecretID
+	r.RemoteAppData["secret-tls"] = "secret://" + ModelUUID + "/" + TLSSecretID
+	r.RemoteAppData["read-only-endpoints"] = "10.0.0.9:5432"
+	r.LocalAppData = map[string]string{"database": "livepatch", "requested-secrets": RequestedSecrets}
+	return r, map[string]hookstest.Secret{
+		UserSecretID: {Revisions: []map[string]string{{
+			"username": "relation-4",
+			"password": DBPassword,
+			"uris":     "postgresql://relation-4:" + DBPassword + "@10.0.0.9:5432/livepatch",
+		}}},
+		TLSSecretID: {Revisions: []map[string]string{{"tls": "False", "tls-ca": ""}}},
+	}
+}
+
+// Ids of the secrets of DatabaseSecretRelation.
+const (
+	UserSecretID = "d4ab1s3cr3tus3r00000"
+	TLSSecretID  = "d4ab1s3cr3tt1s000000"
+)
+
 // WebsiteRelation returns a website relation with haproxy.
 func WebsiteRelation() hookstest.Relation {
 	return hookstest.Relation{
@@ -345,7 +379,7 @@ func Ready(leader bool) hookstest.State {
 	return hookstest.State{
 		Unit:      UnitName,
 		Leader:    leader,
-		ModelUUID: "6b5b8c3e-0d3c-4e39-8f4f-5d2a3a6d7e01",
+		ModelUUID: ModelUUID,
 		Address:   "10.0.0.5",
 		Config:    map[string]any{"url_template": "http://lb.example/v1/patches/{filename}", "sync_upstream": Upstream},
 		Relations: []hookstest.Relation{

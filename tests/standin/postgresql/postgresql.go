@@ -13,12 +13,17 @@
 //     the real charm.
 //   - database: the leader acts on the database when it is first asked for, and ignores a
 //     later change of it; endpoints is the primary, read-only-endpoints the replicas (the
-//     primary without any), tls and tls-ca say whether PostgreSQL takes TLS.
+//     primary without any), tls and tls-ca say whether PostgreSQL takes TLS. The fields a
+//     requirer lists in requested-secrets go in application secrets granted to the
+//     relation (secret-user, secret-tls), as data_interfaces puts them.
 //
 // TLS: the real charm turns TLS on when related to a certificates provider; the stand-in's
 // tls option stands for that relation. With it the leader makes a CA, every unit a
 // certificate it signs for its address, PostgreSQL runs with ssl=on and pg_hba takes hostssl
 // connections only.
+//
+// The set-password action sets a system user's password (the stand-in's operator), as the
+// real charm's does; the relation users are not the action's.
 //
 // The promote-to-primary action (scope=unit) on a replica switches the primary over to it,
 // as the real charm's Patroni switchover does: the old primary stops taking writes, the
@@ -32,6 +37,7 @@ import (
 	"database/sql"
 	"embed"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -48,6 +54,7 @@ import (
 
 	"github.com/lib/pq"
 
+	"github.com/livepatch-onprem/livepatch/hooks"
 	"github.com/livepatch-onprem/livepatch/internal/testca"
 	"github.com/livepatch-onprem/livepatch/tests/standin/hookenv"
 )
@@ -114,6 +121,8 @@ func run(hook string) error {
 		return nil
 	case "get-password":
 		return getPassword()
+	case "set-password":
+		return setPassword()
 	case "promote-to-primary":
 		return promoteToPrimary()
 	}
@@ -908,9 +917,6 @@ func (c *cluster) setUpClient(admin *sql.DB, relID string) (blocked string, err 
 	if err != nil || req["database"] == "" {
 		return "", err
 	}
-	if secrets := req["requested-secrets"]; secrets != "" && secrets != "[]" {
-		return "", errors.New("the postgresql stand-in does not support requested-secrets yet: omit it to receive plain credentials")
-	}
 	attrs := "LOGIN"
 	var grants []string
 	for _, r := range splitList(strings.ToLower(req["extra-user-roles"])) {
@@ -948,6 +954,16 @@ func (c *cluster) setUpClient(admin *sql.DB, relID string) (blocked string, err 
 	return "", nil
 }
 
+// secretGroups are data_interfaces' secret groups of the fields the charm publishes
+// (SECRET_LABEL_MAP): a requested field goes in its group's secret.
+var secretGroups = []struct {
+	name   string
+	fields []string
+}{
+	{"user", []string{"username", "password", "uris", "read-only-uris"}},
+	{"tls", []string{"tls", "tls-ca"}},
+}
+
 // publishClient is the real charm's set_credentials, set_database, set_version and
 // update_endpoints on the leader.
 func (c *cluster) publishClient(relID, ver string) error {
@@ -976,7 +992,8 @@ func (c *cluster) publishClient(relID, ver string) error {
 	if c.tls {
 		tls, ca = "True", c.shared[keyCA]
 	}
-	// uris names the database the requirer asks for now, as the real charm's does.
+	// uris names the database the requirer asks for now, as the real charm's does;
+	// read-only-uris (the replicas' hosts, or the primary's) only when asked for as a secret.
 	data := map[string]string{
 		"username":            user,
 		"password":            password,
@@ -988,8 +1005,21 @@ func (c *cluster) publishClient(relID, ver string) error {
 		"tls":                 tls,
 		"tls-ca":              ca,
 	}
+	if strings.Contains(req["requested-secrets"], "read-only-uris") {
+		hosts := []string{c.addrs[c.primary]}
+		if replicas := c.replicas(); len(replicas) > 0 {
+			hosts = nil
+			for _, r := range replicas {
+				hosts = append(hosts, c.addrs[r])
+			}
+		}
+		data["read-only-uris"] = fmt.Sprintf("postgresql://%s:%s@%s:%s/%s", user, password, strings.Join(hosts, ","), Port, req["database"])
+	}
 	have, err := hookenv.AppData(relID, c.app)
 	if err != nil {
+		return err
+	}
+	if err := c.putInSecrets(relID, req["requested-secrets"], have, data); err != nil {
 		return err
 	}
 	for k, v := range have {
@@ -1001,6 +1031,77 @@ func (c *cluster) publishClient(relID, ver string) error {
 		return nil
 	}
 	return hookenv.Set(relID, true, data)
+}
+
+// putInSecrets moves the fields of data the requirer asked for in requested-secrets (a JSON
+// list) into the secrets of their groups, as data_interfaces' DatabaseProvides does where
+// Juju has secrets: one secret per group, owned by the application and labelled
+// database.<relation>.<group>.secret, granted to the relation when created, its URI in the
+// field secret-<group>; a later change is a new revision (none when the content is the
+// same). A relation whose credentials went out in plain fields before stays on them, as the
+// library falls back to the databag.
+func (c *cluster) putInSecrets(relID, requestedJSON string, have, data map[string]string) error {
+	if requestedJSON == "" {
+		return nil
+	}
+	var decoded any
+	if err := json.Unmarshal([]byte(requestedJSON), &decoded); err != nil {
+		return fmt.Errorf("cannot decode requested-secrets: %w", err)
+	}
+	list, ok := decoded.([]any)
+	if !ok {
+		hookenv.Log("Unexpected datatype for %s instead of list.", requestedJSON)
+		return nil
+	}
+	var requested []string
+	for _, v := range list {
+		if f, ok := v.(string); ok {
+			requested = append(requested, f)
+		}
+	}
+	hc := hooks.NewContext()
+	if len(requested) == 0 || !hc.HasSecrets() || slices.ContainsFunc(requested, func(f string) bool { _, ok := have[f]; return ok }) {
+		return nil
+	}
+	ctx := context.Background()
+	for _, g := range secretGroups {
+		content := map[string]string{}
+		for _, f := range g.fields {
+			if v, ok := data[f]; ok && slices.Contains(requested, f) {
+				content[f] = v
+				delete(data, f)
+			}
+		}
+		if len(content) == 0 {
+			continue
+		}
+		field := "secret-" + g.name
+		uri := have[field]
+		if uri == "" {
+			label := fmt.Sprintf("database.%s.%s.secret", relationNumber(relID), g.name)
+			uri, err := hc.SecretAdd(ctx, label, "", content)
+			if err != nil {
+				return err
+			}
+			if err := hc.SecretGrant(ctx, uri, relID); err != nil {
+				return err
+			}
+			data[field] = uri
+			continue
+		}
+		old, err := hc.SecretGet(ctx, uri)
+		if err != nil {
+			return err
+		}
+		merged := maps.Clone(old)
+		maps.Copy(merged, content)
+		if !maps.Equal(merged, old) {
+			if err := hc.SecretSet(ctx, uri, merged); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ensureDatabase creates database owned by role if it does not exist, and grants role
@@ -1039,6 +1140,73 @@ func getPassword() error {
 		return err
 	}
 	_, err = hookenv.Run("action-set", "password="+pw)
+	return err
+}
+
+// systemUsers are the real charm's SYSTEM_USERS, the only users set-password takes.
+var systemUsers = []string{"backup", "replication", "rewind", "operator", "monitoring"}
+
+// setPassword is the set-password action on the leader: a new password (the one given, or a
+// generated one) for a system user, set on the primary, then shared with the other units;
+// the password is the action's result, as on the real charm. The relation users' passwords
+// are not the action's: the real charm refuses them. Of the system users the stand-in runs
+// only operator and replication, and rotates only operator: its replicas would need their
+// primary_conninfo rewritten, as the real charm's Patroni reload does, for replication.
+func setPassword() error {
+	var params map[string]any
+	if err := hookenv.Get(&params, "action-get"); err != nil {
+		return err
+	}
+	if !hookenv.IsLeader() {
+		return actionFail("The action can be run only on leader unit")
+	}
+	name, _ := params["username"].(string)
+	if name == "" {
+		return actionFail("The action requires a username")
+	}
+	if !slices.Contains(systemUsers, name) {
+		return actionFail(fmt.Sprintf("The action can be run only for system users: %s not %s", strings.Join(systemUsers, ", "), name))
+	}
+	password, _ := params["password"].(string)
+	if password == "" {
+		password = newPassword()
+	}
+	c, err := loadCluster()
+	if err != nil {
+		return err
+	}
+	if password == c.shared[name+"-password"] {
+		if _, err := hookenv.Run("action-log", "The old and new passwords are equal."); err != nil {
+			return err
+		}
+		_, err := hookenv.Run("action-set", "password="+password)
+		return err
+	}
+	if name != "operator" {
+		return actionFail(fmt.Sprintf("the postgresql stand-in rotates only the operator password, not %s's", name))
+	}
+	if c.primary == "" || c.shared[keyOperator] == "" {
+		return actionFail("Failed changing the password: Not all members healthy or finished initial sync.")
+	}
+	var admin *sql.DB
+	if c.primary == c.self {
+		admin, err = connectLocal("postgres")
+	} else {
+		admin, err = connectRemote(c.addrs[c.primary], c.shared[keyOperator], "postgres")
+	}
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	if _, err := admin.Exec(`ALTER USER ` + pq.QuoteIdentifier(name) + ` WITH ENCRYPTED PASSWORD ` + pq.QuoteLiteral(password)); err != nil {
+		hookenv.Log("Failed to update the password of %s: %v", name, err)
+		return actionFail("Failed changing the password.")
+	}
+	c.setShared(name+"-password", password)
+	if err := c.flush(); err != nil {
+		return err
+	}
+	_, err = hookenv.Run("action-set", "password="+password)
 	return err
 }
 
