@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/livepatch-onprem/livepatch/hooks"
 )
@@ -31,6 +32,8 @@ type debugStatus struct {
 	Sync struct {
 		Enabled bool   `json:"enabled"`
 		Status  string `json:"status"`
+		// LastError is the error of the last sync run when it failed.
+		LastError string `json:"last-error"`
 	} `json:"sync"`
 	Contracts struct {
 		Status string `json:"status"`
@@ -61,6 +64,15 @@ func (s debugStatus) problems() []string {
 
 // maxStatusDetail bounds the server's own words in a status message.
 const maxStatusDetail = 200
+
+// MessageSyncFailedPrefix starts the status of a serving unit whose deployment's last sync
+// failed (a refused or revoked sync token, an unreachable upstream, a bad signature): the
+// server serves what it has, and the rest of the message is the sync report's error.
+const MessageSyncFailedPrefix = "Livepatch server running, but the last sync failed: "
+
+// maxSyncDetail bounds a sync report's error in a status message: the upstream's URL and
+// its own reason (a revoked token's name) must fit.
+const maxSyncDetail = 300
 
 // UpdateStatus reconciles and, when the unit should be serving, asks the server for its
 // health at /debug/status and reports what is wrong.
@@ -98,19 +110,33 @@ func checkServer(ctx context.Context, c *hooks.Context, addr string) string {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var s debugStatus
+	decodeErr := json.Unmarshal(body, &s)
 	if resp.StatusCode == http.StatusOK {
+		// Sync never makes the server unhealthy (haproxy keeps it in rotation), but a
+		// failing sync needs the operator: a new sync token, a reachable upstream.
+		if decodeErr == nil && s.Sync.Enabled && s.Sync.LastError != "" {
+			return MessageSyncFailedPrefix + bound(s.Sync.LastError, maxSyncDetail)
+		}
 		return ""
 	}
-	var s debugStatus
-	if json.Unmarshal(body, &s) != nil {
+	if decodeErr != nil {
 		return fmt.Sprintf("livepatch-server on %s answered /debug/status with HTTP %d", addr, resp.StatusCode)
 	}
 	detail := strings.Join(s.problems(), "; ")
 	if detail == "" {
 		detail = "status " + s.Status
 	}
-	if len(detail) > maxStatusDetail {
-		detail = detail[:maxStatusDetail] + "..."
+	return "livepatch-server degraded: " + bound(detail, maxStatusDetail)
+}
+
+// bound cuts s to n bytes, marking the cut, without splitting a UTF-8 character.
+func bound(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return "livepatch-server degraded: " + detail
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }

@@ -52,6 +52,25 @@ func TestUpdateStatus(t *testing.T) {
 		name: "not answering",
 		want: hooks.Blocked("livepatch-server is not answering on 127.0.0.1:PORT: see journalctl -u livepatch-server"),
 	}, {
+		name: "healthy but the last sync failed",
+		handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(`{"status":"OK","sync":{"enabled":true,"status":"last sync failed: the upstream at http://10.0.0.5 refused patch-sync.token: 401 sync token \"region-eu\" has been revoked",` +
+				`"last-error":"the upstream at http://10.0.0.5 refused patch-sync.token: 401 sync token \"region-eu\" has been revoked"}}`))
+		},
+		want: hooks.Blocked(livepatch.MessageSyncFailedPrefix + `the upstream at http://10.0.0.5 refused patch-sync.token: 401 sync token "region-eu" has been revoked`),
+	}, {
+		name: "healthy, the last sync failed long ago, sync now off",
+		handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(`{"status":"OK","sync":{"enabled":false,"status":"disabled","last-error":"stale"}}`))
+		},
+		want: hooks.Active(lpt.MessageActive),
+	}, {
+		name: "healthy, a long sync error is cut",
+		handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(`{"status":"OK","sync":{"enabled":true,"last-error":"` + strings.Repeat("é", 200) + `"}}`))
+		},
+		want: hooks.Blocked(livepatch.MessageSyncFailedPrefix + strings.Repeat("é", 150) + "..."),
+	}, {
 		name: "healthy but no sync token",
 		handler: func(w http.ResponseWriter, r *http.Request) {
 			w.Write([]byte(`{"status":"OK"}`))
