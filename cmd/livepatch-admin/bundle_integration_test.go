@@ -16,7 +16,7 @@ import (
 )
 
 // newAdminCLI returns the built livepatch-admin set up for the server at url, with a
-// session directory of its own, logged in as user.
+// configuration directory of its own, logged in as user.
 func newAdminCLI(t *testing.T, bin, url, user, password string) *adminCLI {
 	t.Helper()
 	a := &adminCLI{t: t, bin: bin, env: []string{

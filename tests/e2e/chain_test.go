@@ -57,7 +57,7 @@ func TestChain(t *testing.T) {
 		t.Errorf("get-signing-key = %v, want the one key trusted", key)
 	}
 
-	// The central operator uploads patches and issues the regional server's sync token,
+	// The central operator uploads patches and makes the regional server's sync token,
 	// with the admin CLI through the central haproxy.
 	// $ LIVEPATCH_URL=http://<central haproxy> livepatch-admin login -a admin:...
 	// $ livepatch-admin sync-tokens add stable region-eu
