@@ -90,44 +90,55 @@ func UpdateStatus(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
 		return hooks.Status{}, err
 	}
 	addr := net.JoinHostPort(network.BindAddress(), strconv.Itoa(cfg.Port))
-	if problem := checkServer(ctx, c, addr); problem != "" {
+	problem, s := probeServer(ctx, c, addr)
+	if problem != "" {
 		return hooks.Blocked(problem), nil
+	}
+	// Sync never makes the server unhealthy (haproxy keeps it in rotation, rolling
+	// restarts go on), but a failing sync needs the operator: a new sync token, a
+	// reachable upstream.
+	if s.Sync.Enabled && s.Sync.LastError != "" {
+		return hooks.Blocked(MessageSyncFailedPrefix + bound(s.Sync.LastError, maxSyncDetail)), nil
 	}
 	return st, nil
 }
 
-// checkServer returns what is wrong with the server at addr, or "".
+// checkServer returns what makes the server at addr unhealthy, or "".
 func checkServer(ctx context.Context, c *hooks.Context, addr string) string {
+	problem, _ := probeServer(ctx, c, addr)
+	return problem
+}
+
+// probeServer asks the server at addr for /debug/status and returns what makes it
+// unhealthy ("" when it is healthy) and its answer, when it gave one.
+func probeServer(ctx context.Context, c *hooks.Context, addr string) (problem string, s debugStatus) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/status", nil)
 	if err != nil {
-		return fmt.Sprintf("Cannot check livepatch-server on %s: %v", addr, err)
+		return fmt.Sprintf("Cannot check livepatch-server on %s: %v", addr, err), s
 	}
 	resp, err := hooks.DirectHTTPClient(c.HTTP).Do(req)
 	if err != nil {
-		return fmt.Sprintf("livepatch-server is not answering on %s: see journalctl -u livepatch-server", addr)
+		return fmt.Sprintf("livepatch-server is not answering on %s: see journalctl -u livepatch-server", addr), s
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	var s debugStatus
 	decodeErr := json.Unmarshal(body, &s)
 	if resp.StatusCode == http.StatusOK {
-		// Sync never makes the server unhealthy (haproxy keeps it in rotation), but a
-		// failing sync needs the operator: a new sync token, a reachable upstream.
-		if decodeErr == nil && s.Sync.Enabled && s.Sync.LastError != "" {
-			return MessageSyncFailedPrefix + bound(s.Sync.LastError, maxSyncDetail)
+		if decodeErr != nil {
+			s = debugStatus{}
 		}
-		return ""
+		return "", s
 	}
 	if decodeErr != nil {
-		return fmt.Sprintf("livepatch-server on %s answered /debug/status with HTTP %d", addr, resp.StatusCode)
+		return fmt.Sprintf("livepatch-server on %s answered /debug/status with HTTP %d", addr, resp.StatusCode), debugStatus{}
 	}
 	detail := strings.Join(s.problems(), "; ")
 	if detail == "" {
 		detail = "status " + s.Status
 	}
-	return "livepatch-server degraded: " + bound(detail, maxStatusDetail)
+	return "livepatch-server degraded: " + bound(detail, maxStatusDetail), s
 }
 
 // bound cuts s to n bytes, marking the cut, without splitting a UTF-8 character.
