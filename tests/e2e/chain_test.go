@@ -210,6 +210,17 @@ func testChainRevoke(t *testing.T, central, regional *deploy.Deployment, m *depl
 	if state, version := m.Status(t).PatchState(); state != server.StateUnapplied || version != deploy.DemoPatch {
 		t.Errorf("machine after the revocation: %s %s, want %s %s", state, version, server.StateUnapplied, deploy.DemoPatch)
 	}
+
+	// A new token under the same name: the regional units sync again and are Active at
+	// the next update-status.
+	// $ livepatch-admin sync-tokens add stable region-eu   (central)
+	// $ juju config livepatch sync_token=<the new token>   (regional)
+	token := strings.TrimSpace(central.Admin(t, "sync-tokens", "add", deploy.UpstreamTier, syncTokenName))
+	regional.Config(t, "livepatch", map[string]string{"sync_token": token})
+	regional.WaitActive(t)
+	regional.TriggerSync(t)
+	regional.Model.TriggerUpdateStatus()
+	regional.WaitActive(t)
 }
 
 // signingKey runs get-signing-key on the leader and returns its results.
