@@ -87,3 +87,13 @@ demo: deps
 
 demo-down:
 	./tests/demo/demo.sh down
+
+## demo-chain: the demo's deployment as a central one serving downstream servers
+## (sync_server), a regional deployment in a second model syncing from it with a sync
+## token and its signing key, and a machine patched through the regional one
+## (tests/demo/demo.sh chain). demo-chain-down removes both models.
+.PHONY: demo-chain demo-chain-down
+demo-chain: deps
+	./tests/demo/demo.sh chain
+
+demo-chain-down: demo-down

@@ -49,6 +49,12 @@ func buildBinaries(t *testing.T) (serverBin, adminBin string) {
 // port; it returns the server URL once the server accepts connections.
 func startServer(t *testing.T, bin, dsn, user, password string) string {
 	t.Helper()
+	return startServerWith(t, bin, dsn, user, password, "")
+}
+
+// startServerWith is startServer with more top-level sections of the config file (YAML).
+func startServerWith(t *testing.T, bin, dsn, user, password, extra string) string {
+	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +69,7 @@ auth:
   basic-users: [%q]
 patch-storage:
   type: postgres
-`, dsn, user+":"+string(hash))
+`, dsn, user+":"+string(hash)) + extra
 	cfgPath := filepath.Join(t.TempDir(), "livepatch-server.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -52,6 +52,25 @@ func TestUpdateStatus(t *testing.T) {
 		name: "not answering",
 		want: hooks.Blocked("livepatch-server is not answering on 127.0.0.1:PORT: see journalctl -u livepatch-server"),
 	}, {
+		name: "healthy but the last sync failed",
+		handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(`{"status":"OK","sync":{"enabled":true,"status":"last sync failed: the upstream at http://10.0.0.5 refused patch-sync.token: 401 sync token \"region-eu\" has been revoked",` +
+				`"last-error":"the upstream at http://10.0.0.5 refused patch-sync.token: 401 sync token \"region-eu\" has been revoked"}}`))
+		},
+		want: hooks.Blocked(livepatch.MessageSyncFailedPrefix + `the upstream at http://10.0.0.5 refused patch-sync.token: 401 sync token "region-eu" has been revoked`),
+	}, {
+		name: "healthy, the last sync failed long ago, sync now off",
+		handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(`{"status":"OK","sync":{"enabled":false,"status":"disabled","last-error":"stale"}}`))
+		},
+		want: hooks.Active(lpt.MessageActive),
+	}, {
+		name: "healthy, a long sync error is cut",
+		handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(`{"status":"OK","sync":{"enabled":true,"last-error":"` + strings.Repeat("é", 200) + `"}}`))
+		},
+		want: hooks.Blocked(livepatch.MessageSyncFailedPrefix + strings.Repeat("é", 150) + "..."),
+	}, {
 		name: "healthy but no sync token",
 		handler: func(w http.ResponseWriter, r *http.Request) {
 			w.Write([]byte(`{"status":"OK"}`))
@@ -112,5 +131,35 @@ func TestUpdateStatusStopsAtGuards(t *testing.T) {
 	res := e.H.Run(t, "update-status", st)
 	if diff := cmp.Diff(hooks.Blocked(livepatch.MessageURLTemplateNotSet), res.Status); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
+	}
+}
+
+// TestSyncFailureKeepsServerHealthy checks that a failed last sync does not make the server
+// unhealthy to the charm: its restart completes (haproxy and rolling restarts go by
+// health), and update-status alone reports the sync.
+func TestSyncFailureKeepsServerHealthy(t *testing.T) {
+	const reason = `the upstream at http://10.0.0.5 refused patch-sync.token: 401 sync token "region-eu" has been revoked`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"status":"OK","sync":{"enabled":true,"status":"last sync failed: x","last-error":` + strconv.Quote(reason) + `}}`))
+	}))
+	t.Cleanup(srv.Close)
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	st.Address = "127.0.0.1"
+	st.Config["port"] = srv.Listener.Addr().(*net.TCPAddr).Port
+	e.Install(t, st)
+	res := e.H.Run(t, "config-changed", st)
+	if res.Err != nil || lpt.Restarts(res) != 1 {
+		t.Fatalf("config-changed: %v, %d restarts", res.Err, lpt.Restarts(res))
+	}
+	if diff := cmp.Diff(hooks.Active(lpt.MessageActive), res.Status); diff != "" {
+		t.Errorf("status after the restart (-want +got):\n%s", diff)
+	}
+	res = e.H.Run(t, "update-status", res.State)
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if diff := cmp.Diff(hooks.Blocked(livepatch.MessageSyncFailedPrefix+reason), res.Status); diff != "" {
+		t.Errorf("status after update-status (-want +got):\n%s", diff)
 	}
 }

@@ -52,8 +52,8 @@ func TestForeignUpstream(t *testing.T) {
 			}
 			r := s.SyncOnce(t.Context())
 			wantReport(t, r, server.SyncFailed, 0, want)
-			if got := s.DebugStatus(t.Context())["status"]; got != "last sync failed: "+r.Error {
-				t.Errorf("debug status %q, want the report's error", got)
+			if st := s.DebugStatus(t.Context()); st["status"] != "last sync failed: "+r.Error || st["last-error"] != r.Error {
+				t.Errorf("debug status %q (last-error %q), want the report's error", st["status"], st["last-error"])
 			}
 		})
 	}

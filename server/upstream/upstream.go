@@ -374,6 +374,7 @@ func (s *Syncer) DebugStatus(ctx context.Context) map[string]any {
 		out["status"] = "not run yet"
 	case last[0].Outcome == server.SyncFailed:
 		out["status"] = "last sync failed: " + last[0].Error
+		out["last-error"] = last[0].Error
 		out["last-run"] = last[0].EndedAt
 	default:
 		out["status"] = "OK"

@@ -6,6 +6,11 @@
 # livepatch-admin, issue an auth token, enrol a machine with livepatch-client. The model
 # keeps running afterwards; `make demo-down` (this script with "down") removes it.
 #
+# `make demo-chain` (this script with "chain") makes that deployment a central one that
+# serves downstream servers (sync_server=true), then deploys a regional one in a second
+# model that syncs from the central haproxy with a sync token and the central signing key,
+# and enrols a machine at the regional server. `make demo-chain-down` removes both.
+#
 # Needs Go, make, haproxy, PostgreSQL and htpasswd: `make demo` runs ./.ci/deps first,
 # which installs the missing ones through apt (as root, or with sudo).
 set -euo pipefail
@@ -13,6 +18,9 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 DEMO=$ROOT/build/demo
 export JUJUSIM_HOME=$DEMO/model
+# The regional model of the chain: jujusim --model-dir, as juju -m <model>.
+REGIONAL_HOME=$DEMO/regional
+RJ="jujusim --model-dir build/demo/regional"
 export PATH=$ROOT/build/bin:$PATH
 CONTRACT_TOKEN=demo-contract-token
 ADMIN_PASSWORD=demo-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
@@ -22,8 +30,9 @@ KERNEL=5.15.0-107-generic
 bold() { if [ -t 1 ]; then printf '\n\033[1m== %s\033[0m\n' "$*"; else printf '\n== %s\n' "$*"; fi; }
 # run prints a command as the operator types it, then runs exactly that.
 run() { printf '\n$ %s\n' "$1"; eval "$1"; }
-# app_status shows one application's line of jujusim status.
-app_status() { jujusim status | grep -E "^(App|$1) "; }
+# app_status shows one application's line of jujusim status (of the model $2 names with
+# --model-dir, else the central one).
+app_status() { jujusim ${2:+--model-dir "$2"} status | grep -E "^(App|$1) "; }
 # quietly runs a command and shows its output only when it fails.
 quietly() {
   local log=$DEMO/build.log
@@ -35,6 +44,9 @@ quietly() {
 }
 
 down() {
+  if [ -x build/bin/jujusim ] && [ -d "$REGIONAL_HOME" ]; then
+    build/bin/jujusim --model-dir "$REGIONAL_HOME" destroy-model --no-prompt || true
+  fi
   if [ -x build/bin/jujusim ] && [ -d "$JUJUSIM_HOME" ]; then
     build/bin/jujusim destroy-model --no-prompt || true
   fi
@@ -44,11 +56,20 @@ down() {
   rm -rf "$DEMO"
 }
 
-if [ "${1:-}" = down ]; then
-  down
-  echo "Demo torn down."
-  exit 0
-fi
+CHAIN=
+case "${1:-}" in
+  down)
+    down
+    echo "Demo torn down."
+    exit 0
+    ;;
+  chain) CHAIN=1 ;;
+  "") ;;
+  *)
+    echo "usage: $0 [chain|down]" >&2
+    exit 2
+    ;;
+esac
 
 if ! command -v go >/dev/null 2>&1; then
   echo "make demo needs Go 1.26 on PATH: https://go.dev/dl/" >&2
@@ -97,6 +118,10 @@ if grep -q '^  sync_trusted_key:' charms/livepatch/config.yaml; then
   echo "# the upstream's signing.pub: the servers verify the signature of its patch lists"
   run "jujusim config livepatch sync_trusted_key=$UPSTREAM_PUBLIC_KEY"
 fi
+if [ -n "$CHAIN" ]; then
+  echo "# the central deployment of the chain: it serves downstream servers with its own signing key"
+  run "jujusim config livepatch sync_server=true"
+fi
 run "jujusim configure livepatch url_template='http://$HAPROXY/v1/patches/{filename}'"
 run "jujusim wait --status livepatch=blocked"
 app_status livepatch
@@ -141,6 +166,53 @@ run "livepatch-admin report machines stable"
 bold "The model"
 run "jujusim status"
 
+if [ -n "$CHAIN" ]; then
+  bold "Chaining: a regional deployment syncs from this central one"
+  echo "# the central signing key (kept in a Juju secret) and a sync token for the regional server"
+  printf '\n$ jujusim run livepatch/leader get-signing-key\n'
+  KEYS=$(jujusim run livepatch/leader get-signing-key)
+  echo "$KEYS"
+  CENTRAL_KEYS=$(echo "$KEYS" | awk '/^trusted-keys:/ {print $2}')
+  printf '\n$ livepatch-admin sync-tokens add stable region-eu\n'
+  SYNC_TOKEN=$(livepatch-admin sync-tokens add stable region-eu)
+  echo "$SYNC_TOKEN"
+
+  echo "# a second model (juju -m regional), with its own contracts stand-in"
+  run "$RJ bootstrap --contracts-token $CONTRACT_TOKEN"
+  run "$RJ deploy ./bundle/bundle.yaml --overlay ./bundle/local-overlay.yaml"
+  run "$RJ wait --status livepatch=blocked --status haproxy=active --status postgresql=active"
+  REGIONAL=$($RJ exec --unit haproxy/0 -- unit-get private-address)
+  echo "regional haproxy listens on http://$REGIONAL"
+  echo "# emulator only: contract_server_url points at the regional model's contracts stand-in"
+  run "$RJ config livepatch contract_server_url=$($RJ contracts-url)"
+  run "$RJ config livepatch sync_upstream=http://$HAPROXY sync_upstream_tier=stable sync_token=$SYNC_TOKEN sync_trusted_key=$CENTRAL_KEYS"
+  run "$RJ config livepatch url_template='http://$REGIONAL/v1/patches/{filename}' auth_basic_users='$HASH'"
+  run "$RJ wait --status livepatch=active"
+  app_status livepatch "$REGIONAL_HOME"
+
+  run "LIVEPATCH_URL='http://$REGIONAL' livepatch-admin login -a admin:$ADMIN_PASSWORD"
+  export LIVEPATCH_URL=http://$REGIONAL
+  for i in $(seq 1 60); do
+    livepatch-admin sync status --format json | grep -q '"last-success"' && break
+    [ "$i" = 60 ] && { livepatch-admin sync status; exit 1; }
+    sleep 0.25
+  done
+  run "livepatch-admin sync status"
+  run "livepatch-admin patch list"
+  run "livepatch-admin patch promote 107.1 stable"
+  printf '\n$ livepatch-admin auth-token regional-machines stable\n'
+  REGIONAL_TOKEN=$(livepatch-admin auth-token regional-machines stable)
+  echo "$REGIONAL_TOKEN"
+  echo "# the machine trusts the origin's key: the upstream signed the patch, the central and regional servers pass its signature on"
+  REGIONAL_MACHINE=build/demo/regional-machine
+  run "livepatch-client --state-dir $REGIONAL_MACHINE config remote-server=http://$REGIONAL mode=no-apply machine-id=demo-machine-0002 kernel=$KERNEL trusted-key=$UPSTREAM_PUBLIC_KEY"
+  run "livepatch-client --state-dir $REGIONAL_MACHINE enable $REGIONAL_TOKEN"
+  run "livepatch-client --state-dir $REGIONAL_MACHINE status --verbose"
+  echo "# the central server sees its downstream"
+  run "LIVEPATCH_URL=http://$HAPROXY livepatch-admin report downstream"
+  run "$RJ status"
+fi
+
 cat >"$DEMO/env" <<EOF
 export PATH=$ROOT/build/bin:\$PATH
 export JUJUSIM_HOME=$JUJUSIM_HOME
@@ -157,7 +229,17 @@ cat <<EOF
   curl http://$HAPROXY/debug/status
   jujusim add-unit livepatch -n 2 && jujusim wait   # scale out
   upstream: $UPSTREAM_URL (admin $UPSTREAM_ADMIN:$UPSTREAM_PASSWORD, log $UPSTREAM_LOG)
+EOF
+if [ -n "$CHAIN" ]; then
+  cat <<EOF
+  $RJ status   # the regional model; its haproxy: http://$REGIONAL
+  LIVEPATCH_URL=http://$REGIONAL livepatch-admin sync status
+  LIVEPATCH_URL=http://$HAPROXY livepatch-admin sync-tokens revoke region-eu   # then sync trigger --wait on the regional one
+  livepatch-client --state-dir $REGIONAL_MACHINE status --verbose
+EOF
+fi
+cat <<EOF
 
 Tear it down:
-  make demo-down                        # jujusim destroy-model --no-prompt, stops the upstream and its PostgreSQL
+  make demo-down                        # jujusim destroy-model --no-prompt (both models), stops the upstream and its PostgreSQL
 EOF

@@ -266,18 +266,28 @@ func (u *Upstream) seed(ctx context.Context, specs []PatchSpec) error {
 	if err != nil {
 		return err
 	}
+	if u.Patches, err = SeedPatches(ctx, c, specs); err != nil {
+		return fmt.Errorf("cannot seed the upstream: %w", err)
+	}
+	return nil
+}
+
+// SeedPatches uploads generated patch archives of specs through an admin client (an
+// upstream's, or a deployment's that originates patches), promotes each to its tier, and
+// returns the server's patch list.
+func SeedPatches(ctx context.Context, c *client.Client, specs []PatchSpec) ([]server.Patch, error) {
 	for _, p := range specs {
 		var buf bytes.Buffer
 		if err := patchfile.Generate(&buf, patchfile.Metadata(p.Kernel, p.Flavour, p.Version, p.Architecture), 16<<10); err != nil {
-			return err
+			return nil, err
 		}
 		if _, _, err := c.UploadPatch(ctx, p.Filename(), &buf, int64(buf.Len())); err != nil {
-			return fmt.Errorf("cannot upload %s to the upstream: %w", p.Filename(), err)
+			return nil, fmt.Errorf("cannot upload %s: %w", p.Filename(), err)
 		}
 	}
 	tiers, err := c.Tiers(ctx)
 	if err != nil {
-		return fmt.Errorf("cannot list the upstream's tiers: %w", err)
+		return nil, fmt.Errorf("cannot list the tiers: %w", err)
 	}
 	promoted := map[[2]string]bool{}
 	for _, p := range specs {
@@ -287,14 +297,15 @@ func (u *Upstream) seed(ctx context.Context, specs []PatchSpec) error {
 		}
 		// Promoting a version promotes every file of it.
 		if _, err := c.PromotePatch(ctx, p.Version, p.Tier); err != nil {
-			return fmt.Errorf("cannot promote %s to %s on the upstream: %w", p.Version, p.Tier, err)
+			return nil, fmt.Errorf("cannot promote %s to %s: %w", p.Version, p.Tier, err)
 		}
 		promoted[key] = true
 	}
-	if u.Patches, err = c.Patches(ctx, server.PatchFilter{}); err != nil {
-		return fmt.Errorf("cannot list the upstream's patches: %w", err)
+	patches, err := c.Patches(ctx, server.PatchFilter{})
+	if err != nil {
+		return nil, fmt.Errorf("cannot list the patches: %w", err)
 	}
-	return nil
+	return patches, nil
 }
 
 // Client returns an admin client of the upstream, logged in.
