@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,10 +10,6 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/lib/pq"
-
-	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
-	"github.com/livepatch-onprem/livepatch/server/config"
 	"github.com/livepatch-onprem/livepatch/tests/e2e/deploy"
 	"github.com/livepatch-onprem/livepatch/tests/jujusim"
 )
@@ -105,7 +100,7 @@ func TestReliability(t *testing.T) {
 			break // the next drill would start from a broken deployment
 		}
 	}
-	db := openDatabase(t, d)
+	db := d.OpenDatabase(t)
 	t.Run("secrets", func(t *testing.T) {
 		actionTour(t, d, exp)
 		cliTour(t, d, exp)
@@ -132,26 +127,6 @@ func TestReliability(t *testing.T) {
 	for _, dr := range drills {
 		t.Logf("%-40s %v; recovered in %s; %s", dr.Name, dr.Stats, dr.Recover.Round(10*time.Millisecond), dr.Detail)
 	}
-}
-
-// openDatabase connects to the deployment's database as the livepatch units do, with the
-// connection string of a unit's rendered server configuration.
-func openDatabase(t *testing.T, d *deploy.Deployment) *sql.DB {
-	t.Helper()
-	root, err := d.Model.UnitRoot(d.Units("livepatch")[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(filepath.Join(root, livepatch.ConfigPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := sql.Open("postgres", cfg.Database.ConnectionString)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
 }
 
 // steady lets v.Steady more check-ins end.
