@@ -168,7 +168,7 @@ func drillUpstream(t *testing.T, d *deploy.Deployment, w *deploy.Witness, v vari
 	d.Config(t, "livepatch", map[string]string{"sync_upstream": flaky.URL, "sync_trusted_key": flaky.PublicKey})
 	d.WaitActive(t)
 	rolled := time.Now()
-	order := restartOrder(d.Model, changed)
+	order := d.Restarts(changed)
 	if !slices.IsSortedFunc(order, func(a, b string) int { return unitNum(a) - unitNum(b) }) || len(order) != len(d.Units("livepatch")) {
 		t.Errorf("units restarted in the order %v, want each once in unit order", order)
 	}
@@ -371,7 +371,7 @@ func drillUpgrade(t *testing.T, d *deploy.Deployment, w *deploy.Witness, v varia
 	exp.action(res)
 	d.WaitActive(t)
 	done := time.Now()
-	order := restartOrder(d.Model, upgrade)
+	order := d.Restarts(upgrade)
 	if !slices.IsSortedFunc(order, func(a, b string) int { return unitNum(a) - unitNum(b) }) || len(order) != len(d.Units("livepatch")) {
 		t.Errorf("units restarted in the order %v, want each once in unit order", order)
 	}
@@ -392,21 +392,6 @@ func drillUpgrade(t *testing.T, d *deploy.Deployment, w *deploy.Witness, v varia
 			"schema-upgrade migrated the schema from version %v to %v, then the units restarted one at a time in the order %s and were all Active on the new server after %s",
 			round(held.Sub(start)), round(upgrade.Sub(held)), waiting.Sent, res.Results["from-version"], res.Results["to-version"], strings.Join(order, ", "), round(done.Sub(upgrade))),
 	}}
-}
-
-// restartOrder returns the livepatch units in the order their charm restarted the server
-// since since, from the debug log.
-func restartOrder(m *jujusim.Model, since time.Time) []string {
-	var out []string
-	for _, l := range m.Logs() {
-		if l.Time.Before(since) || !strings.HasPrefix(l.Unit, "livepatch/") {
-			continue
-		}
-		if strings.Contains(l.Message, "Restarted livepatch-server (rolling restart") {
-			out = append(out, l.Unit)
-		}
-	}
-	return out
 }
 
 func unitNum(unit string) int {
