@@ -251,6 +251,7 @@ func TestPostgreSQLTLSLater(t *testing.T) {
 	// The hooks the change sets off (postgresql's, then livepatch's relation-changed, the
 	// rolling restart) are queued before the model is idle again.
 	d.WaitActive(t)
+	t.Logf("TLS turned on: livepatch Active again after %s", time.Since(since).Round(time.Millisecond))
 	if got := d.Restarts(since); len(got) != 1 {
 		t.Errorf("restarts since TLS was turned on: %v, want one (rolling restart) of livepatch/0", got)
 	}
