@@ -274,3 +274,38 @@ func VerifyBundle(bundlePath, overlayPath string, charms map[string]charm.Charm,
 	}
 	return nil
 }
+
+// CheckPins checks that every application of the bundle at bundlePath whose charm is one of
+// public (the fixtures ReadPublicCharms read, keyed by name) is pinned to a channel and to
+// the revision of its fixture (the fixture's revision file), so that the options the bundle
+// sets are checked against the config of the revision it deploys.
+func CheckPins(bundlePath string, public map[string]charm.Charm) error {
+	data, err := os.ReadFile(bundlePath)
+	if err != nil {
+		return fmt.Errorf("cannot read bundle: %w", err)
+	}
+	bd, err := charm.ReadBundleData(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("cannot parse bundle %s: %w", bundlePath, err)
+	}
+	var problems []string
+	for _, app := range slices.Sorted(maps.Keys(bd.Applications)) {
+		spec := bd.Applications[app]
+		ch, ok := public[strings.TrimPrefix(spec.Charm, "ch:")]
+		if !ok {
+			continue
+		}
+		switch {
+		case spec.Channel == "":
+			problems = append(problems, fmt.Sprintf("application %q (charm %s) has no channel", app, spec.Charm))
+		case spec.Revision == nil:
+			problems = append(problems, fmt.Sprintf("application %q (charm %s) has no revision", app, spec.Charm))
+		case *spec.Revision != ch.Revision():
+			problems = append(problems, fmt.Sprintf("application %q is pinned to revision %d of %s, but the fixture is of revision %d", app, *spec.Revision, spec.Charm, ch.Revision()))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("bundle %s does not pin its public charms:\n- %s", bundlePath, strings.Join(problems, "\n- "))
+	}
+	return nil
+}

@@ -58,6 +58,73 @@ bases:
 	}
 }
 
+// metadataYAMLKeys are the keys charmcraft refuses in charmcraft.yaml while metadata.yaml
+// exists (its METADATA_YAML_KEYS).
+var metadataYAMLKeys = []string{
+	"assumes", "containers", "description", "devices", "display-name", "docs", "extra-bindings",
+	"issues", "maintainers", "name", "peers", "provides", "requires", "resources", "series",
+	"storage", "subordinate", "summary", "terms", "website",
+}
+
+// TestCharmcraftYAML checks each charmcraft.yaml as charmcraft reads it next to
+// metadata.yaml, config.yaml and actions.yaml: type charm, no key of those files,
+// multi-base platforms (no top-level base or bases), and one part.
+func TestCharmcraftYAML(t *testing.T) {
+	for _, name := range []string{"livepatch", "ubuntu-advantage"} {
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join(name, "charmcraft.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var doc map[string]any
+			if err := yaml.Unmarshal(data, &doc); err != nil {
+				t.Fatal(err)
+			}
+			if doc["type"] != "charm" {
+				t.Errorf("type %v, want charm", doc["type"])
+			}
+			for _, k := range metadataYAMLKeys {
+				if _, ok := doc[k]; ok {
+					t.Errorf("charmcraft.yaml has %q, which belongs to metadata.yaml", k)
+				}
+			}
+			for file, key := range map[string]string{"config.yaml": "config", "actions.yaml": "actions"} {
+				if _, err := os.Stat(filepath.Join(name, file)); err == nil {
+					if _, ok := doc[key]; ok {
+						t.Errorf("charmcraft.yaml has %q, which belongs to %s", key, file)
+					}
+				}
+			}
+			for _, k := range []string{"base", "build-base", "bases"} {
+				if _, ok := doc[k]; ok {
+					t.Errorf("charmcraft.yaml has %q: the platforms name their bases", k)
+				}
+			}
+			if _, err := charms.Manifest(data); err != nil {
+				t.Error(err)
+			}
+			platforms, _ := doc["platforms"].(map[string]any)
+			for pname, p := range platforms {
+				spec, _ := p.(map[string]any)
+				on, _ := spec["build-on"].([]any)
+				for_, _ := spec["build-for"].([]any)
+				if len(on) == 0 || len(for_) != 1 {
+					t.Errorf("platform %s: build-on %v, build-for %v: want build-on entries and one build-for", pname, on, for_)
+				}
+				for _, b := range append(on, for_...) {
+					if s, _ := b.(string); !strings.HasPrefix(s, "ubuntu@") || !strings.Contains(s, ":") {
+						t.Errorf("platform %s: %v is not <base>:<arch>", pname, b)
+					}
+				}
+			}
+			parts, _ := doc["parts"].(map[string]any)
+			if len(parts) != 1 {
+				t.Errorf("parts %v, want one", parts)
+			}
+		})
+	}
+}
+
 // TestSourceCharms checks the charm sources as Juju would read them.
 func TestSourceCharms(t *testing.T) {
 	for _, tt := range []struct {
@@ -119,6 +186,50 @@ func TestBundleVerifies(t *testing.T) {
 	}
 }
 
+// TestBundlePinsPublicCharms checks that haproxy and postgresql are pinned to a channel and
+// to the revisions whose metadata and config bundle/testdata holds, and that a missing or
+// different pin is caught.
+func TestBundlePinsPublicCharms(t *testing.T) {
+	path := filepath.Join(repoRoot, "bundle", "bundle.yaml")
+	public, err := charms.ReadPublicCharms(filepath.Join(repoRoot, "bundle", "testdata"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for name, ch := range public {
+		got[name] = ch.Revision()
+	}
+	if diff := cmp.Diff(map[string]int{"haproxy": 84, "postgresql": 468}, got); diff != "" {
+		t.Errorf("fixture revisions (-want +got):\n%s", diff)
+	}
+	if err := charms.CheckPins(path, public); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, old, new, want string }{
+		{"no revision", "    revision: 468\n", "", `"postgresql" (charm postgresql) has no revision`},
+		{"no channel", "    channel: latest/stable\n", "", `"haproxy" (charm haproxy) has no channel`},
+		{"another revision", "revision: 84\n", "revision: 85\n", "pinned to revision 85 of haproxy, but the fixture is of revision 84"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(string(data), tt.old) {
+				t.Fatalf("bundle.yaml has no %q", tt.old)
+			}
+			p := filepath.Join(t.TempDir(), "bundle.yaml")
+			if err := os.WriteFile(p, []byte(strings.Replace(string(data), tt.old, tt.new, 1)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err := charms.CheckPins(p, public)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want one mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
 // TestBundleVerificationCatchesMistakes shows the verification is not vacuous.
 func TestBundleVerificationCatchesMistakes(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(repoRoot, "bundle", "bundle.yaml"))
@@ -128,11 +239,15 @@ func TestBundleVerificationCatchesMistakes(t *testing.T) {
 	for _, tt := range []struct {
 		name, old, new, want string
 	}{
-		{"mismatched interface", `["livepatch:db", "postgresql:db"]`, `["livepatch:db", "postgresql:database"]`, "mismatched interface"},
+		{"mismatched interface", `["livepatch:database", "postgresql:database"]`, `["livepatch:database", "postgresql:db"]`, "mismatched interface"},
 		{"unknown endpoint", `["livepatch:website", "haproxy:reverseproxy"]`, `["livepatch:web", "haproxy:reverseproxy"]`, `"web"`},
 		{"provider to provider", `["livepatch:website", "haproxy:reverseproxy"]`, `["livepatch:website", "haproxy:website"]`, "provider to provider"},
 		{"units of a subordinate", "charm: ubuntu-advantage\n", "charm: ubuntu-advantage\n    num_units: 1\n", "subordinate"},
 		{"unknown option", "patchstore: postgres", "patch_store: postgres", "patch_store"},
+		{"unknown option of a public charm", "global_maxconn: 4096", "global_max_conn: 4096", `"global_max_conn" not found in charm "haproxy"`},
+		{"option of the wrong type", "global_maxconn: 4096", "global_maxconn: lots", "global_maxconn"},
+		{"string option given a number", `default_timeouts: "queue 60000, connect 5000, client 60000, server 60000"`, "default_timeouts: 60000", "default_timeouts"},
+		{"revision without channel", "    channel: 14/stable\n", "", "requires a channel"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if !strings.Contains(string(data), tt.old) {
@@ -168,7 +283,7 @@ func TestBundleEndpointsExist(t *testing.T) {
 	}
 	all := readCharms(t)
 	want := [][]string{
-		{"livepatch:db", "postgresql:db"},
+		{"livepatch:database", "postgresql:database"},
 		{"livepatch:website", "haproxy:reverseproxy"},
 		{"ubuntu-advantage:juju-info", "livepatch:juju-info"},
 	}

@@ -69,6 +69,9 @@ func run() error {
 		for name, ch := range pub {
 			all[name] = ch
 		}
+		if err := charms.CheckPins(*bundle, pub); err != nil {
+			return err
+		}
 	}
 	if err := charms.VerifyBundle(*bundle, "", all, nil); err != nil {
 		return err

@@ -195,7 +195,11 @@ func pgsqlCredentials(data map[string]string, db, unit string) (dsn, problem str
 		}
 		hosts = append(hosts, hp)
 	}
-	return keyValueDSN(data["user"], data["password"], hosts, db, map[string]string{"sslmode": sslmode}), "", true
+	params := map[string]string{"sslmode": sslmode}
+	if len(hosts) > 1 {
+		params["target_session_attrs"] = "read-write"
+	}
+	return keyValueDSN(data["user"], data["password"], hosts, db, params), "", true
 }
 
 // connStringHosts returns host:port of each libpq key=value connection string in s (the

@@ -458,7 +458,7 @@ func TestRenderedDatabaseAndUsers(t *testing.T) {
 				"standbys":        "dbname=livepatch host=10.0.0.11 password=x port=5432 user=relation-3,dbname=livepatch host=10.0.0.12 password=x port=5432 user=relation-3",
 			}
 		},
-		wantDSN: "connect_timeout='5' dbname='livepatch' host='10.0.0.11,10.0.0.12,10.0.0.9' password='pg-s3cret/pass' port='5432,5432,5432' sslmode='prefer' user='relation-3'",
+		wantDSN: "connect_timeout='5' dbname='livepatch' host='10.0.0.11,10.0.0.12,10.0.0.9' password='pg-s3cret/pass' port='5432,5432,5432' sslmode='prefer' target_session_attrs='read-write' user='relation-3'",
 	}, {
 		name: "pgsql IPv6 primary",
 		modify: func(s *hookstest.State) {

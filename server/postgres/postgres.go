@@ -61,7 +61,7 @@ var _ server.Store = (*DB)(nil)
 // Open connects to the database at dsn and checks that it answers. It does not migrate:
 // see Migrate and SchemaVersion.
 func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
-	connector, err := pq.NewConnector(dsn)
+	connector, err := newConnector(dsn)
 	if err != nil {
 		// The driver's message can quote the connection string, password included.
 		return nil, server.Errorf(server.CodeInvalid, "invalid database connection string: want postgres://user:password@host:port/dbname?sslmode=disable or key=value pairs")

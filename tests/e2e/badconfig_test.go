@@ -50,12 +50,12 @@ func TestBadConfiguration(t *testing.T) {
 		name: "both database relations",
 		unit: "livepatch/0",
 		break_: func(t *testing.T) {
-			if _, err := d.Model.Relate("livepatch:database", "postgresql:database"); err != nil {
+			if _, err := d.Model.Relate("livepatch:db", "postgresql:db"); err != nil {
 				t.Fatal(err)
 			}
 		},
 		fix: func(t *testing.T) {
-			if err := d.Model.RemoveRelation("livepatch:database", "postgresql:database"); err != nil {
+			if err := d.Model.RemoveRelation("livepatch:db", "postgresql:db"); err != nil {
 				t.Fatal(err)
 			}
 		},

@@ -9,4 +9,7 @@
 //     revision whose server brings a schema migration.
 //   - TestBadConfiguration: each configuration mistake is a Blocked status saying what to
 //     fix, and fixing it recovers without manual steps.
+//   - TestPostgreSQLDatabaseTLS, TestPostgreSQLTLSLater, TestPostgreSQLLegacyReplicas: the
+//     database relation with TLS from the start and turned on later, the legacy db relation
+//     with a replica and a switchover, under check-ins that must all be kept.
 package e2e

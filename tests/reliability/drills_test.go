@@ -33,7 +33,7 @@ func newRequest(ctx context.Context, url string) (*http.Request, error) {
 // drillKill kills one unit's server with SIGKILL: haproxy takes it out after its failed
 // health checks, the requests that were on their way to it are retried on the others, the
 // service manager starts it again and haproxy takes it back.
-func drillKill(t *testing.T, d *deploy.Deployment, w *witness, v variant) []drill {
+func drillKill(t *testing.T, d *deploy.Deployment, w *deploy.Witness, v variant) []drill {
 	unit := nonLeaders(d)[0]
 	pid, err := d.Model.ServicePID(unit, "livepatch-server")
 	if err != nil || pid == 0 {
@@ -62,7 +62,7 @@ func drillKill(t *testing.T, d *deploy.Deployment, w *witness, v variant) []dril
 		return d.UnitMetric(t, unit, "livepatch_server_checkins_total") > 0
 	})
 	steady(t, w, v)
-	st := w.Stats().sub(base)
+	st := w.Stats().Sub(base)
 	noFailures(t, "kill -9", st)
 	return []drill{{
 		Name: "kill -9 of one unit's server", Stats: st, Recover: served.Sub(start),
@@ -74,7 +74,7 @@ func drillKill(t *testing.T, d *deploy.Deployment, w *witness, v variant) []dril
 // drillPostgres stops PostgreSQL for a while and starts it again: the servers say they are
 // unhealthy (/debug/status and the update-status hook), check-ins fail while it is down
 // and nothing they acknowledged is lost; they recover by themselves.
-func drillPostgres(t *testing.T, d *deploy.Deployment, w *witness, v variant) []drill {
+func drillPostgres(t *testing.T, d *deploy.Deployment, w *deploy.Witness, v variant) []drill {
 	ctx, cancel := context.WithTimeout(t.Context(), deploy.Timeout)
 	defer cancel()
 	units := d.Units("livepatch")
@@ -111,10 +111,10 @@ func drillPostgres(t *testing.T, d *deploy.Deployment, w *witness, v variant) []
 		}
 	}
 	statusSeen := workload(d, units[0])
-	if err := w.waitEnded(ctx, w.Stats(), v.Outage); err != nil {
+	if err := w.WaitEnded(ctx, w.Stats(), v.Outage); err != nil {
 		t.Fatal(err)
 	}
-	down := w.Stats().sub(base)
+	down := w.Stats().Sub(base)
 	started := time.Now()
 	if res, err := d.Model.Exec(ctx, "postgresql/0", "systemctl", "start", "postgresql"); err != nil || res.Code != 0 {
 		t.Fatalf("cannot start postgresql: %v %+v", err, res)
@@ -128,7 +128,7 @@ func drillPostgres(t *testing.T, d *deploy.Deployment, w *witness, v variant) []
 		return true
 	})
 	after := w.Stats()
-	ok, err := w.waitSucceeded(ctx, after)
+	ok, err := w.WaitSucceeded(ctx, after)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,12 +137,12 @@ func drillPostgres(t *testing.T, d *deploy.Deployment, w *witness, v variant) []
 	}
 	d.WaitActive(t)
 	steady(t, w, v)
-	st := w.Stats().sub(base)
+	st := w.Stats().Sub(base)
 	if st.Failed == 0 {
 		t.Errorf("no check-in failed while the database was down (%v): the drill did not bite", st)
 	}
 	// Everything after the recovery succeeds.
-	if late := w.Stats().sub(after); late.Failed > 0 {
+	if late := w.Stats().Sub(after); late.Failed > 0 {
 		t.Errorf("check-ins failed after the database came back: %v\n%s", late, strings.Join(late.Errors, "\n"))
 	}
 	return []drill{{
@@ -158,7 +158,7 @@ func drillPostgres(t *testing.T, d *deploy.Deployment, w *witness, v variant) []
 // a rolling restart), then has the mirror disappear in the middle of a sync: what was
 // stored before it went is complete and recorded, the file it was sending is neither; when
 // it is back, the next sync completes.
-func drillUpstream(t *testing.T, d *deploy.Deployment, w *witness, v variant, exp *exposure, flaky *flakyUpstream) []drill {
+func drillUpstream(t *testing.T, d *deploy.Deployment, w *deploy.Witness, v variant, exp *exposure, flaky *flakyUpstream) []drill {
 	ctx, cancel := context.WithTimeout(t.Context(), deploy.Timeout)
 	defer cancel()
 
@@ -168,12 +168,12 @@ func drillUpstream(t *testing.T, d *deploy.Deployment, w *witness, v variant, ex
 	d.Config(t, "livepatch", map[string]string{"sync_upstream": flaky.URL, "sync_trusted_key": flaky.PublicKey})
 	d.WaitActive(t)
 	rolled := time.Now()
-	order := restartOrder(d.Model, changed)
+	order := d.Restarts(changed)
 	if !slices.IsSortedFunc(order, func(a, b string) int { return unitNum(a) - unitNum(b) }) || len(order) != len(d.Units("livepatch")) {
 		t.Errorf("units restarted in the order %v, want each once in unit order", order)
 	}
 	steady(t, w, v)
-	roll := w.Stats().sub(base)
+	roll := w.Stats().Sub(base)
 	noFailures(t, "configuration change", roll)
 	admin := d.AdminClient(t)
 
@@ -234,7 +234,7 @@ func drillUpstream(t *testing.T, d *deploy.Deployment, w *witness, v variant, ex
 		t.Errorf("after the upstream came back %d of %d new patches are recorded: %v", len(recorded), len(want), recorded)
 	}
 	steady(t, w, v)
-	st := w.Stats().sub(base)
+	st := w.Stats().Sub(base)
 	noFailures(t, "upstream drill", st)
 	exp.seen("sync report", rep.Error)
 	return []drill{{
@@ -296,7 +296,7 @@ func checkStorage(t *testing.T, d *deploy.Deployment, want map[string]string) ma
 }
 
 // drillScale removes a unit, then adds one: haproxy follows without a failed check-in.
-func drillScale(t *testing.T, d *deploy.Deployment, w *witness, v variant, exp *exposure) []drill {
+func drillScale(t *testing.T, d *deploy.Deployment, w *deploy.Witness, v variant, exp *exposure) []drill {
 	units := d.Units("livepatch")
 	victim := nonLeaders(d)[len(nonLeaders(d))-1]
 	if root, err := d.Model.UnitRoot(victim); err == nil {
@@ -311,7 +311,7 @@ func drillScale(t *testing.T, d *deploy.Deployment, w *witness, v variant, exp *
 	removed := time.Now()
 	steady(t, w, v)
 	mid := w.Stats()
-	removal := mid.sub(base)
+	removal := mid.Sub(base)
 	noFailures(t, "remove-unit", removal)
 
 	added := time.Now()
@@ -325,7 +325,7 @@ func drillScale(t *testing.T, d *deploy.Deployment, w *witness, v variant, exp *
 		return d.UnitMetric(t, names[0], "livepatch_server_checkins_total") > 0
 	})
 	steady(t, w, v)
-	addition := w.Stats().sub(mid)
+	addition := w.Stats().Sub(mid)
 	noFailures(t, "add-unit", addition)
 	return []drill{{
 		Name: "Remove a unit", Stats: removal, Recover: removed.Sub(start),
@@ -339,7 +339,7 @@ func drillScale(t *testing.T, d *deploy.Deployment, w *witness, v variant, exp *
 // drillUpgrade refreshes the charm to a revision whose server adds a migration: the old
 // servers serve until schema-upgrade, then the units switch one at a time, and nothing is
 // lost.
-func drillUpgrade(t *testing.T, d *deploy.Deployment, w *witness, v variant, exp *exposure) []drill {
+func drillUpgrade(t *testing.T, d *deploy.Deployment, w *deploy.Witness, v variant, exp *exposure) []drill {
 	before := d.Inventory(t)
 	oldVersion := version(t, d.URL)
 	charm := deploy.BuildLivepatchCharm(t, migrationTag)
@@ -364,14 +364,14 @@ func drillUpgrade(t *testing.T, d *deploy.Deployment, w *witness, v variant, exp
 		}
 	}
 	steady(t, w, v)
-	waiting := w.Stats().sub(base)
+	waiting := w.Stats().Sub(base)
 
 	upgrade := time.Now()
 	res := d.RunAction(t, leader, "schema-upgrade", nil)
 	exp.action(res)
 	d.WaitActive(t)
 	done := time.Now()
-	order := restartOrder(d.Model, upgrade)
+	order := d.Restarts(upgrade)
 	if !slices.IsSortedFunc(order, func(a, b string) int { return unitNum(a) - unitNum(b) }) || len(order) != len(d.Units("livepatch")) {
 		t.Errorf("units restarted in the order %v, want each once in unit order", order)
 	}
@@ -384,7 +384,7 @@ func drillUpgrade(t *testing.T, d *deploy.Deployment, w *witness, v variant, exp
 		t.Errorf("rows changed across the upgrade (-before +after):\n%s", diff)
 	}
 	steady(t, w, v)
-	st := w.Stats().sub(base)
+	st := w.Stats().Sub(base)
 	noFailures(t, "rolling upgrade", st)
 	return []drill{{
 		Name: "Rolling upgrade with a migration", Stats: st, Recover: done.Sub(upgrade),
@@ -392,21 +392,6 @@ func drillUpgrade(t *testing.T, d *deploy.Deployment, w *witness, v variant, exp
 			"schema-upgrade migrated the schema from version %v to %v, then the units restarted one at a time in the order %s and were all Active on the new server after %s",
 			round(held.Sub(start)), round(upgrade.Sub(held)), waiting.Sent, res.Results["from-version"], res.Results["to-version"], strings.Join(order, ", "), round(done.Sub(upgrade))),
 	}}
-}
-
-// restartOrder returns the livepatch units in the order their charm restarted the server
-// since since, from the debug log.
-func restartOrder(m *jujusim.Model, since time.Time) []string {
-	var out []string
-	for _, l := range m.Logs() {
-		if l.Time.Before(since) || !strings.HasPrefix(l.Unit, "livepatch/") {
-			continue
-		}
-		if strings.Contains(l.Message, "Restarted livepatch-server (rolling restart") {
-			out = append(out, l.Unit)
-		}
-	}
-	return out
 }
 
 func unitNum(unit string) int {

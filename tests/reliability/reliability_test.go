@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
-	"github.com/livepatch-onprem/livepatch/server/config"
 	"github.com/livepatch-onprem/livepatch/tests/e2e/deploy"
 	"github.com/livepatch-onprem/livepatch/tests/jujusim"
 )
@@ -55,7 +52,7 @@ func currentVariant() variant {
 // drill is one line of the measured table.
 type drill struct {
 	Name  string
-	Stats witnessStats
+	Stats deploy.WitnessStats
 	// Recover is the time to recover (what it is measured from and to is in Detail).
 	Recover time.Duration
 	Detail  string
@@ -79,9 +76,9 @@ func TestReliability(t *testing.T) {
 	t.Cleanup(func() { exp.stop() })
 	d.Configure(t)
 	collectSecrets(t, d, exp)
-	w := startWitness(t, d, v.Machines, v.Rate, v.Retries)
-	for _, m := range w.machines {
-		exp.secret("the machine token of "+m.id, m.token)
+	w := d.StartWitness(t, v.Machines, v.Rate, v.Retries)
+	for i, token := range w.Tokens() {
+		exp.secret(fmt.Sprintf("the machine token of witness machine %d", i), token)
 	}
 	t.Logf("variant %s: %d machines, %.0f check-ins/s, up to %d retries", v.Name, v.Machines, v.Rate, v.Retries)
 
@@ -103,7 +100,7 @@ func TestReliability(t *testing.T) {
 			break // the next drill would start from a broken deployment
 		}
 	}
-	db := openDatabase(t, d)
+	db := d.OpenDatabase(t)
 	t.Run("secrets", func(t *testing.T) {
 		actionTour(t, d, exp)
 		cliTour(t, d, exp)
@@ -116,15 +113,15 @@ func TestReliability(t *testing.T) {
 		exp.check(t)
 	})
 	total := w.Stats()
-	lost := w.verify(t, db)
-	t.Logf("witness: %v; %d acknowledged reports, %d lost", total, w.acked(), lost)
+	lost := w.Verify(t, db)
+	t.Logf("witness: %v; %d acknowledged reports, %d lost", total, w.Acked(), lost)
 	if len(total.Errors) > 0 {
 		t.Logf("failed attempts (the first %d):\n%s", len(total.Errors), strings.Join(total.Errors, "\n"))
 	}
-	if total.Sent == 0 || w.acked() == 0 {
+	if total.Sent == 0 || w.Acked() == 0 {
 		t.Error("the witness sent nothing")
 	}
-	if err := writeReport(os.Getenv(ReportEnv), v, drills, total, w.acked(), lost); err != nil {
+	if err := writeReport(os.Getenv(ReportEnv), v, drills, total, w.Acked(), lost); err != nil {
 		t.Error(err)
 	}
 	for _, dr := range drills {
@@ -132,38 +129,18 @@ func TestReliability(t *testing.T) {
 	}
 }
 
-// openDatabase connects to the deployment's database as the livepatch units do, with the
-// connection string of a unit's rendered server configuration.
-func openDatabase(t *testing.T, d *deploy.Deployment) *sql.DB {
-	t.Helper()
-	root, err := d.Model.UnitRoot(d.Units("livepatch")[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(filepath.Join(root, livepatch.ConfigPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := sql.Open("postgres", cfg.Database.ConnectionString)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
 // steady lets v.Steady more check-ins end.
-func steady(t *testing.T, w *witness, v variant) {
+func steady(t *testing.T, w *deploy.Witness, v variant) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), deploy.Timeout)
 	defer cancel()
-	if err := w.waitEnded(ctx, w.Stats(), v.Steady); err != nil {
+	if err := w.WaitEnded(ctx, w.Stats(), v.Steady); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // noFailures fails the test when check-ins failed.
-func noFailures(t *testing.T, what string, s witnessStats) {
+func noFailures(t *testing.T, what string, s deploy.WitnessStats) {
 	t.Helper()
 	if s.Failed > 0 {
 		t.Errorf("%s: %v:\n%s", what, s, strings.Join(s.Errors, "\n"))

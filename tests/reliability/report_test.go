@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/livepatch-onprem/livepatch/tests/e2e/deploy"
 )
 
 // Markers of the measured table in docs/reliability.md.
@@ -15,7 +17,7 @@ const (
 
 // writeReport rewrites the measured table between the markers of the file at path; an
 // empty path writes nothing.
-func writeReport(path string, v variant, drills []drill, total witnessStats, acked, lost int) error {
+func writeReport(path string, v variant, drills []drill, total deploy.WitnessStats, acked, lost int) error {
 	if path == "" {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package reliability
+package deploy
 
 import (
 	"context"
@@ -13,19 +13,17 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/lib/pq"
-
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
-	"github.com/livepatch-onprem/livepatch/tests/e2e/deploy"
 )
 
-// witness is a stream of machine check-ins through haproxy that the drills run under. Each
+// Witness is a stream of machine check-ins through haproxy for a test to run a failure or
+// an upgrade under (the reliability drills, the PostgreSQL switchover). Each
 // machine checks in one check-in after the other, so what it reported last is well
 // defined, and every attempt carries a marker of its own in client-version
 // ("w<seq>.<attempt>"): the markers of the attempts the servers acknowledged must all be
 // rows of machine_reports at the end, and each machine's row must hold its last one.
-type witness struct {
+type Witness struct {
 	c        *client.Client
 	machines []*witnessMachine
 	retries  int
@@ -33,19 +31,26 @@ type witness struct {
 	wg       sync.WaitGroup
 
 	mu      sync.Mutex
-	stats   witnessStats
+	stats   WitnessStats
 	changed chan struct{} // closed and replaced whenever a check-in ends
 }
 
 type witnessMachine struct {
 	id, token string
 	seq       int
-	acked     []string // markers acknowledged, in order
+	acked     []ack // reports acknowledged, in order (written under Witness.mu)
 }
 
-// witnessStats counts check-ins. A check-in is one report of a machine; it is retried
+// ack is an acknowledged report: its marker, and when the attempt that was acknowledged
+// started and ended.
+type ack struct {
+	marker     string
+	start, end time.Time
+}
+
+// WitnessStats counts check-ins. A check-in is one report of a machine; it is retried
 // (another attempt, at once) after a transport error or a 5xx, at most retries times.
-type witnessStats struct {
+type WitnessStats struct {
 	Sent, Succeeded, Failed, Retried int64
 	// LastFailure is when the last failed attempt ended (zero: none).
 	LastFailure time.Time
@@ -53,24 +58,25 @@ type witnessStats struct {
 	Errors []string
 }
 
-// sub returns the counts of s since base. Sent is then the check-ins that ended in between
+// Sub returns the counts of s since base. Sent is then the check-ins that ended in between
 // (a check-in started before base may end after it).
-func (s witnessStats) sub(base witnessStats) witnessStats {
+func (s WitnessStats) Sub(base WitnessStats) WitnessStats {
 	ok, failed := s.Succeeded-base.Succeeded, s.Failed-base.Failed
-	return witnessStats{
+	return WitnessStats{
 		Sent: ok + failed, Succeeded: ok,
 		Failed: failed, Retried: s.Retried - base.Retried,
 		LastFailure: s.LastFailure, Errors: s.Errors[min(len(base.Errors), len(s.Errors)):],
 	}
 }
 
-func (s witnessStats) String() string {
+func (s WitnessStats) String() string {
 	return fmt.Sprintf("sent %d, succeeded %d, failed %d, retried %d", s.Sent, s.Succeeded, s.Failed, s.Retried)
 }
 
-// startWitness enrols n machines and checks each in every n/rate seconds (rate check-ins per
-// second in all) until stop.
-func startWitness(t *testing.T, d *deploy.Deployment, n int, rate float64, retries int) *witness {
+// StartWitness enrols n machines through haproxy and checks each in every n/rate seconds
+// (rate check-ins per second in all), a failed attempt retried at most retries times, until
+// Stop or the end of the test.
+func (d *Deployment) StartWitness(t testing.TB, n int, rate float64, retries int) *Witness {
 	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -81,10 +87,10 @@ func startWitness(t *testing.T, d *deploy.Deployment, n int, rate float64, retri
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &witness{c: c, retries: retries, changed: make(chan struct{})}
-	token := d.AuthToken(t, deploy.UpstreamTier)
+	w := &Witness{c: c, retries: retries, changed: make(chan struct{})}
+	token := d.AuthToken(t, UpstreamTier)
 	for i := range n {
-		m := &witnessMachine{id: fmt.Sprintf("witness%03d%s", i, randomHex(t, 6))}
+		m := &witnessMachine{id: fmt.Sprintf("witness%03d%s", i, randomHex(6))}
 		st := w.status(m, 0)
 		if m.token, _, err = c.Enable(t.Context(), m.id, token, &st); err != nil {
 			t.Fatalf("cannot enrol %s: %v", m.id, err)
@@ -116,19 +122,19 @@ func startWitness(t *testing.T, d *deploy.Deployment, n int, rate float64, retri
 			}
 		}()
 	}
-	t.Cleanup(w.stop)
+	t.Cleanup(w.Stop)
 	return w
 }
 
-func (w *witness) status(m *witnessMachine, attempt int) server.Status {
+func (w *Witness) status(m *witnessMachine, attempt int) server.Status {
 	return server.Status{
-		Kernel: deploy.DemoKernel, Architecture: "amd64", PatchState: server.StateNothingToApply,
+		Kernel: DemoKernel, Architecture: "amd64", PatchState: server.StateNothingToApply,
 		ClientVersion: fmt.Sprintf("w%d.%d", m.seq, attempt),
 	}
 }
 
 // checkIn sends one check-in of m, with its retries.
-func (w *witness) checkIn(m *witnessMachine) {
+func (w *Witness) checkIn(m *witnessMachine) {
 	m.seq++
 	w.mu.Lock()
 	w.stats.Sent++
@@ -141,11 +147,14 @@ func (w *witness) checkIn(m *witnessMachine) {
 			w.mu.Unlock()
 		}
 		st := w.status(m, attempt)
+		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		_, err = w.c.CheckIn(ctx, m.id, m.token, st)
 		cancel()
 		if err == nil {
-			m.acked = append(m.acked, st.ClientVersion)
+			w.mu.Lock()
+			m.acked = append(m.acked, ack{marker: st.ClientVersion, start: start, end: time.Now()})
+			w.mu.Unlock()
 			break
 		}
 		w.mu.Lock()
@@ -177,7 +186,7 @@ func retryable(err error) bool {
 }
 
 // Stats returns the counts so far.
-func (w *witness) Stats() witnessStats {
+func (w *Witness) Stats() WitnessStats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	st := w.stats
@@ -185,8 +194,8 @@ func (w *witness) Stats() witnessStats {
 	return st
 }
 
-// waitEnded waits until n more check-ins ended than in base.
-func (w *witness) waitEnded(ctx context.Context, base witnessStats, n int64) error {
+// WaitEnded waits until n more check-ins ended than in base.
+func (w *Witness) WaitEnded(ctx context.Context, base WitnessStats, n int64) error {
 	for {
 		w.mu.Lock()
 		ended := w.stats.Succeeded + w.stats.Failed - base.Succeeded - base.Failed
@@ -203,9 +212,8 @@ func (w *witness) waitEnded(ctx context.Context, base witnessStats, n int64) err
 	}
 }
 
-// waitSucceededSince waits until a check-in succeeded that started after since, and returns
-// when it ended.
-func (w *witness) waitSucceeded(ctx context.Context, base witnessStats) (time.Time, error) {
+// WaitSucceeded waits until a check-in succeeded after base, and returns when it saw it.
+func (w *Witness) WaitSucceeded(ctx context.Context, base WitnessStats) (time.Time, error) {
 	for {
 		w.mu.Lock()
 		ok := w.stats.Succeeded > base.Succeeded
@@ -222,18 +230,18 @@ func (w *witness) waitSucceeded(ctx context.Context, base witnessStats) (time.Ti
 	}
 }
 
-// stop stops the stream and waits for the check-ins in flight.
-func (w *witness) stop() {
+// Stop stops the stream and waits for the check-ins in flight.
+func (w *Witness) Stop() {
 	w.cancel()
 	w.wg.Wait()
 }
 
-// verify stops the stream and checks the database: every acknowledged attempt is a row of
+// Verify stops the stream and checks the database: every acknowledged attempt is a row of
 // machine_reports, and each machine's row holds its last acknowledged report. It returns
 // the number of acknowledged reports missing.
-func (w *witness) verify(t *testing.T, db *sql.DB) int {
+func (w *Witness) Verify(t testing.TB, db *sql.DB) int {
 	t.Helper()
-	w.stop()
+	w.Stop()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	stored := map[string]bool{}
@@ -254,11 +262,11 @@ func (w *witness) verify(t *testing.T, db *sql.DB) int {
 	lost := 0
 	var examples []string
 	for _, m := range w.machines {
-		for _, v := range m.acked {
-			if !stored[m.id+" "+v] {
+		for _, a := range m.acked {
+			if !stored[m.id+" "+a.marker] {
 				lost++
 				if len(examples) < 10 {
-					examples = append(examples, m.id+" "+v)
+					examples = append(examples, m.id+" "+a.marker)
 				}
 			}
 		}
@@ -269,7 +277,7 @@ func (w *witness) verify(t *testing.T, db *sql.DB) int {
 		if err := db.QueryRowContext(ctx, `SELECT client_version FROM machines WHERE id = $1`, m.id).Scan(&last); err != nil {
 			t.Fatalf("cannot read machine %s: %v", m.id, err)
 		}
-		if want := m.acked[len(m.acked)-1]; last != want {
+		if want := m.acked[len(m.acked)-1].marker; last != want {
 			t.Errorf("machine %s holds report %s, want its last acknowledged %s", m.id, last, want)
 		}
 	}
@@ -279,11 +287,38 @@ func (w *witness) verify(t *testing.T, db *sql.DB) int {
 	return lost
 }
 
-// acked returns the number of acknowledged reports.
-func (w *witness) acked() int {
+// Acked returns the number of acknowledged reports.
+func (w *Witness) Acked() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	n := 0
 	for _, m := range w.machines {
 		n += len(m.acked)
 	}
 	return n
+}
+
+// FirstAckedAfter returns when the first acknowledged check-in that started after since
+// ended; ok is false when none has yet.
+func (w *Witness) FirstAckedAfter(since time.Time) (end time.Time, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, m := range w.machines {
+		for _, a := range m.acked {
+			if a.start.After(since) && (!ok || a.end.Before(end)) {
+				end, ok = a.end, true
+			}
+		}
+	}
+	return end, ok
+}
+
+// Tokens returns the machine tokens of the witness's machines (secrets that must show
+// nowhere).
+func (w *Witness) Tokens() []string {
+	var out []string
+	for _, m := range w.machines {
+		out = append(out, m.token)
+	}
+	return out
 }
