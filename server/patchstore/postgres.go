@@ -21,7 +21,8 @@ const ChunkSize = 1 << 20
 // no more than this (the column is stored uncompressed, so a slice is read alone).
 const ReadSize = 256 << 10
 
-// fetchTimeout bounds each fetch of a slice, waiting for a pooled connection included.
+// fetchTimeout bounds opening a file and each fetch of a slice, waiting for a pooled
+// connection included.
 const fetchTimeout = 30 * time.Second
 
 // Postgres stores patch files in the tables patch_files and patch_file_data of the
@@ -111,7 +112,9 @@ func (s *Postgres) Open(ctx context.Context, filename string) (server.PatchFile,
 	}
 	f := &pgFile{ctx: ctx, db: s.db, start: -1}
 	f.info.Filename = filename
-	err := s.db.QueryRowContext(ctx, `SELECT generation, size, chunk_size, modified_at FROM patch_files WHERE filename = $1`, filename).
+	qctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	err := s.db.QueryRowContext(qctx, `SELECT generation, size, chunk_size, modified_at FROM patch_files WHERE filename = $1`, filename).
 		Scan(&f.gen, &f.info.Size, &f.chunkSize, &f.info.ModTime)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound(filename)
