@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"strconv"
@@ -92,18 +93,41 @@ func randomBytes(n int, seed byte) []byte {
 	return data
 }
 
+// smallBuffers sets 4 KiB socket buffers (the kernel doubles them), so that a connection
+// holds a few kilobytes in flight rather than megabytes.
+func smallBuffers(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = cmp.Or(syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096),
+			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096))
+	})
+	return cmp.Or(err, serr)
+}
+
+// smallBufferServer serves the API of e on a listener whose connections have small send
+// buffers: a download whose reader stalls blocks in its writes after a few kilobytes
+// rather than when the kernel has taken megabytes, so a test knows where it stands.
+func smallBufferServer(t testing.TB, e *env) string {
+	t.Helper()
+	lc := net.ListenConfig{Control: smallBuffers}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(e.api)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return ln.Addr().String()
+}
+
 // stalledRequest sends a download request for path on a connection that takes almost
-// nothing from the network (a 4 KiB receive buffer): the server blocks in its writes
-// after a few kilobytes, as it does for a client that stopped reading.
+// nothing from the network (small socket buffers): the server blocks in its writes after
+// a few kilobytes, as it does for a client that stopped reading.
 func stalledRequest(t testing.TB, addr, path, rangeHeader string) net.Conn {
 	t.Helper()
-	d := net.Dialer{Timeout: 10 * time.Second, Control: func(network, address string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		return cmp.Or(err, serr)
-	}}
+	d := net.Dialer{Timeout: 10 * time.Second, Control: smallBuffers}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -154,11 +178,13 @@ func liveHeap() uint64 {
 // stallReaders opens n downloads of the patch p with Range: bytes=0- that stop reading
 // once they have the answer's header, and returns the growth of the live heap while they
 // are stalled. With gated storage, every download has reached the handler before the
-// first storage read starts.
+// first storage read starts. A download whose header has arrived has read the first
+// piece of the file and blocks in writing it: none is still reading when the heap is
+// measured.
 func stallReaders(t testing.TB, e *env, files *countingFiles, p server.Patch, n int) uint64 {
 	t.Helper()
+	addr := smallBufferServer(t, e)
 	before := liveHeap()
-	addr := strings.TrimPrefix(e.srv.URL, "http://")
 	conns := make([]net.Conn, n)
 	for i := range conns {
 		conns[i] = stalledRequest(t, addr, "/patches/"+p.Filename, "bytes=0-")
@@ -183,13 +209,15 @@ func stallReaders(t testing.TB, e *env, files *countingFiles, p server.Patch, n 
 // stored chunk or the whole file. The bound is per connection, whatever the file's size.
 func TestStalledDownloadsBounded(t *testing.T) {
 	if testing.Short() {
-		t.Skip("opens 64 stalled downloads of a 12 MiB file")
+		t.Skip("opens 100 stalled downloads of a 12 MiB file")
 	}
 	const (
-		readers = 64
+		readers = 100
 		size    = 12 << 20
-		perConn = patchstore.ReadSize + 64<<10 // the slice, the copy buffer, the connection
-		pool    = 20 * patchstore.ReadSize     // what the driver's pooled connections keep
+		// A download holds a slice of the file, the copy buffer and its connection's
+		// buffers.
+		perConn = patchstore.ReadSize + 64<<10
+		pool    = 20 * patchstore.ReadSize // what the driver's pooled connections keep
 		slack   = 8 << 20
 	)
 	name := "livepatch-5.15.0-107.117-generic-107.1-amd64.tar.bz2"
@@ -233,7 +261,7 @@ func TestStalledDownloadDropped(t *testing.T) {
 				o.StallTimeout = 200 * time.Millisecond
 			})
 			p := recordFile(t, e, "livepatch-5.15.0-107.117-generic-107.1-amd64.tar.bz2", randomBytes(4<<20, 8))
-			conn := stalledRequest(t, strings.TrimPrefix(e.srv.URL, "http://"), "/patches/"+p.Filename, "")
+			conn := stalledRequest(t, smallBufferServer(t, e), "/patches/"+p.Filename, "")
 			resp, _ := readHeader(t, conn)
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d, want 200", resp.StatusCode)
