@@ -14,16 +14,17 @@ type Code string
 
 // Error codes.
 const (
-	CodeInvalid         Code = "invalid"           // the request is malformed or a value is wrong
-	CodeUnauthorized    Code = "unauthorized"      // no or bad credentials
-	CodeForbidden       Code = "forbidden"         // credentials fine, action not allowed
-	CodeNotFound        Code = "not-found"         // the named thing does not exist
-	CodeConflict        Code = "conflict"          // the thing exists or is in use
-	CodeTooLarge        Code = "too-large"         // a body over its limit
-	CodeUnsupportedType Code = "unsupported-type"  // a body of a media type the route does not take
-	CodeTooManyRequests Code = "too-many-requests" // rate or concurrency limit hit
-	CodeUnavailable     Code = "unavailable"       // a dependency (database, upstream) is down
-	CodeInternal        Code = "internal"          // anything else; the message is generic
+	CodeInvalid             Code = "invalid"               // the request is malformed or a value is wrong
+	CodeUnauthorized        Code = "unauthorized"          // no or bad credentials
+	CodeForbidden           Code = "forbidden"             // credentials fine, action not allowed
+	CodeNotFound            Code = "not-found"             // the named thing does not exist
+	CodeConflict            Code = "conflict"              // the thing exists or is in use
+	CodeTooLarge            Code = "too-large"             // a body over its limit
+	CodeUnsupportedType     Code = "unsupported-type"      // a body of a media type the route does not take
+	CodeTooManyRequests     Code = "too-many-requests"     // rate or concurrency limit hit
+	CodeRangeNotSatisfiable Code = "range-not-satisfiable" // a download's Range asks for no byte of the file
+	CodeUnavailable         Code = "unavailable"           // a dependency (database, upstream) is down
+	CodeInternal            Code = "internal"              // anything else; the message is generic
 )
 
 // Error is an error whose message may be shown to the API caller.

@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/patchfile"
@@ -137,6 +140,9 @@ func (s *Server) uploadPatch(w http.ResponseWriter, r *http.Request) error {
 		created = err == nil
 		return err
 	})
+	if repaired {
+		s.invalidateCached(filename) // before answering: the next download reads the new bytes
+	}
 	if err != nil {
 		return err
 	}
@@ -148,6 +154,13 @@ func (s *Server) uploadPatch(w http.ResponseWriter, r *http.Request) error {
 		s.adminWrite(r, "patch_repair", "filename", filename, "sha256", sum)
 	}
 	return writeJSON(w, http.StatusOK, p)
+}
+
+// invalidateCached drops filename from the patch cache, when it is on.
+func (s *Server) invalidateCached(filename string) {
+	if s.cache != nil {
+		s.cache.invalidate(filename)
+	}
 }
 
 // patchRecord returns the record of filename, a file of version.
@@ -245,7 +258,11 @@ func (s *Server) unblockPatch(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]int{"unblocked": n})
 }
 
-// downloadPatch streams a recorded patch file with Range and ETag (the SHA-256) support.
+// downloadPatch serves a recorded patch file with Range and ETag (the SHA-256) support:
+// from the patch cache when it is on and the file fits (one storage read however many
+// downloads want the file at once, see fileCache.load), else streamed from storage, which
+// holds a bounded slice of the file per download. Every write has the stall deadline
+// (progressWriter), so a reader that stops taking bytes is dropped and its memory freed.
 func (s *Server) downloadPatch(w http.ResponseWriter, r *http.Request) error {
 	filename := r.PathValue("filename")
 	p, ok := s.catalog.get().byFile[filename]
@@ -259,17 +276,33 @@ func (s *Server) downloadPatch(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	s.metrics.downloads.Inc()
-	w.Header().Set("ETag", `"`+p.SHA256+`"`)
+	etag := `"` + p.SHA256 + `"`
+	w.Header().Set("ETag", etag)
 	w.Header().Set("Content-Type", "application/x-bzip2")
 	w.Header().Set("Cache-Control", "public, max-age=86400, immutable")
-	key := fileKey{filename, p.SHA256}
 	if s.cache != nil {
-		if e, ok := s.cache.get(key); ok {
-			s.metrics.cacheHits.Inc()
+		e, started, err := s.cache.load(r.Context(), fileKey{filename, p.SHA256}, p.Size, func() ([]byte, time.Time, error) {
+			// Not the request's context: the read serves every download waiting for it.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.RequestTimeout)
+			defer cancel()
+			return s.readRecorded(ctx, p)
+		})
+		if started {
+			s.metrics.cacheMisses.Inc()
+		}
+		if err != nil {
+			return err
+		}
+		if e != nil {
+			if !started {
+				s.metrics.cacheHits.Inc()
+			}
+			if err := checkRange(w, r, etag, int64(len(e.data))); err != nil {
+				return err
+			}
 			http.ServeContent(w, r, filename, e.modTime, bytes.NewReader(e.data))
 			return nil
 		}
-		s.metrics.cacheMisses.Inc()
 	}
 	f, err := s.files.Open(r.Context(), filename)
 	if err != nil {
@@ -277,17 +310,102 @@ func (s *Server) downloadPatch(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer f.Close()
 	st := f.Stat()
-	if s.cache != nil && st.Size <= maxCachedFile && r.Header.Get("Range") == "" {
-		data := make([]byte, st.Size)
-		if _, err := io.ReadFull(f, data); err != nil {
-			return fmt.Errorf("cannot read patch %s: %w", filename, err)
-		}
-		s.cache.put(key, data, st.ModTime)
-		http.ServeContent(w, r, filename, st.ModTime, bytes.NewReader(data))
-		return nil
+	if err := checkRange(w, r, etag, st.Size); err != nil {
+		return err
 	}
 	http.ServeContent(w, r, filename, st.ModTime, f)
 	return nil
+}
+
+// readRecorded reads the stored file of p whole, and fails unless it is the recorded
+// file (its size and SHA-256): the patch cache never holds bytes a machine would refuse.
+func (s *Server) readRecorded(ctx context.Context, p server.Patch) ([]byte, time.Time, error) {
+	f, err := s.files.Open(ctx, p.Filename)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	defer f.Close()
+	st := f.Stat()
+	if st.Size != p.Size {
+		return nil, time.Time{}, fmt.Errorf("stored patch file %s has %d bytes, its record %d: upload it again or refresh storage", p.Filename, st.Size, p.Size)
+	}
+	data := make([]byte, st.Size)
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, time.Time{}, fmt.Errorf("cannot read patch file %s: %w", p.Filename, err)
+	}
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != p.SHA256 {
+		return nil, time.Time{}, fmt.Errorf("stored patch file %s does not match its record's SHA-256: upload it again or refresh storage", p.Filename)
+	}
+	return data, st.ModTime, nil
+}
+
+// maxRanges bounds the ranges of one request: more are refused rather than served as
+// many small multipart pieces.
+const maxRanges = 8
+
+// checkRange refuses the Range header of a download that http.ServeContent would answer
+// with a plain-text error: a malformed one (400), and one none of whose ranges lies in the
+// size bytes of the file, or with more than maxRanges ranges (416, with Content-Range
+// "bytes */size"). Whether ranges lie in the file is only checked when the Range applies
+// (no If-Range, or one naming the file's etag).
+func checkRange(w http.ResponseWriter, r *http.Request, etag string, size int64) error {
+	h := r.Header.Get("Range")
+	if h == "" {
+		return nil
+	}
+	invalid := server.Errorf(server.CodeInvalid, "invalid Range header %.64q: want bytes=FIRST-LAST, bytes=FIRST- or bytes=-LENGTH", h)
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok {
+		return invalid
+	}
+	n, satisfiable := 0, false
+	for part := range strings.SplitSeq(spec, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		n++
+		first, last, ok := strings.Cut(part, "-")
+		if !ok || (first == "" && last == "") {
+			return invalid
+		}
+		a, aok := parseRangeNumber(first)
+		b, bok := parseRangeNumber(last)
+		switch {
+		case first == "": // the last b bytes
+			if !bok {
+				return invalid
+			}
+			satisfiable = satisfiable || (b > 0 && size > 0)
+		case !aok || (last != "" && (!bok || b < a)):
+			return invalid
+		default:
+			satisfiable = satisfiable || a < size
+		}
+	}
+	if n == 0 {
+		return invalid
+	}
+	if ir := r.Header.Get("If-Range"); ir != "" && ir != etag {
+		return nil // the whole file is served
+	}
+	if n > maxRanges || !satisfiable {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		if n > maxRanges {
+			return server.Errorf(server.CodeRangeNotSatisfiable, "the Range header asks for %d ranges; at most %d are served", n, maxRanges)
+		}
+		return server.Errorf(server.CodeRangeNotSatisfiable, "the Range header %.64q asks for no byte of the file, which has %d bytes", h, size)
+	}
+	return nil
+}
+
+// parseRangeNumber parses a byte position of a Range header: decimal digits only.
+func parseRangeNumber(s string) (int64, bool) {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 type storedFile struct {
@@ -435,6 +553,7 @@ func (s *Server) checkStored(ctx context.Context, filename string) (*mismatchedF
 		}
 		if sum != p.SHA256 {
 			m = &mismatchedFile{Filename: filename, RecordedSHA256: p.SHA256, StoredSHA256: sum}
+			s.invalidateCached(filename)
 		}
 		return nil
 	})
@@ -459,6 +578,9 @@ func (s *Server) forgetMissing(ctx context.Context, filename string) (bool, erro
 			return nil
 		}
 		removed = err == nil
+		if removed {
+			s.invalidateCached(filename)
+		}
 		return err
 	})
 	return removed, err

@@ -92,31 +92,6 @@ func TestLockoutGlobal(t *testing.T) {
 	}
 }
 
-func TestFileCacheBounds(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	c := newFileCache(3, time.Hour, func() time.Time { return now })
-	for i := range 4 {
-		c.put(fileKey{fmt.Sprint(i), "x"}, make([]byte, 10), now)
-	}
-	if _, ok := c.get(fileKey{"0", "x"}); ok || c.len() != 3 {
-		t.Errorf("count bound: oldest kept or %d entries", c.len())
-	}
-	// Three files of 30 MiB exceed the 64 MiB budget: only two stay.
-	for i := range 3 {
-		c.put(fileKey{fmt.Sprint("big", i), "x"}, make([]byte, 30<<20), now)
-	}
-	if c.len() != 2 || c.bytes > maxCacheBytes {
-		t.Errorf("byte bound: %d entries, %d bytes", c.len(), c.bytes)
-	}
-	if _, ok := c.get(fileKey{"big2", "x"}); !ok {
-		t.Errorf("newest entry evicted")
-	}
-	now = now.Add(2 * time.Hour)
-	if _, ok := c.get(fileKey{"big2", "x"}); ok {
-		t.Errorf("expired entry served")
-	}
-}
-
 func TestLockoutBounded(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	l := newLockout(func() time.Time { return now })

@@ -374,16 +374,17 @@ type errorBody struct {
 
 // statusOf maps error codes to HTTP statuses; it is the only such mapping.
 var statusOf = map[server.Code]int{
-	server.CodeInvalid:         http.StatusBadRequest,
-	server.CodeUnauthorized:    http.StatusUnauthorized,
-	server.CodeForbidden:       http.StatusForbidden,
-	server.CodeNotFound:        http.StatusNotFound,
-	server.CodeConflict:        http.StatusConflict,
-	server.CodeTooLarge:        http.StatusRequestEntityTooLarge,
-	server.CodeUnsupportedType: http.StatusUnsupportedMediaType,
-	server.CodeTooManyRequests: http.StatusTooManyRequests,
-	server.CodeUnavailable:     http.StatusServiceUnavailable,
-	server.CodeInternal:        http.StatusInternalServerError,
+	server.CodeInvalid:             http.StatusBadRequest,
+	server.CodeUnauthorized:        http.StatusUnauthorized,
+	server.CodeForbidden:           http.StatusForbidden,
+	server.CodeNotFound:            http.StatusNotFound,
+	server.CodeConflict:            http.StatusConflict,
+	server.CodeTooLarge:            http.StatusRequestEntityTooLarge,
+	server.CodeUnsupportedType:     http.StatusUnsupportedMediaType,
+	server.CodeTooManyRequests:     http.StatusTooManyRequests,
+	server.CodeRangeNotSatisfiable: http.StatusRequestedRangeNotSatisfiable,
+	server.CodeUnavailable:         http.StatusServiceUnavailable,
+	server.CodeInternal:            http.StatusInternalServerError,
 }
 
 // writeError answers a request with err: an *server.Error's code and message, or a 500

@@ -167,11 +167,14 @@ func testSeek(t *testing.T, s server.PatchFiles) {
 		}
 	}
 	boundary := int64(patchstore.ChunkSize)
-	readAt(io.SeekStart, boundary-5, boundary-5, 10) // across a chunk boundary
-	readAt(io.SeekCurrent, -10, boundary-5, 10)      // back again
-	readAt(io.SeekStart, 3, 3, 4)                    // back to the first chunk
-	readAt(io.SeekEnd, -50, int64(size)-50, 50)      // the tail
-	readAt(io.SeekCurrent, -int64(size), 0, 1)       // the start
+	slice := int64(patchstore.ReadSize)
+	readAt(io.SeekStart, slice-5, slice-5, 10)                  // across a read slice
+	readAt(io.SeekStart, boundary+slice-1, boundary+slice-1, 2) // the same in the second chunk
+	readAt(io.SeekStart, boundary-5, boundary-5, 10)            // across a chunk boundary
+	readAt(io.SeekCurrent, -10, boundary-5, 10)                 // back again
+	readAt(io.SeekStart, 3, 3, 4)                               // back to the first chunk
+	readAt(io.SeekEnd, -50, int64(size)-50, 50)                 // the tail
+	readAt(io.SeekCurrent, -int64(size), 0, 1)                  // the start
 
 	if pos, err := f.Seek(10, io.SeekEnd); err != nil || pos != int64(size)+10 {
 		t.Fatalf("Seek past the end = %d, %v", pos, err)

@@ -7,13 +7,23 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
 )
 
-// ChunkSize is the size of the pieces the Postgres store keeps a file in, so that neither
-// writing nor reading a file holds more than one piece in memory.
+// ChunkSize is the size of the pieces the Postgres store keeps a file in, so that writing
+// a file holds no more than one piece in memory.
 const ChunkSize = 1 << 20
+
+// ReadSize is the most an open file of the Postgres store holds in memory: reads fetch
+// the stored chunks in slices of this size, so that a download whose reader is slow pins
+// no more than this (the column is stored uncompressed, so a slice is read alone).
+const ReadSize = 256 << 10
+
+// fetchTimeout bounds opening a file and each fetch of a slice, waiting for a pooled
+// connection included.
+const fetchTimeout = 30 * time.Second
 
 // Postgres stores patch files in the tables patch_files and patch_file_data of the
 // server's database (created by the server/postgres migrations). A file is a head row
@@ -93,15 +103,18 @@ func put(ctx context.Context, tx *sql.Tx, filename string, r io.Reader) (int64, 
 	return size, nil
 }
 
-// Open opens a stored file. Reads fetch one chunk at a time, using ctx. When the file is
-// replaced while it is being read, the next chunk read fails rather than mixing contents.
+// Open opens a stored file. Reads fetch one slice of ReadSize at a time, using ctx. When
+// the file is replaced while it is being read, the next fetch fails rather than mixing
+// contents.
 func (s *Postgres) Open(ctx context.Context, filename string) (server.PatchFile, error) {
 	if err := checkName(filename); err != nil {
 		return nil, err
 	}
-	f := &pgFile{ctx: ctx, db: s.db, chunk: -1}
+	f := &pgFile{ctx: ctx, db: s.db, start: -1}
 	f.info.Filename = filename
-	err := s.db.QueryRowContext(ctx, `SELECT generation, size, chunk_size, modified_at FROM patch_files WHERE filename = $1`, filename).
+	qctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	err := s.db.QueryRowContext(qctx, `SELECT generation, size, chunk_size, modified_at FROM patch_files WHERE filename = $1`, filename).
 		Scan(&f.gen, &f.info.Size, &f.chunkSize, &f.info.ModTime)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound(filename)
@@ -146,7 +159,8 @@ func (s *Postgres) Delete(ctx context.Context, filename string) error {
 	return nil
 }
 
-// pgFile is an open file of a Postgres store. It holds at most one chunk in memory.
+// pgFile is an open file of a Postgres store. It holds at most one slice of ReadSize in
+// memory.
 type pgFile struct {
 	ctx       context.Context
 	db        *sql.DB
@@ -154,15 +168,15 @@ type pgFile struct {
 	gen       int64
 	chunkSize int64
 	pos       int64  // offset of the next Read
-	chunk     int64  // number of the chunk in data, -1 for none
-	data      []byte // contents of chunk
+	start     int64  // file offset of data, -1 for none
+	data      []byte // the slice fetched last
 	closed    bool
 }
 
 // Stat describes the file as it was when opened.
 func (f *pgFile) Stat() server.StoredFile { return f.info }
 
-// Read reads from the current offset, fetching the chunk it falls in when needed.
+// Read reads from the current offset, fetching the slice it falls in when needed.
 func (f *pgFile) Read(p []byte) (int, error) {
 	if f.closed {
 		return 0, fs.ErrClosed
@@ -173,25 +187,28 @@ func (f *pgFile) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	chunk := f.pos / f.chunkSize
-	if chunk != f.chunk {
-		if err := f.fetch(chunk); err != nil {
+	if f.start < 0 || f.pos < f.start || f.pos >= f.start+int64(len(f.data)) {
+		if err := f.fetch(); err != nil {
 			return 0, err
 		}
 	}
-	off := f.pos - chunk*f.chunkSize
-	if off >= int64(len(f.data)) {
-		return 0, fmt.Errorf("cannot read patch file %q: chunk %d is shorter than expected", f.info.Filename, chunk)
-	}
-	n := copy(p, f.data[off:])
+	n := copy(p, f.data[f.pos-f.start:])
 	f.pos += int64(n)
 	return n, nil
 }
 
-func (f *pgFile) fetch(chunk int64) error {
-	f.chunk = -1
-	rows, err := f.db.QueryContext(f.ctx, `SELECT data FROM patch_file_data WHERE filename = $1 AND generation = $2 AND chunk = $3`,
-		f.info.Filename, f.gen, chunk)
+// fetch reads the slice of ReadSize that the current offset falls in, within its chunk.
+func (f *pgFile) fetch() error {
+	f.start = -1
+	chunk := f.pos / f.chunkSize
+	off := f.pos - chunk*f.chunkSize
+	off -= off % ReadSize
+	want := min(ReadSize, f.chunkSize-off, f.info.Size-chunk*f.chunkSize-off)
+	ctx, cancel := context.WithTimeout(f.ctx, fetchTimeout)
+	defer cancel()
+	rows, err := f.db.QueryContext(ctx, `SELECT substring(data FROM $4 FOR $5) FROM patch_file_data
+		WHERE filename = $1 AND generation = $2 AND chunk = $3`,
+		f.info.Filename, f.gen, chunk, off+1, want)
 	if err != nil {
 		return fmt.Errorf("cannot read patch file %q: %w", f.info.Filename, err)
 	}
@@ -203,13 +220,16 @@ func (f *pgFile) fetch(chunk int64) error {
 		return fmt.Errorf("cannot read patch file %q: it was replaced or deleted while being read", f.info.Filename)
 	}
 	// RawBytes points into the driver's buffer: copy it into this file's own buffer,
-	// reused from chunk to chunk, rather than allocating a copy per chunk.
+	// reused from slice to slice, rather than allocating a copy per slice.
 	var raw sql.RawBytes
 	if err := rows.Scan(&raw); err != nil {
 		return fmt.Errorf("cannot read patch file %q: %w", f.info.Filename, err)
 	}
+	if int64(len(raw)) != want {
+		return fmt.Errorf("cannot read patch file %q: chunk %d is shorter than expected", f.info.Filename, chunk)
+	}
 	f.data = append(f.data[:0], raw...)
-	f.chunk = chunk
+	f.start = chunk*f.chunkSize + off
 	return rows.Close()
 }
 
@@ -236,7 +256,7 @@ func (f *pgFile) Seek(offset int64, whence int) (int64, error) {
 	return abs, nil
 }
 
-// Close releases the chunk in memory.
+// Close releases the slice in memory.
 func (f *pgFile) Close() error {
 	if f.closed {
 		return fs.ErrClosed
