@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -141,25 +142,34 @@ func (l *lockout) count(f *failures, now time.Time) {
 	f.last = now
 }
 
-// makeRoom keeps the table under maxLockoutEntries before an insertion: it drops the
-// expired counters and, when none expired, the least recently failed one.
+// makeRoom keeps the table under maxLockoutEntries before an insertion: when it is full it
+// drops the expired counters and, when fewer than a tenth expired, the least recently
+// failed counters down to nine tenths of the bound. Each full scan so makes room for many
+// insertions: an attacker filling the table costs amortised O(log n) per failure, not a
+// scan of the table each.
 func (l *lockout) makeRoom(now time.Time) {
 	if len(l.entries) < maxLockoutEntries {
 		return
 	}
-	var oldest string
-	var oldestAt time.Time
+	type aged struct {
+		key  string
+		last time.Time
+	}
+	live := make([]aged, 0, len(l.entries))
 	for k, f := range l.entries {
 		if !l.active(f, now) {
 			delete(l.entries, k)
 			continue
 		}
-		if oldest == "" || f.last.Before(oldestAt) {
-			oldest, oldestAt = k, f.last
-		}
+		live = append(live, aged{k, f.last})
 	}
-	if len(l.entries) >= maxLockoutEntries {
-		delete(l.entries, oldest)
+	target := maxLockoutEntries - maxLockoutEntries/10
+	if len(live) <= target {
+		return
+	}
+	slices.SortFunc(live, func(a, b aged) int { return a.last.Compare(b.last) })
+	for _, a := range live[:len(live)-target] {
+		delete(l.entries, a.key)
 	}
 }
 
