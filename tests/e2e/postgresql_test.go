@@ -193,6 +193,14 @@ func checkVerifiedTLS(t *testing.T, d *deploy.Deployment, unit, pgUnit string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The charm asks for secrets: postgresql shares TLS in the secret secret-tls names.
+	if uri := shared["secret-tls"]; uri != "" {
+		info, err := d.Model.ShowSecret(uri, true, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared = info.Content
+	}
 	if shared["tls"] != "True" || shared["tls-ca"] == "" {
 		t.Fatalf("postgresql shares tls %q and a CA of %d bytes", shared["tls"], len(shared["tls-ca"]))
 	}
