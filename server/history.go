@@ -2,6 +2,8 @@ package server
 
 import (
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -50,6 +52,19 @@ type MachineMove struct {
 	Batch int
 }
 
+// MachineQuery is a machine filter as the API takes it, in the query of the machines
+// report and in the body of a bulk move. The ages are relative to the server's clock.
+type MachineQuery struct {
+	Tier         string   `json:"tier,omitempty"`
+	PatchVersion string   `json:"version,omitempty"`
+	PatchState   string   `json:"state,omitempty"`
+	Kernel       string   `json:"kernel,omitempty"`
+	Hostname     string   `json:"hostname,omitempty"`
+	Tags         []string `json:"tag,omitempty"` // key=value
+	SeenBefore   string   `json:"seen-before,omitempty"`
+	SeenAfter    string   `json:"seen-after,omitempty"`
+}
+
 // MaxTags bounds the tags of one machine.
 const MaxTags = 32
 
@@ -71,3 +86,23 @@ func CheckTag(key, value string) error {
 	}
 	return nil
 }
+
+// ParseAge reads an age such as a last-seen filter: a Go duration ("36h", "90m") or a
+// number of days ("7d"), positive and at most 100 years.
+func ParseAge(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		n, ok := strings.CutSuffix(s, "d")
+		days, aerr := strconv.Atoi(n)
+		if !ok || aerr != nil || days > maxAgeDays {
+			return 0, Errorf(CodeInvalid, "invalid age %q: want a duration such as 7d, 36h or 90m", s)
+		}
+		d = time.Duration(days) * 24 * time.Hour
+	}
+	if d <= 0 || d > maxAgeDays*24*time.Hour {
+		return 0, Errorf(CodeInvalid, "invalid age %q: want a positive duration of at most %d days", s, maxAgeDays)
+	}
+	return d, nil
+}
+
+const maxAgeDays = 36500

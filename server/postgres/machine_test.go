@@ -205,7 +205,7 @@ func TestEnable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(server.Machine{ID: "m1", Tier: "stable", TokenID: "web", EnabledAt: now}, m); diff != "" {
+	if diff := cmp.Diff(server.Machine{ID: "m1", Tier: "stable", TokenID: "web", EnabledAt: now, FirstSeen: now}, m); diff != "" {
 		t.Errorf("Enable() (-want +got):\n%s", diff)
 	}
 	enable(t, db, web, "m2")
