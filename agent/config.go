@@ -57,6 +57,8 @@ type Config struct {
 	Mode          string `yaml:"mode,omitempty"`
 	MachineID     string `yaml:"machine-id,omitempty"`
 	Kernel        string `yaml:"kernel,omitempty"`
+	// ReportHostname is "false" to keep the hostname private; empty or "true" reports it.
+	ReportHostname string `yaml:"report-hostname,omitempty"`
 }
 
 // configKey describes one settable key.
@@ -177,6 +179,17 @@ var configKeys = []configKey{{
 		return nil
 	},
 	clear: func(c *Config) { c.Kernel = "" },
+}, {
+	name: "report-hostname",
+	help: "true (default) reports the machine's hostname to the server; false keeps it private",
+	set: func(c *Config, v string) error {
+		if v != "true" && v != "false" {
+			return fmt.Errorf("invalid report-hostname %q: want true or false", v)
+		}
+		c.ReportHostname = v
+		return nil
+	},
+	clear: func(c *Config) { c.ReportHostname = "" },
 }}
 
 // ConfigKeys returns the settable keys with a line of help for each, in display order.
@@ -209,6 +222,7 @@ func (c *Config) check() error {
 		"remote-server": c.RemoteServer, "ca-certs": c.CACerts, "http-proxy": c.HTTPProxy,
 		"https-proxy": c.HTTPSProxy, "no-proxy": c.NoProxy, "trusted-key": c.TrustedKey,
 		"mode": c.Mode, "machine-id": c.MachineID, "kernel": c.Kernel,
+		"report-hostname": c.ReportHostname,
 	}
 	var scratch Config
 	for _, k := range configKeys {
@@ -229,6 +243,9 @@ func (c *Config) EffectiveMode() string {
 	}
 	return c.Mode
 }
+
+// ReportsHostname says whether check-ins carry the hostname (report-hostname).
+func (c *Config) ReportsHostname() bool { return c.ReportHostname != "false" }
 
 // IntervalMinutes returns the check interval in minutes and whether it was set explicitly.
 func (c *Config) IntervalMinutes() (minutes int, explicit bool) {
@@ -318,6 +335,11 @@ func (c *Config) Show(d ConfigDefaults) string {
 		line("kernel", c.Kernel, "")
 	} else {
 		line("kernel", d.Kernel, "default: the running kernel")
+	}
+	if c.ReportHostname != "" {
+		fmt.Fprintf(&b, "report-hostname: %s\n", c.ReportHostname)
+	} else {
+		b.WriteString("report-hostname: true # default\n")
 	}
 	return b.String()
 }

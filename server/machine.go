@@ -86,6 +86,17 @@ func (s Status) Check() error {
 	if strings.ContainsRune(s.CPUModel, 0) || strings.ContainsRune(s.ClientVersion, 0) {
 		return Errorf(CodeInvalid, "invalid status: cpu-model and client-version must not contain NUL characters")
 	}
+	if err := s.CheckIdentity(); err != nil {
+		return err
+	}
+	if !s.BootTime.IsZero() && (s.BootTime.Before(minBootTime) || s.BootTime.After(maxBootTime)) {
+		return Errorf(CodeInvalid, "invalid status: boot-time %s is out of range", s.BootTime.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// CheckIdentity validates the hostname and cloud placement of a status report.
+func (s Status) CheckIdentity() error {
 	if !hostnameRE.MatchString(s.Hostname) {
 		return Errorf(CodeInvalid, "invalid hostname %q: use at most 253 letters, digits, dots, dashes and underscores", s.Hostname)
 	}
@@ -93,9 +104,6 @@ func (s Status) Check() error {
 		if !cloudRE.MatchString(v) {
 			return Errorf(CodeInvalid, "invalid cloud placement %q: use at most 64 letters, digits, dots, dashes and underscores", v)
 		}
-	}
-	if !s.BootTime.IsZero() && (s.BootTime.Before(minBootTime) || s.BootTime.After(maxBootTime)) {
-		return Errorf(CodeInvalid, "invalid status: boot-time %s is out of range", s.BootTime.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
