@@ -191,6 +191,11 @@ type Store interface {
 	// the history older than before, returning how many it deleted.
 	CleanupReports(ctx context.Context, before time.Time, limit int) (int, error)
 
+	// RemoveStaleMachines removes at most limit machines last seen before before (never
+	// seen: enabled before before) with their history of changes, returning how many it
+	// removed; they no longer count against their auth tokens' limits.
+	RemoveStaleMachines(ctx context.Context, before time.Time, limit int) (int, error)
+
 	// RunExclusive runs fn while holding the cluster-wide lock named job (a PostgreSQL
 	// advisory lock), so a background job runs on one unit at a time. ran is false, and fn
 	// is not called, when another unit holds the lock.

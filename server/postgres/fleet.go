@@ -239,3 +239,32 @@ func (db *DB) TagMachine(ctx context.Context, id string, set map[string]string, 
 	})
 	return m, err
 }
+
+// RemoveStaleMachines removes a batch of machines not seen since before. last_seen has no
+// index (a check-in stays a HOT update), so a batch reads machines until it has found
+// limit stale ones; rows another transaction holds (a check-in) are skipped, so the job
+// never waits on the fleet.
+func (db *DB) RemoveStaleMachines(ctx context.Context, before time.Time, limit int) (_ int, err error) {
+	defer classifyInto(&err)
+	if limit <= 0 {
+		return 0, server.Errorf(server.CodeInvalid, "invalid stale machine limit %d: want 1 or more", limit)
+	}
+	var n int
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `
+			WITH d AS (
+				DELETE FROM machines WHERE id IN (
+					SELECT id FROM machines WHERE coalesce(last_seen, enabled_at) < $1
+					LIMIT $2 FOR UPDATE SKIP LOCKED
+				) RETURNING id
+			), c AS (
+				DELETE FROM machine_changes WHERE machine_id IN (SELECT id FROM d)
+			)
+			SELECT count(*) FROM d`, before, limit).Scan(&n)
+		if err != nil {
+			return fmt.Errorf("cannot remove stale machines: %w", err)
+		}
+		return nil
+	})
+	return n, err
+}

@@ -232,4 +232,53 @@ func TestMachineFilters(t *testing.T) {
 	}
 }
 
+// TestRemoveStaleMachines removes machines not seen for long in bounded batches, and
+// frees their places in their token's machine limit.
+func TestRemoveStaleMachines(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := newDB(t)
+	tok := createToken(t, db, "web", "beta", nil, 5)
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	for i := range 5 {
+		id := fmt.Sprintf("m%d", i)
+		if _, err := db.Enable(ctx, enrolment(tok, id), now.AddDate(0, 0, -60)); err != nil {
+			t.Fatal(err)
+		}
+		if i == 4 {
+			continue // never seen
+		}
+		if _, err := db.CheckIn(ctx, checkIn(id, "", server.StateNothingToApply), now.AddDate(0, 0, -10*i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := db.Enable(ctx, enrolment(tok, "new"), now)
+	wantCode(t, err, server.CodeForbidden)
+
+	// Not seen for 15 days: m2 (20 days), m3 (30) and m4 (never, enabled 60 days ago).
+	before := now.AddDate(0, 0, -15)
+	if n := must[int](t)(db.RemoveStaleMachines(ctx, before, 2)); n != 2 {
+		t.Errorf("first batch removed %d, want 2", n)
+	}
+	if n := must[int](t)(db.RemoveStaleMachines(ctx, before, 2)); n != 1 {
+		t.Errorf("second batch removed %d, want 1", n)
+	}
+	var ids []string
+	for _, m := range must[[]server.Machine](t)(db.Machines(ctx, server.MachineFilter{})) {
+		ids = append(ids, m.ID)
+	}
+	if diff := cmp.Diff([]string{"m0", "m1"}, ids); diff != "" {
+		t.Errorf("machines left (-want +got):\n%s", diff)
+	}
+	var changes int
+	if err := db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM machine_changes WHERE machine_id IN ('m2', 'm3', 'm4')`).Scan(&changes); err != nil || changes != 0 {
+		t.Errorf("removed machines keep %d changes (%v), want none", changes, err)
+	}
+	for _, id := range []string{"new", "m3", "m4"} {
+		enable(t, db, tok, id)
+	}
+	_, err = db.RemoveStaleMachines(ctx, before, 0)
+	wantCode(t, err, server.CodeInvalid)
+}
+
 var _ server.Store = (*postgres.DB)(nil)
