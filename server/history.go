@@ -106,3 +106,17 @@ func ParseAge(s string) (time.Duration, error) {
 }
 
 const maxAgeDays = 36500
+
+// FleetCounts counts the enrolled machines by tier, by patch state and by kernel. A
+// machine that has not reported yet counts under NotReported for state and kernel.
+type FleetCounts struct {
+	ByTier   map[string]int
+	ByState  map[string]int
+	ByKernel map[string]int // the most used kernels, and OtherKernels for the rest
+}
+
+// Labels of FleetCounts beyond tier, state and kernel names.
+const (
+	NotReported  = "not-reported"
+	OtherKernels = "other"
+)

@@ -191,6 +191,9 @@ type Store interface {
 	// the history older than before, returning how many it deleted.
 	CleanupReports(ctx context.Context, before time.Time, limit int) (int, error)
 
+	// FleetCounts counts the machines by tier, patch state and kernel in one scan, the
+	// topKernels most used kernels by name and the others together.
+	FleetCounts(ctx context.Context, topKernels int) (FleetCounts, error)
 	// RemoveStaleMachines removes at most limit machines last seen before before (never
 	// seen: enabled before before) with their history of changes, returning how many it
 	// removed; they no longer count against their auth tokens' limits.

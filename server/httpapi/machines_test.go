@@ -3,10 +3,13 @@ package httpapi_test
 import (
 	"fmt"
 	"net/url"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/httpapi"
 )
 
 // checkInAs reports st for machine id with its machine token.
@@ -129,4 +132,62 @@ func TestMachineRoutes(t *testing.T) {
 	e.wantError(404, `machine "m1" not found`, "DELETE", "/v1/admin/machines/m1", "session", nil)
 	e.enable("m3", tok)
 	e.wantError(403, "limit of 2 machines", "POST", "/v1/client/m1", "Bearer "+tok, nil)
+}
+
+// TestFleetMetrics checks /metrics counts machines by tier, patch state and kernel, with
+// at most 20 kernels by name, and counts again only once the counts are older than the
+// interval.
+func TestFleetMetrics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *httpapi.Options) { o.FleetMetricsInterval = time.Minute })
+	tok := e.authToken("web", "beta", 0)
+	for i := range 23 {
+		id := fmt.Sprintf("m%02d", i)
+		mt := e.enable(id, tok)
+		if i == 22 {
+			continue // not reported yet
+		}
+		e.checkInAs(id, mt, status(fmt.Sprintf("5.15.0-%d-generic", 100+min(i, 20))))
+	}
+	// m20 and m21 share a kernel, the most used; the 19 next by name (100-118) and the rest
+	// (119 and the machine not reported) as "other".
+	scrape := func(want string) string {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, body := e.do("GET", "/metrics", "", nil)
+			if strings.Contains(string(body), want) {
+				return string(body)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/metrics has no %q after 30s:\n%s", want, body)
+			}
+			runtime.Gosched()
+		}
+	}
+	body := scrape(`livepatch_server_machines_by_tier{tier="beta"} 23`)
+	for _, line := range []string{
+		`livepatch_server_machines_by_patch_state{state="nothing-to-apply"} 22`,
+		`livepatch_server_machines_by_patch_state{state="not-reported"} 1`,
+		`livepatch_server_machines_by_kernel{kernel="5.15.0-120-generic"} 2`,
+		`livepatch_server_machines_by_kernel{kernel="5.15.0-118-generic"} 1`,
+	} {
+		if !strings.Contains(body, line+"\n") {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
+	if n := strings.Count(body, "livepatch_server_machines_by_kernel{"); n != 21 {
+		t.Errorf("/metrics has %d kernel series, want 20 and other", n)
+	}
+	if !strings.Contains(body, `livepatch_server_machines_by_kernel{kernel="other"} 2`+"\n") {
+		t.Errorf("/metrics lacks the other kernels (2 machines):\n%s", body)
+	}
+
+	// A new machine shows only once the counts are older than the interval.
+	e.enable("late", tok)
+	if _, body := e.do("GET", "/metrics", "", nil); !strings.Contains(string(body), `livepatch_server_machines_by_tier{tier="beta"} 23`) {
+		t.Errorf("counts changed within the interval:\n%s", body)
+	}
+	e.now = e.now.Add(time.Minute)
+	scrape(`livepatch_server_machines_by_tier{tier="beta"} 24`)
 }
