@@ -101,7 +101,14 @@ func (m *Main) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	syncer := upstream.New(db, files, cfg.PatchSync, upstream.Options{Now: m.Now, Logger: log, Registry: reg})
-	signingKey, resourceTokens := m.syncServer(log)
+	signingKey, contracts := m.syncServer(log)
+	var resourceTokens func(context.Context, string) error
+	contractsStatus := func() map[string]any {
+		return map[string]any{"status": "OK", "enabled": false}
+	}
+	if contracts != nil {
+		resourceTokens, contractsStatus = contracts.CheckResourceToken, contracts.DebugStatus
+	}
 
 	proxies, err := config.ParseTrustedProxies(cfg.Server.TrustedProxies)
 	if err != nil {
@@ -129,7 +136,7 @@ func (m *Main) Run(ctx context.Context) error {
 		StallTimeout:     cfg.Server.StallTimeout.D(),
 		DownloadLimit:    cfg.Server.DownloadLimit,
 		Status: func(ctx context.Context) map[string]any {
-			return map[string]any{"sync": syncer.DebugStatus(ctx)}
+			return map[string]any{"sync": syncer.DebugStatus(ctx), "contracts": contractsStatus()}
 		},
 	})
 	if err != nil {
@@ -198,9 +205,9 @@ func drain(srv *http.Server, timeout time.Duration, log *slog.Logger) {
 }
 
 // syncServer loads what this server needs to serve downstream servers: the signing key
-// (sync-server.signing-key) and the resource token check with the contracts server. A
-// bad key is logged and leaves the server serving everything else.
-func (m *Main) syncServer(log *slog.Logger) (ed25519.PrivateKey, func(context.Context, string) error) {
+// (sync-server.signing-key) and the contracts server that checks resource tokens (nil
+// when none is used). A bad key is logged and leaves the server serving everything else.
+func (m *Main) syncServer(log *slog.Logger) (ed25519.PrivateKey, *upstream.Contracts) {
 	cfg := m.Config
 	if cfg.SyncServer.SigningKey == "" {
 		return nil, nil
@@ -219,7 +226,7 @@ func (m *Main) syncServer(log *slog.Logger) (ed25519.PrivateKey, func(context.Co
 		log.Error("Cannot check resource tokens: only sync tokens are accepted", "error", err)
 		return key, nil
 	}
-	return key, contracts.CheckResourceToken
+	return key, contracts
 }
 
 func patchCacheSize(c config.PatchCache) int {
