@@ -386,7 +386,7 @@ func (a *Agent) Enable(ctx context.Context, authToken string) (*EnableResult, er
 		return nil, err
 	}
 	a.reconcile(st, kernel)
-	status := a.sys.status(kernel)
+	status := a.sys.status(kernel, c.ReportsHostname())
 	status.PatchState, status.PatchVersion = st.reportedPatchState(), st.reportedVersion()
 	// Enabled here before under the same id: the token held proves it is this machine.
 	var current string

@@ -51,7 +51,7 @@ func (a *Agent) check(ctx context.Context, c *Config, st *State, token string) e
 		return a.checkFailed(st, err)
 	}
 	a.reconcile(st, kernel)
-	status := a.sys.status(kernel)
+	status := a.sys.status(kernel, c.ReportsHostname())
 	status.PatchState, status.PatchVersion = st.reportedPatchState(), st.reportedVersion()
 	st.System = status
 	upd, err := api.CheckIn(ctx, st.MachineID, token, status)

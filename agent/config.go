@@ -62,6 +62,8 @@ type Config struct {
 	// DialTimeout and RequestTimeout are durations ("12s"); empty: the defaults.
 	DialTimeout    string `yaml:"dial-timeout,omitempty"`
 	RequestTimeout string `yaml:"request-timeout,omitempty"`
+	// ReportHostname is "false" to keep the hostname private; empty or "true" reports it.
+	ReportHostname string `yaml:"report-hostname,omitempty"`
 }
 
 // Bounds of dial-timeout and request-timeout.
@@ -206,6 +208,17 @@ var configKeys = []configKey{{
 		return nil
 	},
 	clear: func(c *Config) { c.Kernel = "" },
+}, {
+	name: "report-hostname",
+	help: "true (default) reports the machine's hostname to the server; false keeps it private",
+	set: func(c *Config, v string) error {
+		if v != "true" && v != "false" {
+			return fmt.Errorf("invalid report-hostname %q: want true or false", v)
+		}
+		c.ReportHostname = v
+		return nil
+	},
+	clear: func(c *Config) { c.ReportHostname = "" },
 }}
 
 // ConfigKeys returns the settable keys with a line of help for each, in display order.
@@ -239,6 +252,7 @@ func (c *Config) check() error {
 		"https-proxy": c.HTTPSProxy, "no-proxy": c.NoProxy, "trusted-key": c.TrustedKey,
 		"mode": c.Mode, "machine-id": c.MachineID, "kernel": c.Kernel,
 		"dial-timeout": c.DialTimeout, "request-timeout": c.RequestTimeout,
+		"report-hostname": c.ReportHostname,
 	}
 	var scratch Config
 	for _, k := range configKeys {
@@ -280,6 +294,9 @@ func parseTimeout(key, v string, max time.Duration) (string, error) {
 	}
 	return d.String(), nil
 }
+
+// ReportsHostname says whether check-ins carry the hostname (report-hostname).
+func (c *Config) ReportsHostname() bool { return c.ReportHostname != "false" }
 
 // IntervalMinutes returns the check interval in minutes and whether it was set explicitly.
 func (c *Config) IntervalMinutes() (minutes int, explicit bool) {
@@ -378,6 +395,11 @@ func (c *Config) Show(d ConfigDefaults) string {
 		line("kernel", c.Kernel, "")
 	} else {
 		line("kernel", d.Kernel, "default: the running kernel")
+	}
+	if c.ReportHostname != "" {
+		fmt.Fprintf(&b, "report-hostname: %s\n", c.ReportHostname)
+	} else {
+		b.WriteString("report-hostname: true # default\n")
 	}
 	return b.String()
 }

@@ -153,6 +153,7 @@ trusted-key: ""
 mode: normal # default
 machine-id: 0123abcd # default: from /etc/machine-id
 kernel: 5.15.0-107-generic # default: the running kernel
+report-hostname: true # default
 `[1:]
 	defaults := ConfigDefaults{MachineID: "0123abcd", Kernel: "5.15.0-107-generic"}
 	if got := c.Show(defaults); got != want {
@@ -190,6 +191,7 @@ trusted-key: O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik=
 mode: no-apply
 machine-id: test-machine
 kernel: 5.15.0-108-generic
+report-hostname: true # default
 `)[1:]
 	if got := c.Show(defaults); got != want {
 		t.Errorf("Show:\n%s\nwant:\n%s", got, want)

@@ -3,8 +3,10 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -154,14 +156,62 @@ func (s System) Uptime() int64 {
 	return int64(secs)
 }
 
-// status returns the machine's part of a check-in report; kernel is the release to report.
-func (s System) status(kernel string) server.Status {
-	return server.Status{
+// status returns the machine's part of a check-in report; kernel is the release to report,
+// and the hostname is reported only with hostname.
+func (s System) status(kernel string, hostname bool) server.Status {
+	st := server.Status{
 		Kernel:        kernel,
 		Architecture:  s.Architecture(),
 		CPUModel:      s.CPUModel(),
 		BootTime:      s.BootTime(),
 		Uptime:        s.Uptime(),
 		ClientVersion: Version,
+		Cloud:         s.Cloud(),
 	}
+	if hostname {
+		st.Hostname = s.Hostname()
+	}
+	return st
+}
+
+// Hostname returns the machine's hostname from /proc/sys/kernel/hostname, "" when unknown
+// or not a name the server takes.
+func (s System) Hostname() string {
+	data, err := os.ReadFile(s.path("proc/sys/kernel/hostname"))
+	if err != nil {
+		return ""
+	}
+	name := strings.TrimSpace(string(data))
+	if (server.Status{Hostname: name}).CheckIdentity() != nil {
+		return ""
+	}
+	return name
+}
+
+// Cloud returns where the machine runs as cloud-init recorded it in
+// /run/cloud-init/instance-data.json (v1 cloud_name, region, availability_zone), as the
+// real client reports it; empty off the cloud, or where cloud-init did not say. A value
+// the server would refuse is left out.
+func (s System) Cloud() server.Cloud {
+	f, err := os.Open(s.path("run/cloud-init/instance-data.json"))
+	if err != nil {
+		return server.Cloud{}
+	}
+	defer f.Close()
+	var data struct {
+		V1 struct {
+			CloudName        string `json:"cloud_name"`
+			Region           string `json:"region"`
+			AvailabilityZone string `json:"availability_zone"`
+		} `json:"v1"`
+	}
+	// The file holds the instance's metadata: bound what is read of it.
+	if err := json.NewDecoder(io.LimitReader(f, 1<<20)).Decode(&data); err != nil {
+		return server.Cloud{}
+	}
+	c := server.Cloud{Name: data.V1.CloudName, Region: data.V1.Region, Zone: data.V1.AvailabilityZone}
+	if c.Name == "none" || (server.Status{Cloud: c}).CheckIdentity() != nil {
+		return server.Cloud{}
+	}
+	return c
 }

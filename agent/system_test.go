@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/livepatch-onprem/livepatch/server"
 )
 
 func writeTree(t *testing.T, root string, files map[string]string) {
@@ -25,12 +27,28 @@ func writeTree(t *testing.T, root string, files map[string]string) {
 func TestSystem(t *testing.T) {
 	root := t.TempDir()
 	writeTree(t, root, map[string]string{
-		"etc/machine-id": "  0123456789abcdef0123456789abcdef\n",
-		"proc/cpuinfo":   "processor\t: 0\nBogoMIPS\t: 50.00\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n",
-		"proc/stat":      "cpu  1 2 3\nbtime 1714550400\n",
-		"proc/uptime":    "12.97 40.01\n",
+		"etc/machine-id":           "  0123456789abcdef0123456789abcdef\n",
+		"proc/cpuinfo":             "processor\t: 0\nBogoMIPS\t: 50.00\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n",
+		"proc/stat":                "cpu  1 2 3\nbtime 1714550400\n",
+		"proc/uptime":              "12.97 40.01\n",
+		"proc/sys/kernel/hostname": "pi-7\n",
+		// As cloud-init writes it (abridged).
+		"run/cloud-init/instance-data.json": `{"base64_encoded_keys": [], "v1": {"cloud_name": "aws",
+			"availability_zone": "eu-west-1b", "region": "eu-west-1", "instance_id": "i-0123"}}`,
 	})
 	s := System{Root: root, Uname: func() (string, string, error) { return "6.8.0-1004-raspi", "aarch64", nil }}
+	if got := s.Hostname(); got != "pi-7" {
+		t.Errorf("Hostname = %q, want pi-7", got)
+	}
+	if got, want := s.Cloud(), (server.Cloud{Name: "aws", Region: "eu-west-1", Zone: "eu-west-1b"}); got != want {
+		t.Errorf("Cloud = %+v, want %+v", got, want)
+	}
+	if st := s.status("6.8.0-1004-raspi", false); st.Hostname != "" || st.Cloud.Name != "aws" {
+		t.Errorf("status without the hostname = %+v; want no hostname, the cloud", st)
+	}
+	if st := s.status("6.8.0-1004-raspi", true); st.Hostname != "pi-7" {
+		t.Errorf("status with the hostname = %+v", st)
+	}
 	if got := s.MachineID(); got != "0123456789abcdef0123456789abcdef" {
 		t.Errorf("MachineID = %q", got)
 	}
@@ -65,6 +83,12 @@ func TestSystemMissingFiles(t *testing.T) {
 	}
 	if got := s.Uptime(); got != 0 {
 		t.Errorf("Uptime = %d", got)
+	}
+	if got := s.Hostname(); got != "" {
+		t.Errorf("Hostname = %q", got)
+	}
+	if got := s.Cloud(); got != (server.Cloud{}) {
+		t.Errorf("Cloud = %+v", got)
 	}
 	if got := s.Architecture(); got == "" {
 		t.Error("Architecture is empty: want the Go architecture as a fallback")

@@ -35,10 +35,24 @@ type Status struct {
 	ClientVersion string    `json:"client-version,omitempty"`
 	PatchState    string    `json:"patch-state"`
 	PatchVersion  string    `json:"patch-version,omitempty"`
+	// Hostname is the machine's name, unless its client keeps it private.
+	Hostname string `json:"hostname,omitempty"`
+	// Cloud is where the machine runs, when its client can tell (cloud-init).
+	Cloud Cloud `json:"cloud,omitzero"`
+}
+
+// Cloud is the cloud placement of a machine, as cloud-init knows it and the real client
+// reports it (Cloud-Enabled: cloud, region, az).
+type Cloud struct {
+	Name   string `json:"cloud,omitempty"`
+	Region string `json:"region,omitempty"`
+	Zone   string `json:"az,omitempty"`
 }
 
 var (
 	machineIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	hostnameRE  = regexp.MustCompile(`^[A-Za-z0-9._-]{0,253}$`)
+	cloudRE     = regexp.MustCompile(`^[A-Za-z0-9._-]{0,64}$`)
 	archNameRE  = regexp.MustCompile(`^[a-z0-9_]{1,32}$`)
 )
 
@@ -72,8 +86,24 @@ func (s Status) Check() error {
 	if strings.ContainsRune(s.CPUModel, 0) || strings.ContainsRune(s.ClientVersion, 0) {
 		return Errorf(CodeInvalid, "invalid status: cpu-model and client-version must not contain NUL characters")
 	}
+	if err := s.CheckIdentity(); err != nil {
+		return err
+	}
 	if !s.BootTime.IsZero() && (s.BootTime.Before(minBootTime) || s.BootTime.After(maxBootTime)) {
 		return Errorf(CodeInvalid, "invalid status: boot-time %s is out of range", s.BootTime.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// CheckIdentity validates the hostname and cloud placement of a status report.
+func (s Status) CheckIdentity() error {
+	if !hostnameRE.MatchString(s.Hostname) {
+		return Errorf(CodeInvalid, "invalid hostname %q: use at most 253 letters, digits, dots, dashes and underscores", s.Hostname)
+	}
+	for _, v := range []string{s.Cloud.Name, s.Cloud.Region, s.Cloud.Zone} {
+		if !cloudRE.MatchString(v) {
+			return Errorf(CodeInvalid, "invalid cloud placement %q: use at most 64 letters, digits, dots, dashes and underscores", v)
+		}
 	}
 	return nil
 }
@@ -90,17 +120,29 @@ type Machine struct {
 	Tier      string    `json:"tier"`
 	TokenID   string    `json:"token-id"` // the auth token label it enabled with
 	EnabledAt time.Time `json:"enabled-at"`
+	// FirstSeen is when the machine first enrolled (EnabledAt when it enrolled before
+	// first enrolments were recorded).
+	FirstSeen time.Time `json:"first-seen,omitzero"`
 	LastSeen  time.Time `json:"last-seen,omitzero"`
+	// StateSince is when its kernel, patch state or patch version last changed.
+	StateSince time.Time         `json:"state-since,omitzero"`
+	Tags       map[string]string `json:"tags,omitempty"`
 	Status
 }
 
-// MachineFilter selects machines in reports.
+// MachineFilter selects machines in reports and bulk moves; zero fields match every
+// machine.
 type MachineFilter struct {
 	Tier         string
 	PatchVersion string
 	PatchState   string
-	After        string // machine id cursor: list machines with a greater id
-	Limit        int    // 0: no limit
+	Kernel       string
+	Hostname     string
+	Tags         map[string]string // every tag must match
+	SeenBefore   time.Time         // last seen before (never seen counts as before)
+	SeenAfter    time.Time         // last seen at or after
+	After        string            // machine id cursor: list machines with a greater id
+	Limit        int               // 0: no limit
 }
 
 // KernelCount is one line of the kernels-in-use report.

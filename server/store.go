@@ -167,13 +167,37 @@ type Store interface {
 
 	// Machines lists machines matching f, ordered by id.
 	Machines(ctx context.Context, f MachineFilter) ([]Machine, error)
+	// Machine returns a machine with its newest changes (at most historyLimit), newest
+	// first; not-found when there is none.
+	Machine(ctx context.Context, id string, historyLimit int) (MachineDetail, error)
+	// MachineHistory lists the events of a machine's history that f selects, newest
+	// first; not-found when there is no such machine.
+	MachineHistory(ctx context.Context, id string, f HistoryFilter) ([]MachineEvent, error)
+	// MoveMachine moves a machine to tier, recording the move in its history; the machine
+	// learns its tier at its next check-in. not-found when the machine or the tier does
+	// not exist. Moving it to its own tier changes nothing.
+	MoveMachine(ctx context.Context, id, tier string, now time.Time) (Machine, error)
+	// MoveMachines moves every machine m.Filter selects (its After and Limit ignored) to
+	// m.Tier, in transactions of at most m.Batch machines, and returns how many moved.
+	MoveMachines(ctx context.Context, m MachineMove, now time.Time) (int, error)
+	// TagMachine sets the tags set and removes the tags remove of a machine, returning
+	// it; not-found when there is none, invalid beyond MaxTags.
+	TagMachine(ctx context.Context, id string, set map[string]string, remove []string) (Machine, error)
 	// PatchHealth counts the machines of tier running version, per patch state.
 	PatchHealth(ctx context.Context, tier, version string) (map[string]int, error)
 	// Kernels counts machines per kernel and architecture.
 	Kernels(ctx context.Context) ([]KernelCount, error)
-	// CleanupReports deletes at most limit history rows older than before, returning how
-	// many it deleted.
+	// CleanupReports deletes at most limit check-in rows and at most limit change rows of
+	// the history older than before, returning how many it deleted.
 	CleanupReports(ctx context.Context, before time.Time, limit int) (int, error)
+
+	// FleetCounts counts the machines by tier, patch state and kernel in one scan, the
+	// topKernels most used kernels by name and the others together.
+	FleetCounts(ctx context.Context, topKernels int) (FleetCounts, error)
+	// RemoveStaleMachines removes at most limit machines last seen before before (never
+	// seen: enabled before before) with their history of changes, returning how many it
+	// removed; they no longer count against their auth tokens' limits.
+	RemoveStaleMachines(ctx context.Context, before time.Time, limit int) (int, error)
 
 	// RunExclusive runs fn while holding the cluster-wide lock named job (a PostgreSQL
 	// advisory lock), so a background job runs on one unit at a time. ran is false, and fn

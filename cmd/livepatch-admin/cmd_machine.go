@@ -12,9 +12,15 @@ type cmdMachines struct {
 }
 
 func (c *cmdMachines) command() *cobra.Command {
-	return group("machines", "Manage enrolled machines",
+	cmd := group("machines", "Show, move, tag and remove enrolled machines",
+		(&cmdMachinesShow{g: c.g}).command(),
+		(&cmdMachinesHistory{g: c.g}).command(),
+		(&cmdMachinesMove{g: c.g}).command(),
+		(&cmdMachinesTag{g: c.g}).command(),
 		(&cmdMachinesRemove{g: c.g}).command(),
 	)
+	cmd.Aliases = []string{"machine"}
+	return cmd
 }
 
 // cmdMachinesRemove unregisters a machine whatever its token: the way back for a machine
@@ -26,11 +32,15 @@ type cmdMachinesRemove struct {
 
 func (c *cmdMachinesRemove) command() *cobra.Command {
 	return &cobra.Command{
-		Use:   "remove <machine-id>",
-		Short: "Unregister a machine, so that it can enable again as a new machine",
-		Long: `Unregister a machine whatever its machine token. A machine enabled already
-can enable again only with its current machine token; one that lost it (a reinstall
-that kept /etc/machine-id, a restored image) is refused until it is removed here.`,
+		Use:     "remove <machine-id>",
+		Aliases: []string{"delete"},
+		Short:   "Unregister a machine, so that it can enable again as a new machine",
+		Long: `Unregister a machine whatever its machine token, and forget its history of
+changes. It no longer counts against its auth token's --max-machines; if it comes
+back, it enables again with its auth token as a new machine. A machine enabled
+already can enable again only with its current machine token; one that lost it (a
+reinstall that kept /etc/machine-id, a restored image) is refused until it is
+removed here.`,
 		Args: argNames([]string{"<machine-id>"}),
 		RunE: c.run,
 	}

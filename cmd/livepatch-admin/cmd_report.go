@@ -26,25 +26,33 @@ func (c *cmdReport) command() *cobra.Command {
 	)
 }
 
-// cmdReportMachines lists the machines of a tier.
+// cmdReportMachines lists the machines a filter selects.
 type cmdReportMachines struct {
-	g *global
+	g      *global
+	filter machineFilterFlags
 }
 
 func (c *cmdReportMachines) command() *cobra.Command {
-	return &cobra.Command{
-		Use:   "machines <tier> [<patch-version> [<patch-state>]]",
-		Short: "List the machines of a tier, optionally by patch version and state",
-		Long: `List the machines of a tier with their kernel and patch state, optionally
-only those running a patch version, in a patch state. Patch states:
+	cmd := &cobra.Command{
+		Use:   "machines [<tier> [<patch-version> [<patch-state>]]]",
+		Short: "List machines by tier, patch, kernel, hostname, tag or last-seen age",
+		Long: `List machines with their hostname, kernel, patch state and last check-in,
+selected by tier, patch version and state (as arguments or flags), kernel,
+hostname, tags and last-seen age. Patch states:
   ` + strings.Join(server.PatchStates[:4], ", ") + `,
-  ` + strings.Join(server.PatchStates[4:], ", ") + `.`,
+  ` + strings.Join(server.PatchStates[4:], ", ") + `.
+Ages are a number of days (7d) or a duration (36h, 90m), by the server's clock;
+--seen-before also lists machines that never checked in.`,
 		Example: `  livepatch-admin report machines stable
-  livepatch-admin report machines stable 107.1 apply-failed`,
-		Args:              argNames([]string{"<tier>"}, "<patch-version>", "<patch-state>"),
+  livepatch-admin report machines stable 107.1 apply-failed
+  livepatch-admin report machines --seen-before 7d
+  livepatch-admin report machines --tag role=web --seen-after 1h --format json`,
+		Args:              argNames(nil, "<tier>", "<patch-version>", "<patch-state>"),
 		RunE:              c.run,
 		ValidArgsFunction: c.completeArgs,
 	}
+	c.filter.register(cmd.Flags())
+	return cmd
 }
 
 // completeArgs offers the tiers, then nothing for the version, then the patch states.
@@ -111,21 +119,26 @@ func orDash(s string) string {
 }
 
 func (c *cmdReportMachines) run(cmd *cobra.Command, args []string) error {
-	f := server.MachineFilter{Tier: args[0], Limit: machinesPageSize}
-	if len(args) > 1 {
-		f.PatchVersion = args[1]
+	if len(args) > 2 && !slices.Contains(server.PatchStates, args[2]) {
+		return usagef(cmd, "invalid patch state %q: want one of %s", args[2], strings.Join(server.PatchStates, ", "))
 	}
-	if len(args) > 2 {
-		f.PatchState = args[2]
-		if !slices.Contains(server.PatchStates, f.PatchState) {
-			return usagef(cmd, "invalid patch state %q: want one of %s", f.PatchState, strings.Join(server.PatchStates, ", "))
+	for i, p := range []*string{&c.filter.tier, &c.filter.version, &c.filter.state} {
+		if i >= len(args) {
+			break
 		}
+		if *p != "" {
+			return usagef(cmd, "%s is given both as an argument and a flag", []string{"tier", "patch version", "patch state"}[i])
+		}
+		*p = args[i]
+	}
+	q, err := c.filter.query(cmd)
+	if err != nil {
+		return err
 	}
 	return listMachines(c.g, func(cl *client.Client, after string) ([]server.Machine, string, error) {
-		f.After = after
-		return cl.ReportMachines(cmd.Context(), f)
-	}, "MACHINE\tKERNEL\tPATCH\tSTATE", func(m server.Machine) []string {
-		return []string{m.ID, m.Kernel, orDash(m.PatchVersion), m.PatchState}
+		return cl.FindMachines(cmd.Context(), q, after, machinesPageSize)
+	}, "MACHINE\tHOSTNAME\tTIER\tKERNEL\tPATCH\tSTATE\tLAST SEEN", func(m server.Machine) []string {
+		return []string{m.ID, orDash(m.Hostname), m.Tier, orDash(m.Kernel), orDash(m.PatchVersion), orDash(m.PatchState), fmtTime(m.LastSeen)}
 	})
 }
 

@@ -699,9 +699,9 @@ func TestReport(t *testing.T) {
 		name: "machines",
 		args: []string{"report", "machines", "stable"},
 		stdout: `
-MACHINE                           KERNEL                   PATCH  STATE
-4c4c4544003957108052b4c04f384e32  5.15.0-107-generic       107.1  applied
-9a3e0f7c2b6d4e18a5c1f0b2d3e4f5a6  6.8.0-31-lowlatency-64k  -      nothing-to-apply
+MACHINE                           HOSTNAME  TIER    KERNEL                   PATCH  STATE             LAST SEEN
+4c4c4544003957108052b4c04f384e32  -         stable  5.15.0-107-generic       107.1  applied           2024-05-04 10:00
+9a3e0f7c2b6d4e18a5c1f0b2d3e4f5a6  -         stable  6.8.0-31-lowlatency-64k  -      nothing-to-apply  -
 `[1:],
 		requests: []string{
 			"GET /v1/admin/reports/machines?limit=1000&tier=stable",
@@ -727,14 +727,24 @@ MACHINE                           KERNEL                   PATCH  STATE
 		stderr: `
 error: invalid patch state "broken": want one of applied, apply-failed, unapplied, nothing-to-apply, check-failed, needs-check, kernel-upgrade-required, unknown
 Usage:
-  livepatch-admin report machines <tier> [<patch-version> [<patch-state>]] [flags]
+  livepatch-admin report machines [<tier> [<patch-version> [<patch-state>]]] [flags]
 
 Examples:
   livepatch-admin report machines stable
   livepatch-admin report machines stable 107.1 apply-failed
+  livepatch-admin report machines --seen-before 7d
+  livepatch-admin report machines --tag role=web --seen-after 1h --format json
 
 Flags:
-  -h, --help   help for machines
+  -h, --help                 help for machines
+      --hostname string      the machines of this hostname
+      --kernel string        machines running this kernel (uname -r)
+      --seen-after string    machines last seen within this age (1h, 30d)
+      --seen-before string   machines last seen longer ago than this age (7d, 36h), or never
+      --state string         machines in this patch state
+      --tag stringArray      machines with tag key=value (repeat: every tag must match)
+      --tier string          machines of this tier
+      --version string       machines running this patch version
 
 Global Flags:
       --ca string                CA to trust: path or PEM (default $LIVEPATCH_CA_CRT)

@@ -251,9 +251,17 @@ func TestEndToEnd(t *testing.T) {
 	rep := reportOf(t, admin)
 	if rep.Tier != "stable" || rep.TokenID != "web" || rep.PatchState != server.StateUnapplied || rep.Kernel != "5.15.0-107-generic" ||
 		rep.Architecture != "amd64" || rep.CPUModel != "Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz" || rep.Uptime != 93600 ||
-		!rep.BootTime.Equal(time.Unix(1714550400, 0)) || rep.ClientVersion == "" {
+		!rep.BootTime.Equal(time.Unix(1714550400, 0)) || rep.ClientVersion == "" ||
+		rep.Hostname != "web-7" || rep.Cloud != (server.Cloud{Name: "openstack", Region: "RegionOne", Zone: "nova"}) {
 		t.Errorf("server's report after enable: %+v", rep)
 	}
+	// A site that keeps hostnames private: the next check-in clears it.
+	m.mustRun("", "config", "report-hostname=false")
+	m.mustRun("", "refresh")
+	if rep := reportOf(t, admin); rep.Hostname != "" || rep.Cloud.Name != "openstack" {
+		t.Errorf("server's report with report-hostname=false: %+v", rep)
+	}
+	m.mustRun("", "config", "report-hostname=")
 
 	// The humane status shows the waiting version.
 	out = m.mustRun("", "status", "--verbose")

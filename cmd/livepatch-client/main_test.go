@@ -35,10 +35,12 @@ func newMachine(t *testing.T) *machine {
 	t.Helper()
 	m := &machine{t: t, root: t.TempDir(), stateDir: filepath.Join(t.TempDir(), "state"), release: "5.15.0-107-generic", now: time.Now}
 	for name, content := range map[string]string{
-		"etc/machine-id": testMachineID + "\n",
-		"proc/cpuinfo":   "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz\n",
-		"proc/stat":      "cpu  1 2 3\nbtime 1714550400\n",
-		"proc/uptime":    "93600.52 180000.10\n",
+		"etc/machine-id":                    testMachineID + "\n",
+		"proc/cpuinfo":                      "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz\n",
+		"proc/stat":                         "cpu  1 2 3\nbtime 1714550400\n",
+		"proc/uptime":                       "93600.52 180000.10\n",
+		"proc/sys/kernel/hostname":          "web-7\n",
+		"run/cloud-init/instance-data.json": `{"v1": {"cloud_name": "openstack", "region": "RegionOne", "availability_zone": "nova"}}`,
 	} {
 		path := filepath.Join(m.root, name)
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -129,6 +131,7 @@ trusted-key: ""
 mode: normal # default
 machine-id: 0123456789abcdef0123456789abcdef # default: from /etc/machine-id
 kernel: 5.15.0-107-generic # default: the running kernel
+report-hostname: true # default
 `[1:]
 	if got := m.mustRun("", "config"); got != want {
 		t.Errorf("config:\n%s\nwant:\n%s", got, want)
@@ -151,6 +154,7 @@ trusted-key: ""
 mode: no-apply
 machine-id: 0123456789abcdef0123456789abcdef # default: from /etc/machine-id
 kernel: 5.15.0-108-generic
+report-hostname: true # default
 `[1:]
 	if got := m.mustRun("", "config"); got != want {
 		t.Errorf("config after set:\n%s\nwant:\n%s", got, want)
@@ -188,7 +192,7 @@ func TestUsageErrors(t *testing.T) {
 		{args: []string{"disable", "now"}, err: `error: unexpected argument "now"` + "\n"},
 		{args: []string{"status", "--format", "xml"}, err: `error: invalid format "xml": want one of humane, json, yaml` + "\n"},
 		{args: []string{"status", "--bogus"}, err: "error: unknown flag: --bogus\n"},
-		{args: []string{"config", "colour=blue"}, err: `error: unknown config key "colour"` + "\nvalid keys: remote-server, ca-certs, check-interval, dial-timeout, request-timeout, http-proxy, https-proxy, no-proxy, trusted-key, mode, machine-id, kernel\n"},
+		{args: []string{"config", "colour=blue"}, err: `error: unknown config key "colour"` + "\nvalid keys: remote-server, ca-certs, check-interval, dial-timeout, request-timeout, http-proxy, https-proxy, no-proxy, trusted-key, mode, machine-id, kernel, report-hostname\n"},
 		{args: []string{"config", "remote-server"}, err: `error: invalid argument "remote-server": want key=value (key= clears a key)` + "\n"},
 		{args: []string{"config", "mode=fast"}, err: `error: invalid mode "fast": want one of normal, no-apply, no-refresh, stop` + "\n"},
 		{args: []string{"config", "check-interval=soon"}, err: `error: invalid check-interval "soon": want a number of minutes from 0 to 10080` + "\n"},

@@ -101,7 +101,14 @@ func (m *Main) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	syncer := upstream.New(db, files, cfg.PatchSync, upstream.Options{Now: m.Now, Logger: log, Registry: reg})
-	signingKey, resourceTokens := m.syncServer(log)
+	signingKey, contracts := m.syncServer(log)
+	var resourceTokens func(context.Context, string) error
+	contractsStatus := func() map[string]any {
+		return map[string]any{"status": "OK", "enabled": false}
+	}
+	if contracts != nil {
+		resourceTokens, contractsStatus = contracts.CheckResourceToken, contracts.DebugStatus
+	}
 
 	proxies, err := config.ParseTrustedProxies(cfg.Server.TrustedProxies)
 	if err != nil {
@@ -129,7 +136,7 @@ func (m *Main) Run(ctx context.Context) error {
 		StallTimeout:     cfg.Server.StallTimeout.D(),
 		DownloadLimit:    cfg.Server.DownloadLimit,
 		Status: func(ctx context.Context) map[string]any {
-			return map[string]any{"sync": syncer.DebugStatus(ctx)}
+			return map[string]any{"sync": syncer.DebugStatus(ctx), "contracts": contractsStatus()}
 		},
 	})
 	if err != nil {
@@ -198,9 +205,9 @@ func drain(srv *http.Server, timeout time.Duration, log *slog.Logger) {
 }
 
 // syncServer loads what this server needs to serve downstream servers: the signing key
-// (sync-server.signing-key) and the resource token check with the contracts server. A
-// bad key is logged and leaves the server serving everything else.
-func (m *Main) syncServer(log *slog.Logger) (ed25519.PrivateKey, func(context.Context, string) error) {
+// (sync-server.signing-key) and the contracts server that checks resource tokens (nil
+// when none is used). A bad key is logged and leaves the server serving everything else.
+func (m *Main) syncServer(log *slog.Logger) (ed25519.PrivateKey, *upstream.Contracts) {
 	cfg := m.Config
 	if cfg.SyncServer.SigningKey == "" {
 		return nil, nil
@@ -219,7 +226,7 @@ func (m *Main) syncServer(log *slog.Logger) (ed25519.PrivateKey, func(context.Co
 		log.Error("Cannot check resource tokens: only sync tokens are accepted", "error", err)
 		return key, nil
 	}
-	return key, contracts.CheckResourceToken
+	return key, contracts
 }
 
 func patchCacheSize(c config.PatchCache) int {
@@ -229,9 +236,10 @@ func patchCacheSize(c config.PatchCache) int {
 	return c.CacheSize
 }
 
-// cleanupReports prunes machine report history older than the retention period, and the
-// downstream deployments and their reported machines not seen for 30 days, at start and
-// then every cleanup interval, on one unit at a time.
+// cleanupReports prunes machine report history older than the retention period, the
+// downstream deployments and their reported machines not seen for 30 days, and with
+// stale-after-days the machines not seen for that long, at start and then every cleanup
+// interval, on one unit at a time.
 func (m *Main) cleanupReports(ctx context.Context, db *postgres.DB, log *slog.Logger) {
 	cfg := m.Config.MachineReports
 	t := time.NewTicker(cfg.CleanupInterval.D())
@@ -249,6 +257,14 @@ func (m *Main) cleanupReports(ctx context.Context, db *postgres.DB, log *slog.Lo
 			n, err = db.ForgetDownstreams(ctx, m.Now())
 			if n > 0 {
 				log.Info("Forgot downstream deployments and machines not seen for 30 days", "rows", n)
+			}
+			if err != nil || cfg.StaleAfterDays == 0 {
+				return err
+			}
+			stale := m.Now().AddDate(0, 0, -cfg.StaleAfterDays)
+			n, err = removeStaleMachines(ctx, db, stale, staleBatch, maxCleanupBatches)
+			if n > 0 {
+				log.Info("Removed stale machines", "machines", n, "not-seen-since", stale.Format(time.RFC3339))
 			}
 			return err
 		})
@@ -268,13 +284,32 @@ func (m *Main) cleanupReports(ctx context.Context, db *postgres.DB, log *slog.Lo
 // maxCleanupBatches bounds one cleanup run; what is left waits for the next run.
 const maxCleanupBatches = 10_000
 
+// staleBatch bounds the machines one transaction of the stale machine cleanup removes.
+const staleBatch = 5000
+
+// removeStaleMachines removes the machines not seen since before in batches of limit
+// (each its own transaction) until none is left or maxBatches batches ran.
+func removeStaleMachines(ctx context.Context, db *postgres.DB, before time.Time, limit, maxBatches int) (int, error) {
+	return inBatches(ctx, limit, maxBatches, func(ctx context.Context) (int, error) {
+		return db.RemoveStaleMachines(ctx, before, limit)
+	})
+}
+
 // pruneReports deletes history rows older than before in batches of limit rows (each its
 // own short transaction, so check-ins never wait long on it) until none is left or
 // maxBatches batches ran.
 func pruneReports(ctx context.Context, db *postgres.DB, before time.Time, limit, maxBatches int) (int, error) {
+	return inBatches(ctx, limit, maxBatches, func(ctx context.Context) (int, error) {
+		return db.CleanupReports(ctx, before, limit)
+	})
+}
+
+// inBatches runs batch, which deletes at most limit rows, until it deletes fewer, fails,
+// ctx ends or maxBatches batches ran, and returns how many rows they deleted.
+func inBatches(ctx context.Context, limit, maxBatches int, batch func(context.Context) (int, error)) (int, error) {
 	total := 0
 	for range maxBatches {
-		n, err := db.CleanupReports(ctx, before, limit)
+		n, err := batch(ctx)
 		total += n
 		if err != nil || n < limit || ctx.Err() != nil {
 			return total, err

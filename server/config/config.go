@@ -99,6 +99,11 @@ type MachineReports struct {
 	RetentionDays   int      `yaml:"retention-days"`
 	CleanupInterval Duration `yaml:"cleanup-interval"`
 	CleanupRowLimit int      `yaml:"cleanup-row-limit"`
+	// StaleAfterDays removes the machines not seen for this many days (never seen: since
+	// they enabled) at every cleanup; 0, the default, keeps every machine. A removed
+	// machine frees its place in its auth token's max-machines and enables again as a new
+	// machine if it comes back.
+	StaleAfterDays int `yaml:"stale-after-days"`
 	// SynchronousCommit makes each check-in wait for its disk flush before it is
 	// acknowledged. Off (the default), a PostgreSQL crash can lose the last fraction of a
 	// second of check-ins, which machines send again at their next check; a clean restart
@@ -416,6 +421,9 @@ func (c Config) Validate() error {
 	}
 	if c.MachineReports.CleanupRowLimit < 1 {
 		add("machine-reports.cleanup-row-limit must be at least 1")
+	}
+	if c.MachineReports.StaleAfterDays < 0 || c.MachineReports.StaleAfterDays > 36500 {
+		add("machine-reports.stale-after-days must be from 0 (off) to 36500")
 	}
 	if c.Contracts.URL != "" {
 		if u, err := url.Parse(c.Contracts.URL); err != nil || u.Host == "" {

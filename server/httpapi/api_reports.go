@@ -3,7 +3,6 @@ package httpapi
 import (
 	"net/http"
 	"slices"
-	"strconv"
 
 	"github.com/livepatch-onprem/livepatch/server"
 )
@@ -28,28 +27,18 @@ func newMachinePage[T any](machines []T, limit int, id func(T) string) machinePa
 	return p
 }
 
-// reportMachines lists machines of a tier (optionally running a patch version, in a patch
-// state), a page at a time with a keyset cursor.
+// reportMachines lists the machines a filter selects (tier, patch version and state,
+// kernel, hostname, tags, last-seen age), a page at a time with a keyset cursor.
 func (s *Server) reportMachines(w http.ResponseWriter, r *http.Request) error {
 	limit, err := pageLimit(r)
 	if err != nil {
 		return err
 	}
-	f := server.MachineFilter{
-		Tier:         queryValue(r, "tier"),
-		PatchVersion: queryValue(r, "version"),
-		PatchState:   queryValue(r, "state"),
-		After:        queryValue(r, "after"),
-		Limit:        limit,
-	}
-	if err := checkPatchState(f.PatchState); err != nil {
+	f, err := s.machineFilter(r, machineQuery(r))
+	if err != nil {
 		return err
 	}
-	if f.Tier != "" {
-		if err := s.checkTier(r, f.Tier); err != nil {
-			return err
-		}
-	}
+	f.After, f.Limit = queryValue(r, "after"), limit
 	machines, err := s.store.Machines(r.Context(), f)
 	if err != nil {
 		return err
@@ -59,15 +48,7 @@ func (s *Server) reportMachines(w http.ResponseWriter, r *http.Request) error {
 
 // pageLimit reads the ?limit= of a paged report: defaultReportLimit when absent.
 func pageLimit(r *http.Request) (int, error) {
-	v := queryValue(r, "limit")
-	if v == "" {
-		return defaultReportLimit, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > maxReportLimit {
-		return 0, server.Errorf(server.CodeInvalid, "limit must be a number from 1 to %d", maxReportLimit)
-	}
-	return n, nil
+	return limitParam(r, "limit", defaultReportLimit)
 }
 
 // checkPatchState validates a ?state= filter; empty matches every state.

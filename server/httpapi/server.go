@@ -42,6 +42,9 @@ type Options struct {
 	// TrustedProxies are the peers whose X-Forwarded-For is believed (haproxy); from any
 	// other peer the header is ignored.
 	TrustedProxies []netip.Prefix
+	// FleetMetricsInterval is how old the machine counts of /metrics may get (default
+	// 5m): a scrape of older counts has them counted again.
+	FleetMetricsInterval time.Duration
 	// CatalogRefresh is how often the in-memory catalog checks the database for changes
 	// made by other units (default 2s).
 	CatalogRefresh time.Duration
@@ -98,6 +101,7 @@ type Server struct {
 	catalog *catalogCache
 	limit   *limiter
 	metrics *metrics
+	fleet   *fleetCollector
 	cache   *fileCache // nil when the patch cache is off
 	lockout *lockout
 	logKey  [32]byte // keys the user-ref of unknown user names in security events
@@ -154,6 +158,7 @@ func New(store server.Store, files server.PatchFiles, opts Options) (*Server, er
 	if opts.CatalogRefresh <= 0 {
 		opts.CatalogRefresh = 2 * time.Second
 	}
+	opts.FleetMetricsInterval = cmp.Or(opts.FleetMetricsInterval, 5*time.Minute)
 	if opts.ConcurrencyLimit <= 0 {
 		opts.ConcurrencyLimit = 50
 	}
@@ -189,6 +194,8 @@ func New(store server.Store, files server.PatchFiles, opts Options) (*Server, er
 	if opts.PatchCacheSize > 0 {
 		s.cache = newFileCache(opts.PatchCacheSize, opts.PatchCacheTTL, opts.Now)
 	}
+	s.fleet = newFleetCollector(opts.FleetMetricsInterval, opts.Now)
+	opts.Registry.MustRegister(s.fleet)
 	s.register()
 	return s, nil
 }
@@ -208,7 +215,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Run keeps the catalog current until ctx ends: it loads it now and reloads it whenever the
-// database's catalog version moves.
+// database's catalog version moves. It also counts the fleet for /metrics when a scrape
+// finds the counts old.
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.catalog.refresh(ctx); err != nil {
 		s.log.Warn("Cannot load patch catalog", "error", err)
@@ -222,6 +230,10 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-t.C:
 			if err := s.catalog.refresh(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("Cannot refresh patch catalog", "error", err)
+			}
+		case <-s.fleet.wanted:
+			if err := s.fleet.refresh(ctx, s.store); err != nil && ctx.Err() == nil {
+				s.log.Warn("Cannot count machines for the fleet metrics", "error", err)
 			}
 		}
 	}

@@ -34,10 +34,15 @@ const (
 const checkInSQL = `
 	WITH m AS (
 		UPDATE machines SET last_seen = $3, kernel = $4, architecture = $5, cpu_model = $6,
-			boot_time = $7, uptime = $8, client_version = $9, patch_state = $10, patch_version = $11
+			boot_time = $7, uptime = $8, client_version = $9, patch_state = $10, patch_version = $11,
+			hostname = $13, cloud = $14, region = $15, zone = $16,
+			-- The right-hand sides read the row before the update.
+			state_since = CASE WHEN machines.state_since IS NULL
+				OR (machines.kernel, machines.patch_state, machines.patch_version) IS DISTINCT FROM ($4, $10, $11)
+				THEN $3 ELSE machines.state_since END
 		WHERE id = $1 AND machine_token_hash = $2
 		RETURNING id, tier_id, last_seen, kernel, architecture, cpu_model, boot_time, uptime,
-			client_version, patch_state, patch_version
+			client_version, patch_state, patch_version, state_since
 	)` + checkInReportsSQL + `
 	SELECT t.name FROM m JOIN tiers t ON t.id = m.tier_id CROSS JOIN durability`
 
@@ -49,6 +54,12 @@ const checkInReportsSQL = `, r AS (
 		SELECT id, last_seen, kernel, architecture, cpu_model, boot_time, uptime,
 			client_version, patch_state, patch_version
 		FROM m
+	), ch AS (
+		-- The compact history: a row when the check-in changed the state (migration 0010).
+		INSERT INTO machine_changes (machine_id, changed_at, cause, tier, kernel, patch_state, patch_version)
+		SELECT m.id, m.last_seen, 'check-in', t.name, m.kernel, m.patch_state, m.patch_version
+		FROM m JOIN tiers t ON t.id = m.tier_id
+		WHERE m.state_since = m.last_seen
 	), durability AS (
 		-- Local to this statement's transaction: when $12 is 'off' the check-ins are
 		-- acknowledged before their WAL reaches disk (group commit without the wait).
@@ -61,19 +72,26 @@ const checkInReportsSQL = `, r AS (
 const checkInBatchSQL = `
 	WITH c AS (
 		SELECT * FROM unnest($1::text[], $2::bytea[], $3::timestamptz[], $4::text[], $5::text[],
-			$6::text[], $7::timestamptz[], $8::bigint[], $9::text[], $10::text[], $11::text[])
+			$6::text[], $7::timestamptz[], $8::bigint[], $9::text[], $10::text[], $11::text[],
+			$13::text[], $14::text[], $15::text[], $16::text[])
 			AS c (id, token_hash, reported_at, kernel, architecture, cpu_model, boot_time, uptime,
-				client_version, patch_state, patch_version)
+				client_version, patch_state, patch_version, hostname, cloud, region, zone)
 	), m AS (
 		UPDATE machines SET last_seen = c.reported_at, kernel = c.kernel,
 			architecture = c.architecture, cpu_model = c.cpu_model, boot_time = c.boot_time,
 			uptime = c.uptime, client_version = c.client_version, patch_state = c.patch_state,
-			patch_version = c.patch_version
+			patch_version = c.patch_version, hostname = c.hostname, cloud = c.cloud,
+			region = c.region, zone = c.zone,
+			state_since = CASE WHEN machines.state_since IS NULL
+				OR (machines.kernel, machines.patch_state, machines.patch_version)
+					IS DISTINCT FROM (c.kernel, c.patch_state, c.patch_version)
+				THEN c.reported_at ELSE machines.state_since END
 		FROM c
 		WHERE machines.id = c.id AND machines.machine_token_hash = c.token_hash
 		RETURNING machines.id, machines.tier_id, machines.last_seen, machines.kernel,
 			machines.architecture, machines.cpu_model, machines.boot_time, machines.uptime,
-			machines.client_version, machines.patch_state, machines.patch_version
+			machines.client_version, machines.patch_state, machines.patch_version,
+			machines.state_since
 	)` + checkInReportsSQL + `
 	SELECT m.id, t.name FROM m JOIN tiers t ON t.id = m.tier_id CROSS JOIN durability`
 
@@ -261,7 +279,8 @@ func (db *DB) checkInOne(ctx context.Context, c server.CheckIn, now time.Time) (
 	s := c.Status
 	var tier string
 	err = stmt.QueryRowContext(ctx, c.MachineID, c.MachineTokenHash, now, s.Kernel, s.Architecture,
-		s.CPUModel, nullTime(s.BootTime), s.Uptime, s.ClientVersion, s.PatchState, s.PatchVersion, db.checkInCommit).Scan(&tier)
+		s.CPUModel, nullTime(s.BootTime), s.Uptime, s.ClientVersion, s.PatchState, s.PatchVersion, db.checkInCommit,
+		s.Hostname, s.Cloud.Name, s.Cloud.Region, s.Cloud.Zone).Scan(&tier)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", errUnknownMachine
 	}
@@ -283,6 +302,7 @@ func (db *DB) checkInMany(ctx context.Context, batch []*checkInCall) (map[string
 	n := len(batch)
 	ids, kernels, archs, cpus := make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n)
 	clients, states, versions := make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n)
+	hosts, clouds, regions, zones := make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n), make(pq.StringArray, n)
 	hashes, uptimes := make(pq.ByteaArray, n), make(pq.Int64Array, n)
 	nows, boots := make([]time.Time, n), make([]time.Time, n)
 	for i, call := range batch {
@@ -290,9 +310,11 @@ func (db *DB) checkInMany(ctx context.Context, batch []*checkInCall) (map[string
 		ids[i], hashes[i], nows[i] = call.in.MachineID, call.in.MachineTokenHash, call.now
 		kernels[i], archs[i], cpus[i], boots[i], uptimes[i] = s.Kernel, s.Architecture, s.CPUModel, s.BootTime, s.Uptime
 		clients[i], states[i], versions[i] = s.ClientVersion, s.PatchState, s.PatchVersion
+		hosts[i], clouds[i], regions[i], zones[i] = s.Hostname, s.Cloud.Name, s.Cloud.Region, s.Cloud.Zone
 	}
 	rows, err := stmt.QueryContext(ctx, ids, hashes, timestampArray(nows, false), kernels, archs, cpus,
-		timestampArray(boots, true), uptimes, clients, states, versions, db.checkInCommit)
+		timestampArray(boots, true), uptimes, clients, states, versions, db.checkInCommit,
+		hosts, clouds, regions, zones)
 	if err != nil {
 		return nil, classify(fmt.Errorf("cannot record check-ins of %d machines: %w", n, err))
 	}

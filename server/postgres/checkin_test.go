@@ -84,8 +84,9 @@ func TestCheckInBatch(t *testing.T) {
 	machines := must[[]server.Machine](t)(db.Machines(ctx, server.MachineFilter{}))
 	for _, m := range machines[1:5] {
 		i := int(m.ID[1] - '0')
+		seen := now.Add(time.Duration(i) * time.Second)
 		want := server.Machine{ID: m.ID, Tier: tiers[i], TokenID: m.TokenID, EnabledAt: m.EnabledAt,
-			LastSeen: now.Add(time.Duration(i) * time.Second), Status: cs[i].Status}
+			FirstSeen: m.EnabledAt, LastSeen: seen, StateSince: seen, Status: cs[i].Status}
 		if diff := cmp.Diff(want, m); diff != "" {
 			t.Errorf("machine %s (-want +got):\n%s", m.ID, diff)
 		}

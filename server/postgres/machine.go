@@ -3,8 +3,10 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
@@ -61,12 +63,12 @@ func enable(ctx context.Context, tx *sql.Tx, e server.Enrolment, now time.Time) 
 		}
 	}
 	row := tx.QueryRowContext(ctx, `
-		INSERT INTO machines (id, tier_id, auth_token_id, machine_token_hash, enabled_at)
-		VALUES ($1, $2, $3, $4, $5)
+		INSERT INTO machines (id, tier_id, auth_token_id, machine_token_hash, enabled_at, first_seen)
+		VALUES ($1, $2, $3, $4, $5, $5)
 		ON CONFLICT (id) DO UPDATE SET tier_id = EXCLUDED.tier_id, auth_token_id = EXCLUDED.auth_token_id,
 			machine_token_hash = EXCLUDED.machine_token_hash, enabled_at = EXCLUDED.enabled_at
 		WHERE machines.machine_token_hash = $6
-		RETURNING `+machineColumns, e.MachineID, tok.tierID, tok.id, e.MachineTokenHash, now, e.CurrentTokenHash)
+		RETURNING `+machineColumns(""), e.MachineID, tok.tierID, tok.id, e.MachineTokenHash, now, e.CurrentTokenHash)
 	m, err := scanMachine(row, false)
 	if errors.Is(err, sql.ErrNoRows) {
 		// The id is enrolled and the caller did not prove it is that machine.
@@ -82,7 +84,21 @@ func enable(ctx context.Context, tx *sql.Tx, e server.Enrolment, now time.Time) 
 		return server.Machine{}, fmt.Errorf("cannot enrol machine %q: %w", e.MachineID, err)
 	}
 	m.Tier, m.TokenID = tok.tier, tok.label
+	if err := recordChange(ctx, tx, m, server.CauseEnable, now); err != nil {
+		return server.Machine{}, err
+	}
 	return m, nil
+}
+
+// recordChange appends a row of m's compact history.
+func recordChange(ctx context.Context, tx *sql.Tx, m server.Machine, cause string, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `
+		INSERT INTO machine_changes (machine_id, changed_at, cause, tier, kernel, patch_state, patch_version)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, m.ID, now, cause, m.Tier, m.Kernel, m.PatchState, m.PatchVersion)
+	if err != nil {
+		return fmt.Errorf("cannot record the history of machine %q: %w", m.ID, err)
+	}
+	return nil
 }
 
 // findAuthToken finds an auth token by hash; unauthorized when there is none. lock is a
@@ -111,9 +127,9 @@ func (db *DB) RemoveMachine(ctx context.Context, machineID string) error {
 			return fmt.Errorf("cannot remove machine %q: %w", machineID, err)
 		}
 		if n == 0 {
-			return server.Errorf(server.CodeNotFound, "machine %q not found", machineID)
+			return machineNotFound(machineID)
 		}
-		return nil
+		return forgetChanges(ctx, tx, machineID)
 	})
 }
 
@@ -128,8 +144,22 @@ func (db *DB) Disable(ctx context.Context, machineID string, machineTokenHash []
 		if n == 0 {
 			return server.Errorf(server.CodeUnauthorized, "unknown machine or invalid machine token")
 		}
-		return nil
+		return forgetChanges(ctx, tx, machineID)
 	})
+}
+
+// forgetChanges deletes the compact history of a machine that is no longer enrolled: if
+// it enrols again, its history starts anew. Its check-ins stay until report retention.
+func forgetChanges(ctx context.Context, tx *sql.Tx, machineID string) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM machine_changes WHERE machine_id = $1`, machineID); err != nil {
+		return fmt.Errorf("cannot delete the history of machine %q: %w", machineID, err)
+	}
+	return nil
+}
+
+// machineNotFound is the error for an unknown machine id.
+func machineNotFound(id string) error {
+	return server.Errorf(server.CodeNotFound, "machine %q not found", id)
 }
 
 // CheckMachineToken checks that a machine exists with this token hash, in one indexed read.
@@ -146,37 +176,45 @@ func (db *DB) CheckMachineToken(ctx context.Context, machineID string, machineTo
 	return nil
 }
 
-// machineColumns are the columns of machines m that scanMachine reads, without the tier
-// and token names.
-const machineColumns = `id, enabled_at, last_seen, kernel, architecture, cpu_model, boot_time,
-	uptime, client_version, patch_state, patch_version`
+// machineColumns returns the columns of machines that scanMachine reads, without the tier
+// and token names, qualified by prefix ("m." or "").
+func machineColumns(prefix string) string {
+	cols := []string{"id", "enabled_at", "coalesce(first_seen, enabled_at)", "last_seen", "state_since",
+		"kernel", "architecture", "cpu_model", "boot_time", "uptime", "client_version", "patch_state",
+		"patch_version", "hostname", "cloud", "region", "zone", "tags"}
+	for i, c := range cols {
+		if strings.HasPrefix(c, "coalesce(") {
+			cols[i] = "coalesce(" + prefix + "first_seen, " + prefix + "enabled_at)"
+			continue
+		}
+		cols[i] = prefix + c
+	}
+	return strings.Join(cols, ", ")
+}
+
+// machineSelect selects machines m with their tier and token names, for scanMachine
+// with names.
+var machineSelect = `SELECT ` + machineColumns("m.") + `, t.name, a.label
+	FROM machines m
+	JOIN tiers t ON t.id = m.tier_id
+	JOIN auth_tokens a ON a.id = m.auth_token_id`
 
 // Machines lists machines matching f in id order, at most f.Limit of them after f.After.
 func (db *DB) Machines(ctx context.Context, f server.MachineFilter) (_ []server.Machine, err error) {
 	defer classifyInto(&err)
 	var machines []server.Machine
 	err = db.inTx(ctx, func(tx *sql.Tx) error {
-		tierID := sql.NullInt64{}
-		if f.Tier != "" {
-			t, err := findTier(ctx, tx, f.Tier)
-			if err != nil {
-				return err
-			}
-			tierID = sql.NullInt64{Int64: t.id, Valid: true}
+		where, args, err := machineWhere(ctx, tx, f, nil)
+		if err != nil {
+			return err
 		}
-		limit := sql.NullInt64{Int64: int64(f.Limit), Valid: f.Limit > 0}
-		rows, err := tx.QueryContext(ctx, `
-			SELECT m.id, m.enabled_at, m.last_seen, m.kernel, m.architecture, m.cpu_model, m.boot_time,
-				m.uptime, m.client_version, m.patch_state, m.patch_version, t.name, a.label
-			FROM machines m
-			JOIN tiers t ON t.id = m.tier_id
-			JOIN auth_tokens a ON a.id = m.auth_token_id
-			WHERE m.id > $1
-				AND ($2::bigint IS NULL OR m.tier_id = $2)
-				AND ($3 = '' OR m.patch_version = $3)
-				AND ($4 = '' OR m.patch_state = $4)
-			ORDER BY m.id
-			LIMIT $5`, f.After, tierID, f.PatchVersion, f.PatchState, limit)
+		args = append(args, f.After)
+		query := machineSelect + ` WHERE ` + where + fmt.Sprintf(` AND m.id > $%d ORDER BY m.id`, len(args))
+		if f.Limit > 0 {
+			args = append(args, f.Limit)
+			query += fmt.Sprintf(` LIMIT $%d`, len(args))
+		}
+		rows, err := tx.QueryContext(ctx, query, args...)
 		if err != nil {
 			return fmt.Errorf("cannot list machines: %w", err)
 		}
@@ -196,25 +234,82 @@ func (db *DB) Machines(ctx context.Context, f server.MachineFilter) (_ []server.
 	return machines, err
 }
 
+// machineWhere returns the condition on machines m that selects the machines of f (its
+// After and Limit aside), and args with its parameters appended: they are numbered after
+// those already in args. An unknown tier is not-found.
+func machineWhere(ctx context.Context, tx *sql.Tx, f server.MachineFilter, args []any) (string, []any, error) {
+	conds := []string{"true"}
+	add := func(cond string, arg any) {
+		args = append(args, arg)
+		conds = append(conds, strings.ReplaceAll(cond, "$?", fmt.Sprintf("$%d", len(args))))
+	}
+	if f.Tier != "" {
+		t, err := findTier(ctx, tx, f.Tier)
+		if err != nil {
+			return "", nil, err
+		}
+		add("m.tier_id = $?", t.id)
+	}
+	if f.PatchVersion != "" {
+		add("m.patch_version = $?", f.PatchVersion)
+	}
+	if f.PatchState != "" {
+		add("m.patch_state = $?", f.PatchState)
+	}
+	if f.Kernel != "" {
+		add("m.kernel = $?", f.Kernel)
+	}
+	if f.Hostname != "" {
+		add("m.hostname = $?", f.Hostname)
+	}
+	if len(f.Tags) > 0 {
+		tags, err := json.Marshal(f.Tags)
+		if err != nil {
+			return "", nil, fmt.Errorf("cannot encode tags: %w", err)
+		}
+		add("m.tags @> $?::jsonb", string(tags))
+	}
+	// last_seen has no index (a check-in stays a HOT update): these filter the rows the
+	// other conditions and the id order select.
+	if !f.SeenBefore.IsZero() {
+		add("(m.last_seen IS NULL OR m.last_seen < $?)", f.SeenBefore)
+	}
+	if !f.SeenAfter.IsZero() {
+		add("m.last_seen >= $?", f.SeenAfter)
+	}
+	return strings.Join(conds, " AND "), args, nil
+}
+
 // scanMachine reads machineColumns, followed by the tier and token names when names is
 // set.
 func scanMachine(row interface{ Scan(...any) error }, names bool) (server.Machine, error) {
 	var m server.Machine
-	var lastSeen, bootTime sql.NullTime
-	dest := []any{&m.ID, &m.EnabledAt, &lastSeen, &m.Kernel, &m.Architecture, &m.CPUModel, &bootTime,
-		&m.Uptime, &m.ClientVersion, &m.PatchState, &m.PatchVersion}
+	var lastSeen, stateSince, bootTime sql.NullTime
+	var tags []byte
+	dest := []any{&m.ID, &m.EnabledAt, &m.FirstSeen, &lastSeen, &stateSince, &m.Kernel, &m.Architecture,
+		&m.CPUModel, &bootTime, &m.Uptime, &m.ClientVersion, &m.PatchState, &m.PatchVersion,
+		&m.Hostname, &m.Cloud.Name, &m.Cloud.Region, &m.Cloud.Zone, &tags}
 	if names {
 		dest = append(dest, &m.Tier, &m.TokenID)
 	}
 	if err := row.Scan(dest...); err != nil {
 		return server.Machine{}, err
 	}
-	m.EnabledAt = utc(m.EnabledAt)
+	m.EnabledAt, m.FirstSeen = utc(m.EnabledAt), utc(m.FirstSeen)
 	if lastSeen.Valid {
 		m.LastSeen = utc(lastSeen.Time)
 	}
+	if stateSince.Valid {
+		m.StateSince = utc(stateSince.Time)
+	}
 	if bootTime.Valid {
 		m.BootTime = utc(bootTime.Time)
+	}
+	if err := json.Unmarshal(tags, &m.Tags); err != nil {
+		return server.Machine{}, fmt.Errorf("cannot decode the tags of machine %q: %w", m.ID, err)
+	}
+	if len(m.Tags) == 0 {
+		m.Tags = nil
 	}
 	return m, nil
 }
@@ -301,6 +396,14 @@ func (db *DB) CleanupReports(ctx context.Context, before time.Time, limit int) (
 		if err != nil {
 			return fmt.Errorf("cannot delete machine reports: %w", err)
 		}
+		changes, err := execCount(ctx, tx, `
+			DELETE FROM machine_changes WHERE id IN (
+				SELECT id FROM machine_changes WHERE changed_at < $1 LIMIT $2
+			)`, before, limit)
+		if err != nil {
+			return fmt.Errorf("cannot delete machine changes: %w", err)
+		}
+		n += changes
 		return nil
 	})
 	return n, err

@@ -51,6 +51,13 @@ type Contracts struct {
 	mu    sync.Mutex
 	known map[[32]byte]verdict
 	calls map[[32]byte]*contractsCall
+	last  lastCheck // guarded by mu
+}
+
+// lastCheck is the outcome of the last question asked of the contracts server.
+type lastCheck struct {
+	at  time.Time
+	err error
 }
 
 // verdict is a remembered answer: err is nil for an acceptance.
@@ -117,6 +124,9 @@ func (c *Contracts) run(key [32]byte, token string, call *contractsCall) {
 	case c.turns <- struct{}{}:
 		until, call.err = c.ask(ctx, token)
 		<-c.turns
+		c.mu.Lock()
+		c.last = lastCheck{at: c.now(), err: call.err}
+		c.mu.Unlock()
 	case <-ctx.Done():
 		call.err = server.Errorf(server.CodeUnavailable, "cannot check the resource token: too many checks with the contracts server at %s in progress", c.base.Redacted())
 	}
@@ -133,6 +143,32 @@ func (c *Contracts) run(key [32]byte, token string, call *contractsCall) {
 	c.remember(key, verdict{err: call.err, until: until}, now)
 	c.mu.Unlock()
 	close(call.done)
+}
+
+// DebugStatus describes the contracts server as the last check found it, for
+// /debug/status: its URL, whether it answered (reachable, absent before the first check),
+// when and with what (last-result: accepted, refused or unreachable), and status "OK"
+// unless the last check could not reach it.
+func (c *Contracts) DebugStatus() map[string]any {
+	c.mu.Lock()
+	last := c.last
+	c.mu.Unlock()
+	out := map[string]any{"status": "OK", "enabled": true, "url": c.base.Redacted()}
+	if last.at.IsZero() {
+		out["last-result"] = "no resource token checked yet"
+		return out
+	}
+	out["last-check"] = last.at.UTC()
+	switch {
+	case last.err == nil:
+		out["reachable"], out["last-result"] = true, "accepted"
+	case server.ErrorCode(last.err) == server.CodeUnauthorized:
+		out["reachable"], out["last-result"] = true, "refused"
+	default:
+		out["reachable"], out["last-result"] = false, "unreachable"
+		out["status"] = server.ErrorMessage(last.err)
+	}
+	return out
 }
 
 // remember keeps v, making room when the cache is full: expired answers go first, then

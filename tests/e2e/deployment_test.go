@@ -191,6 +191,19 @@ func testGuide(t *testing.T, d *deploy.Deployment) *deploy.Machine {
 	if len(machines) != 1 || machines[0].ID != m.ID || machines[0].PatchState != server.StateUnapplied {
 		t.Errorf("report machines stable = %+v, want %s unapplied", machines, m.ID)
 	}
+	// By the hostname the client reported through haproxy (this host's).
+	if host, err := os.ReadFile("/proc/sys/kernel/hostname"); err == nil {
+		name := strings.TrimSpace(string(host))
+		if len(machines) == 1 && machines[0].Hostname != name {
+			t.Errorf("report machines: hostname %q, want this host's %q", machines[0].Hostname, name)
+		}
+		if out := d.Admin(t, "report", "machines", "--hostname", name); !strings.Contains(out, m.ID) {
+			t.Errorf("report machines --hostname %s:\n%s", name, out)
+		}
+	}
+	if out := d.Admin(t, "machine", "show", m.ID); !strings.Contains(out, "\nhistory:\n") || !strings.Contains(out, " enable ") {
+		t.Errorf("machine show %s:\n%s", m.ID, out)
+	}
 
 	// The offer carried the upstream's own signature of the file, passed on by the on-prem
 	// server, which the client checked against its trusted key. A machine trusting another
