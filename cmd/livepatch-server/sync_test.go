@@ -225,12 +225,39 @@ func TestServeSyncsFromUpstream(t *testing.T) {
 	if err != nil || ds.Status != "OK" || !ds.Sync.Enabled || ds.Sync.Status != "OK" {
 		t.Errorf("debug status = %+v, %v", ds, err)
 	}
-	resp, err := http.Get(downURL + "/metrics")
+	// A machine checks in, so that the fleet gauges have series to show.
+	enableMachine(t, downCfg.Database.ConnectionString)
+	checkIn, err := http.NewRequest("POST", downURL+"/v1/client/m1/updates",
+		strings.NewReader(`{"kernel":"5.15.0-107-generic","architecture":"amd64","patch-state":"applied","patch-version":"107.1"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	checkIn.Header.Set("Authorization", "Bearer mt")
+	checkIn.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(checkIn); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("check-in: %v, %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// The fleet counts are made in the background at the first scrape: scrape until
+	// they show.
+	var metrics []byte
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := http.Get(downURL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(metrics), "livepatch_server_machines_by_kernel{") || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	for _, want := range []string{`livepatch_server_sync_runs_total{outcome="success"} `, "livepatch_server_sync_patches_added_total 1\n",
 		"livepatch_server_sync_last_success_timestamp_seconds ", "livepatch_server_http_request_duration_seconds",
 		"livepatch_server_sync_interval_seconds 3600\n", "livepatch_server_database_up 1\n", "livepatch_server_schema_migrations_pending 0\n"} {
