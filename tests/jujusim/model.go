@@ -694,6 +694,12 @@ func (m *Model) Relate(a, b string) (int, error) {
 			return 0, fmt.Errorf("cannot relate %s and %s: relation %q already exists", a, b, key)
 		}
 	}
+	for _, ep := range eps {
+		if ep.rel.Limit > 0 && m.establishedLocked(ep) >= ep.rel.Limit {
+			return 0, fmt.Errorf("cannot add relation %q: establishing a new relation for %s would exceed its maximum relation limit of %d %w",
+				key, ep, ep.rel.Limit, ErrQuotaLimitExceeded)
+		}
+	}
 	r := m.addRelationLocked(eps)
 	if r.container {
 		m.addSubordinatesLocked(r)
@@ -727,12 +733,40 @@ func (m *Model) addSubordinatesLocked(r *relation) {
 	}
 }
 
+// ErrQuotaLimitExceeded is the error Relate wraps when an endpoint's limit is reached; its text
+// is the code Juju's API attaches, which the juju CLI prints in parentheses.
+var ErrQuotaLimitExceeded = errors.New("(quota limit exceeded)")
+
+// establishedLocked counts the relations that use ep, as Juju's establishedRelationCount: a
+// dying relation still counts until it is gone.
+func (m *Model) establishedLocked(ep endpoint) int {
+	n := 0
+	for _, r := range m.relations {
+		for _, e := range r.eps {
+			if e.app == ep.app && e.rel.Name == ep.rel.Name && e.rel.Interface == ep.rel.Interface {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// relationKey is Juju's natural key of a relation: requirer, then provider, then peer
+// endpoints, each role sorted by name.
 func relationKey(eps []endpoint) string {
-	s := make([]string, len(eps))
-	for i, ep := range eps {
+	order := map[charm.RelationRole]int{charm.RoleRequirer: 0, charm.RoleProvider: 1, charm.RolePeer: 2}
+	sorted := slices.Clone(eps)
+	sort.Slice(sorted, func(i, j int) bool {
+		if oi, oj := order[sorted[i].rel.Role], order[sorted[j].rel.Role]; oi != oj {
+			return oi < oj
+		}
+		return sorted[i].String() < sorted[j].String()
+	})
+	s := make([]string, len(sorted))
+	for i, ep := range sorted {
 		s[i] = ep.String()
 	}
-	sort.Strings(s)
 	return strings.Join(s, " ")
 }
 
@@ -960,6 +994,12 @@ func (m *Model) Upgrade(app, charmPath string) error {
 	}
 	if ch.Meta().Name != a.ch.Meta().Name {
 		return fmt.Errorf("cannot upgrade %q: charm name %q does not match %q", app, ch.Meta().Name, a.ch.Meta().Name)
+	}
+	for name, rel := range ch.Meta().CombinedRelations() {
+		if n := m.establishedLocked(endpoint{app: app, rel: rel}); rel.Limit > 0 && n > rel.Limit {
+			return fmt.Errorf("cannot upgrade %q: new charm version imposes a maximum relation limit of %d for %s:%s which cannot be satisfied by the number of already established relations (%d) %w",
+				app, rel.Limit, app, name, n, ErrQuotaLimitExceeded)
+		}
 	}
 	a.ch, a.archive, a.charmURL = ch, archive, charmPath
 	a.revision++

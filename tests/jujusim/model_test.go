@@ -2,6 +2,7 @@ package jujusim_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -292,4 +293,37 @@ func TestConfig(t *testing.T) {
 	if got := len(m.HookNames("cli/0")); got != n {
 		t.Errorf("hooks ran after a no-op config change: %v", m.HookNames("cli/0")[n:])
 	}
+}
+
+// TestRelationLimit: a second relation on an endpoint with limit 1 is refused with Juju's
+// quota error and runs no hook; once the first is gone, the endpoint takes a new one.
+func TestRelationLimit(t *testing.T) {
+	m, _ := newModel(t)
+	const oneMeta = `
+name: one
+summary: one database only
+description: one database only
+requires:
+  db: {interface: testdb, limit: 1}
+`
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "one", oneMeta, "", "")})
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "srv", srvMeta, "", ""), Application: "a"})
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "srv", srvMeta, "", ""), Application: "b"})
+	relate(t, m, "one", "a")
+	waitIdle(t, m)
+	before := len(m.History())
+	_, err := m.Relate("one", "b:db")
+	want := `cannot add relation "one:db b:db": establishing a new relation for one:db would exceed its maximum relation limit of 1 (quota limit exceeded)`
+	if err == nil || err.Error() != want || !errors.Is(err, jujusim.ErrQuotaLimitExceeded) {
+		t.Fatalf("second relation: err = %v, want %q", err, want)
+	}
+	waitIdle(t, m)
+	if got := m.History()[before:]; len(got) != 0 {
+		t.Errorf("hooks ran for a refused relation: %v", got)
+	}
+	if err := m.RemoveRelation("one", "a"); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m)
+	relate(t, m, "one", "b")
 }
