@@ -1,6 +1,7 @@
 package jujusim
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"sort"
@@ -346,12 +347,37 @@ func (r *relation) remoteApp(app string) string {
 
 func (r *relation) isPeer() bool { return len(r.eps) == 1 }
 
+// syncScopesLocked enters u into the scope of every live relation it has not seen yet, as the
+// uniter's SynchronizeScopes does before it queues relation-created: the remote units see u
+// (relation-list, relation-joined) before its relation-created hook runs, let alone its first
+// relation-set. Juju does this only once the unit is installed, alive and not in error.
+func (m *Model) syncScopesLocked(u *unit) {
+	if u.removed || u.dying || u.failed != nil || !u.local.installed || m.closed {
+		return
+	}
+	changed := false
+	for _, r := range m.sortedRelations() {
+		if u.local.rels[r.id] != nil || r.dying || !m.participatesLocked(u, r) {
+			continue
+		}
+		if ru := m.relUnitLocked(r, u); !ru.inScope {
+			ru.inScope = true
+			changed = true
+			m.logLocked(u.name, "DEBUG", fmt.Sprintf("unit %q entered scope for relation %d", u.name, r.id))
+		}
+	}
+	if changed {
+		m.notifyLocked()
+	}
+}
+
 // runAgent is a unit agent: it runs the unit's next op whenever there is one, holding the
 // machine lock so principal and subordinates never run at once.
 func (m *Model) runAgent(u *unit) {
 	defer m.wg.Done()
 	for {
 		m.mu.Lock()
+		m.syncScopesLocked(u)
 		for m.nextOpLocked(u) == nil {
 			if m.closed || u.removed {
 				m.mu.Unlock()
@@ -361,6 +387,7 @@ func (m *Model) runAgent(u *unit) {
 			m.mu.Unlock()
 			<-ch
 			m.mu.Lock()
+			m.syncScopesLocked(u)
 		}
 		m.mu.Unlock()
 

@@ -327,3 +327,43 @@ requires:
 	waitIdle(t, m)
 	relate(t, m, "one", "b")
 }
+
+// TestScopeBeforeRelationCreated: a unit enters the relation's scope before its
+// relation-created hook runs, so the remote unit joins it (relation-list, relation-joined) and
+// acts while cli/0 is still in relation-created, before cli/0's first relation-set.
+func TestScopeBeforeRelationCreated(t *testing.T) {
+	m, sc := newModel(t)
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "srv", srvMeta, "", "")})
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "cli", cliMeta, cliConfig, "")})
+	waitIdle(t, m)
+	// cli/0's relation-created waits (bounded) for srv/0 to have joined it.
+	sc.set(t, "db-relation-created", `
+if [ "$JUJU_UNIT_NAME" = cli/0 ]; then
+	i=0
+	until [ -f "$SIMTEST_SCRIPTS/joined" ]; do
+		i=$((i+1)); [ $i -lt 1200 ] || exit 1
+		sleep 0.05
+	done
+	relation-set x=1
+fi`)
+	sc.set(t, "db-relation-joined", `
+if [ "$JUJU_UNIT_NAME" = srv/0 ]; then
+	{ relation-list; echo "x=$(relation-get x "$JUJU_REMOTE_UNIT")"; } > "$SIMTEST_SCRIPTS/joined.tmp"
+	mv "$SIMTEST_SCRIPTS/joined.tmp" "$SIMTEST_SCRIPTS/joined"
+fi`)
+	id := relate(t, m, "cli", "srv")
+	waitIdle(t, m)
+	if got, want := sc.read(t, "joined"), "cli/0\nx=\n"; got != want {
+		t.Errorf("srv/0 in relation-joined saw %q, want %q", got, want)
+	}
+	if got := m.HookNames("cli/0")[4]; got != "db-relation-created" {
+		t.Errorf("cli/0 hook after start = %q, want db-relation-created (exit 0)", got)
+	}
+	if data, _ := m.RelationData(id, "cli/0"); data["x"] != "1" {
+		t.Errorf("cli/0 bag = %v, want x=1 from relation-created", data)
+	}
+	want := []string{"db-relation-created", "db-relation-joined cli/0", "db-relation-changed cli/0", "db-relation-changed cli/0"}
+	if diff := cmp.Diff(want, m.HookNames("srv/0")[5:]); diff != "" {
+		t.Errorf("srv/0 relation hooks (-want +got):\n%s", diff)
+	}
+}
