@@ -84,6 +84,9 @@ func (m *Model) nextOpLocked(u *unit) *op {
 		if len(u.actions) > 0 {
 			return &op{kind: opAction, action: u.actions[0]}
 		}
+		if u.retry.due {
+			return u.failed
+		}
 		return nil
 	}
 	if !L.installed {
@@ -402,6 +405,9 @@ func (m *Model) runAgent(u *unit) {
 		u.running = true
 		if o.kind == opAction {
 			u.actions = u.actions[1:]
+		}
+		if o == u.failed {
+			m.stopRetryLocked(u, false)
 		}
 		m.notifyLocked()
 		m.mu.Unlock()

@@ -214,9 +214,14 @@ func (m *Model) execOp(u *unit, o *op) {
 			detail = ": " + runErr.Error()
 		}
 		m.logLocked(u.name, "ERROR", fmt.Sprintf("%s (exit status %d)%s", msg, code, detail))
+		m.startRetryLocked(u)
 		m.notifyLocked()
 		return
 	}
+	if u.failed == o {
+		u.failed = nil
+	}
+	m.stopRetryLocked(u, true)
 	m.commitLocked(c)
 	m.applyOpLocked(u, o)
 	m.notifyLocked()

@@ -73,14 +73,15 @@ func (s scripts) read(t *testing.T, name string) string {
 	return string(b)
 }
 
-func newModel(t *testing.T) (*jujusim.Model, scripts) {
+// newModel starts a model whose hooks source the test's scripts; opts adjust its options.
+func newModel(t *testing.T, opts ...func(*jujusim.Options)) (*jujusim.Model, scripts) {
 	t.Helper()
 	sc := scripts(t.TempDir())
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := jujusim.New(jujusim.Options{
+	o := jujusim.Options{
 		Dir:      t.TempDir(),
 		ExtraEnv: []string{"SIMTEST_SCRIPTS=" + string(sc), "SIMTEST_BIN=" + exe},
 		Logf: func(format string, args ...any) {
@@ -88,7 +89,11 @@ func newModel(t *testing.T) (*jujusim.Model, scripts) {
 				t.Logf(format, args...)
 			}
 		},
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	m, err := jujusim.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

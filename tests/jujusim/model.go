@@ -2,11 +2,12 @@ package jujusim
 
 import (
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/juju/charm/v12"
+	"github.com/juju/clock"
 	"github.com/juju/names/v5"
 )
 
@@ -44,6 +46,15 @@ type Options struct {
 	HookTimeout time.Duration
 	// Logf, if set, receives every debug-log line as it is written.
 	Logf func(format string, args ...any)
+	// Clock times hook retries and leadership leases; default clock.WallClock. Tests pass a
+	// testclock.Clock and advance it, so nothing waits in real time.
+	Clock clock.Clock
+	// NoHookRetries starts the model with automatically-retry-hooks=false: a failed hook
+	// leaves its unit in error until Resolved.
+	NoHookRetries bool
+	// Seed seeds the model's random choices (leaders, retry jitter); 0 takes JUJUSIM_SEED
+	// from the environment, else a random seed. Seed reports the one in use.
+	Seed int64
 }
 
 // Model is an emulated Juju model: a controller plus the unit agents of its units.
@@ -77,6 +88,10 @@ type Model struct {
 	history     []HookRecord
 	logs        []LogEntry
 	sec         *secretStore // nil until the first secret
+	clock       clock.Clock
+	rng         *rand.Rand // guarded by mu
+	seed        int64
+	retryHooks  bool // model config automatically-retry-hooks
 }
 
 // HookRecord is one hook or action run, in the order the model ran them.
@@ -160,6 +175,7 @@ type unit struct {
 	workload  StatusInfo
 	agent     StatusInfo
 	failed    *op // the hook that failed, while in error
+	retry     retryState
 	dying     bool
 	removed   bool
 	running   bool
@@ -248,25 +264,38 @@ func New(opts Options) (*Model, error) {
 		os.RemoveAll(runDir)
 		return nil, err
 	}
+	if opts.Clock == nil {
+		opts.Clock = clock.WallClock
+	}
+	seed, err := modelSeed(opts.Seed)
+	if err != nil {
+		lease.release()
+		os.RemoveAll(runDir)
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Model{
-		opts:      opts,
-		uuid:      newUUID(),
-		name:      opts.Name,
-		dir:       opts.Dir,
-		runDir:    runDir,
-		sock:      filepath.Join(runDir, "agent.sock"),
-		subnet:    lease,
-		toolBin:   bin,
-		ctx:       ctx,
-		cancel:    cancel,
-		changed:   make(chan struct{}),
-		apps:      map[string]*application{},
-		units:     map[string]*unit{},
-		machines:  map[string]*machine{},
-		relations: map[int]*relation{},
-		contexts:  map[string]*hookContext{},
-		actions:   map[string]*Action{},
+		clock:      opts.Clock,
+		rng:        rand.New(rand.NewPCG(uint64(seed), 0)),
+		seed:       seed,
+		retryHooks: !opts.NoHookRetries,
+		opts:       opts,
+		uuid:       newUUID(),
+		name:       opts.Name,
+		dir:        opts.Dir,
+		runDir:     runDir,
+		sock:       filepath.Join(runDir, "agent.sock"),
+		subnet:     lease,
+		toolBin:    bin,
+		ctx:        ctx,
+		cancel:     cancel,
+		changed:    make(chan struct{}),
+		apps:       map[string]*application{},
+		units:      map[string]*unit{},
+		machines:   map[string]*machine{},
+		relations:  map[int]*relation{},
+		contexts:   map[string]*hookContext{},
+		actions:    map[string]*Action{},
 	}
 	if err := m.serveTools(); err != nil {
 		cancel()
@@ -1044,6 +1073,7 @@ func (m *Model) Resolved(unitName string, retry bool) error {
 	if !retry {
 		m.applyOpLocked(u, u.failed)
 	}
+	m.stopRetryLocked(u, true)
 	u.failed = nil
 	u.agent = StatusInfo{Current: "idle", Since: time.Now()}
 	m.notifyLocked()
@@ -1251,7 +1281,7 @@ func (m *Model) LeaderSettings(app string) map[string]string {
 
 func newUUID() string {
 	b := make([]byte, 16)
-	rand.Read(b)
+	crand.Read(b)
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b)
@@ -1260,6 +1290,29 @@ func newUUID() string {
 
 func randomHex(n int) string {
 	b := make([]byte, n)
-	rand.Read(b)
+	crand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// modelSeed picks the seed: the option, else JUJUSIM_SEED, else a random one.
+func modelSeed(opt int64) (int64, error) {
+	if opt != 0 {
+		return opt, nil
+	}
+	if v := os.Getenv("JUJUSIM_SEED"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n == 0 {
+			return 0, fmt.Errorf("cannot create model: JUJUSIM_SEED=%q is not a non-zero integer", v)
+		}
+		return n, nil
+	}
+	for {
+		if n := rand.Int64(); n != 0 {
+			return n, nil
+		}
+	}
+}
+
+// Seed returns the seed of the model's random choices; pass it as Options.Seed or JUJUSIM_SEED
+// to replay a run.
+func (m *Model) Seed() int64 { return m.seed }
