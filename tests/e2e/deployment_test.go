@@ -274,6 +274,9 @@ func testScaleOut(t *testing.T, d *deploy.Deployment) {
 		t.Fatal(err)
 	}
 	d.WaitIdle(t, func(st *jujusim.Status) bool { return len(st.UnitNames("livepatch")) == 2 })
+	// When the leader was removed, nobody leads until its lease lapses; then one of the two
+	// units left is elected.
+	d.WaitLeader(t, "livepatch")
 	// Keep going for a while on the two units left.
 	if err := stream.WaitEnded(ctx, stream.Stats().Sent+80); err != nil {
 		t.Fatal(err)
@@ -306,7 +309,7 @@ func testRollingUpgrade(t *testing.T, d *deploy.Deployment, m *deploy.Machine) {
 		t.Fatal(err)
 	}
 	// The leader asks for the schema upgrade; the other units wait for it, serving.
-	leader := d.Model.Leader("livepatch")
+	leader := d.WaitLeader(t, "livepatch")
 	d.WaitUnit(t, leader, "blocked", deploy.MessageSchemaUpgrade)
 	for _, u := range d.Units("livepatch") {
 		if st, _ := d.Model.Status().Unit(u); u != leader {

@@ -275,7 +275,11 @@ func (m *Model) collectRelationLocked(id int) {
 func (m *Model) removeUnitLocked(u *unit) {
 	u.removed = true
 	delete(m.units, u.name)
+	m.stopRetryLocked(u, false)
 	m.logLocked(u.name, "INFO", "unit removed")
+	if a := m.apps[u.app]; a.leader == u.name {
+		m.releaseLeaseLocked(a)
+	}
 	for id := range u.local.rels {
 		m.collectRelationLocked(id)
 	}
@@ -378,6 +382,9 @@ func (m *Model) syncScopesLocked(u *unit) {
 // machine lock so principal and subordinates never run at once.
 func (m *Model) runAgent(u *unit) {
 	defer m.wg.Done()
+	m.mu.Lock()
+	m.claimLeadershipLocked(m.apps[u.app])
+	m.mu.Unlock()
 	for {
 		m.mu.Lock()
 		m.syncScopesLocked(u)

@@ -98,11 +98,28 @@ func newModel(t *testing.T, opts ...func(*jujusim.Options)) (*jujusim.Model, scr
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("model seed: rerun with JUJUSIM_SEED=%d", m.Seed())
+		}
 		if err := m.Close(); err != nil {
 			t.Error(err)
 		}
 	})
 	return m, sc
+}
+
+// leaderAndMinion returns the leader of a two-unit application and its other unit.
+func leaderAndMinion(t *testing.T, m *jujusim.Model, app string) (string, string) {
+	t.Helper()
+	leader := m.Leader(app)
+	units := m.Status().UnitNames(app)
+	if leader == "" || len(units) != 2 {
+		t.Fatalf("%s: leader %q of units %v, want a leader of two", app, leader, units)
+	}
+	if units[0] == leader {
+		return leader, units[1]
+	}
+	return leader, units[0]
 }
 
 func waitIdle(t *testing.T, m *jujusim.Model) {

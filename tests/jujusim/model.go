@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"math/rand/v2"
 	"net"
@@ -89,7 +90,6 @@ type Model struct {
 	logs        []LogEntry
 	sec         *secretStore // nil until the first secret
 	clock       clock.Clock
-	rng         *rand.Rand // guarded by mu
 	seed        int64
 	retryHooks  bool // model config automatically-retry-hooks
 }
@@ -148,6 +148,9 @@ type application struct {
 	leaderGen   int
 	leaderData  map[string]string
 	leaderVer   int
+	rng         *rand.Rand  // its leadership claims' race, from the model seed
+	leaderSince time.Time   // when the leader's first claim succeeded
+	leaseTimer  clock.Timer // running while a gone leader's lease lapses
 	status      *StatusInfo // set by the leader with status-set --application
 	version     string
 	exposed     bool
@@ -176,6 +179,7 @@ type unit struct {
 	agent     StatusInfo
 	failed    *op // the hook that failed, while in error
 	retry     retryState
+	rng       *rand.Rand // its retry jitter, from the model seed
 	dying     bool
 	removed   bool
 	running   bool
@@ -276,7 +280,6 @@ func New(opts Options) (*Model, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Model{
 		clock:      opts.Clock,
-		rng:        rand.New(rand.NewPCG(uint64(seed), 0)),
 		seed:       seed,
 		retryHooks: !opts.NoHookRetries,
 		opts:       opts,
@@ -303,6 +306,7 @@ func New(opts Options) (*Model, error) {
 		os.RemoveAll(runDir)
 		return nil, err
 	}
+	m.logf("", "INFO", "model %s seed %d (JUJUSIM_SEED=%d replays its random choices)", m.name, seed, seed)
 	if opts.UpdateStatusInterval > 0 {
 		m.wg.Add(1)
 		go m.updateStatusTimer(opts.UpdateStatusInterval)
@@ -322,6 +326,7 @@ func (m *Model) Close() error {
 		return nil
 	}
 	m.closed = true
+	m.stopLeasesLocked()
 	m.notifyLocked()
 	machines := slices.Collect(maps.Values(m.machines))
 	m.mu.Unlock()
@@ -457,6 +462,7 @@ func (m *Model) addApplicationLocked(name, url string, ch charm.Charm, archive [
 		settings:    settings,
 		leaderData:  map[string]string{},
 		subordinate: ch.Meta().Subordinate,
+		rng:         m.newRand(name),
 	}
 	m.apps[name] = app
 	for _, rel := range ch.Meta().Peers {
@@ -516,6 +522,7 @@ func (m *Model) addUnitLocked(app string, principal *unit) (*unit, error) {
 		agent:    StatusInfo{Current: "allocating", Since: time.Now()},
 		ports:    map[string]bool{},
 		state:    map[string]string{},
+		rng:      m.newRand(name),
 		local:    localState{charmSeen: a.charmGen, configSeen: -1, leaderGenSeen: -1, leaderVerSeen: -1, rels: map[int]*relState{}},
 	}
 	if principal != nil {
@@ -525,9 +532,6 @@ func (m *Model) addUnitLocked(app string, principal *unit) (*unit, error) {
 		return nil, err
 	}
 	m.units[name] = u
-	if a.leader == "" {
-		m.electLocked(a)
-	}
 	// Subordinates follow their principal onto the machine.
 	if principal == nil {
 		for _, r := range m.sortedRelations() {
@@ -603,27 +607,6 @@ func (m *Model) installAgent(u *unit, a *application) error {
 	return nil
 }
 
-// electLocked makes the lowest-numbered live unit of a the leader.
-func (m *Model) electLocked(a *application) {
-	var best *unit
-	for _, u := range m.units {
-		if u.app != a.name || u.dying || u.removed {
-			continue
-		}
-		if best == nil || unitNumber(u.name) < unitNumber(best.name) {
-			best = u
-		}
-	}
-	if best == nil {
-		a.leader = ""
-		return
-	}
-	if a.leader != best.name {
-		a.leader = best.name
-		a.leaderGen++
-	}
-}
-
 func unitNumber(name string) int {
 	n, _ := strconv.Atoi(name[strings.LastIndex(name, "/")+1:])
 	return n
@@ -673,10 +656,6 @@ func (m *Model) killUnitLocked(u *unit) {
 		if ru, ok := r.units[u.name]; ok {
 			ru.inScope = false
 		}
-	}
-	a := m.apps[u.app]
-	if a.leader == u.name {
-		m.electLocked(a)
 	}
 	for _, s := range m.units {
 		if s.principal == u.name {
@@ -1316,3 +1295,11 @@ func modelSeed(opt int64) (int64, error) {
 // Seed returns the seed of the model's random choices; pass it as Options.Seed or JUJUSIM_SEED
 // to replay a run.
 func (m *Model) Seed() int64 { return m.seed }
+
+// newRand returns the random source of one application or unit: the model seed and the name
+// alone fix its choices, whatever order the agents run in.
+func (m *Model) newRand(name string) *rand.Rand {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return rand.New(rand.NewPCG(uint64(m.seed), h.Sum64()))
+}

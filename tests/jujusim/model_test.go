@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/juju/clock/testclock"
 	"github.com/livepatch-onprem/livepatch/tests/jujusim"
 )
 
@@ -35,11 +36,12 @@ func TestDeployAndRelateOrder(t *testing.T) {
 	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "cli", cliMeta, cliConfig, cliActions)})
 	waitIdle(t, m)
 
+	leader, minion := leaderAndMinion(t, m, "srv")
 	want := map[string][]string{
-		"srv/0": {"install", "cluster-relation-created", "leader-elected", "config-changed", "start",
-			"cluster-relation-joined srv/1", "cluster-relation-changed srv/1"},
-		"srv/1": {"install", "cluster-relation-created", "leader-settings-changed", "config-changed", "start",
-			"cluster-relation-joined srv/0", "cluster-relation-changed srv/0"},
+		leader: {"install", "cluster-relation-created", "leader-elected", "config-changed", "start",
+			"cluster-relation-joined " + minion, "cluster-relation-changed " + minion},
+		minion: {"install", "cluster-relation-created", "leader-settings-changed", "config-changed", "start",
+			"cluster-relation-joined " + leader, "cluster-relation-changed " + leader},
 		"cli/0": {"install", "leader-elected", "config-changed", "start"},
 	}
 	for unit, hooks := range want {
@@ -213,7 +215,8 @@ if [ "$(action-get who)" = bad ]; then action-fail "bad name"; fi
 }
 
 func TestSubordinateLifecycle(t *testing.T) {
-	m, _ := newModel(t)
+	clk := testclock.NewClock(time.Now())
+	m, _ := newModel(t, func(o *jujusim.Options) { o.Clock = clk })
 	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "cli", cliMeta, cliConfig, ""), NumUnits: 2})
 	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "sub", subMeta, "", "")})
 	relate(t, m, "cli", "sub")
@@ -222,45 +225,79 @@ func TestSubordinateLifecycle(t *testing.T) {
 	if diff := cmp.Diff([]string{"sub/0", "sub/1"}, st.UnitNames("sub")); diff != "" {
 		t.Fatalf("subordinates (-want +got):\n%s", diff)
 	}
-	cli0, _ := st.Unit("cli/0")
+	// Remove the cli leader, with its subordinate.
+	gone, stays := leaderAndMinion(t, m, "cli")
+	principal, _ := st.Unit(gone)
 	var sub string
-	for name := range cli0.Subordinates {
+	for name := range principal.Subordinates {
 		sub = name
 	}
 	wantSub := []string{"install", "juju-info-relation-created", "leader-elected", "config-changed", "start",
-		"juju-info-relation-joined cli/0", "juju-info-relation-changed cli/0"}
-	if sub != "sub/0" {
+		"juju-info-relation-joined " + gone, "juju-info-relation-changed " + gone}
+	if m.Leader("sub") != sub {
 		wantSub[2] = "leader-settings-changed"
 	}
 	if diff := cmp.Diff(wantSub, m.HookNames(sub)); diff != "" {
 		t.Errorf("%s hooks (-want +got):\n%s", sub, diff)
 	}
 	subAddr, _ := m.UnitAddress(sub)
-	if subAddr != cli0.PublicAddress {
-		t.Errorf("subordinate address %s, principal %s: not co-located", subAddr, cli0.PublicAddress)
+	if subAddr != principal.PublicAddress {
+		t.Errorf("subordinate address %s, principal %s: not co-located", subAddr, principal.PublicAddress)
+	}
+	leases := 1
+	if m.Leader("sub") == sub {
+		leases = 2
 	}
 
-	if err := m.RemoveUnit("cli/0"); err != nil {
+	if err := m.RemoveUnit(gone); err != nil {
 		t.Fatal(err)
 	}
 	waitIdle(t, m)
-	wantTeardown := []string{"juju-info-relation-departed cli/0", "juju-info-relation-broken", "stop", "remove"}
+	wantTeardown := []string{"juju-info-relation-departed " + gone, "juju-info-relation-broken", "stop", "remove"}
 	got := m.HookNames(sub)
 	if diff := cmp.Diff(wantTeardown, got[len(got)-4:]); diff != "" {
 		t.Errorf("%s teardown (-want +got):\n%s", sub, diff)
 	}
-	got = m.HookNames("cli/0")
+	got = m.HookNames(gone)
 	if diff := cmp.Diff([]string{"juju-info-relation-departed " + sub, "juju-info-relation-broken", "stop", "remove"}, got[len(got)-4:]); diff != "" {
-		t.Errorf("cli/0 teardown (-want +got):\n%s", diff)
+		t.Errorf("%s teardown (-want +got):\n%s", gone, diff)
 	}
 	if names := m.Status().UnitNames("sub"); len(names) != 1 {
 		t.Errorf("subordinates after removal: %v", names)
 	}
-	if m.Leader("cli") != "cli/1" {
-		t.Errorf("leader = %q, want cli/1", m.Leader("cli"))
+	// The gone leader's lease lapses at most a lease duration later; only then is there a
+	// leader again.
+	if l := m.Leader("cli"); l != "" {
+		t.Errorf("leader right after removal = %q, want none until the lease lapses", l)
 	}
-	if h := m.HookNames("cli/1"); !slices.Contains(h, "leader-elected") {
-		t.Errorf("cli/1 did not run leader-elected: %v", h)
+	if err := clk.WaitAdvance(time.Minute, 10*time.Second, leases); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, m, "cli")
+	waitIdle(t, m)
+	if m.Leader("cli") != stays {
+		t.Errorf("leader = %q, want %s", m.Leader("cli"), stays)
+	}
+	if h := m.HookNames(stays); h[len(h)-1] != "leader-elected" {
+		t.Errorf("%s did not run leader-elected last: %v", stays, h)
+	}
+}
+
+// waitLeader waits until app has a leader.
+func waitLeader(t *testing.T, m *jujusim.Model, app string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	err := m.Wait(ctx, func(st *jujusim.Status) bool {
+		for _, name := range st.UnitNames(app) {
+			if u, _ := st.Unit(name); u.Leader {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

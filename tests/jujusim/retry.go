@@ -44,7 +44,7 @@ func (m *Model) startRetryLocked(u *unit) {
 			m.notifyLocked()
 		}
 	})
-	u.retry.delay = nextRetryDelay(d, m.rng.Float64())
+	u.retry.delay = nextRetryDelay(d, u.rng.Float64())
 	m.logLocked(u.name, "INFO", fmt.Sprintf("retrying hook %q in %s", failed.hookName(), d))
 }
 
