@@ -298,13 +298,10 @@ func (m *Model) commitLocked(c *hookContext) {
 		if r == nil {
 			continue
 		}
-		b := r.apps[u.app]
-		if applyChanges(b, changes) && r.isPeer() {
-			// The writer never sees its own change.
-			if rs := u.local.rels[id]; rs != nil {
-				rs.appSeen = b.version
-			}
-		}
+		// On a peer relation the writer (the leader) gets relation-changed for its own
+		// application data too: Juju 3.6 watches the application bag of the relation's other
+		// side, which for peers is its own (juju/juju#20178, documented, kept).
+		applyChanges(r.apps[u.app], changes)
 	}
 	for _, pc := range c.pendingPorts {
 		if pc.open {

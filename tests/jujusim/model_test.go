@@ -404,3 +404,32 @@ fi`)
 		t.Errorf("srv/0 relation hooks (-want +got):\n%s", diff)
 	}
 }
+
+// TestPeerAppDataChangeReachesWriter: the leader's write to the peer application bag fires
+// relation-changed (no remote unit, the application itself) on every unit, the leader
+// included, as Juju 3.6 does.
+func TestPeerAppDataChangeReachesWriter(t *testing.T) {
+	m, sc := newModel(t)
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "srv", srvMeta, "", ""), NumUnits: 2})
+	waitIdle(t, m)
+	leader, minion := leaderAndMinion(t, m, "srv")
+	n := map[string]int{leader: len(m.HookNames(leader)), minion: len(m.HookNames(minion))}
+	sc.set(t, "cluster-relation-changed", `[ -n "$JUJU_REMOTE_UNIT" ] || echo "$JUJU_UNIT_NAME $JUJU_REMOTE_APP $(relation-get --app shared srv)" >> "$SIMTEST_SCRIPTS/app-changed"`)
+	res, err := m.Exec(t.Context(), leader, "sh", "-c", `relation-set -r "$(relation-ids cluster)" --app shared=1`)
+	if err != nil || res.Code != 0 {
+		t.Fatalf("relation-set --app: %+v %v", res, err)
+	}
+	waitIdle(t, m)
+	for _, u := range []string{leader, minion} {
+		if diff := cmp.Diff([]string{"cluster-relation-changed srv"}, m.HookNames(u)[n[u]:]); diff != "" {
+			t.Errorf("%s hooks after the leader's write (-want +got):\n%s", u, diff)
+		}
+	}
+	got := strings.Split(strings.TrimSpace(sc.read(t, "app-changed")), "\n")
+	slices.Sort(got)
+	want := []string{leader + " srv 1", minion + " srv 1"}
+	slices.Sort(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("relation-changed seen (-want +got):\n%s", diff)
+	}
+}
