@@ -16,8 +16,10 @@ func TestHookTools(t *testing.T) {
 	id := relate(t, m, "cli", "srv")
 	waitIdle(t, m)
 	rel := "db:" + itoa(id)
+	// Written as if cli/0 led; execAs swaps cli/0 and cli/1 when cli/1 does.
+	writtenWithLeaders(t, m, sc, "cli")
 	srvAddr, _ := m.UnitAddress("srv/0")
-	cliAddr, _ := m.UnitAddress("cli/0")
+	cliAddr, _ := m.UnitAddress(rename(m, "cli/0"))
 
 	tests := []struct {
 		unit   string
@@ -87,10 +89,7 @@ func TestHookTools(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.unit+" "+tt.cmd, func(t *testing.T) {
-			res, err := m.Exec(t.Context(), tt.unit, strings.Fields(tt.cmd)...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := execAs(t, m, tt.unit, strings.Fields(tt.cmd)...)
 			got := jujusim.ExecResult{Code: tt.code, Stdout: tt.stdout, Stderr: tt.stderr}
 			if diff := cmp.Diff(got, res); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
