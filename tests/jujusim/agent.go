@@ -16,6 +16,7 @@ const (
 	opLeaderElected
 	opLeaderSettingsChanged
 	opAction
+	opDeployCharm
 	opUpgradeCharm
 	opConfigChanged
 	opStart
@@ -32,6 +33,7 @@ var opHooks = map[opKind]string{
 	opInstall:               "install",
 	opLeaderElected:         "leader-elected",
 	opLeaderSettingsChanged: "leader-settings-changed",
+	opDeployCharm:           "(charm upgrade)",
 	opUpgradeCharm:          "upgrade-charm",
 	opConfigChanged:         "config-changed",
 	opStart:                 "start",
@@ -58,6 +60,7 @@ type op struct {
 	action     *Action
 	silent     bool // state change without a hook (peer relations are never broken)
 	secret     *secretHook
+	archive    []byte // the charm an opDeployCharm puts in place
 }
 
 func (o *op) hookName() string {
@@ -110,8 +113,13 @@ func (m *Model) nextOpLocked(u *unit) *op {
 		if L.started && len(u.actions) > 0 {
 			return &op{kind: opAction, action: u.actions[0]}
 		}
-		if L.charmSeen != a.charmGen {
-			return &op{kind: opUpgradeCharm, version: a.charmGen}
+		// A charm upgrade is a step of its own between hooks: the new charm replaces the
+		// old in the charm directory, then upgrade-charm runs (then config-changed).
+		if L.charmDeployed != a.charmGen {
+			return &op{kind: opDeployCharm, version: a.charmGen, archive: a.archive}
+		}
+		if L.charmSeen != L.charmDeployed {
+			return &op{kind: opUpgradeCharm, version: L.charmDeployed}
 		}
 		if L.configSeen != a.configGen {
 			return &op{kind: opConfigChanged, version: a.configGen}
@@ -215,6 +223,9 @@ func (m *Model) applyOpLocked(u *unit, o *op) {
 		L.leaderGenSeen, L.leaderVerSeen = o.gen, o.version
 	case opLeaderSettingsChanged:
 		L.leaderVerSeen = o.version
+	case opDeployCharm:
+		L.charmDeployed = o.version
+		u.archive = o.archive
 	case opUpgradeCharm:
 		L.charmSeen = o.version
 		L.configSeen = -1

@@ -177,7 +177,8 @@ type unit struct {
 	local     localState
 	workload  StatusInfo
 	agent     StatusInfo
-	failed    *op // the hook that failed, while in error
+	archive   []byte // the charm in charmDir
+	failed    *op    // the hook that failed, while in error
 	retry     retryState
 	rng       *rand.Rand // its retry jitter, from the model seed
 	dying     bool
@@ -194,7 +195,8 @@ type localState struct {
 	installed     bool
 	started       bool
 	stopped       bool
-	charmSeen     int
+	charmSeen     int // the charm generation upgrade-charm ran for
+	charmDeployed int // the charm generation in the charm directory
 	configSeen    int
 	leaderGenSeen int
 	leaderVerSeen int
@@ -523,7 +525,8 @@ func (m *Model) addUnitLocked(app string, principal *unit) (*unit, error) {
 		ports:    map[string]bool{},
 		state:    map[string]string{},
 		rng:      m.newRand(name),
-		local:    localState{charmSeen: a.charmGen, configSeen: -1, leaderGenSeen: -1, leaderVerSeen: -1, rels: map[int]*relState{}},
+		archive:  a.archive,
+		local:    localState{charmSeen: a.charmGen, charmDeployed: a.charmGen, configSeen: -1, leaderGenSeen: -1, leaderVerSeen: -1, rels: map[int]*relState{}},
 	}
 	if principal != nil {
 		u.principal = principal.name
@@ -1013,13 +1016,7 @@ func (m *Model) Upgrade(app, charmPath string) error {
 	a.revision++
 	a.charmGen++
 	a.settings = ch.Config().FilterSettings(a.settings)
-	for _, u := range m.units {
-		if u.app == app && !u.removed {
-			if err := unpackCharm(archive, u.charmDir); err != nil {
-				return fmt.Errorf("cannot upgrade %s: %w", u.name, err)
-			}
-		}
-	}
+	// Each unit agent puts the new charm in place between two hooks (opDeployCharm).
 	m.notifyLocked()
 	return nil
 }
