@@ -130,8 +130,11 @@ type LogEntry struct {
 }
 
 func (e LogEntry) String() string {
-	return fmt.Sprintf("%s: %s %s %s", "unit-"+strings.ReplaceAll(e.Unit, "/", "-"),
-		e.Time.Format("15:04:05"), e.Level, e.Message)
+	who := "controller-0" // the model's own lines, as Juju's controller agent logs them
+	if e.Unit != "" {
+		who = "unit-" + strings.ReplaceAll(e.Unit, "/", "-")
+	}
+	return fmt.Sprintf("%s: %s %s %s", who, e.Time.Format("15:04:05"), e.Level, e.Message)
 }
 
 type application struct {
