@@ -56,12 +56,15 @@ func (m *Model) releaseLeaseLocked(a *application) {
 	})
 }
 
-// stopLeasesLocked stops the lease timers of a closing model.
-func (m *Model) stopLeasesLocked() {
+// stopTimersLocked stops the lease and retry timers of a closing model.
+func (m *Model) stopTimersLocked() {
 	for _, a := range m.apps {
 		if a.leaseTimer != nil {
 			a.leaseTimer.Stop()
 			a.leaseTimer = nil
 		}
+	}
+	for _, u := range m.units {
+		m.stopRetryLocked(u, false)
 	}
 }

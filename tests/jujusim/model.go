@@ -331,7 +331,7 @@ func (m *Model) Close() error {
 		return nil
 	}
 	m.closed = true
-	m.stopLeasesLocked()
+	m.stopTimersLocked()
 	m.notifyLocked()
 	machines := slices.Collect(maps.Values(m.machines))
 	m.mu.Unlock()
