@@ -296,6 +296,9 @@ func testScaleOut(t *testing.T, d *deploy.Deployment) {
 	if final.Failed > 0 || final.Succeeded != final.Sent {
 		t.Errorf("check-ins lost: %v\n%s", final, strings.Join(final.Errors, "\n"))
 	}
+	// When the leader was the unit removed, nobody leads until its lease lapses (up to a
+	// minute); then one of the two units left is elected and the model settles.
+	t.Logf("leader after the removal: %s", d.WaitLeader(t, "livepatch"))
 }
 
 // testRollingUpgrade upgrades the charm to a revision whose server has one more
@@ -319,7 +322,7 @@ func testRollingUpgrade(t *testing.T, d *deploy.Deployment, m *deploy.Machine) {
 		t.Fatal(err)
 	}
 	// The leader asks for the schema upgrade; the other units wait for it, serving.
-	leader := d.Model.Leader("livepatch")
+	leader := d.WaitLeader(t, "livepatch")
 	d.WaitUnit(t, leader, "blocked", deploy.MessageSchemaUpgrade)
 	for _, u := range d.Units("livepatch") {
 		if st, _ := d.Model.Status().Unit(u); u != leader {

@@ -1,6 +1,7 @@
 package jujusim
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"sort"
@@ -15,6 +16,7 @@ const (
 	opLeaderElected
 	opLeaderSettingsChanged
 	opAction
+	opDeployCharm
 	opUpgradeCharm
 	opConfigChanged
 	opStart
@@ -31,6 +33,7 @@ var opHooks = map[opKind]string{
 	opInstall:               "install",
 	opLeaderElected:         "leader-elected",
 	opLeaderSettingsChanged: "leader-settings-changed",
+	opDeployCharm:           "(charm upgrade)",
 	opUpgradeCharm:          "upgrade-charm",
 	opConfigChanged:         "config-changed",
 	opStart:                 "start",
@@ -57,6 +60,7 @@ type op struct {
 	action     *Action
 	silent     bool // state change without a hook (peer relations are never broken)
 	secret     *secretHook
+	archive    []byte // the charm an opDeployCharm puts in place
 }
 
 func (o *op) hookName() string {
@@ -83,6 +87,9 @@ func (m *Model) nextOpLocked(u *unit) *op {
 		if len(u.actions) > 0 {
 			return &op{kind: opAction, action: u.actions[0]}
 		}
+		if u.retry.due {
+			return u.failed
+		}
 		return nil
 	}
 	if !L.installed {
@@ -106,8 +113,13 @@ func (m *Model) nextOpLocked(u *unit) *op {
 		if L.started && len(u.actions) > 0 {
 			return &op{kind: opAction, action: u.actions[0]}
 		}
-		if L.charmSeen != a.charmGen {
-			return &op{kind: opUpgradeCharm, version: a.charmGen}
+		// A charm upgrade is a step of its own between hooks: the new charm replaces the
+		// old in the charm directory, then upgrade-charm runs (then config-changed).
+		if L.charmDeployed != a.charmGen {
+			return &op{kind: opDeployCharm, version: a.charmGen, archive: a.archive}
+		}
+		if L.charmSeen != L.charmDeployed {
+			return &op{kind: opUpgradeCharm, version: L.charmDeployed}
 		}
 		if L.configSeen != a.configGen {
 			return &op{kind: opConfigChanged, version: a.configGen}
@@ -211,6 +223,9 @@ func (m *Model) applyOpLocked(u *unit, o *op) {
 		L.leaderGenSeen, L.leaderVerSeen = o.gen, o.version
 	case opLeaderSettingsChanged:
 		L.leaderVerSeen = o.version
+	case opDeployCharm:
+		L.charmDeployed = o.version
+		u.archive = o.archive
 	case opUpgradeCharm:
 		L.charmSeen = o.version
 		L.configSeen = -1
@@ -271,7 +286,11 @@ func (m *Model) collectRelationLocked(id int) {
 func (m *Model) removeUnitLocked(u *unit) {
 	u.removed = true
 	delete(m.units, u.name)
+	m.stopRetryLocked(u, false)
 	m.logLocked(u.name, "INFO", "unit removed")
+	if a := m.apps[u.app]; a.leader == u.name {
+		m.releaseLeaseLocked(a)
+	}
 	for id := range u.local.rels {
 		m.collectRelationLocked(id)
 	}
@@ -346,12 +365,40 @@ func (r *relation) remoteApp(app string) string {
 
 func (r *relation) isPeer() bool { return len(r.eps) == 1 }
 
+// syncScopesLocked enters u into the scope of every live relation it has not seen yet, as the
+// uniter's SynchronizeScopes does before it queues relation-created: the remote units see u
+// (relation-list, relation-joined) before its relation-created hook runs, let alone its first
+// relation-set. Juju does this only once the unit is installed, alive and not in error.
+func (m *Model) syncScopesLocked(u *unit) {
+	if u.removed || u.dying || u.failed != nil || !u.local.installed || m.closed {
+		return
+	}
+	changed := false
+	for _, r := range m.sortedRelations() {
+		if u.local.rels[r.id] != nil || r.dying || !m.participatesLocked(u, r) {
+			continue
+		}
+		if ru := m.relUnitLocked(r, u); !ru.inScope {
+			ru.inScope = true
+			changed = true
+			m.logLocked(u.name, "DEBUG", fmt.Sprintf("unit %q entered scope for relation %d", u.name, r.id))
+		}
+	}
+	if changed {
+		m.notifyLocked()
+	}
+}
+
 // runAgent is a unit agent: it runs the unit's next op whenever there is one, holding the
 // machine lock so principal and subordinates never run at once.
 func (m *Model) runAgent(u *unit) {
 	defer m.wg.Done()
+	m.mu.Lock()
+	m.claimLeadershipLocked(m.apps[u.app])
+	m.mu.Unlock()
 	for {
 		m.mu.Lock()
+		m.syncScopesLocked(u)
 		for m.nextOpLocked(u) == nil {
 			if m.closed || u.removed {
 				m.mu.Unlock()
@@ -361,6 +408,7 @@ func (m *Model) runAgent(u *unit) {
 			m.mu.Unlock()
 			<-ch
 			m.mu.Lock()
+			m.syncScopesLocked(u)
 		}
 		m.mu.Unlock()
 
@@ -375,6 +423,9 @@ func (m *Model) runAgent(u *unit) {
 		u.running = true
 		if o.kind == opAction {
 			u.actions = u.actions[1:]
+		}
+		if o == u.failed {
+			m.stopRetryLocked(u, false)
 		}
 		m.notifyLocked()
 		m.mu.Unlock()

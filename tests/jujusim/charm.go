@@ -1,6 +1,7 @@
 package jujusim
 
 import (
+	"archive/zip"
 	"bytes"
 	"fmt"
 	"io/fs"
@@ -135,6 +136,35 @@ func unpackCharm(archive []byte, dir string) error {
 		return err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return a.ExpandTo(dir)
+}
+
+// replaceCharm deploys archive over the charm in dir as Juju's manifest deployer does: the
+// files of the old archive go, the new archive's come, any other file stays.
+func replaceCharm(old, archive []byte, dir string) error {
+	if _, err := charm.ReadCharmArchiveBytes(archive); err != nil {
+		return err
+	}
+	zr, err := zip.NewReader(bytes.NewReader(old), int64(len(old)))
+	if err != nil {
+		return fmt.Errorf("cannot read the deployed charm: %w", err)
+	}
+	for _, f := range zr.File {
+		if f.FileInfo().IsDir() {
+			continue
+		}
+		p := filepath.Join(dir, filepath.FromSlash(f.Name))
+		if !strings.HasPrefix(p, dir+string(filepath.Separator)) {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	a, err := charm.ReadCharmArchiveBytes(archive)
+	if err != nil {
 		return err
 	}
 	return a.ExpandTo(dir)

@@ -8,6 +8,9 @@
 // processes: the charm's dispatch (or hooks/<name>) runs with the environment Juju builds, and
 // calls hook tools, which are one multi-call binary (see MultiCall) talking to the model over a
 // unix socket. Relation data, ports and unit state are committed only when the hook exits 0.
+// As in Juju 3.6, a failed hook is retried with the uniter's backoff (unless the model config
+// automatically-retry-hooks is false), leadership is a lease that outlives a removed leader
+// by up to a minute, and both run on Options.Clock; random choices follow Options.Seed.
 //
 // Each machine has its own loopback address and its own filesystem root (JUJU_SIM_ROOT), and a
 // systemctl stand-in on the hook PATH whose services are real processes owned by the model.

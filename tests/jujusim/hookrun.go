@@ -136,6 +136,10 @@ const jujuVersion = "3.6.4"
 
 // execOp runs one op on its unit (the machine lock is held) and records the outcome.
 func (m *Model) execOp(u *unit, o *op) {
+	if o.kind == opDeployCharm {
+		m.deployCharm(u, o)
+		return
+	}
 	if o.silent {
 		m.mu.Lock()
 		m.applyOpLocked(u, o)
@@ -214,10 +218,45 @@ func (m *Model) execOp(u *unit, o *op) {
 			detail = ": " + runErr.Error()
 		}
 		m.logLocked(u.name, "ERROR", fmt.Sprintf("%s (exit status %d)%s", msg, code, detail))
+		m.startRetryLocked(u)
 		m.notifyLocked()
 		return
 	}
+	if u.failed == o {
+		u.failed = nil
+	}
+	m.stopRetryLocked(u, true)
 	m.commitLocked(c)
+	m.applyOpLocked(u, o)
+	m.notifyLocked()
+}
+
+// deployCharm is the upgrade step of a unit agent, between hooks: the files of the old charm
+// are replaced by the new charm's, what the charm wrote itself in its directory is kept.
+func (m *Model) deployCharm(u *unit, o *op) {
+	m.mu.Lock()
+	old := u.archive
+	u.agent = StatusInfo{Current: "executing", Message: "upgrading charm", Since: time.Now()}
+	m.notifyLocked()
+	m.mu.Unlock()
+	err := replaceCharm(old, o.archive, u.charmDir)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u.running = false
+	u.agent = StatusInfo{Current: "idle", Since: time.Now()}
+	if err != nil {
+		u.failed = o
+		u.agent = StatusInfo{Current: "error", Message: "upgrade failed", Since: time.Now()}
+		m.logLocked(u.name, "ERROR", "cannot upgrade charm: "+err.Error())
+		m.startRetryLocked(u)
+		m.notifyLocked()
+		return
+	}
+	if u.failed == o {
+		u.failed = nil
+	}
+	m.stopRetryLocked(u, true)
+	m.logLocked(u.name, "INFO", fmt.Sprintf("charm upgraded to generation %d", o.version))
 	m.applyOpLocked(u, o)
 	m.notifyLocked()
 }
@@ -293,13 +332,10 @@ func (m *Model) commitLocked(c *hookContext) {
 		if r == nil {
 			continue
 		}
-		b := r.apps[u.app]
-		if applyChanges(b, changes) && r.isPeer() {
-			// The writer never sees its own change.
-			if rs := u.local.rels[id]; rs != nil {
-				rs.appSeen = b.version
-			}
-		}
+		// On a peer relation the writer (the leader) gets relation-changed for its own
+		// application data too: Juju 3.6 watches the application bag of the relation's other
+		// side, which for peers is its own (juju/juju#20178, documented, kept).
+		applyChanges(r.apps[u.app], changes)
 	}
 	for _, pc := range c.pendingPorts {
 		if pc.open {

@@ -3,6 +3,7 @@ package jujusim_test
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -150,5 +151,64 @@ func TestUpdateStatusInterval(t *testing.T) {
 	hooks := m.HookNames("srv/0")
 	if i := slices.Index(hooks, "update-status"); i < slices.Index(hooks, "start") {
 		t.Errorf("update-status before start: %v", hooks)
+	}
+}
+
+// TestUpgradeBetweenHooks: an upgrade asked for while a hook runs waits for it: the running
+// hook keeps the old charm to its end, then the new charm is put in place as a step of its
+// own, then upgrade-charm and config-changed run on it. Files the charm wrote stay.
+func TestUpgradeBetweenHooks(t *testing.T) {
+	m, sc := newModel(t)
+	v1 := testCharm(t, "cli", cliMeta, cliConfig, "")
+	v2 := testCharm(t, "cli", cliMeta, cliConfig, "")
+	for dir, v := range map[string]string{v1: "1", v2: "2"} {
+		if err := os.WriteFile(filepath.Join(dir, "VERSION"), []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deploy(t, m, jujusim.DeployArgs{Charm: v1})
+	waitIdle(t, m)
+	record := `echo "$JUJU_HOOK_NAME $(cat VERSION) $(cat own 2>/dev/null)" >> "$SIMTEST_SCRIPTS/seen"`
+	sc.set(t, "upgrade-charm", record)
+	sc.set(t, "config-changed", `
+echo kept > own
+if [ -f "$SIMTEST_SCRIPTS/block" ]; then
+	rm "$SIMTEST_SCRIPTS/block"
+	i=0
+	until [ -f "$SIMTEST_SCRIPTS/release" ]; do
+		i=$((i+1)); [ $i -lt 1200 ] || exit 1
+		sleep 0.05
+	done
+fi
+`+record)
+	if err := os.WriteFile(filepath.Join(string(sc), "block"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetConfig("cli", map[string]string{"name": "y"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	err := m.Wait(ctx, func(st *jujusim.Status) bool {
+		u, _ := st.Unit("cli/0")
+		return u.Agent.Message == "running config-changed hook"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Upgrade("cli", v2); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(string(sc), "release"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m)
+	want := "config-changed 1 kept\nupgrade-charm 2 kept\nconfig-changed 2 kept\n"
+	if got := sc.read(t, "seen"); got != want {
+		t.Errorf("hooks saw (hook, VERSION, own file):\n%s\nwant:\n%s", got, want)
+	}
+	h := m.HookNames("cli/0")
+	if diff := cmp.Diff([]string{"config-changed", "upgrade-charm", "config-changed"}, h[len(h)-3:]); diff != "" {
+		t.Errorf("hooks (-want +got):\n%s", diff)
 	}
 }

@@ -73,14 +73,15 @@ func (s scripts) read(t *testing.T, name string) string {
 	return string(b)
 }
 
-func newModel(t *testing.T) (*jujusim.Model, scripts) {
+// newModel starts a model whose hooks source the test's scripts; opts adjust its options.
+func newModel(t *testing.T, opts ...func(*jujusim.Options)) (*jujusim.Model, scripts) {
 	t.Helper()
 	sc := scripts(t.TempDir())
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := jujusim.New(jujusim.Options{
+	o := jujusim.Options{
 		Dir:      t.TempDir(),
 		ExtraEnv: []string{"SIMTEST_SCRIPTS=" + string(sc), "SIMTEST_BIN=" + exe},
 		Logf: func(format string, args ...any) {
@@ -88,16 +89,37 @@ func newModel(t *testing.T) (*jujusim.Model, scripts) {
 				t.Logf(format, args...)
 			}
 		},
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	m, err := jujusim.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("model seed: rerun with JUJUSIM_SEED=%d", m.Seed())
+		}
 		if err := m.Close(); err != nil {
 			t.Error(err)
 		}
 	})
 	return m, sc
+}
+
+// leaderAndMinion returns the leader of a two-unit application and its other unit.
+func leaderAndMinion(t *testing.T, m *jujusim.Model, app string) (string, string) {
+	t.Helper()
+	leader := m.Leader(app)
+	units := m.Status().UnitNames(app)
+	if leader == "" || len(units) != 2 {
+		t.Fatalf("%s: leader %q of units %v, want a leader of two", app, leader, units)
+	}
+	if units[0] == leader {
+		return leader, units[1]
+	}
+	return leader, units[0]
 }
 
 func waitIdle(t *testing.T, m *jujusim.Model) {

@@ -2,11 +2,13 @@ package jujusim
 
 import (
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/juju/charm/v12"
+	"github.com/juju/clock"
 	"github.com/juju/names/v5"
 )
 
@@ -44,6 +47,15 @@ type Options struct {
 	HookTimeout time.Duration
 	// Logf, if set, receives every debug-log line as it is written.
 	Logf func(format string, args ...any)
+	// Clock times hook retries and leadership leases; default clock.WallClock. Tests pass a
+	// testclock.Clock and advance it, so nothing waits in real time.
+	Clock clock.Clock
+	// NoHookRetries starts the model with automatically-retry-hooks=false: a failed hook
+	// leaves its unit in error until Resolved.
+	NoHookRetries bool
+	// Seed seeds the model's random choices (leaders, retry jitter); 0 takes JUJUSIM_SEED
+	// from the environment, else a random seed. Seed reports the one in use.
+	Seed int64
 }
 
 // Model is an emulated Juju model: a controller plus the unit agents of its units.
@@ -77,6 +89,9 @@ type Model struct {
 	history     []HookRecord
 	logs        []LogEntry
 	sec         *secretStore // nil until the first secret
+	clock       clock.Clock
+	seed        int64
+	retryHooks  bool // model config automatically-retry-hooks
 }
 
 // HookRecord is one hook or action run, in the order the model ran them.
@@ -115,8 +130,11 @@ type LogEntry struct {
 }
 
 func (e LogEntry) String() string {
-	return fmt.Sprintf("%s: %s %s %s", "unit-"+strings.ReplaceAll(e.Unit, "/", "-"),
-		e.Time.Format("15:04:05"), e.Level, e.Message)
+	who := "controller-0" // the model's own lines, as Juju's controller agent logs them
+	if e.Unit != "" {
+		who = "unit-" + strings.ReplaceAll(e.Unit, "/", "-")
+	}
+	return fmt.Sprintf("%s: %s %s %s", who, e.Time.Format("15:04:05"), e.Level, e.Message)
 }
 
 type application struct {
@@ -133,6 +151,9 @@ type application struct {
 	leaderGen   int
 	leaderData  map[string]string
 	leaderVer   int
+	rng         *rand.Rand  // its leadership claims' race, from the model seed
+	leaderSince time.Time   // when the leader's first claim succeeded
+	leaseTimer  clock.Timer // running while a gone leader's lease lapses
 	status      *StatusInfo // set by the leader with status-set --application
 	version     string
 	exposed     bool
@@ -159,7 +180,10 @@ type unit struct {
 	local     localState
 	workload  StatusInfo
 	agent     StatusInfo
-	failed    *op // the hook that failed, while in error
+	archive   []byte // the charm in charmDir
+	failed    *op    // the hook that failed, while in error
+	retry     retryState
+	rng       *rand.Rand // its retry jitter, from the model seed
 	dying     bool
 	removed   bool
 	running   bool
@@ -174,7 +198,8 @@ type localState struct {
 	installed     bool
 	started       bool
 	stopped       bool
-	charmSeen     int
+	charmSeen     int // the charm generation upgrade-charm ran for
+	charmDeployed int // the charm generation in the charm directory
 	configSeen    int
 	leaderGenSeen int
 	leaderVerSeen int
@@ -248,25 +273,37 @@ func New(opts Options) (*Model, error) {
 		os.RemoveAll(runDir)
 		return nil, err
 	}
+	if opts.Clock == nil {
+		opts.Clock = clock.WallClock
+	}
+	seed, err := modelSeed(opts.Seed)
+	if err != nil {
+		lease.release()
+		os.RemoveAll(runDir)
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Model{
-		opts:      opts,
-		uuid:      newUUID(),
-		name:      opts.Name,
-		dir:       opts.Dir,
-		runDir:    runDir,
-		sock:      filepath.Join(runDir, "agent.sock"),
-		subnet:    lease,
-		toolBin:   bin,
-		ctx:       ctx,
-		cancel:    cancel,
-		changed:   make(chan struct{}),
-		apps:      map[string]*application{},
-		units:     map[string]*unit{},
-		machines:  map[string]*machine{},
-		relations: map[int]*relation{},
-		contexts:  map[string]*hookContext{},
-		actions:   map[string]*Action{},
+		clock:      opts.Clock,
+		seed:       seed,
+		retryHooks: !opts.NoHookRetries,
+		opts:       opts,
+		uuid:       newUUID(),
+		name:       opts.Name,
+		dir:        opts.Dir,
+		runDir:     runDir,
+		sock:       filepath.Join(runDir, "agent.sock"),
+		subnet:     lease,
+		toolBin:    bin,
+		ctx:        ctx,
+		cancel:     cancel,
+		changed:    make(chan struct{}),
+		apps:       map[string]*application{},
+		units:      map[string]*unit{},
+		machines:   map[string]*machine{},
+		relations:  map[int]*relation{},
+		contexts:   map[string]*hookContext{},
+		actions:    map[string]*Action{},
 	}
 	if err := m.serveTools(); err != nil {
 		cancel()
@@ -274,6 +311,7 @@ func New(opts Options) (*Model, error) {
 		os.RemoveAll(runDir)
 		return nil, err
 	}
+	m.logf("", "INFO", "model %s seed %d (JUJUSIM_SEED=%d replays its random choices)", m.name, seed, seed)
 	if opts.UpdateStatusInterval > 0 {
 		m.wg.Add(1)
 		go m.updateStatusTimer(opts.UpdateStatusInterval)
@@ -293,6 +331,7 @@ func (m *Model) Close() error {
 		return nil
 	}
 	m.closed = true
+	m.stopTimersLocked()
 	m.notifyLocked()
 	machines := slices.Collect(maps.Values(m.machines))
 	m.mu.Unlock()
@@ -428,6 +467,7 @@ func (m *Model) addApplicationLocked(name, url string, ch charm.Charm, archive [
 		settings:    settings,
 		leaderData:  map[string]string{},
 		subordinate: ch.Meta().Subordinate,
+		rng:         m.newRand(name),
 	}
 	m.apps[name] = app
 	for _, rel := range ch.Meta().Peers {
@@ -487,7 +527,9 @@ func (m *Model) addUnitLocked(app string, principal *unit) (*unit, error) {
 		agent:    StatusInfo{Current: "allocating", Since: time.Now()},
 		ports:    map[string]bool{},
 		state:    map[string]string{},
-		local:    localState{charmSeen: a.charmGen, configSeen: -1, leaderGenSeen: -1, leaderVerSeen: -1, rels: map[int]*relState{}},
+		rng:      m.newRand(name),
+		archive:  a.archive,
+		local:    localState{charmSeen: a.charmGen, charmDeployed: a.charmGen, configSeen: -1, leaderGenSeen: -1, leaderVerSeen: -1, rels: map[int]*relState{}},
 	}
 	if principal != nil {
 		u.principal = principal.name
@@ -496,9 +538,6 @@ func (m *Model) addUnitLocked(app string, principal *unit) (*unit, error) {
 		return nil, err
 	}
 	m.units[name] = u
-	if a.leader == "" {
-		m.electLocked(a)
-	}
 	// Subordinates follow their principal onto the machine.
 	if principal == nil {
 		for _, r := range m.sortedRelations() {
@@ -574,27 +613,6 @@ func (m *Model) installAgent(u *unit, a *application) error {
 	return nil
 }
 
-// electLocked makes the lowest-numbered live unit of a the leader.
-func (m *Model) electLocked(a *application) {
-	var best *unit
-	for _, u := range m.units {
-		if u.app != a.name || u.dying || u.removed {
-			continue
-		}
-		if best == nil || unitNumber(u.name) < unitNumber(best.name) {
-			best = u
-		}
-	}
-	if best == nil {
-		a.leader = ""
-		return
-	}
-	if a.leader != best.name {
-		a.leader = best.name
-		a.leaderGen++
-	}
-}
-
 func unitNumber(name string) int {
 	n, _ := strconv.Atoi(name[strings.LastIndex(name, "/")+1:])
 	return n
@@ -645,10 +663,6 @@ func (m *Model) killUnitLocked(u *unit) {
 			ru.inScope = false
 		}
 	}
-	a := m.apps[u.app]
-	if a.leader == u.name {
-		m.electLocked(a)
-	}
 	for _, s := range m.units {
 		if s.principal == u.name {
 			m.killUnitLocked(s)
@@ -694,6 +708,12 @@ func (m *Model) Relate(a, b string) (int, error) {
 			return 0, fmt.Errorf("cannot relate %s and %s: relation %q already exists", a, b, key)
 		}
 	}
+	for _, ep := range eps {
+		if ep.rel.Limit > 0 && m.establishedLocked(ep) >= ep.rel.Limit {
+			return 0, fmt.Errorf("cannot add relation %q: establishing a new relation for %s would exceed its maximum relation limit of %d %w",
+				key, ep, ep.rel.Limit, ErrQuotaLimitExceeded)
+		}
+	}
 	r := m.addRelationLocked(eps)
 	if r.container {
 		m.addSubordinatesLocked(r)
@@ -727,12 +747,40 @@ func (m *Model) addSubordinatesLocked(r *relation) {
 	}
 }
 
+// ErrQuotaLimitExceeded is the error Relate wraps when an endpoint's limit is reached; its text
+// is the code Juju's API attaches, which the juju CLI prints in parentheses.
+var ErrQuotaLimitExceeded = errors.New("(quota limit exceeded)")
+
+// establishedLocked counts the relations that use ep, as Juju's establishedRelationCount: a
+// dying relation still counts until it is gone.
+func (m *Model) establishedLocked(ep endpoint) int {
+	n := 0
+	for _, r := range m.relations {
+		for _, e := range r.eps {
+			if e.app == ep.app && e.rel.Name == ep.rel.Name && e.rel.Interface == ep.rel.Interface {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// relationKey is Juju's natural key of a relation: requirer, then provider, then peer
+// endpoints, each role sorted by name.
 func relationKey(eps []endpoint) string {
-	s := make([]string, len(eps))
-	for i, ep := range eps {
+	order := map[charm.RelationRole]int{charm.RoleRequirer: 0, charm.RoleProvider: 1, charm.RolePeer: 2}
+	sorted := slices.Clone(eps)
+	sort.Slice(sorted, func(i, j int) bool {
+		if oi, oj := order[sorted[i].rel.Role], order[sorted[j].rel.Role]; oi != oj {
+			return oi < oj
+		}
+		return sorted[i].String() < sorted[j].String()
+	})
+	s := make([]string, len(sorted))
+	for i, ep := range sorted {
 		s[i] = ep.String()
 	}
-	sort.Strings(s)
 	return strings.Join(s, " ")
 }
 
@@ -961,17 +1009,17 @@ func (m *Model) Upgrade(app, charmPath string) error {
 	if ch.Meta().Name != a.ch.Meta().Name {
 		return fmt.Errorf("cannot upgrade %q: charm name %q does not match %q", app, ch.Meta().Name, a.ch.Meta().Name)
 	}
+	for name, rel := range ch.Meta().CombinedRelations() {
+		if n := m.establishedLocked(endpoint{app: app, rel: rel}); rel.Limit > 0 && n > rel.Limit {
+			return fmt.Errorf("cannot upgrade %q: new charm version imposes a maximum relation limit of %d for %s:%s which cannot be satisfied by the number of already established relations (%d) %w",
+				app, rel.Limit, app, name, n, ErrQuotaLimitExceeded)
+		}
+	}
 	a.ch, a.archive, a.charmURL = ch, archive, charmPath
 	a.revision++
 	a.charmGen++
 	a.settings = ch.Config().FilterSettings(a.settings)
-	for _, u := range m.units {
-		if u.app == app && !u.removed {
-			if err := unpackCharm(archive, u.charmDir); err != nil {
-				return fmt.Errorf("cannot upgrade %s: %w", u.name, err)
-			}
-		}
-	}
+	// Each unit agent puts the new charm in place between two hooks (opDeployCharm).
 	m.notifyLocked()
 	return nil
 }
@@ -1004,6 +1052,7 @@ func (m *Model) Resolved(unitName string, retry bool) error {
 	if !retry {
 		m.applyOpLocked(u, u.failed)
 	}
+	m.stopRetryLocked(u, true)
 	u.failed = nil
 	u.agent = StatusInfo{Current: "idle", Since: time.Now()}
 	m.notifyLocked()
@@ -1211,7 +1260,7 @@ func (m *Model) LeaderSettings(app string) map[string]string {
 
 func newUUID() string {
 	b := make([]byte, 16)
-	rand.Read(b)
+	crand.Read(b)
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b)
@@ -1220,6 +1269,37 @@ func newUUID() string {
 
 func randomHex(n int) string {
 	b := make([]byte, n)
-	rand.Read(b)
+	crand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// modelSeed picks the seed: the option, else JUJUSIM_SEED, else a random one.
+func modelSeed(opt int64) (int64, error) {
+	if opt != 0 {
+		return opt, nil
+	}
+	if v := os.Getenv("JUJUSIM_SEED"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n == 0 {
+			return 0, fmt.Errorf("cannot create model: JUJUSIM_SEED=%q is not a non-zero integer", v)
+		}
+		return n, nil
+	}
+	for {
+		if n := rand.Int64(); n != 0 {
+			return n, nil
+		}
+	}
+}
+
+// Seed returns the seed of the model's random choices; pass it as Options.Seed or JUJUSIM_SEED
+// to replay a run.
+func (m *Model) Seed() int64 { return m.seed }
+
+// newRand returns the random source of one application or unit: the model seed and the name
+// alone fix its choices, whatever order the agents run in.
+func (m *Model) newRand(name string) *rand.Rand {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return rand.New(rand.NewPCG(uint64(m.seed), h.Sum64()))
 }

@@ -2,6 +2,7 @@ package jujusim_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/juju/clock/testclock"
 	"github.com/livepatch-onprem/livepatch/tests/jujusim"
 )
 
@@ -34,11 +36,12 @@ func TestDeployAndRelateOrder(t *testing.T) {
 	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "cli", cliMeta, cliConfig, cliActions)})
 	waitIdle(t, m)
 
+	leader, minion := leaderAndMinion(t, m, "srv")
 	want := map[string][]string{
-		"srv/0": {"install", "cluster-relation-created", "leader-elected", "config-changed", "start",
-			"cluster-relation-joined srv/1", "cluster-relation-changed srv/1"},
-		"srv/1": {"install", "cluster-relation-created", "leader-settings-changed", "config-changed", "start",
-			"cluster-relation-joined srv/0", "cluster-relation-changed srv/0"},
+		leader: {"install", "cluster-relation-created", "leader-elected", "config-changed", "start",
+			"cluster-relation-joined " + minion, "cluster-relation-changed " + minion},
+		minion: {"install", "cluster-relation-created", "leader-settings-changed", "config-changed", "start",
+			"cluster-relation-joined " + leader, "cluster-relation-changed " + leader},
 		"cli/0": {"install", "leader-elected", "config-changed", "start"},
 	}
 	for unit, hooks := range want {
@@ -212,7 +215,8 @@ if [ "$(action-get who)" = bad ]; then action-fail "bad name"; fi
 }
 
 func TestSubordinateLifecycle(t *testing.T) {
-	m, _ := newModel(t)
+	clk := testclock.NewClock(time.Now())
+	m, _ := newModel(t, func(o *jujusim.Options) { o.Clock = clk })
 	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "cli", cliMeta, cliConfig, ""), NumUnits: 2})
 	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "sub", subMeta, "", "")})
 	relate(t, m, "cli", "sub")
@@ -221,45 +225,79 @@ func TestSubordinateLifecycle(t *testing.T) {
 	if diff := cmp.Diff([]string{"sub/0", "sub/1"}, st.UnitNames("sub")); diff != "" {
 		t.Fatalf("subordinates (-want +got):\n%s", diff)
 	}
-	cli0, _ := st.Unit("cli/0")
+	// Remove the cli leader, with its subordinate.
+	gone, stays := leaderAndMinion(t, m, "cli")
+	principal, _ := st.Unit(gone)
 	var sub string
-	for name := range cli0.Subordinates {
+	for name := range principal.Subordinates {
 		sub = name
 	}
 	wantSub := []string{"install", "juju-info-relation-created", "leader-elected", "config-changed", "start",
-		"juju-info-relation-joined cli/0", "juju-info-relation-changed cli/0"}
-	if sub != "sub/0" {
+		"juju-info-relation-joined " + gone, "juju-info-relation-changed " + gone}
+	if m.Leader("sub") != sub {
 		wantSub[2] = "leader-settings-changed"
 	}
 	if diff := cmp.Diff(wantSub, m.HookNames(sub)); diff != "" {
 		t.Errorf("%s hooks (-want +got):\n%s", sub, diff)
 	}
 	subAddr, _ := m.UnitAddress(sub)
-	if subAddr != cli0.PublicAddress {
-		t.Errorf("subordinate address %s, principal %s: not co-located", subAddr, cli0.PublicAddress)
+	if subAddr != principal.PublicAddress {
+		t.Errorf("subordinate address %s, principal %s: not co-located", subAddr, principal.PublicAddress)
+	}
+	leases := 1
+	if m.Leader("sub") == sub {
+		leases = 2
 	}
 
-	if err := m.RemoveUnit("cli/0"); err != nil {
+	if err := m.RemoveUnit(gone); err != nil {
 		t.Fatal(err)
 	}
 	waitIdle(t, m)
-	wantTeardown := []string{"juju-info-relation-departed cli/0", "juju-info-relation-broken", "stop", "remove"}
+	wantTeardown := []string{"juju-info-relation-departed " + gone, "juju-info-relation-broken", "stop", "remove"}
 	got := m.HookNames(sub)
 	if diff := cmp.Diff(wantTeardown, got[len(got)-4:]); diff != "" {
 		t.Errorf("%s teardown (-want +got):\n%s", sub, diff)
 	}
-	got = m.HookNames("cli/0")
+	got = m.HookNames(gone)
 	if diff := cmp.Diff([]string{"juju-info-relation-departed " + sub, "juju-info-relation-broken", "stop", "remove"}, got[len(got)-4:]); diff != "" {
-		t.Errorf("cli/0 teardown (-want +got):\n%s", diff)
+		t.Errorf("%s teardown (-want +got):\n%s", gone, diff)
 	}
 	if names := m.Status().UnitNames("sub"); len(names) != 1 {
 		t.Errorf("subordinates after removal: %v", names)
 	}
-	if m.Leader("cli") != "cli/1" {
-		t.Errorf("leader = %q, want cli/1", m.Leader("cli"))
+	// The gone leader's lease lapses at most a lease duration later; only then is there a
+	// leader again.
+	if l := m.Leader("cli"); l != "" {
+		t.Errorf("leader right after removal = %q, want none until the lease lapses", l)
 	}
-	if h := m.HookNames("cli/1"); !slices.Contains(h, "leader-elected") {
-		t.Errorf("cli/1 did not run leader-elected: %v", h)
+	if err := clk.WaitAdvance(time.Minute, 10*time.Second, leases); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, m, "cli")
+	waitIdle(t, m)
+	if m.Leader("cli") != stays {
+		t.Errorf("leader = %q, want %s", m.Leader("cli"), stays)
+	}
+	if h := m.HookNames(stays); h[len(h)-1] != "leader-elected" {
+		t.Errorf("%s did not run leader-elected last: %v", stays, h)
+	}
+}
+
+// waitLeader waits until app has a leader.
+func waitLeader(t *testing.T, m *jujusim.Model, app string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	err := m.Wait(ctx, func(st *jujusim.Status) bool {
+		for _, name := range st.UnitNames(app) {
+			if u, _ := st.Unit(name); u.Leader {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -291,5 +329,107 @@ func TestConfig(t *testing.T) {
 	waitIdle(t, m)
 	if got := len(m.HookNames("cli/0")); got != n {
 		t.Errorf("hooks ran after a no-op config change: %v", m.HookNames("cli/0")[n:])
+	}
+}
+
+// TestRelationLimit: a second relation on an endpoint with limit 1 is refused with Juju's
+// quota error and runs no hook; once the first is gone, the endpoint takes a new one.
+func TestRelationLimit(t *testing.T) {
+	m, _ := newModel(t)
+	const oneMeta = `
+name: one
+summary: one database only
+description: one database only
+requires:
+  db: {interface: testdb, limit: 1}
+`
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "one", oneMeta, "", "")})
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "srv", srvMeta, "", ""), Application: "a"})
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "srv", srvMeta, "", ""), Application: "b"})
+	relate(t, m, "one", "a")
+	waitIdle(t, m)
+	before := len(m.History())
+	_, err := m.Relate("one", "b:db")
+	want := `cannot add relation "one:db b:db": establishing a new relation for one:db would exceed its maximum relation limit of 1 (quota limit exceeded)`
+	if err == nil || err.Error() != want || !errors.Is(err, jujusim.ErrQuotaLimitExceeded) {
+		t.Fatalf("second relation: err = %v, want %q", err, want)
+	}
+	waitIdle(t, m)
+	if got := m.History()[before:]; len(got) != 0 {
+		t.Errorf("hooks ran for a refused relation: %v", got)
+	}
+	if err := m.RemoveRelation("one", "a"); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m)
+	relate(t, m, "one", "b")
+}
+
+// TestScopeBeforeRelationCreated: a unit enters the relation's scope before its
+// relation-created hook runs, so the remote unit joins it (relation-list, relation-joined) and
+// acts while cli/0 is still in relation-created, before cli/0's first relation-set.
+func TestScopeBeforeRelationCreated(t *testing.T) {
+	m, sc := newModel(t)
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "srv", srvMeta, "", "")})
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "cli", cliMeta, cliConfig, "")})
+	waitIdle(t, m)
+	// cli/0's relation-created waits (bounded) for srv/0 to have joined it.
+	sc.set(t, "db-relation-created", `
+if [ "$JUJU_UNIT_NAME" = cli/0 ]; then
+	i=0
+	until [ -f "$SIMTEST_SCRIPTS/joined" ]; do
+		i=$((i+1)); [ $i -lt 1200 ] || exit 1
+		sleep 0.05
+	done
+	relation-set x=1
+fi`)
+	sc.set(t, "db-relation-joined", `
+if [ "$JUJU_UNIT_NAME" = srv/0 ]; then
+	{ relation-list; echo "x=$(relation-get x "$JUJU_REMOTE_UNIT")"; } > "$SIMTEST_SCRIPTS/joined.tmp"
+	mv "$SIMTEST_SCRIPTS/joined.tmp" "$SIMTEST_SCRIPTS/joined"
+fi`)
+	id := relate(t, m, "cli", "srv")
+	waitIdle(t, m)
+	if got, want := sc.read(t, "joined"), "cli/0\nx=\n"; got != want {
+		t.Errorf("srv/0 in relation-joined saw %q, want %q", got, want)
+	}
+	if got := m.HookNames("cli/0")[4]; got != "db-relation-created" {
+		t.Errorf("cli/0 hook after start = %q, want db-relation-created (exit 0)", got)
+	}
+	if data, _ := m.RelationData(id, "cli/0"); data["x"] != "1" {
+		t.Errorf("cli/0 bag = %v, want x=1 from relation-created", data)
+	}
+	want := []string{"db-relation-created", "db-relation-joined cli/0", "db-relation-changed cli/0", "db-relation-changed cli/0"}
+	if diff := cmp.Diff(want, m.HookNames("srv/0")[5:]); diff != "" {
+		t.Errorf("srv/0 relation hooks (-want +got):\n%s", diff)
+	}
+}
+
+// TestPeerAppDataChangeReachesWriter: the leader's write to the peer application bag fires
+// relation-changed (no remote unit, the application itself) on every unit, the leader
+// included, as Juju 3.6 does.
+func TestPeerAppDataChangeReachesWriter(t *testing.T) {
+	m, sc := newModel(t)
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "srv", srvMeta, "", ""), NumUnits: 2})
+	waitIdle(t, m)
+	leader, minion := leaderAndMinion(t, m, "srv")
+	n := map[string]int{leader: len(m.HookNames(leader)), minion: len(m.HookNames(minion))}
+	sc.set(t, "cluster-relation-changed", `[ -n "$JUJU_REMOTE_UNIT" ] || echo "$JUJU_UNIT_NAME $JUJU_REMOTE_APP $(relation-get --app shared srv)" >> "$SIMTEST_SCRIPTS/app-changed"`)
+	res, err := m.Exec(t.Context(), leader, "sh", "-c", `relation-set -r "$(relation-ids cluster)" --app shared=1`)
+	if err != nil || res.Code != 0 {
+		t.Fatalf("relation-set --app: %+v %v", res, err)
+	}
+	waitIdle(t, m)
+	for _, u := range []string{leader, minion} {
+		if diff := cmp.Diff([]string{"cluster-relation-changed srv"}, m.HookNames(u)[n[u]:]); diff != "" {
+			t.Errorf("%s hooks after the leader's write (-want +got):\n%s", u, diff)
+		}
+	}
+	got := strings.Split(strings.TrimSpace(sc.read(t, "app-changed")), "\n")
+	slices.Sort(got)
+	want := []string{leader + " srv 1", minion + " srv 1"}
+	slices.Sort(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("relation-changed seen (-want +got):\n%s", diff)
 	}
 }

@@ -100,17 +100,19 @@ func TestPostgresqlReplicasAndSwitchover(t *testing.T) {
 	waitIdle(t, m)
 	m.TriggerUpdateStatus() // the units that deferred their credentials publish them now
 	waitIdle(t, m)
-	addr0, _ := m.UnitAddress("postgresql/0")
-	addr1, _ := m.UnitAddress("postgresql/1")
-	b0, b1 := bag(t, m, id, "postgresql/0"), bag(t, m, id, "postgresql/1")
+	// The leader runs the primary.
+	p0, p1 := leaderAndMinion(t, m, "postgresql")
+	addr0, _ := m.UnitAddress(p0)
+	addr1, _ := m.UnitAddress(p1)
+	b0, b1 := bag(t, m, id, p0), bag(t, m, id, p1)
 	user := fmt.Sprintf("relation-%d", id)
-	for name, b := range map[string]map[string]string{"postgresql/0": b0, "postgresql/1": b1} {
+	for name, b := range map[string]map[string]string{p0: b0, p1: b1} {
 		if b["host"] != addr0 || b["user"] != user || b["database"] != "appdb" || b["allowed-units"] != "client/0" {
 			t.Errorf("%s bag: %v", name, b)
 		}
 	}
 	if b0["state"] != "master" || b1["state"] != "hot standby" {
-		dumpUnits(t, m, "postgresql/0", "postgresql/1")
+		dumpUnits(t, m, p0, p1)
 		t.Errorf("states %q, %q; want master, hot standby", b0["state"], b1["state"])
 	}
 	if !strings.Contains(b0["standbys"], "host="+addr1+" ") {
@@ -127,8 +129,8 @@ func TestPostgresqlReplicasAndSwitchover(t *testing.T) {
 
 	// The replica cannot be promoted while it is not one; the primary cannot be either.
 	for unit, params := range map[string]map[string]any{
-		"postgresql/0": {"scope": "unit"},
-		"postgresql/1": {},
+		p0: {"scope": "unit"},
+		p1: {},
 	} {
 		a, err := m.RunAction(unit, "promote-to-primary", params)
 		if err != nil {
@@ -138,7 +140,7 @@ func TestPostgresqlReplicasAndSwitchover(t *testing.T) {
 			t.Errorf("promote-to-primary %v on %s: %+v", params, unit, res)
 		}
 	}
-	a, err := m.RunAction("postgresql/1", "promote-to-primary", map[string]any{"scope": "unit"})
+	a, err := m.RunAction(p1, "promote-to-primary", map[string]any{"scope": "unit"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,10 +148,10 @@ func TestPostgresqlReplicasAndSwitchover(t *testing.T) {
 		t.Fatalf("promote-to-primary: %+v", res)
 	}
 	waitIdle(t, m)
-	b0, b1 = bag(t, m, id, "postgresql/0"), bag(t, m, id, "postgresql/1")
+	b0, b1 = bag(t, m, id, p0), bag(t, m, id, p1)
 	if b0["host"] != addr1 || b1["host"] != addr1 || b1["state"] != "master" || b0["state"] != "hot standby" {
 		t.Errorf("after the switchover: postgresql/0 %v, postgresql/1 %v", b0, b1)
-		dumpUnits(t, m, "postgresql/0", "postgresql/1")
+		dumpUnits(t, m, p0, p1)
 	}
 	if got, err := query(t, replica, `SELECT count(*)::text FROM checkins`); err != nil || got != "100" {
 		t.Errorf("rows on the new primary: %q, %v", got, err)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,16 +25,55 @@ func secretModel(t *testing.T) (*jujusim.Model, scripts, string) {
 	}
 	id := relate(t, m, "cli", "srv")
 	waitIdle(t, m)
+	writtenWithLeaders(t, m, sc, "srv", "cli")
 	return m, sc, "db:" + itoa(id)
+}
+
+// names holds, per model and per scripts directory, the renaming of writtenWithLeaders.
+var names sync.Map
+
+// writtenWithLeaders lets a test be written as if unit 0 of each two-unit application led:
+// run, execAs and events swap the names of the leader and the other unit when leadership fell
+// the other way. A swap undoes itself, so the same replacer turns outputs back.
+func writtenWithLeaders(t *testing.T, m *jujusim.Model, sc scripts, apps ...string) {
+	t.Helper()
+	var pairs []string
+	for _, app := range apps {
+		leader, minion := leaderAndMinion(t, m, app)
+		if leader != app+"/0" {
+			pairs = append(pairs, leader, minion, minion, leader)
+		}
+	}
+	r := strings.NewReplacer(pairs...)
+	names.Store(m, r)
+	names.Store(string(sc), r)
+}
+
+func rename(key any, s string) string {
+	if r, ok := names.Load(key); ok {
+		return r.(*strings.Replacer).Replace(s)
+	}
+	return s
+}
+
+// execAs runs argv on a unit named as the test is written (see writtenWithLeaders).
+func execAs(t *testing.T, m *jujusim.Model, unit string, argv ...string) jujusim.ExecResult {
+	t.Helper()
+	for i := range argv {
+		argv[i] = rename(m, argv[i])
+	}
+	res, err := m.Exec(t.Context(), rename(m, unit), argv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Stdout, res.Stderr = rename(m, res.Stdout), rename(m, res.Stderr)
+	return res
 }
 
 // run execs a shell script on a unit and fails the test unless it exits with code.
 func run(t *testing.T, m *jujusim.Model, unit, script string, code int) string {
 	t.Helper()
-	res, err := m.Exec(t.Context(), unit, "sh", "-c", script)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := execAs(t, m, unit, "sh", "-c", script)
 	if res.Code != code {
 		t.Fatalf("%s: %q exited %d (want %d): %s%s", unit, script, res.Code, code, res.Stdout, res.Stderr)
 	}
@@ -49,7 +89,7 @@ func events(t *testing.T, sc scripts) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Split(strings.TrimSpace(rename(string(sc), string(b))), "\n")
 }
 
 func TestSecretToolErrors(t *testing.T) {
@@ -115,10 +155,7 @@ func TestSecretToolErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.unit+" "+tt.cmd, func(t *testing.T) {
-			res, err := m.Exec(t.Context(), tt.unit, strings.Fields(tt.cmd)...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := execAs(t, m, tt.unit, strings.Fields(tt.cmd)...)
 			got := jujusim.ExecResult{Code: tt.code, Stdout: tt.stdout, Stderr: tt.stderr}
 			if diff := cmp.Diff(got, res); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)

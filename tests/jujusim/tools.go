@@ -244,25 +244,18 @@ func (t *toolCall) relationIDs(args []string) error {
 	if ep == "" {
 		return usagef("no endpoint name specified")
 	}
-	type idStr struct {
-		id int
-		s  string
-	}
-	var ids []idStr
+	out := []string{}
 	for id, rs := range t.u.local.rels {
 		r := t.m.relations[id]
 		if r == nil || (rs.broken && id != t.c.relID) {
 			continue
 		}
 		if e := r.endpointFor(t.u.app); e.rel.Name == ep {
-			ids = append(ids, idStr{id, ep + ":" + strconv.Itoa(id)})
+			out = append(out, ep+":"+strconv.Itoa(id))
 		}
 	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i].id < ids[j].id })
-	out := []string{}
-	for _, x := range ids {
-		out = append(out, x.s)
-	}
+	// Juju sorts the ids as strings: db:10 before db:2.
+	sort.Strings(out)
 	return t.write(out)
 }
 
@@ -285,7 +278,8 @@ func (t *toolCall) members(r *relation) []string {
 			clear(set)
 		}
 	}
-	out := slices.Collect(maps.Keys(set))
+	// Never nil: relation-list --format=json prints [] for no units, as Juju does.
+	out := append([]string{}, slices.Collect(maps.Keys(set))...)
 	sort.Slice(out, func(i, j int) bool { return unitNumber(out[i]) < unitNumber(out[j]) })
 	return out
 }
@@ -441,7 +435,7 @@ func (t *toolCall) relationSet(args []string) error {
 		return err
 	}
 	if fs.set["format"] {
-		fmt.Fprintln(&t.stderr, `--format flag deprecated for command "relation-set"`)
+		fmt.Fprint(&t.stderr, `--format flag deprecated for command "relation-set"`)
 	}
 	r, err := t.relation(*rel, fs.set["relation"])
 	if err != nil {
@@ -480,7 +474,7 @@ func (t *toolCall) statusSet(args []string) error {
 		return err
 	}
 	if len(pos) < 1 {
-		return usagef("invalid args, require <status> [message] [data]")
+		return usagef("invalid args, require <status> [message]")
 	}
 	if !slices.Contains(validStatuses, pos[0]) {
 		return usagef("invalid status %q, expected one of [%s]", pos[0], strings.Join(validStatuses, " "))
@@ -757,23 +751,37 @@ func (t *toolCall) jujuLog(args []string) error {
 	if len(pos) == 0 {
 		return usagef("no message specified")
 	}
-	if debug {
-		level = "DEBUG"
+	if format != "" {
+		fmt.Fprint(&t.stderr, `--format flag deprecated for command "juju-log"`)
 	}
-	level = strings.ToUpper(level)
-	switch level {
-	case "TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL":
-	default:
-		t.m.logLocked(t.u.name, "WARNING", fmt.Sprintf("Specified log level %q is not valid", level))
-		level = "INFO"
+	logLevel := "INFO"
+	if debug {
+		logLevel = "DEBUG"
+	} else if level != "" {
+		var ok bool
+		if logLevel, ok = parseLogLevel(level); !ok {
+			t.m.logLocked(t.u.name, "WARNING", fmt.Sprintf("Specified log level of %q is not valid", level))
+			logLevel = "INFO"
+		}
 	}
 	msg := strings.Join(pos, " ")
 	if t.c.op != nil && t.c.op.isRelation() {
 		msg = fmt.Sprintf("%s:%d: %s", t.c.op.endpoint, t.c.relID, msg)
 	}
-	t.m.logLocked(t.u.name, level, msg)
+	t.m.logLocked(t.u.name, logLevel, msg)
 	t.m.notifyLocked()
 	return nil
+}
+
+// parseLogLevel reads a level as loggo.ParseLevel does: any case, WARN for WARNING.
+func parseLogLevel(s string) (string, bool) {
+	switch l := strings.ToUpper(s); l {
+	case "TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL":
+		return l, true
+	case "WARN":
+		return "WARNING", true
+	}
+	return "", false
 }
 
 var portRule = regexp.MustCompile(`^(\d+)(?:-(\d+))?(?:/(tcp|udp))?$`)
@@ -821,6 +829,13 @@ func (t *toolCall) port(open bool, args []string) error {
 	p, err := parsePortRange(pos[0])
 	if err != nil {
 		return err
+	}
+	if format != "" {
+		name := "close-port"
+		if open {
+			name = "open-port"
+		}
+		fmt.Fprintf(&t.stderr, "--format flag deprecated for command %q", name)
 	}
 	t.c.pendingPorts = append(t.c.pendingPorts, portChange{open: open, port: p})
 	return nil

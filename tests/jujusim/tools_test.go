@@ -16,8 +16,10 @@ func TestHookTools(t *testing.T) {
 	id := relate(t, m, "cli", "srv")
 	waitIdle(t, m)
 	rel := "db:" + itoa(id)
+	// Written as if cli/0 led; execAs swaps cli/0 and cli/1 when cli/1 does.
+	writtenWithLeaders(t, m, sc, "cli")
 	srvAddr, _ := m.UnitAddress("srv/0")
-	cliAddr, _ := m.UnitAddress("cli/0")
+	cliAddr, _ := m.UnitAddress(rename(m, "cli/0"))
 
 	tests := []struct {
 		unit   string
@@ -59,7 +61,7 @@ func TestHookTools(t *testing.T) {
 		{"cli/1", "relation-get -r " + rel + " --app - cli", 1, "", "ERROR permission denied\n"},
 		{"cli/0", "relation-set -r " + rel + " haha", 2, "", "ERROR expected \"key=value\", got \"haha\"\n"},
 		{"cli/0", "relation-set -r " + rel + " a=1 a=2", 2, "", "ERROR key \"a\" specified more than once\n"},
-		{"cli/0", "relation-set -r " + rel + " --format json", 0, "", "--format flag deprecated for command \"relation-set\"\n"},
+		{"cli/0", "relation-set -r " + rel + " --format json", 0, "", "--format flag deprecated for command \"relation-set\""},
 		{"cli/1", "relation-set -r " + rel + " --app a=b", 1, "", "ERROR cannot write relation settings\n"},
 		{"cli/0", "status-set foo", 2, "", "ERROR invalid status \"foo\", expected one of [maintenance blocked waiting active]\n"},
 		{"cli/0", "status-set active a b", 2, "", "ERROR unrecognized args: [\"b\"]\n"},
@@ -87,10 +89,7 @@ func TestHookTools(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.unit+" "+tt.cmd, func(t *testing.T) {
-			res, err := m.Exec(t.Context(), tt.unit, strings.Fields(tt.cmd)...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := execAs(t, m, tt.unit, strings.Fields(tt.cmd)...)
 			got := jujusim.ExecResult{Code: tt.code, Stdout: tt.stdout, Stderr: tt.stderr}
 			if diff := cmp.Diff(got, res); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
@@ -153,4 +152,57 @@ func TestToolChangesCommitOnlyOnSuccess(t *testing.T) {
 		t.Errorf("srv/0 db-relation-changed ran %d times, want 3 (after joined, unit data, app data): %v", n, hooks)
 	}
 	// Leaving it for the API: relation-set from Exec and from hooks share the same path.
+}
+
+// TestHookToolTextsAsJuju checks outputs, errors and exit codes against the texts of Juju's
+// jujuc commands: state in (a lone unit of a peered application), tool run, log and output out.
+func TestHookToolTextsAsJuju(t *testing.T) {
+	m, _ := newModel(t)
+	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "srv", srvMeta, "", "")})
+	waitIdle(t, m)
+	tests := []struct {
+		cmd    string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{`relation-list -r "$(relation-ids cluster)" --format=json`, 0, "[]\n", ""},
+		{`relation-list -r "$(relation-ids cluster)"`, 0, "", ""},
+		{`status-set`, 2, "", "ERROR invalid args, require <status> [message]\n"},
+		{`status-set error`, 2, "", "ERROR invalid status \"error\", expected one of [maintenance blocked waiting active]\n"},
+		{`juju-log -l warn warned`, 0, "", ""},
+		{`juju-log --log-level=bogus leveled`, 0, "", ""},
+		{`juju-log --debug --format json formatted`, 0, "", "--format flag deprecated for command \"juju-log\""},
+		{`open-port 80 --format json`, 0, "", "--format flag deprecated for command \"open-port\""},
+		{`juju-log -l`, 2, "", "ERROR flag needs an argument: -l\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.cmd, func(t *testing.T) {
+			res, err := m.Exec(t.Context(), "srv/0", "sh", "-c", tt.cmd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(jujusim.ExecResult{Code: tt.code, Stdout: tt.stdout, Stderr: tt.stderr}, res); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+	var got []string
+	for _, e := range m.Logs() {
+		switch {
+		case e.Unit != "srv/0":
+		case e.Message == "warned", e.Message == "leveled", e.Message == "formatted",
+			strings.HasPrefix(e.Message, "Specified log level"):
+			got = append(got, e.Level+" "+e.Message)
+		}
+	}
+	want := []string{
+		"WARNING warned",
+		`WARNING Specified log level of "bogus" is not valid`,
+		"INFO leveled",
+		"DEBUG formatted",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("debug log (-want +got):\n%s", diff)
+	}
 }

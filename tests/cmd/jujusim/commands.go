@@ -289,6 +289,33 @@ func (d *daemon) commands(ctx context.Context, cwd string) *cobra.Command {
 		},
 	})
 
+	// model-config
+	add(&cobra.Command{
+		Use: "model-config [key[=value]...]", Args: cobra.ArbitraryArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			set := map[string]string{}
+			cfg := m.ModelConfig()
+			for _, a := range args {
+				k, v, ok := strings.Cut(a, "=")
+				if !ok {
+					if _, known := cfg[a]; !known {
+						return fmt.Errorf("key %q not found in the model config", a)
+					}
+					fmt.Fprintln(c.OutOrStdout(), cfg[a])
+					continue
+				}
+				set[k] = v
+			}
+			if len(set) > 0 {
+				return m.SetModelConfig(set)
+			}
+			if len(args) == 0 {
+				return writeFormatted(c.OutOrStdout(), "yaml", cfg)
+			}
+			return nil
+		},
+	})
+
 	// status
 	status := &cobra.Command{
 		Use:  "status",

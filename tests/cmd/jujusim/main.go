@@ -96,6 +96,7 @@ Commands (as in juju):
   bootstrap [--map-charm URL=PATH]... [--contracts-token T]... [--update-status-interval D]
   deploy <bundle.yaml|charm> [application] [-n N] [--overlay F]... [--config k=v|file.yaml]
   config|configure <app> [key[=value]...] [--reset k,...]
+  model-config [key[=value]...]   (automatically-retry-hooks)
   run <unit> <action> [k=v...] [--no-wait]      run-action <unit> <action> [k=v...] [--wait]
   show-task|show-action-output <id>
   status [--format tabular|yaml|json]

@@ -131,6 +131,7 @@ func New(t testing.TB, opts Options) *Deployment {
 	t.Cleanup(func() {
 		if t.Failed() {
 			d.dump(t)
+			t.Logf("model seed: rerun with JUJUSIM_SEED=%d", m.Seed())
 		}
 	})
 	charm := b.LivepatchCharm
@@ -348,6 +349,22 @@ func (d *Deployment) WaitIdle(t testing.TB, cond func(*jujusim.Status) bool) {
 	if err := d.Model.WaitIdleStatus(ctx, cond); err != nil {
 		t.Fatalf("%v\n%s", err, d.Model.Status().Tabular())
 	}
+}
+
+// WaitLeader waits until app has a leader and the model is idle, and returns the leader.
+// Leadership is a lease: when the leader unit goes, nobody leads until its lease lapses (up
+// to a minute), then another unit is elected and runs leader-elected.
+func (d *Deployment) WaitLeader(t testing.TB, app string) string {
+	t.Helper()
+	d.WaitIdle(t, func(st *jujusim.Status) bool {
+		for _, name := range st.UnitNames(app) {
+			if u, _ := st.Unit(name); u.Leader {
+				return true
+			}
+		}
+		return false
+	})
+	return d.Model.Leader(app)
 }
 
 // WaitUnit waits until the model is idle and a unit's workload status is want with a
