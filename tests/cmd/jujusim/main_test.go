@@ -113,11 +113,19 @@ func TestCLI(t *testing.T) {
 	if u, ok := st.Unit("demo/1"); !ok || u.Workload.Message != "hi" {
 		t.Errorf("status of demo/1 = %+v", u)
 	}
-	if out := must("status"); !strings.Contains(out, "demo/0*") {
-		t.Errorf("tabular status lacks the leader mark:\n%s", out)
+	// The leader is whichever unit won the lease: the other is not.
+	leader, other := "demo/0", "demo/1"
+	if u, _ := st.Unit("demo/1"); u.Leader {
+		leader, other = other, leader
 	}
-	if got := must("ssh", "demo/1", "is-leader"); got != "False\n" {
-		t.Errorf("ssh demo/1 is-leader = %q", got)
+	if out := must("status"); !strings.Contains(out, leader+"*") {
+		t.Errorf("tabular status lacks the leader mark of %s:\n%s", leader, out)
+	}
+	if got := must("ssh", other, "is-leader"); got != "False\n" {
+		t.Errorf("ssh %s is-leader = %q", other, got)
+	}
+	if got := must("ssh", leader, "is-leader"); got != "True\n" {
+		t.Errorf("ssh %s is-leader = %q", leader, got)
 	}
 	if out := must("show-unit", "demo/0"); !strings.Contains(out, "endpoint: ring") {
 		t.Errorf("show-unit:\n%s", out)
