@@ -96,6 +96,8 @@ type Server struct {
 	users   map[string]string // user -> bcrypt hash
 	basic   *basicCache
 	catalog *catalogCache
+	// rollouts holds the rollout state the check-in decides from (rollout.go).
+	rollouts *rolloutCache
 	limit   *limiter
 	metrics *metrics
 	cache   *fileCache // nil when the patch cache is off
@@ -186,6 +188,7 @@ func New(store server.Store, files server.PatchFiles, opts Options) (*Server, er
 	s.lockout = newLockout(opts.Now)
 	rand.Read(s.logKey[:])
 	s.catalog = newCatalogCache(store, opts.SigningKey)
+	s.rollouts = newRolloutCache(store, opts.Logger, opts.Registry)
 	if opts.PatchCacheSize > 0 {
 		s.cache = newFileCache(opts.PatchCacheSize, opts.PatchCacheTTL, opts.Now)
 	}
@@ -213,6 +216,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.catalog.refresh(ctx); err != nil {
 		s.log.Warn("Cannot load patch catalog", "error", err)
 	}
+	s.refreshRollouts(ctx)
+	defer s.flushRollouts()
 	t := time.NewTicker(s.opts.CatalogRefresh)
 	defer t.Stop()
 	for {
@@ -223,6 +228,7 @@ func (s *Server) Run(ctx context.Context) error {
 			if err := s.catalog.refresh(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("Cannot refresh patch catalog", "error", err)
 			}
+			s.refreshRollouts(ctx)
 		}
 	}
 }
