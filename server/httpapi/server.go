@@ -96,8 +96,6 @@ type Server struct {
 	users   map[string]string // user -> bcrypt hash
 	basic   *basicCache
 	catalog *catalogCache
-	// rollouts holds the rollout state the check-in decides from (rollout.go).
-	rollouts *rolloutCache
 	limit   *limiter
 	metrics *metrics
 	cache   *fileCache // nil when the patch cache is off
@@ -106,6 +104,9 @@ type Server struct {
 
 	downloads     semaphore   // download slots (Options.DownloadLimit)
 	machineTokens *tokenCache // machine tokens verified recently
+
+	// rollouts holds the rollout state the check-in decides from (rollout.go).
+	rollouts *rolloutCache
 }
 
 // Route is one entry of the route table.
