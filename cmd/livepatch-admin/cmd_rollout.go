@@ -410,3 +410,16 @@ func (c *cmdRolloutState) run(cmd *cobra.Command, args []string) error {
 	fmt.Fprintf(c.g.stdout, "%s the rollout of %s in tier %s\n", done, args[1], args[0])
 	return nil
 }
+
+// rolloutSummary ends a patch health report with the patch's rollout, when it has one.
+func rolloutSummary(w io.Writer, r *server.Rollout) {
+	if r == nil {
+		return
+	}
+	state := r.State
+	if r.Reason != "" {
+		state += " (" + r.Reason + ")"
+	}
+	fmt.Fprintf(w, "Rollout %s: %d offered, %d applied, %d failed, %d timed out, %d in flight\n",
+		state, r.Offered, r.Applied, r.Failed, r.TimedOut, r.InFlight())
+}

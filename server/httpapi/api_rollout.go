@@ -106,20 +106,33 @@ func (s *Server) showRollout(w http.ResponseWriter, r *http.Request) error {
 	if err := server.CheckVersion(version); err != nil {
 		return err
 	}
-	rollouts, err := s.store.Rollouts(r.Context(), tier, s.opts.Now())
+	ro, err := s.findRollout(r, tier, version)
 	if err != nil {
 		return err
 	}
+	if ro == nil {
+		return server.Errorf(server.CodeNotFound, "no rollout of %s in tier %q", version, tier)
+	}
+	machines, err := s.store.RolloutMachines(r.Context(), tier, version, s.opts.Now())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, rolloutResponse{*ro, nonNil(machines)})
+}
+
+// findRollout returns the rollout of version in tier with its counts; nil when it has
+// not started.
+func (s *Server) findRollout(r *http.Request, tier, version string) (*server.Rollout, error) {
+	rollouts, err := s.store.Rollouts(r.Context(), tier, s.opts.Now())
+	if err != nil {
+		return nil, err
+	}
 	for _, ro := range rollouts {
 		if ro.Version == version {
-			machines, err := s.store.RolloutMachines(r.Context(), tier, version, s.opts.Now())
-			if err != nil {
-				return err
-			}
-			return writeJSON(w, http.StatusOK, rolloutResponse{ro, nonNil(machines)})
+			return &ro, nil
 		}
 	}
-	return server.Errorf(server.CodeNotFound, "no rollout of %s in tier %q", version, tier)
+	return nil, nil
 }
 
 // rolloutActions maps the actions of POST .../rollouts/{version}/{action} to states.

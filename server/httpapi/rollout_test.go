@@ -219,6 +219,28 @@ func TestRolloutCanariesRateHaltResume(t *testing.T) {
 	if r.State != server.RolloutHalted || r.Failed != 3 || !strings.Contains(r.Reason, "failure threshold") {
 		t.Fatalf("after failures: %+v", r)
 	}
+	var health struct{ Rollout *server.Rollout }
+	e.must(200, "GET", "/v1/admin/reports/patch-health?tier=edge&version=107.1", "session", nil, &health)
+	if health.Rollout == nil || health.Rollout.Failed != 3 || health.Rollout.State != server.RolloutHalted {
+		t.Errorf("patch health rollout: %+v", health.Rollout)
+	}
+	var detail struct {
+		MachineStates []server.RolloutMachine `json:"machine-states"`
+	}
+	e.must(200, "GET", "/v1/admin/tiers/edge/rollouts/107.1", "session", nil, &detail)
+	states := map[string]string{}
+	for _, m := range detail.MachineStates {
+		states[m.MachineID] = fmt.Sprint(m.State, " ", m.Canary)
+	}
+	for _, id := range got {
+		want := "failed false"
+		if slices.Contains(canaries, id) {
+			want = "applied true"
+		}
+		if states[id] != want {
+			t.Errorf("machine %s: state %q, want %q", id, states[id], want)
+		}
+	}
 	if m := e.metric(`livepatch_server_rollout_halted{tier="edge"}`); !strings.HasSuffix(m, " 1") {
 		t.Errorf("halted metric: %q", m)
 	}
