@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -57,6 +58,9 @@ type Config struct {
 	Mode          string `yaml:"mode,omitempty"`
 	MachineID     string `yaml:"machine-id,omitempty"`
 	Kernel        string `yaml:"kernel,omitempty"`
+	// CutoffDate and PatchDelay hold patches back (delay.go).
+	CutoffDate string `yaml:"cutoff-date,omitempty"`
+	PatchDelay string `yaml:"patch-delay,omitempty"`
 }
 
 // configKey describes one settable key.
@@ -177,6 +181,26 @@ var configKeys = []configKey{{
 		return nil
 	},
 	clear: func(c *Config) { c.Kernel = "" },
+}, {
+	name: "cutoff-date",
+	help: "never apply a patch published after this date (2026-01-31 or an RFC 3339 time)",
+	set: func(c *Config, v string) error {
+		t, err := parseCutoffDate(v)
+		c.CutoffDate = t.Format(time.RFC3339)
+		return err
+	},
+	clear: func(c *Config) { c.CutoffDate = "" },
+}, {
+	name: "patch-delay",
+	help: "apply a patch only once it has been published this long (30m, 12h, 3d, 1w)",
+	set: func(c *Config, v string) error {
+		if _, err := parsePatchDelay(v); err != nil {
+			return err
+		}
+		c.PatchDelay = v
+		return nil
+	},
+	clear: func(c *Config) { c.PatchDelay = "" },
 }}
 
 // ConfigKeys returns the settable keys with a line of help for each, in display order.
@@ -209,6 +233,7 @@ func (c *Config) check() error {
 		"remote-server": c.RemoteServer, "ca-certs": c.CACerts, "http-proxy": c.HTTPProxy,
 		"https-proxy": c.HTTPSProxy, "no-proxy": c.NoProxy, "trusted-key": c.TrustedKey,
 		"mode": c.Mode, "machine-id": c.MachineID, "kernel": c.Kernel,
+		"cutoff-date": c.CutoffDate, "patch-delay": c.PatchDelay,
 	}
 	var scratch Config
 	for _, k := range configKeys {
@@ -319,6 +344,8 @@ func (c *Config) Show(d ConfigDefaults) string {
 	} else {
 		line("kernel", d.Kernel, "default: the running kernel")
 	}
+	line("cutoff-date", c.CutoffDate, "")
+	line("patch-delay", c.PatchDelay, "")
 	return b.String()
 }
 
