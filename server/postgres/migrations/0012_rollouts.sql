@@ -8,7 +8,7 @@ CREATE TABLE rollout_policies (
 		CONSTRAINT rollout_policies_tier_id_fkey REFERENCES tiers (id) ON DELETE CASCADE,
 	policy        jsonb NOT NULL,
 	apply_timeout interval NOT NULL,
-	updated_at timestamptz NOT NULL DEFAULT now()
+	updated_at    timestamptz NOT NULL DEFAULT now()
 );
 
 -- One row per rollout. Units claim offer slots by updating the row under its lock:
