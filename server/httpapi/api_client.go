@@ -85,7 +85,7 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) error {
 	}
 	p, ok := catalog.Select(tier, st.Kernel, st.Architecture)
 	if ok {
-		p, ok = s.rollouts.gate(catalog, tier, id, st, p, s.opts.Now()) // rollout.go
+		p, ok = s.rollouts.gate(s.catalog.get(), tier, id, st, p, s.opts.Now()) // rollout.go
 	}
 	if ok {
 		up.Patch = server.Offer(p, s.opts.URLTemplate)

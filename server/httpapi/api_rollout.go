@@ -62,7 +62,7 @@ func (s *Server) setRolloutPolicy(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	s.securityEvent(r, "rollout_policy_set", adminUser(r.Context()), "tier", tier)
-	s.refreshRollouts(r.Context())
+	s.policiesChanged(r)
 	return writeJSON(w, http.StatusOK, p)
 }
 
@@ -75,7 +75,7 @@ func (s *Server) deleteRolloutPolicy(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	s.securityEvent(r, "rollout_policy_delete", adminUser(r.Context()), "tier", tier)
-	s.refreshRollouts(r.Context())
+	s.policiesChanged(r)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -181,4 +181,13 @@ func (s *Server) setRolloutState(w http.ResponseWriter, r *http.Request) error {
 	s.securityEvent(r, "rollout_"+action, adminUser(r.Context()), "tier", tier, "version", version, "reason", req.Reason)
 	s.refreshRollouts(r.Context())
 	return writeJSON(w, http.StatusOK, map[string]any{"tier": tier, "version": version, "state": state, "changed": changed})
+}
+
+// policiesChanged reloads the catalog, which holds the policies, and the rollout state
+// after a change of policy made through this unit.
+func (s *Server) policiesChanged(r *http.Request) {
+	if err := s.catalog.reload(r.Context()); err != nil {
+		s.log.Warn("Cannot reload patch catalog", "error", err)
+	}
+	s.refreshRollouts(r.Context())
 }

@@ -2,9 +2,9 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,10 +28,9 @@ import (
 // machine keeps its offer whichever unit it reaches; an offer not yet recorded when a unit
 // stops is lost, and costs one more slot if that machine had not applied the patch.
 type rolloutCache struct {
-	store server.Store
-	log   *slog.Logger
-
-	policies atomic.Pointer[map[string]*tierPolicy]
+	store   server.Store
+	log     *slog.Logger
+	catalog *catalogCache // holds the policies, loaded with the patches
 
 	mu       sync.Mutex
 	rollouts map[rolloutKey]*rolloutState
@@ -70,10 +69,11 @@ type rolloutState struct {
 	pending []server.RolloutOffer
 }
 
-func newRolloutCache(store server.Store, log *slog.Logger, reg *prometheus.Registry) *rolloutCache {
+func newRolloutCache(store server.Store, catalog *catalogCache, log *slog.Logger, reg *prometheus.Registry) *rolloutCache {
 	c := &rolloutCache{
 		store:    store,
 		log:      log,
+		catalog:  catalog,
 		rollouts: map[rolloutKey]*rolloutState{},
 		halted: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "livepatch_server_rollout_halted",
@@ -88,8 +88,6 @@ func newRolloutCache(store server.Store, log *slog.Logger, reg *prometheus.Regis
 			Help: "Check-ins a rollout policy held back from the newest patch, by tier.",
 		}, []string{"tier"}),
 	}
-	empty := map[string]*tierPolicy{}
-	c.policies.Store(&empty)
 	reg.MustRegister(c.halted, c.offers, c.held)
 	return c
 }
@@ -106,8 +104,8 @@ func period(p server.RolloutPolicy, now time.Time) time.Time {
 // tier has: at once without a policy, or when it runs p already or was offered it; else
 // from a slot, in a window, while the rollout is active. A machine held back gets the
 // patch it runs, when its tier still has it (ok false: no patch).
-func (c *rolloutCache) gate(catalog *server.Catalog, tier, machineID string, st server.Status, p server.Patch, now time.Time) (server.Patch, bool) {
-	pol := (*c.policies.Load())[tier]
+func (c *rolloutCache) gate(snap *catalogSnapshot, tier, machineID string, st server.Status, p server.Patch, now time.Time) (server.Patch, bool) {
+	pol := snap.policies[tier]
 	if pol == nil || st.PatchVersion == p.Version {
 		return p, true
 	}
@@ -115,7 +113,7 @@ func (c *rolloutCache) gate(catalog *server.Catalog, tier, machineID string, st 
 		return p, true
 	}
 	c.held.WithLabelValues(tier).Inc()
-	return catalog.SelectVersion(tier, st.Kernel, st.Architecture, st.PatchVersion)
+	return snap.catalog.SelectVersion(tier, st.Kernel, st.Architecture, st.PatchVersion)
 }
 
 // take reports whether machineID may have version, using a slot when it is a new offer.
@@ -156,26 +154,34 @@ func (c *rolloutCache) stateLocked(k rolloutKey) *rolloutState {
 	return rs
 }
 
-// refresh brings the rollout state up to date with the database and every unit: it
-// loads the policies, records this unit's offers, loads the others', halts the rollouts
-// whose failures reached their threshold, and claims the slots this unit lacked.
-func (c *rolloutCache) refresh(ctx context.Context, now time.Time) error {
-	list, err := c.store.RolloutPolicies(ctx)
+// loadPolicies loads the rollout policies by tier, with their time zones.
+func loadPolicies(ctx context.Context, store server.Store) (map[string]*tierPolicy, error) {
+	list, err := store.RolloutPolicies(ctx)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("cannot load rollout policies: %w", err)
 	}
 	policies := make(map[string]*tierPolicy, len(list))
 	for _, p := range list {
 		loc, err := p.Location()
 		if err != nil {
-			c.log.Warn("Cannot use rollout policy", "tier", p.Tier, "error", err)
-			loc = time.UTC
+			loc = time.UTC // checked when set: a time zone the system lost since
 		}
 		policies[p.Tier] = &tierPolicy{p, loc}
 	}
-	c.policies.Store(&policies)
+	return policies, nil
+}
+
+// refresh brings the rollout state up to date with the database and every unit: with the
+// policies of the current catalog, it records this unit's offers, loads the others',
+// halts the rollouts whose failures reached their threshold, and claims the slots this
+// unit lacked.
+func (c *rolloutCache) refresh(ctx context.Context, now time.Time) error {
+	policies := c.catalog.get().policies
 	if err := c.flush(ctx); err != nil {
 		return err
+	}
+	if len(policies) == 0 && !c.tracking() {
+		return nil // no rollout to follow: spare the database the rest
 	}
 	if err := c.loadOffers(ctx); err != nil {
 		return err
@@ -332,3 +338,11 @@ func (s *Server) flushRollouts() {
 
 // rolloutFlushTimeout bounds recording the last offers at shutdown.
 const rolloutFlushTimeout = 5 * time.Second
+
+// tracking reports whether this unit knows of any rollout (whose halt gauge and state it
+// must keep current even when the policies are gone).
+func (c *rolloutCache) tracking() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.rollouts) > 0
+}

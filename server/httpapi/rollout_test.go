@@ -364,3 +364,18 @@ func TestRolloutWindow(t *testing.T) {
 		t.Fatalf("inside the window, offered %v, want every machine", got)
 	}
 }
+
+// TestRolloutPolicyBeforePatch checks that a unit never serves a patch recorded after a
+// policy was set on another unit without that policy: policies load with the catalog.
+func TestRolloutPolicyBeforePatch(t *testing.T) {
+	t.Parallel()
+	clk := newClock(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))
+	a := newEnv(t, clk.options)
+	b := newEnvOn(t, a.db, clk.options)
+	f := newFleet(a, "edge", 4)
+	a.must(200, "PUT", "/v1/admin/tiers/edge/rollout-policy", "session", map[string]any{"canaries": 1}, nil)
+	b.upload("5.15.0-107.117", "generic", "107.1", "amd64") // b reloads its catalog, nothing else
+	if got := offered(f.checkIn(b), "107.1"); len(got) != 0 {
+		t.Fatalf("a unit that had not refreshed since the policy offered %v", got)
+	}
+}

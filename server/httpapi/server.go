@@ -189,7 +189,7 @@ func New(store server.Store, files server.PatchFiles, opts Options) (*Server, er
 	s.lockout = newLockout(opts.Now)
 	rand.Read(s.logKey[:])
 	s.catalog = newCatalogCache(store, opts.SigningKey)
-	s.rollouts = newRolloutCache(store, opts.Logger, opts.Registry)
+	s.rollouts = newRolloutCache(store, s.catalog, opts.Logger, opts.Registry)
 	if opts.PatchCacheSize > 0 {
 		s.cache = newFileCache(opts.PatchCacheSize, opts.PatchCacheTTL, opts.Now)
 	}

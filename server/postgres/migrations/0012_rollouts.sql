@@ -11,6 +11,11 @@ CREATE TABLE rollout_policies (
 	updated_at    timestamptz NOT NULL DEFAULT now()
 );
 
+-- Units load the policies with the catalog, so that no unit serves a patch recorded after
+-- a policy without the policy: a change of policy moves the catalog version.
+CREATE TRIGGER rollout_policies_catalog_version AFTER INSERT OR UPDATE OR DELETE ON rollout_policies
+	FOR EACH STATEMENT EXECUTE FUNCTION bump_catalog_version();
+
 -- One row per rollout. Units claim offer slots by updating the row under its lock:
 -- claimed counts the offers made and the slots units hold; period_claimed the slots
 -- claimed in the rate period that began at period_start.
