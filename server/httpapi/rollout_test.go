@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -101,6 +102,26 @@ func (e *env) rollout(tier, version string) server.Rollout {
 	var r server.Rollout
 	e.must(200, "GET", "/v1/admin/tiers/"+tier+"/rollouts/"+version, "session", nil, &r)
 	return r
+}
+
+// promtoolCheck lints the names of a /metrics scrape with promtool, when installed.
+func promtoolCheck(t *testing.T, e *env) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Log("promtool is missing (apt-get install -y prometheus): metric names not linted")
+		return
+	}
+	resp, err := http.Get(e.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = resp.Body
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
 }
 
 func (e *env) metric(name string) string {
@@ -244,6 +265,7 @@ func TestRolloutCanariesRateHaltResume(t *testing.T) {
 	if m := e.metric(`livepatch_server_rollout_halted{tier="edge"}`); !strings.HasSuffix(m, " 1") {
 		t.Errorf("halted metric: %q", m)
 	}
+	promtoolCheck(t, e)
 	if !strings.Contains(e.logBuf.String(), `"event":"rollout_halted"`) {
 		t.Errorf("no rollout_halted security event in the log")
 	}
