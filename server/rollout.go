@@ -310,9 +310,11 @@ func (p RolloutPolicy) Grant(r Rollout, want int, now time.Time) (int, Rollout) 
 	allowed := want
 	if target := p.CanaryCount(r.Machines); target > 0 && r.CanariesDone.IsZero() {
 		if r.Canaries < target || r.CanariesApplied < r.Canaries {
-			return min(allowed, max(0, target-r.Claimed)), r.claim(min(allowed, max(0, target-r.Claimed)), p, now)
+			// The canary phase: its slots only, the rate and in-flight bounds still apply.
+			allowed = min(allowed, max(0, target-r.Claimed))
+		} else {
+			r.CanariesDone = now
 		}
-		r.CanariesDone = now
 	}
 	if !r.CanariesDone.IsZero() && now.Before(r.CanariesDone.Add(time.Duration(p.Soak))) {
 		return 0, r

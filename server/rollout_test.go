@@ -71,3 +71,17 @@ func TestRolloutPolicyGrant(t *testing.T) {
 		t.Errorf("paused: granted %d", n)
 	}
 }
+
+// TestRolloutPolicyGrantCanariesRate checks that the canary phase keeps to the rate limit.
+func TestRolloutPolicyGrantCanariesRate(t *testing.T) {
+	now := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	p := server.RolloutPolicy{Tier: "edge", Canaries: 5, RateLimit: 2, RatePeriod: server.Duration(time.Hour)}
+	r := server.Rollout{State: server.RolloutActive, RolloutCounts: server.RolloutCounts{Machines: 25}}
+	n, r := p.Grant(r, 8, now)
+	if n != 2 {
+		t.Fatalf("canaries in the first period: %d, want the rate limit 2", n)
+	}
+	if n, _ = p.Grant(r, 8, now.Add(time.Hour)); n != 2 {
+		t.Errorf("canaries in the next period: %d, want 2", n)
+	}
+}

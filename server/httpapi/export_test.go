@@ -7,5 +7,5 @@ func (s *Server) RefreshRollouts(ctx context.Context) error {
 	if err := s.catalog.refresh(ctx); err != nil {
 		return err
 	}
-	return s.rollouts.refresh(ctx, s.opts.Now())
+	return s.rollouts.refresh(ctx, s.opts.Now)
 }

@@ -175,7 +175,7 @@ func loadPolicies(ctx context.Context, store server.Store) (map[string]*tierPoli
 // policies of the current catalog, it records this unit's offers, loads the others',
 // halts the rollouts whose failures reached their threshold, and claims the slots this
 // unit lacked.
-func (c *rolloutCache) refresh(ctx context.Context, now time.Time) error {
+func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) error {
 	policies := c.catalog.get().policies
 	if err := c.flush(ctx); err != nil {
 		return err
@@ -183,6 +183,7 @@ func (c *rolloutCache) refresh(ctx context.Context, now time.Time) error {
 	if len(policies) == 0 && !c.tracking() {
 		return nil // no rollout to follow: spare the database the rest
 	}
+	now := clock() // only now: tests of other things move their clock meanwhile
 	if err := c.loadOffers(ctx); err != nil {
 		return err
 	}
@@ -322,7 +323,7 @@ func (c *rolloutCache) claim(ctx context.Context, policies map[string]*tierPolic
 // refreshRollouts refreshes the rollout state, logging what fails (the next refresh tries
 // again; meanwhile check-ins decide from the state they have).
 func (s *Server) refreshRollouts(ctx context.Context) {
-	if err := s.rollouts.refresh(ctx, s.opts.Now()); err != nil && ctx.Err() == nil {
+	if err := s.rollouts.refresh(ctx, s.opts.Now); err != nil && ctx.Err() == nil {
 		s.log.Warn("Cannot refresh rollouts", "error", err)
 	}
 }
