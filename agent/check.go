@@ -125,9 +125,14 @@ func (a *Agent) reconcile(st *State, kernel string) {
 // handleOffer acts on the server's answer and sets the patch state.
 func (a *Agent) handleOffer(ctx context.Context, c *Config, api API, st *State, kernel string, upd server.Update) error {
 	offer := upd.Patch
+	held := c.holdBack(offer, a.now()) // delay.go
+	if held != "" {
+		a.log.Info("Patch held back", "version", offer.Version, "reason", held)
+		offer = nil
+	}
 	if offer == nil {
 		a.dropWaiting(st)
-		st.PatchState, st.Reason = server.StateNothingToApply, ""
+		st.PatchState, st.Reason = server.StateNothingToApply, held
 		switch {
 		case st.Applied != nil:
 			st.PatchState = server.StateApplied // the module stays loaded until reboot

@@ -64,6 +64,9 @@ type Config struct {
 	RequestTimeout string `yaml:"request-timeout,omitempty"`
 	// ReportHostname is "false" to keep the hostname private; empty or "true" reports it.
 	ReportHostname string `yaml:"report-hostname,omitempty"`
+	// CutoffDate and PatchDelay hold patches back (delay.go).
+	CutoffDate string `yaml:"cutoff-date,omitempty"`
+	PatchDelay string `yaml:"patch-delay,omitempty"`
 }
 
 // Bounds of dial-timeout and request-timeout.
@@ -219,6 +222,26 @@ var configKeys = []configKey{{
 		return nil
 	},
 	clear: func(c *Config) { c.ReportHostname = "" },
+}, {
+	name: "cutoff-date",
+	help: "never apply a patch published after this date (2026-01-31 or an RFC 3339 time)",
+	set: func(c *Config, v string) error {
+		t, err := parseCutoffDate(v)
+		c.CutoffDate = t.Format(time.RFC3339)
+		return err
+	},
+	clear: func(c *Config) { c.CutoffDate = "" },
+}, {
+	name: "patch-delay",
+	help: "apply a patch only once it has been published this long (30m, 12h, 3d, 1w)",
+	set: func(c *Config, v string) error {
+		if _, err := parsePatchDelay(v); err != nil {
+			return err
+		}
+		c.PatchDelay = v
+		return nil
+	},
+	clear: func(c *Config) { c.PatchDelay = "" },
 }}
 
 // ConfigKeys returns the settable keys with a line of help for each, in display order.
@@ -253,6 +276,7 @@ func (c *Config) check() error {
 		"mode": c.Mode, "machine-id": c.MachineID, "kernel": c.Kernel,
 		"dial-timeout": c.DialTimeout, "request-timeout": c.RequestTimeout,
 		"report-hostname": c.ReportHostname,
+		"cutoff-date":     c.CutoffDate, "patch-delay": c.PatchDelay,
 	}
 	var scratch Config
 	for _, k := range configKeys {
@@ -401,6 +425,8 @@ func (c *Config) Show(d ConfigDefaults) string {
 	} else {
 		b.WriteString("report-hostname: true # default\n")
 	}
+	line("cutoff-date", c.CutoffDate, "")
+	line("patch-delay", c.PatchDelay, "")
 	return b.String()
 }
 

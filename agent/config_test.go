@@ -154,6 +154,8 @@ mode: normal # default
 machine-id: 0123abcd # default: from /etc/machine-id
 kernel: 5.15.0-107-generic # default: the running kernel
 report-hostname: true # default
+cutoff-date: ""
+patch-delay: ""
 `[1:]
 	defaults := ConfigDefaults{MachineID: "0123abcd", Kernel: "5.15.0-107-generic"}
 	if got := c.Show(defaults); got != want {
@@ -172,6 +174,8 @@ report-hostname: true # default
 		{"mode", "no-apply"},
 		{"machine-id", "test-machine"},
 		{"kernel", "5.15.0-108-generic"},
+		{"cutoff-date", "2026-01-31"},
+		{"patch-delay", "3d"},
 	} {
 		if err := c.Set(kv[0], kv[1]); err != nil {
 			t.Fatalf("Set %s: %v", kv[0], err)
@@ -192,6 +196,8 @@ mode: no-apply
 machine-id: test-machine
 kernel: 5.15.0-108-generic
 report-hostname: true # default
+cutoff-date: "2026-01-31T00:00:00Z"
+patch-delay: 3d
 `)[1:]
 	if got := c.Show(defaults); got != want {
 		t.Errorf("Show:\n%s\nwant:\n%s", got, want)

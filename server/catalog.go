@@ -105,5 +105,6 @@ func Offer(p Patch, urlTemplate string) *PatchOffer {
 		Module:    p.Module,
 		Fixes:     p.Fixes,
 		Signature: p.Signature,
+		Published: p.CreatedAt,
 	}
 }

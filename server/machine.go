@@ -189,4 +189,7 @@ type PatchOffer struct {
 	Fixes    []Fix  `json:"fixes,omitempty"`
 	// Signature is the origin's signature of the file, for clients with a trusted key.
 	Signature *PatchSignature `json:"signature,omitempty"`
+	// Published is when the patch became available on this server, for the client's
+	// cutoff-date and patch-delay.
+	Published time.Time `json:"published,omitzero"`
 }

@@ -42,6 +42,9 @@ type CheckIn struct {
 // Store is the persistent state of the server. Every method is one transaction. Errors the
 // caller may show are *Error values (not-found, conflict, invalid, unauthorized).
 type Store interface {
+	// RolloutStore keeps the rollout policies and rollouts (rollout.go).
+	RolloutStore
+
 	// Tiers returns every tier in promotion order.
 	Tiers(ctx context.Context) ([]Tier, error)
 	// AddTier inserts a tier at the given place; conflict when the name exists.

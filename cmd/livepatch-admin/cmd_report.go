@@ -172,6 +172,7 @@ func (c *cmdReportPatchHealth) run(cmd *cobra.Command, args []string) error {
 	}
 	return c.g.show(h, func(w io.Writer) {
 		fmt.Fprintf(w, "Patch %s in tier %s: %s\n", h.Version, h.Tier, plural(h.Total, "machine", "machines"))
+		defer rolloutSummary(w, h.Rollout) // cmd_rollout.go
 		states := statesWithMachines(h.States)
 		if len(states) == 0 {
 			return

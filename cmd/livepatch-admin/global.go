@@ -103,6 +103,7 @@ server.`,
 		(&cmdSync{g: g}).command(),
 		(&cmdSyncTokens{g: g}).command(),
 		(&cmdBundle{g: g}).command(),
+		(&cmdRollout{g: g}).command(),
 	)
 	return root
 }

@@ -132,6 +132,8 @@ mode: normal # default
 machine-id: 0123456789abcdef0123456789abcdef # default: from /etc/machine-id
 kernel: 5.15.0-107-generic # default: the running kernel
 report-hostname: true # default
+cutoff-date: ""
+patch-delay: ""
 `[1:]
 	if got := m.mustRun("", "config"); got != want {
 		t.Errorf("config:\n%s\nwant:\n%s", got, want)
@@ -155,6 +157,8 @@ mode: no-apply
 machine-id: 0123456789abcdef0123456789abcdef # default: from /etc/machine-id
 kernel: 5.15.0-108-generic
 report-hostname: true # default
+cutoff-date: ""
+patch-delay: ""
 `[1:]
 	if got := m.mustRun("", "config"); got != want {
 		t.Errorf("config after set:\n%s\nwant:\n%s", got, want)
@@ -192,7 +196,7 @@ func TestUsageErrors(t *testing.T) {
 		{args: []string{"disable", "now"}, err: `error: unexpected argument "now"` + "\n"},
 		{args: []string{"status", "--format", "xml"}, err: `error: invalid format "xml": want one of humane, json, yaml` + "\n"},
 		{args: []string{"status", "--bogus"}, err: "error: unknown flag: --bogus\n"},
-		{args: []string{"config", "colour=blue"}, err: `error: unknown config key "colour"` + "\nvalid keys: remote-server, ca-certs, check-interval, dial-timeout, request-timeout, http-proxy, https-proxy, no-proxy, trusted-key, mode, machine-id, kernel, report-hostname\n"},
+		{args: []string{"config", "colour=blue"}, err: `error: unknown config key "colour"` + "\nvalid keys: remote-server, ca-certs, check-interval, dial-timeout, request-timeout, http-proxy, https-proxy, no-proxy, trusted-key, mode, machine-id, kernel, report-hostname, cutoff-date, patch-delay\n"},
 		{args: []string{"config", "remote-server"}, err: `error: invalid argument "remote-server": want key=value (key= clears a key)` + "\n"},
 		{args: []string{"config", "mode=fast"}, err: `error: invalid mode "fast": want one of normal, no-apply, no-refresh, stop` + "\n"},
 		{args: []string{"config", "check-interval=soon"}, err: `error: invalid check-interval "soon": want a number of minutes from 0 to 10080` + "\n"},

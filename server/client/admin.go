@@ -333,6 +333,8 @@ type PatchHealth struct {
 	Version string         `json:"version"`
 	Total   int            `json:"total"`
 	States  map[string]int `json:"states"`
+	// Rollout is where the rollout of the patch in the tier stands, when it has one.
+	Rollout *server.Rollout `json:"rollout,omitempty"`
 }
 
 // PatchHealth reports the patch states of the machines of tier running version.

@@ -83,7 +83,11 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) error {
 		KernelState: catalog.KernelState(st.Kernel, st.Architecture),
 		Check:       server.CheckAdvice{IntervalMinutes: checkInMinutes},
 	}
-	if p, ok := catalog.Select(tier, st.Kernel, st.Architecture); ok {
+	p, ok := catalog.Select(tier, st.Kernel, st.Architecture)
+	if ok {
+		p, ok = s.rollouts.gate(s.catalog.get(), tier, id, st, p, s.opts.Now()) // rollout.go
+	}
+	if ok {
 		up.Patch = server.Offer(p, s.opts.URLTemplate)
 		s.metrics.checkins.WithLabelValues("patch").Inc()
 	} else {

@@ -64,6 +64,8 @@ type patchHealthResponse struct {
 	Version string         `json:"version"`
 	Total   int            `json:"total"`
 	States  map[string]int `json:"states"`
+	// Rollout is where the rollout of the patch in the tier stands, when it has one.
+	Rollout *server.Rollout `json:"rollout,omitempty"`
 }
 
 func (s *Server) reportPatchHealth(w http.ResponseWriter, r *http.Request) error {
@@ -82,6 +84,9 @@ func (s *Server) reportPatchHealth(w http.ResponseWriter, r *http.Request) error
 	for _, st := range server.PatchStates {
 		out.States[st] = states[st]
 		out.Total += states[st]
+	}
+	if out.Rollout, err = s.findRollout(r, tier, version); err != nil { // api_rollout.go
+		return err
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

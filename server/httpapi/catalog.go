@@ -25,6 +25,8 @@ type catalogSnapshot struct {
 	catalog *server.Catalog
 	tiers   []server.Tier
 	byFile  map[string]server.Patch
+	// policies are the rollout policies by tier, loaded with the patches (rollout.go).
+	policies map[string]*tierPolicy
 }
 
 // newCatalogCache returns an empty cache. With a signing key, the patches it loads that
@@ -75,6 +77,10 @@ func (c *catalogCache) loadLocked(ctx context.Context, version int64) error {
 	if err != nil {
 		return fmt.Errorf("cannot load patches: %w", err)
 	}
+	policies, err := loadPolicies(ctx, c.store) // rollout.go
+	if err != nil {
+		return err
+	}
 	if c.signer != nil {
 		c.signer.signAll(patches)
 	}
@@ -82,7 +88,7 @@ func (c *catalogCache) loadLocked(ctx context.Context, version int64) error {
 	for _, p := range patches {
 		byFile[p.Filename] = p
 	}
-	c.current.Store(&catalogSnapshot{catalog: server.NewCatalog(tiers, patches), tiers: tiers, byFile: byFile})
+	c.current.Store(&catalogSnapshot{catalog: server.NewCatalog(tiers, patches), tiers: tiers, byFile: byFile, policies: policies})
 	c.version = version
 	return nil
 }

@@ -156,7 +156,7 @@ func (e *env) do(method, path, auth string, body any) (int, []byte) {
 	if r != nil {
 		// As the client sends them: uploads are raw bytes, everything else JSON.
 		req.Header.Set("Content-Type", "application/json")
-		if method == "PUT" {
+		if method == "PUT" && strings.Contains(path, "/files/") {
 			req.Header.Set("Content-Type", "application/octet-stream")
 		}
 	}

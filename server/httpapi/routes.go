@@ -59,6 +59,7 @@ func (s *Server) register() {
 	s.handle("GET /v1/admin/sync-tokens", adminAccess, s.listSyncTokens)
 	s.handle("POST /v1/admin/sync-tokens", adminAccess, s.createSyncToken)
 	s.handle("DELETE /v1/admin/sync-tokens/{name}", adminAccess, s.revokeSyncToken)
+	s.registerRollouts() // api_rollout.go
 
 	// Downstream servers syncing from this one.
 	s.handle("GET /v1/sync/patches", syncAccess, s.syncPatches)

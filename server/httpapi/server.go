@@ -108,6 +108,9 @@ type Server struct {
 
 	downloads     semaphore   // download slots (Options.DownloadLimit)
 	machineTokens *tokenCache // machine tokens verified recently
+
+	// rollouts holds the rollout state the check-in decides from (rollout.go).
+	rollouts *rolloutCache
 }
 
 // Route is one entry of the route table.
@@ -191,6 +194,7 @@ func New(store server.Store, files server.PatchFiles, opts Options) (*Server, er
 	s.lockout = newLockout(opts.Now)
 	rand.Read(s.logKey[:])
 	s.catalog = newCatalogCache(store, opts.SigningKey)
+	s.rollouts = newRolloutCache(store, s.catalog, opts.Logger, opts.Registry)
 	if opts.PatchCacheSize > 0 {
 		s.cache = newFileCache(opts.PatchCacheSize, opts.PatchCacheTTL, opts.Now)
 	}
@@ -221,6 +225,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.catalog.refresh(ctx); err != nil {
 		s.log.Warn("Cannot load patch catalog", "error", err)
 	}
+	s.refreshRollouts(ctx)
+	defer s.flushRollouts()
 	t := time.NewTicker(s.opts.CatalogRefresh)
 	defer t.Stop()
 	for {
@@ -231,6 +237,7 @@ func (s *Server) Run(ctx context.Context) error {
 			if err := s.catalog.refresh(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("Cannot refresh patch catalog", "error", err)
 			}
+			s.refreshRollouts(ctx)
 		case <-s.fleet.wanted:
 			if err := s.fleet.refresh(ctx, s.store); err != nil && ctx.Err() == nil {
 				s.log.Warn("Cannot count machines for the fleet metrics", "error", err)

@@ -1,0 +1,159 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/client"
+	"github.com/livepatch-onprem/livepatch/server/patchfile"
+	"github.com/livepatch-onprem/livepatch/tests/e2e/deploy"
+)
+
+// rolloutFleet is machines speaking the client protocol through haproxy, each reporting
+// its own state and remembering what it was offered.
+type rolloutFleet struct {
+	c       *client.Client
+	ids     []string
+	tokens  map[string]string
+	status  map[string]server.Status
+	offered map[string]string // machine -> newest version offered
+}
+
+func newRolloutFleet(t *testing.T, d *deploy.Deployment, tier string, n int) *rolloutFleet {
+	t.Helper()
+	c, err := client.New(d.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &rolloutFleet{c: c, tokens: map[string]string{}, status: map[string]server.Status{}, offered: map[string]string{}}
+	token := d.AuthToken(t, tier)
+	for i := range n {
+		id := fmt.Sprintf("rollout%02d", i)
+		st := server.Status{Kernel: deploy.DemoKernel, Architecture: "amd64", PatchState: server.StateNothingToApply, ClientVersion: "e2e-rollout"}
+		mt, _, err := c.Enable(t.Context(), id, token, &st)
+		if err != nil {
+			t.Fatalf("cannot enrol %s: %v", id, err)
+		}
+		f.ids, f.tokens[id], f.status[id] = append(f.ids, id), mt, st
+	}
+	return f
+}
+
+// round checks every machine in once and returns the machines offered version.
+func (f *rolloutFleet) round(t *testing.T, version string) []string {
+	t.Helper()
+	var got []string
+	for _, id := range f.ids {
+		up, err := f.c.CheckIn(t.Context(), id, f.tokens[id], f.status[id])
+		if err != nil {
+			t.Fatalf("check-in of %s: %v", id, err)
+		}
+		if up.Patch != nil && up.Patch.Version == version {
+			f.offered[id] = version
+			got = append(got, id)
+		}
+	}
+	return got
+}
+
+func (f *rolloutFleet) report(ids []string, state, version string) {
+	for _, id := range ids {
+		st := f.status[id]
+		st.PatchState, st.PatchVersion = state, version
+		f.status[id] = st
+	}
+}
+
+// until runs check-in rounds until cond holds of the machines offered version, checking
+// invariant at every round, within deploy.Timeout.
+func (f *rolloutFleet) until(t *testing.T, version, what string, cond, invariant func([]string) bool) []string {
+	t.Helper()
+	deadline := time.Now().Add(deploy.Timeout)
+	var got []string
+	for time.Now().Before(deadline) {
+		got = f.round(t, version)
+		if !invariant(got) {
+			t.Fatalf("%s: %d machines offered %s: %v", what, len(got), version, got)
+		}
+		if cond(got) {
+			return got
+		}
+	}
+	t.Fatalf("%s: not reached within %s; offered %v", what, deploy.Timeout, got)
+	return nil
+}
+
+// TestRollout follows a rollout policy through two units behind haproxy from the
+// machines' point of view: the canaries alone first, then a rate-limited wave, a halt when
+// that wave fails to apply, and a resume that lets the rest through.
+func TestRollout(t *testing.T) {
+	t.Parallel()
+	d := deploy.Deploy(t, deploy.Options{Units: 2, NoUpstream: true})
+	d.Admin(t, "login", "-a", d.AdminUser+":"+d.AdminPassword)
+	admin := d.AdminClient(t)
+	f := newRolloutFleet(t, d, "edge", 12)
+	d.Admin(t, "rollout", "policy", "set", "edge", "--canaries", "2", "--rate", "4/1h", "--failure-threshold", "50")
+
+	var archive bytes.Buffer
+	if err := patchfile.Generate(&archive, patchfile.Metadata("5.15.0-107.117", "generic", "107.9", "amd64"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	name := server.PatchName{Kernel: "5.15.0-107.117", Flavour: "generic", Version: "107.9", Architecture: "amd64"}.Filename()
+	if _, _, err := admin.UploadPatch(t.Context(), name, bytes.NewReader(archive.Bytes()), int64(archive.Len())); err != nil {
+		t.Fatal(err)
+	}
+	status := func() server.Rollout {
+		r, err := admin.Rollout(t.Context(), "edge", "107.9")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Rollout
+	}
+
+	// Canaries: two machines, whichever unit they reach, and nobody else until both
+	// applied; the rollout claimed no more slots meanwhile.
+	atMost := func(n int) func([]string) bool { return func(got []string) bool { return len(got) <= n } }
+	canaries := f.until(t, "107.9", "canary phase", func(got []string) bool { return len(got) == 2 }, atMost(2))
+	f.until(t, "107.9", "canaries recorded", func([]string) bool { r := status(); return r.Offered == 2 && r.Claimed == 2 }, atMost(2))
+
+	// The canaries apply: the rest of the hour's 4 offers (the canaries count), across
+	// both units.
+	f.report(canaries, server.StateApplied, "107.9")
+	wave := f.until(t, "107.9", "rate-limited phase", func(got []string) bool { return len(got) == 4 }, atMost(4))
+	f.until(t, "107.9", "wave recorded", func([]string) bool { return status().Offered == 4 }, atMost(4))
+	if r := status(); r.Claimed > 4 || r.CanariesDone.IsZero() {
+		t.Fatalf("after the wave: %+v", r)
+	}
+
+	// The wave fails to apply: 2 of 4 offered reaches 50%, the rollout halts.
+	var failing []string
+	for _, id := range wave {
+		if id != canaries[0] && id != canaries[1] {
+			failing = append(failing, id)
+		}
+	}
+	f.report(failing, server.StateApplyFailed, "")
+	f.until(t, "107.9", "halt", func([]string) bool { return status().State == server.RolloutHalted }, atMost(4))
+	out := d.Admin(t, "rollout", "status", "edge", "107.9")
+	if !strings.Contains(out, "107.9 in tier edge: halted: 2 failed and 0 timed out of 4 offered") {
+		t.Errorf("rollout status:\n%s", out)
+	}
+	if again := f.round(t, "107.9"); len(again) != 4 {
+		t.Errorf("while halted, %d machines offered: %v", len(again), again)
+	}
+
+	// The operator resumes with a higher rate: the rest get it within the hour.
+	d.Admin(t, "rollout", "policy", "set", "edge", "--canaries", "2", "--rate", "20/1h", "--failure-threshold", "50")
+	if out := d.Admin(t, "rollout", "resume", "edge", "107.9"); out != "Resumed the rollout of 107.9 in tier edge\n" {
+		t.Errorf("resume: %q", out)
+	}
+	f.until(t, "107.9", "after resume", func(got []string) bool { return len(got) == 12 }, atMost(12))
+	f.until(t, "107.9", "every offer recorded", func([]string) bool { return status().Offered == 12 }, atMost(12))
+	if r := status(); r.State != server.RolloutActive || r.Failed != 2 || r.Claimed > 20 {
+		t.Errorf("after resume: %+v", r)
+	}
+}
