@@ -68,6 +68,7 @@ func testGuide(t *testing.T, d *deploy.Deployment) *deploy.Machine {
 	// through haproxy; it waits for a sync token.
 	d.SetURLTemplate(t)
 	d.WaitUnit(t, "livepatch/0", "blocked", deploy.MessageSyncTokenNotSet)
+	d.WaitServing(t)
 	if code, body := deploy.Get(t, d.URL+"/"); code != http.StatusOK || !strings.HasPrefix(body, "Canonical Livepatch on-prem server") {
 		t.Errorf("GET %s/ = %d %q, want the banner through haproxy", d.URL, code, body)
 	}

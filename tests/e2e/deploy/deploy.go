@@ -322,6 +322,34 @@ func (d *Deployment) WaitActive(t testing.TB) {
 			return u.Workload.Current == "active" && u.Workload.Message == want
 		})
 	})
+	d.WaitServing(t)
+}
+
+// WaitServing waits, for at most Timeout, until haproxy serves the livepatch API (GET
+// /debug/info answers through it). haproxy takes a server that failed a health check
+// back only after two good ones a second apart (the bundle's rise 2, inter 1s), so a
+// deployment whose only unit just restarted is idle and Active a moment before haproxy
+// sends it requests again.
+func (d *Deployment) WaitServing(t testing.TB) {
+	t.Helper()
+	var opts []client.Option
+	if d.CACert != nil {
+		opts = append(opts, client.WithCACert(d.CACert))
+	}
+	c, err := client.New(d.URL, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last error
+	err = poll(t.Context(), Timeout, func() (bool, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		_, last = c.Info(ctx)
+		return last == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("haproxy at %s does not serve the livepatch API: %v (last: %v)", d.URL, err, last)
+	}
 }
 
 // ActiveMessage is the status of a serving livepatch unit: it says where the patches
