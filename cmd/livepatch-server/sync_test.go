@@ -225,6 +225,10 @@ func TestServeSyncsFromUpstream(t *testing.T) {
 	if err != nil || ds.Status != "OK" || !ds.Sync.Enabled || ds.Sync.Status != "OK" {
 		t.Errorf("debug status = %+v, %v", ds, err)
 	}
+	// A rollout policy on the machine's tier, so that the rollout metrics have series.
+	if _, err := down.SetRolloutPolicy(ctx, server.RolloutPolicy{Tier: "edge", Canaries: 1, FailureThreshold: 50}); err != nil {
+		t.Fatal(err)
+	}
 	// A machine checks in, so that the fleet gauges have series to show.
 	enableMachine(t, downCfg.Database.ConnectionString)
 	checkIn, err := http.NewRequest("POST", downURL+"/v1/client/m1/updates",
@@ -249,7 +253,8 @@ func TestServeSyncsFromUpstream(t *testing.T) {
 		}
 		metrics, _ = io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if strings.Contains(string(metrics), "livepatch_server_machines_by_kernel{") || time.Now().After(deadline) {
+		if strings.Contains(string(metrics), "livepatch_server_machines_by_kernel{") && strings.Contains(string(metrics), "livepatch_server_rollout_halted{") ||
+			time.Now().After(deadline) {
 			break
 		}
 		select {

@@ -214,6 +214,9 @@ func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) erro
 	c.halted.Reset()
 	for tier := range policies {
 		c.halted.WithLabelValues(tier).Set(float64(halted[tier]))
+		// The counters of every tier with a policy exist from the start, at 0.
+		c.offers.WithLabelValues(tier)
+		c.held.WithLabelValues(tier)
 	}
 	c.mu.Lock()
 	for _, r := range rollouts {
