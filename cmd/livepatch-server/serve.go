@@ -121,6 +121,7 @@ func (m *Main) Run(ctx context.Context) error {
 		UploadTimeout:    cfg.Server.UploadTimeout.D(),
 		StallTimeout:     cfg.Server.StallTimeout.D(),
 		DownloadLimit:    cfg.Server.DownloadLimit,
+		DownloadRedirect: downloadRedirect(cfg.PatchStorage, files),
 		Status: func(ctx context.Context) map[string]any {
 			return map[string]any{"sync": syncer.DebugStatus(ctx)}
 		},

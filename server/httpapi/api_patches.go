@@ -259,6 +259,9 @@ func (s *Server) downloadPatch(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	s.metrics.downloads.Inc()
+	if s.opts.DownloadRedirect != nil {
+		return s.redirectDownload(w, r, filename)
+	}
 	w.Header().Set("ETag", `"`+p.SHA256+`"`)
 	w.Header().Set("Content-Type", "application/x-bzip2")
 	w.Header().Set("Cache-Control", "public, max-age=86400, immutable")
