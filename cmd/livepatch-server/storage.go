@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -125,5 +126,56 @@ func cmdStorageMigrate(ctx context.Context, args []string, stdout io.Writer) err
 	if len(res.Failed) > 0 {
 		return exitCode(1)
 	}
+	return nil
+}
+
+// checkTimeout bounds storage check: the charm runs it in a hook.
+const checkTimeout = 30 * time.Second
+
+// cmdStorageCheck checks that the patch storage of a config can be used: for s3, that the
+// bucket exists and the credentials open it. It exits 3, with the reason on stderr, when
+// the storage is unavailable (the charm shows it as its Blocked status), 1 on other
+// errors. The postgres store is the database, which schema check checks.
+func cmdStorageCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("storage check", flag.ContinueOnError)
+	configPath := fs.String("config", "", "server config file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *configPath == "" {
+		return usageError{"storage check needs --config FILE"}
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	switch cfg.PatchStorage.Type {
+	case config.StorageS3:
+		s, err := patchstore.NewS3(s3Options(cfg.PatchStorage))
+		if err == nil {
+			err = s.Check(ctx)
+		}
+		if server.ErrorCode(err) == server.CodeUnavailable || errors.Is(err, context.DeadlineExceeded) {
+			fmt.Fprintf(stderr, "error: %s\n", config.Redact(err.Error()))
+			return exitCode(3)
+		}
+		if err != nil {
+			return err
+		}
+	case config.StorageFilesystem:
+		s, err := patchstore.NewFilesystem(cfg.PatchStorage.FilesystemPath)
+		if err != nil {
+			return err
+		}
+		if _, err := s.List(ctx); server.ErrorCode(err) == server.CodeUnavailable {
+			fmt.Fprintf(stderr, "error: %s\n", err)
+			return exitCode(3)
+		} else if err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "patch storage (%s) is usable\n", cfg.PatchStorage.Type)
 	return nil
 }

@@ -91,3 +91,26 @@ func TestStorageMigrate(t *testing.T) {
 		}
 	}
 }
+
+// storage check exits 0 for a usable bucket and 3, with the reason and never the secret,
+// for refused credentials or a missing bucket.
+func TestStorageCheck(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	o := s3test.Store(t)
+	cfg := func(bucket, secret string) string {
+		return writeConfig(t, dsn, fmt.Sprintf("patch-storage:\n  type: s3\n  s3-endpoint: %s\n  s3-bucket: %s\n"+
+			"  s3-access-key: %s\n  s3-secret-key: %s\n  s3-path-style: true\n", o.Endpoint, bucket, o.AccessKey, secret))
+	}
+	if code, out, errOut := runCmd(t, "storage", "check", "--config", cfg(o.Bucket, o.SecretKey)); code != 0 || out != "patch storage (s3) is usable\n" {
+		t.Errorf("usable bucket: exit %d, %q, %q", code, out, errOut)
+	}
+	for _, test := range []struct{ bucket, secret, want string }{
+		{o.Bucket, "wrong-secret-0123", "refused the credentials"},
+		{"no-such-bucket", o.SecretKey, `s3 bucket "no-such-bucket" does not exist`},
+	} {
+		code, _, errOut := runCmd(t, "storage", "check", "--config", cfg(test.bucket, test.secret))
+		if code != 3 || !strings.Contains(errOut, test.want) || strings.Contains(errOut, "wrong-secret-0123") {
+			t.Errorf("bucket %s: exit %d, %q; want 3, %q", test.bucket, code, errOut, test.want)
+		}
+	}
+}
