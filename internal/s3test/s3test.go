@@ -175,7 +175,15 @@ func (s *Server) RemoveBucket(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.RemoveBucketWithOptions(ctx, name, minio.RemoveBucketOptions{ForceDelete: true}); err != nil {
+	for oi := range c.ListObjectsIter(ctx, name, minio.ListObjectsOptions{Recursive: true}) {
+		if oi.Err != nil {
+			return fmt.Errorf("cannot list bucket %s: %w", name, oi.Err)
+		}
+		if err := c.RemoveObject(ctx, name, oi.Key, minio.RemoveObjectOptions{}); err != nil {
+			return fmt.Errorf("cannot empty bucket %s: %w", name, err)
+		}
+	}
+	if err := c.RemoveBucket(ctx, name); err != nil {
 		return fmt.Errorf("cannot remove bucket %s: %w", name, err)
 	}
 	return nil
@@ -246,6 +254,7 @@ func (s *Server) run(ctx context.Context, bin string) error {
 		"-volume.port="+p(3), "-volume.port.grpc="+p(4), "-volume.max=100",
 		"-filer", "-filer.port="+p(5), "-filer.port.grpc="+p(6),
 		"-s3", "-s3.port="+p(0), "-s3.port.grpc="+p(7), "-s3.config="+config,
+		"-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
 		"-metricsPort="+p(8),
 	)
 	s.cmd.Stdout, s.cmd.Stderr = log, log

@@ -280,8 +280,10 @@ func (f *s3File) Read(p []byte) (int, error) {
 		if err := opts.SetMatchETag(f.etag); err != nil {
 			return 0, fmt.Errorf("cannot read patch file %q: %w", f.info.Filename, err)
 		}
-		if err := opts.SetRange(f.pos, 0); err != nil {
-			return 0, fmt.Errorf("cannot read patch file %q: %w", f.info.Filename, err)
+		if f.pos > 0 {
+			if err := opts.SetRange(f.pos, 0); err != nil {
+				return 0, fmt.Errorf("cannot read patch file %q: %w", f.info.Filename, err)
+			}
 		}
 		body, _, _, err := f.s.client.GetObject(f.ctx, f.s.bucket, f.s.key(f.info.Filename), opts)
 		if code := minio.ToErrorResponse(err).Code; code == minio.PreconditionFailed || code == minio.NoSuchKey {
