@@ -8,7 +8,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +25,7 @@ import (
 
 // s3Env starts an API whose patches are in a real S3 server, with one 3 MiB patch
 // recorded; it returns the env, the store, the file's name and its bytes.
-func s3Env(t *testing.T, options ...func(*httpapi.Options)) (*env, *patchstore.S3, string, []byte) {
+func s3Env(t testing.TB, options ...func(*httpapi.Options)) (*env, *patchstore.S3, string, []byte) {
 	t.Helper()
 	files, err := patchstore.NewS3(s3test.Store(t))
 	if err != nil {
@@ -116,4 +119,41 @@ func TestDownloadRedirectS3(t *testing.T) {
 	}
 	// Unrecorded files are still refused by the server, not redirected.
 	e.wantError(404, "does not exist", "GET", "/patches/livepatch-5.15.0-1.1-generic-1.1-amd64.tar.bz2", "", nil)
+}
+
+// BenchmarkDownloadS3 serves a 3 MiB patch from the s3 store, uncached and cached, and the
+// same file from disk with http.FileServer (the ceiling), two downloads at a time.
+func BenchmarkDownloadS3(b *testing.B) {
+	e, _, file, data := s3Env(b)
+	ec, _, _, _ := s3Env(b, func(o *httpapi.Options) { o.PatchCacheSize = 2; o.PatchCacheTTL = time.Hour })
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, file), data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	fileServer := httptest.NewServer(http.StripPrefix("/patches/", http.FileServer(http.Dir(dir))))
+	b.Cleanup(fileServer.Close)
+	for _, s := range []struct{ name, url string }{
+		{"file-server", fileServer.URL}, {"s3", e.srv.URL}, {"s3-cache", ec.srv.URL},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+			b.SetBytes(int64(len(data)))
+			b.SetParallelism(1)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := client.Get(s.url + "/patches/" + file)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					n, _ := io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 || n != int64(len(data)) {
+						b.Errorf("download: %d, %d bytes", resp.StatusCode, n)
+						return
+					}
+				}
+			})
+		})
+	}
 }
