@@ -162,3 +162,27 @@ func TestS3DownloadURL(t *testing.T) {
 }
 
 var minioPut = minio.PutObjectOptions{}
+
+// A read that needs a new range GET after the object was replaced fails, rather than
+// returning bytes of the new object after those of the old.
+func TestS3ReplacedWhileSeeking(t *testing.T) {
+	t.Parallel()
+	s := newS3(t, s3test.Store(t))
+	put(t, s, fileA, content(3*patchstore.ChunkSize, 1))
+	f, err := s.Open(t.Context(), fileA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.ReadFull(f, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, fileA, content(3*patchstore.ChunkSize, 2))
+	if _, err := f.Seek(2*patchstore.ChunkSize, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.Read(make([]byte, 100))
+	if err == nil || !strings.Contains(err.Error(), "replaced or deleted while being read") {
+		t.Fatalf("Read after the object was replaced: %v, want replaced while being read", err)
+	}
+}
