@@ -82,12 +82,17 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 	// Every hook tool call is a process, and most hooks of a fresh deployment run before
 	// url_template is set: an invalid configuration stops the chain before any relation
 	// is read.
+	s3, s3Related, st, err := s3FromRelation(ctx, c, &cfg)
+	if err != nil || !st.IsZero() {
+		return nil, st, err
+	}
 	if problems := cfg.Validate(); len(problems) > 0 {
 		return nil, hooks.Blocked(strings.Join(problems, "; ")), nil
 	}
-	s3, st, err := resolveS3Credentials(ctx, c, cfg)
-	if err != nil || !st.IsZero() {
-		return nil, st, err
+	if !s3Related {
+		if s3, st, err = resolveS3Credentials(ctx, c, cfg); err != nil || !st.IsZero() {
+			return nil, st, err
+		}
 	}
 	if err := writeS3CA(c, cfg); err != nil {
 		return nil, hooks.Status{}, err

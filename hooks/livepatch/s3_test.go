@@ -141,3 +141,54 @@ func TestS3PatchstoreCA(t *testing.T) {
 		t.Errorf("after unsetting s3_ca: %v, s3-ca-file %q", res.Err, loadRendered(t, e).PatchStorage.S3CAFile)
 	}
 }
+
+// s3Relation is the s3-credentials relation as s3-integrator (data_platform_libs' S3
+// provider, v0) fills its application bag.
+func s3Relation() hookstest.Relation {
+	return hookstest.Relation{
+		ID: 9, Endpoint: livepatch.S3CredentialsEndpoint, RemoteApp: "s3-integrator",
+		RemoteUnits: map[string]map[string]string{"s3-integrator/0": {}},
+		RemoteAppData: map[string]string{
+			"access-key": "AKIARELATION", "secret-key": s3SecretKey, "endpoint": "http://rgw.example:7480",
+			"bucket": "lp-patches", "region": "eu-central-1", "path": "/livepatch/", "s3-uri-style": "host",
+			"tls-ca-chain": `["-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"]`,
+		},
+	}
+}
+
+// With the s3-credentials relation the bucket and credentials come from s3-integrator,
+// replacing the s3_* options; no secret option is needed. The leader asks for s3_bucket.
+func TestS3CredentialsRelation(t *testing.T) {
+	e := lpt.New(t)
+	st := s3State()
+	st.Config["s3_credentials_secret"] = ""
+	st.Relations = append(st.Relations, s3Relation())
+	e.Install(t, st)
+	res := e.H.Run(t, "s3-credentials-relation-changed", st)
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res.Status.Name != "active" {
+		t.Fatalf("status = %v, want active", res.Status)
+	}
+	want := config.PatchStorage{
+		Type: config.StorageS3, S3Endpoint: "http://rgw.example:7480", S3Region: "eu-central-1", S3Bucket: "lp-patches",
+		S3PathPrefix: "livepatch", S3AccessKey: "AKIARELATION", S3SecretKey: s3SecretKey, S3CAFile: livepatch.S3CAPath,
+		RedirectDownloads: true,
+	}
+	if diff := cmp.Diff(want, loadRendered(t, e).PatchStorage); diff != "" {
+		t.Errorf("rendered patch storage (-want +got):\n%s", diff)
+	}
+	if got := res.Relation(livepatch.S3CredentialsEndpoint).LocalAppData["bucket"]; got != "livepatch-patches" {
+		t.Errorf("requested bucket %q, want livepatch-patches (s3_bucket)", got)
+	}
+	lpt.CheckNoLeaks(t, res, s3SecretKey)
+
+	// Until s3-integrator shares credentials, the unit waits.
+	st = res.State
+	r := st.Relation(livepatch.S3CredentialsEndpoint)
+	r.RemoteAppData = map[string]string{}
+	if res := e.H.Run(t, "s3-credentials-relation-changed", st); res.Status.Name != "waiting" || res.Status.Message != livepatch.MessageS3CredentialsWaiting {
+		t.Errorf("without credentials: %v, want waiting", res.Status)
+	}
+}
