@@ -157,3 +157,38 @@ func BenchmarkDownloadS3(b *testing.B) {
 		})
 	}
 }
+
+// Uploads land in the bucket; storage refresh records an archive copied into the bucket
+// by hand and storage patches lists both.
+func TestStorageRefreshS3(t *testing.T) {
+	e, files, recorded, _ := s3Env(t)
+	uploaded := e.upload("6.8.0-31.31", "generic", "31.3", "arm64")
+	if _, err := patchstore.SHA256(t.Context(), files, uploaded.Filename); err != nil {
+		t.Fatalf("the uploaded patch is not in the bucket: %v", err)
+	}
+	name, data := patchArchive(t, "6.8.0-31.31", "generic", "31.1", "arm64", 2048)
+	if _, err := files.Put(t.Context(), name, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	var out struct{ Added []string }
+	e.must(200, "POST", "/v1/admin/storage/refresh", "session", map[string]bool{}, &out)
+	if len(out.Added) != 1 || out.Added[0] != name {
+		t.Errorf("added %v, want %s", out.Added, name)
+	}
+	var stored struct {
+		Files []struct {
+			Filename string
+			Recorded bool
+		}
+	}
+	e.must(200, "GET", "/v1/admin/storage/patches", "session", nil, &stored)
+	var got []string
+	for _, f := range stored.Files {
+		if f.Recorded {
+			got = append(got, f.Filename)
+		}
+	}
+	if strings.Join(got, " ") != strings.Join([]string{recorded, name, uploaded.Filename}, " ") {
+		t.Errorf("recorded stored files %v, want %s %s %s", got, recorded, name, uploaded.Filename)
+	}
+}
