@@ -52,7 +52,7 @@ const startTimeout = 90 * time.Second
 
 // ErrNoWeed is the error when no weed binary is found.
 var ErrNoWeed = errors.New("SeaweedFS weed binary not found: set " + EnvWeed + " to its path " +
-	"(go build -o weed github.com/seaweedfs/seaweedfs/weed), or put weed on PATH")
+	"(export " + EnvWeed + "=$(./.ci/weed) builds one), or put weed on PATH")
 
 var (
 	startOnce sync.Once
