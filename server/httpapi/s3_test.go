@@ -192,3 +192,27 @@ func TestStorageRefreshS3(t *testing.T) {
 		t.Errorf("recorded stored files %v, want %s %s %s", got, recorded, name, uploaded.Filename)
 	}
 }
+
+// /debug/status checks an s3 store by sampling it: healthy with the patch in the bucket,
+// unhealthy once the bucket holds none of the recorded patches.
+func TestStatusS3(t *testing.T) {
+	e, files, file, _ := s3Env(t)
+	// A download of the patch recorded behind the API's back loads it into the catalog.
+	if resp, _ := get(t, http.DefaultClient, e.srv.URL+"/patches/"+file, ""); resp.StatusCode != 200 {
+		t.Fatalf("GET: %s", resp.Status)
+	}
+	var out struct {
+		PatchStorage struct{ Status string } `json:"patch-storage"`
+	}
+	e.must(200, "GET", "/debug/status", "", nil, &out)
+	if out.PatchStorage.Status != "OK" {
+		t.Errorf("patch-storage %q, want OK", out.PatchStorage.Status)
+	}
+	if err := files.Delete(t.Context(), file); err != nil {
+		t.Fatal(err)
+	}
+	e.must(503, "GET", "/debug/status", "", nil, &out)
+	if !strings.Contains(out.PatchStorage.Status, "holds no patch files but 1 are recorded") {
+		t.Errorf("patch-storage %q, want no patch files", out.PatchStorage.Status)
+	}
+}

@@ -223,6 +223,21 @@ func (s *S3) List(ctx context.Context) ([]server.StoredFile, error) {
 	return files, nil
 }
 
+// Sample lists at most one stored file, usually in one request: enough for a health check to tell
+// an empty store (or a prefix that names nothing) from one that holds patches, without
+// listing a bucket of tens of thousands of objects.
+func (s *S3) Sample(ctx context.Context) ([]server.StoredFile, error) {
+	for oi := range s.client.ListObjectsIter(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix, MaxKeys: 100}) {
+		if oi.Err != nil {
+			return nil, s.fail(oi.Err, "cannot list patch files")
+		}
+		if name := strings.TrimPrefix(oi.Key, s.prefix); !strings.Contains(name, "/") && strings.HasSuffix(name, server.PatchFileSuffix) {
+			return []server.StoredFile{{Filename: name, Size: oi.Size, ModTime: oi.LastModified.UTC()}}, nil
+		}
+	}
+	return nil, nil
+}
+
 // Delete removes a stored object; a missing one is not an error.
 func (s *S3) Delete(ctx context.Context, filename string) error {
 	if err := checkName(filename); err != nil {

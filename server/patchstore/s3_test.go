@@ -186,3 +186,18 @@ func TestS3ReplacedWhileSeeking(t *testing.T) {
 		t.Fatalf("Read after the object was replaced: %v, want replaced while being read", err)
 	}
 }
+
+// Sample finds a patch file without listing everything, and nothing in an empty store.
+func TestS3Sample(t *testing.T) {
+	t.Parallel()
+	s := newS3(t, s3test.Store(t))
+	if files, err := s.Sample(t.Context()); err != nil || len(files) != 0 {
+		t.Fatalf("Sample() of an empty store = %+v, %v", files, err)
+	}
+	put(t, s, fileB, content(5, 1))
+	put(t, s, fileA, content(5, 2))
+	files, err := s.Sample(t.Context())
+	if err != nil || len(files) != 1 || files[0].Filename != fileA || files[0].Size != 5 {
+		t.Fatalf("Sample() = %+v, %v; want %s of 5 bytes", files, err, fileA)
+	}
+}
