@@ -133,7 +133,7 @@ func TestSourceCharms(t *testing.T) {
 		endpoints   map[string]string // endpoint -> interface
 	}{
 		{"livepatch", false, map[string]string{"db": "pgsql", "database": "postgresql_client", "website": "http", "livepatch": "livepatch-peers",
-			"cos-agent": "cos_agent", "metrics-endpoint": "prometheus_scrape"}},
+			"cos-agent": "cos_agent", "metrics-endpoint": "prometheus_scrape", "s3-credentials": "s3"}},
 		{"ubuntu-advantage", true, map[string]string{"juju-info": "juju-info"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,6 +22,8 @@ const usage = `Usage:
   livepatch-server schema upgrade  (--config FILE | --db DSN) [--format text|json]
   livepatch-server schema check    (--config FILE | --db DSN)
   livepatch-server schema version  (--config FILE | --db DSN) [--format text|json]
+  livepatch-server storage migrate --from-config FILE --to-config FILE [--format text|json]
+  livepatch-server storage check --config FILE
   livepatch-server keys generate --out DIR
   livepatch-server version
 
@@ -78,6 +80,17 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usageError{"schema needs a subcommand: upgrade, check or version"}
 		}
 		return cmdSchema(ctx, args[1], args[2:], stdout)
+	case "storage":
+		if len(args) < 2 {
+			return usageError{"storage needs a subcommand: migrate or check"}
+		}
+		switch args[1] {
+		case "migrate":
+			return cmdStorageMigrate(ctx, args[2:], stdout)
+		case "check":
+			return cmdStorageCheck(ctx, args[2:], stdout, stderr)
+		}
+		return usageError{fmt.Sprintf("unknown storage subcommand %q (want migrate or check)", args[1])}
 	case "keys":
 		return cmdKeys(args[1:], stdout)
 	case "version", "--version":

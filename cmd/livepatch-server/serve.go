@@ -17,7 +17,6 @@ import (
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/config"
 	"github.com/livepatch-onprem/livepatch/server/httpapi"
-	"github.com/livepatch-onprem/livepatch/server/patchstore"
 	"github.com/livepatch-onprem/livepatch/server/postgres"
 	"github.com/livepatch-onprem/livepatch/server/upstream"
 )
@@ -88,15 +87,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("database schema is at version %d but this server needs %d: run livepatch-server schema upgrade --config FILE", current, latest)
 	}
 
-	var files server.PatchFiles
-	switch cfg.PatchStorage.Type {
-	case config.StorageFilesystem:
-		files, err = patchstore.NewFilesystem(cfg.PatchStorage.FilesystemPath)
-		if err != nil {
-			return err
-		}
-	default:
-		files = patchstore.NewPostgres(db.SQL())
+	files, err := openPatchFiles(cfg.PatchStorage, db.SQL())
+	if err != nil {
+		return err
 	}
 
 	reg := prometheus.NewRegistry()
@@ -135,6 +128,7 @@ func (m *Main) Run(ctx context.Context) error {
 		UploadTimeout:    cfg.Server.UploadTimeout.D(),
 		StallTimeout:     cfg.Server.StallTimeout.D(),
 		DownloadLimit:    cfg.Server.DownloadLimit,
+		DownloadRedirect: downloadRedirect(cfg.PatchStorage, files),
 		Status: func(ctx context.Context) map[string]any {
 			return map[string]any{"sync": syncer.DebugStatus(ctx), "contracts": contractsStatus()}
 		},

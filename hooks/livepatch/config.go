@@ -26,6 +26,14 @@ type Config struct {
 	DBConnMaxLifetime        string `json:"dbconn_max_lifetime"`
 	Patchstore               string `json:"patchstore"`
 	StoragePath              string `json:"storage_path"`
+	S3Endpoint               string `json:"s3_endpoint"`
+	S3Region                 string `json:"s3_region"`
+	S3Bucket                 string `json:"s3_bucket"`
+	S3PathPrefix             string `json:"s3_path_prefix"`
+	S3PathStyle              bool   `json:"s3_path_style"`
+	S3CA                     string `json:"s3_ca"`
+	S3CredentialsSecret      string `json:"s3_credentials_secret"`
+	S3RedirectDownloads      bool   `json:"s3_redirect_downloads"`
 	PatchCacheOn             bool   `json:"patch_cache_on"`
 	PatchCacheSize           int    `json:"patch_cache_size"`
 	PatchCacheTTL            string `json:"patch_cache_ttl"`
@@ -128,8 +136,10 @@ func (cfg Config) Validate() []string {
 		if !strings.HasPrefix(cfg.StoragePath, "/") {
 			add("storage_path must be an absolute directory when patchstore is filesystem")
 		}
+	case "s3":
+		p = append(p, cfg.checkS3()...)
 	default:
-		add("patchstore %q is not one of postgres, filesystem", cfg.Patchstore)
+		add("patchstore %q is not one of postgres, filesystem, s3", cfg.Patchstore)
 	}
 	if err := config.CheckKernelVersion(cfg.SyncMinimumKernelVersion); err != nil {
 		add("sync_minimum_kernel_version %q is not of the form x.y.z", cfg.SyncMinimumKernelVersion)

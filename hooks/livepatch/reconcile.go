@@ -82,8 +82,20 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 	// Every hook tool call is a process, and most hooks of a fresh deployment run before
 	// url_template is set: an invalid configuration stops the chain before any relation
 	// is read.
+	s3, s3Related, st, err := s3FromRelation(ctx, c, &cfg)
+	if err != nil || !st.IsZero() {
+		return nil, st, err
+	}
 	if problems := cfg.Validate(); len(problems) > 0 {
 		return nil, hooks.Blocked(strings.Join(problems, "; ")), nil
+	}
+	if !s3Related {
+		if s3, st, err = resolveS3Credentials(ctx, c, cfg); err != nil || !st.IsZero() {
+			return nil, st, err
+		}
+	}
+	if err := writeS3CA(c, cfg); err != nil {
+		return nil, hooks.Status{}, err
 	}
 	peer, err := LoadPeer(ctx, c)
 	if err != nil {
@@ -142,6 +154,7 @@ func Configure(ctx context.Context, c *hooks.Context) (*Unit, hooks.Status, erro
 		syncToken:   u.SyncToken,
 		modelUUID:   c.ModelUUID(),
 		storagePath: c.Path(cfg.StoragePath),
+		s3:          s3,
 		signingKey:  signingKey,
 		proxy:       config.Proxy(c.ModelProxy()),
 	})
@@ -186,6 +199,9 @@ func Reconcile(ctx context.Context, c *hooks.Context) (hooks.Status, error) {
 	}
 	if !c.FileExists(ServerBinary) {
 		return hooks.Blocked(MessageNoBinary), nil
+	}
+	if st, err := checkStorage(ctx, c, u, SchemaBinary(c)); err != nil || !st.IsZero() {
+		return st, err
 	}
 	plan, st, err := planServer(ctx, c, u)
 	if err != nil || !st.IsZero() {

@@ -20,8 +20,9 @@ type renderInput struct {
 	modelUUID string
 	// storagePath is storage_path joined under the filesystem root.
 	storagePath string
-	proxy       config.Proxy // the model's proxy settings, used where the options are empty
-	signingKey  string       // PEM of the sync signing key; "" when not serving downstreams
+	s3          s3Credentials // from s3_credentials_secret
+	proxy       config.Proxy  // the model's proxy settings, used where the options are empty
+	signingKey  string        // PEM of the sync signing key; "" when not serving downstreams
 }
 
 // renderServerConfig fills the server configuration from the charm configuration.
@@ -45,6 +46,9 @@ func renderServerConfig(in renderInput) config.Config {
 	if cfg.Patchstore == "filesystem" || cfg.Patchstore == "file" {
 		sc.PatchStorage.Type = config.StorageFilesystem
 		sc.PatchStorage.FilesystemPath = in.storagePath
+	}
+	if cfg.Patchstore == "s3" {
+		renderS3(&sc.PatchStorage, cfg, in.s3)
 	}
 	sc.PatchCache = config.PatchCache{
 		Enabled:   cfg.PatchCacheOn,

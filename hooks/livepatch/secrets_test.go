@@ -71,11 +71,26 @@ func TestNoSecretInAnyHookOrAction(t *testing.T) {
 			s.Config["auth_basic_users"] = "admin:" + userPassword
 			s.Config["sync_trusted_key"] = syncTokenSecret
 		}},
+		{"s3 store", func(_ *lpt.Env, s *hookstest.State) {
+			s3 := s3State()
+			for _, k := range []string{"patchstore", "s3_endpoint", "s3_bucket", "s3_credentials_secret"} {
+				s.Config[k] = s3.Config[k]
+			}
+			s.Secrets = s3.Secrets
+		}},
+		{"s3 store unusable", func(e *lpt.Env, s *hookstest.State) {
+			s3 := s3State()
+			for _, k := range []string{"patchstore", "s3_endpoint", "s3_bucket"} {
+				s.Config[k] = s3.Config[k]
+			}
+			s.Relations = append(s.Relations, s3Relation())
+			e.Server.StorageProblem = "s3 at rgw.example:7480 refused the credentials"
+		}},
 		{"postgresql offers a bad host", func(_ *lpt.Env, s *hookstest.State) {
 			s.Relation("db").RemoteUnits["postgresql/0"]["host"] = "10.0.0.9/other?sslmode=disable"
 		}},
 	}
-	secrets := []string{syncTokenSecret, userPassword, "c0ntract-t0ken-s3cret"}
+	secrets := []string{syncTokenSecret, userPassword, "c0ntract-t0ken-s3cret", s3SecretKey}
 	for _, leader := range []bool{true, false} {
 		for _, s := range states {
 			t.Run(s.name, func(t *testing.T) {

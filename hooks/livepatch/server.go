@@ -209,6 +209,8 @@ type schemaConfig struct {
 	Database struct {
 		ConnectionString string `yaml:"connection-string"`
 	} `yaml:"database"`
+	// PatchStorage is there for storage check, when the charm checks a bucket.
+	PatchStorage *config.PatchStorage `yaml:"patch-storage,omitempty"`
 }
 
 // writeSchemaConfig writes SchemaConfigPath from the server configuration.
@@ -217,6 +219,9 @@ func writeSchemaConfig(c *hooks.Context, sc config.Config) error {
 	s.Server.Address = sc.Server.Address
 	s.Server.URLTemplate = sc.Server.URLTemplate
 	s.Database.ConnectionString = sc.Database.ConnectionString
+	if sc.PatchStorage.Type == config.StorageS3 {
+		s.PatchStorage = &sc.PatchStorage
+	}
 	data, err := yaml.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("cannot encode the schema configuration: %w", err)

@@ -79,12 +79,26 @@ type Auth struct {
 const (
 	StoragePostgres   = "postgres"
 	StorageFilesystem = "filesystem"
+	StorageS3         = "s3"
 )
 
 // PatchStorage selects where patch files live.
 type PatchStorage struct {
 	Type           string `yaml:"type"`
 	FilesystemPath string `yaml:"filesystem-path"`
+	// The S3 keys locate the bucket of type s3 (see S3 in server/patchstore).
+	S3Endpoint   string `yaml:"s3-endpoint,omitempty"`
+	S3Region     string `yaml:"s3-region,omitempty"`
+	S3Bucket     string `yaml:"s3-bucket,omitempty"`
+	S3PathPrefix string `yaml:"s3-path-prefix,omitempty"`
+	S3AccessKey  string `yaml:"s3-access-key,omitempty"`
+	S3SecretKey  string `yaml:"s3-secret-key,omitempty"`
+	S3CAFile     string `yaml:"s3-ca-file,omitempty"`
+	S3PathStyle  bool   `yaml:"s3-path-style,omitempty"`
+	// RedirectDownloads answers a patch download with a redirect to a short-lived
+	// presigned URL of the object, so that machines fetch it from the bucket directly
+	// (type s3 only).
+	RedirectDownloads bool `yaml:"redirect-downloads,omitempty"`
 }
 
 // PatchCache configures the in-memory cache of patch file contents.
@@ -404,8 +418,13 @@ func (c Config) Validate() error {
 		if c.PatchStorage.FilesystemPath == "" {
 			add("patch-storage.filesystem-path is required when patch-storage.type is filesystem")
 		}
+	case StorageS3:
+		p = append(p, c.PatchStorage.checkS3()...)
 	default:
-		add("patch-storage.type %q is not one of postgres, filesystem", c.PatchStorage.Type)
+		add("patch-storage.type %q is not one of postgres, filesystem, s3", c.PatchStorage.Type)
+	}
+	if c.PatchStorage.RedirectDownloads && c.PatchStorage.Type != StorageS3 {
+		add("patch-storage.redirect-downloads needs patch-storage.type s3")
 	}
 	if c.PatchCache.Enabled && c.PatchCache.CacheSize < 1 {
 		add("patch-cache.cache-size must be at least 1 when the cache is enabled")
@@ -458,3 +477,46 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// s3BucketPattern is the S3 bucket naming rule: 3 to 63 lower-case letters, digits, dots
+// and hyphens, starting and ending with a letter or digit.
+var s3BucketPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// checkS3 lists the problems of the s3 keys. No message quotes the secret key, nor the
+// access key, which some operators treat as secret too.
+func (s PatchStorage) checkS3() []string {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	if s.S3Endpoint == "" {
+		add("patch-storage.s3-endpoint is required when patch-storage.type is s3 (a URL such as https://s3.example.com)")
+	} else if u, err := url.Parse(s.S3Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		add("patch-storage.s3-endpoint %q is not an http(s) URL", s.S3Endpoint)
+	} else if u.User != nil {
+		add("patch-storage.s3-endpoint must not carry credentials: use patch-storage.s3-access-key and s3-secret-key")
+	} else if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		add("patch-storage.s3-endpoint %q must have no path or query: give the bucket in s3-bucket and a key prefix in s3-path-prefix", s.S3Endpoint)
+	}
+	if s.S3Bucket == "" {
+		add("patch-storage.s3-bucket is required when patch-storage.type is s3")
+	} else if !s3BucketPattern.MatchString(s.S3Bucket) || strings.Contains(s.S3Bucket, "..") {
+		add("patch-storage.s3-bucket %q is not a valid bucket name (3 to 63 lower-case letters, digits, dots and hyphens)", s.S3Bucket)
+	}
+	if s.S3Region != "" && !regionPattern.MatchString(s.S3Region) {
+		add("patch-storage.s3-region %q is not a region name such as us-east-1", s.S3Region)
+	}
+	if prefix := strings.Trim(s.S3PathPrefix, "/"); len(prefix) > 512 {
+		add("patch-storage.s3-path-prefix is longer than 512 characters")
+	} else if prefix != "" && slices.ContainsFunc(strings.Split(prefix, "/"), func(seg string) bool { return seg == "" || seg == "." || seg == ".." }) {
+		add("patch-storage.s3-path-prefix %q has an empty, . or .. segment", s.S3PathPrefix)
+	}
+	if s.S3AccessKey == "" || s.S3SecretKey == "" {
+		add("patch-storage.s3-access-key and patch-storage.s3-secret-key are required when patch-storage.type is s3")
+	}
+	if s.S3CAFile != "" && !strings.HasPrefix(s.S3CAFile, "/") {
+		add("patch-storage.s3-ca-file %q is not an absolute path", s.S3CAFile)
+	}
+	return p
+}
+
+// regionPattern is what an S3 region name looks like (us-east-1, eu-central-2, garage).
+var regionPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

@@ -25,7 +25,13 @@ func (s *Server) debugInfo(w http.ResponseWriter, r *http.Request) error {
 // no patch file while patches are recorded: an unmounted volume, where every download
 // would be a 404.
 func (s *Server) storageHealth(ctx context.Context) error {
-	files, err := s.files.List(ctx)
+	var files []server.StoredFile
+	var err error
+	if h, ok := s.files.(storageSampler); ok {
+		files, err = h.Sample(ctx) // an object store: listing a whole bucket would be slow
+	} else {
+		files, err = s.files.List(ctx)
+	}
 	if err != nil {
 		if server.ErrorCode(err) == server.CodeInternal {
 			s.log.Warn("Cannot list patch storage", "error", err)
@@ -37,6 +43,12 @@ func (s *Server) storageHealth(ctx context.Context) error {
 		return fmt.Errorf("patch storage holds no patch files but %d are recorded: is its volume mounted?", n)
 	}
 	return nil
+}
+
+// storageSampler is patch storage that can list some of its files cheaply (patchstore.S3),
+// enough for storageHealth to tell an empty store from one that holds patches.
+type storageSampler interface {
+	Sample(ctx context.Context) ([]server.StoredFile, error)
 }
 
 type componentStatus struct {

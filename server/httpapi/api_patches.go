@@ -276,6 +276,9 @@ func (s *Server) downloadPatch(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	s.metrics.downloads.Inc()
+	if s.opts.DownloadRedirect != nil {
+		return s.redirectDownload(w, r, filename)
+	}
 	etag := `"` + p.SHA256 + `"`
 	w.Header().Set("ETag", etag)
 	w.Header().Set("Content-Type", "application/x-bzip2")

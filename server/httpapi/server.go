@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -85,6 +86,10 @@ type Options struct {
 	// DownloadLimit bounds the downloads served at once (server.download-limit, default
 	// 200); beyond it a download gets 503 with Retry-After.
 	DownloadLimit int
+	// DownloadRedirect, when set, answers a download of a recorded patch with a redirect
+	// to the URL it returns (patch-storage.redirect-downloads: a presigned URL of the
+	// object store) instead of streaming the file; see redirect.go.
+	DownloadRedirect func(ctx context.Context, filename string) (*url.URL, error)
 }
 
 // Server is the HTTP API. Create it with New, start its background refresh with Run, and

@@ -17,12 +17,17 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
+	"github.com/livepatch-onprem/livepatch/internal/s3test"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/patchstore"
 	"github.com/livepatch-onprem/livepatch/server/postgres"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	code := pgtest.Run(m)
+	s3test.Stop()
+	os.Exit(code)
+}
 
 // backends returns a fresh store of each kind.
 var backends = map[string]func(t *testing.T) server.PatchFiles{
@@ -44,6 +49,13 @@ var backends = map[string]func(t *testing.T) server.PatchFiles{
 			t.Fatal(err)
 		}
 		return patchstore.NewPostgres(db.SQL())
+	},
+	"s3": func(t *testing.T) server.PatchFiles {
+		s, err := patchstore.NewS3(s3test.Store(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
 	},
 }
 

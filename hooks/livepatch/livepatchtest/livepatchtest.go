@@ -23,6 +23,7 @@ import (
 	"github.com/livepatch-onprem/livepatch/hooks"
 	"github.com/livepatch-onprem/livepatch/hooks/hookstest"
 	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
+	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
 // Secrets used by the states below; tests check they never leak.
@@ -83,6 +84,11 @@ type Server struct {
 	Binaries map[string]Binary
 	// Upgrades records the content of each binary that ran schema upgrade.
 	Upgrades []string
+	// StorageProblem makes storage check fail with exit 3 and this reason, as the real
+	// one does for an S3 bucket that is missing, unreachable or refuses the credentials.
+	StorageProblem string
+	// StorageChecks records the patch-storage config each storage check read.
+	StorageChecks []config.PatchStorage
 }
 
 // Binary is a fake server binary's version and the schema version it needs.
@@ -118,6 +124,9 @@ func (s *Server) run(binary string, args []string) ([]byte, error) {
 	}
 	if len(args) == 1 && args[0] == "version" {
 		return []byte("livepatch-server " + b.Version + "\n"), nil
+	}
+	if len(args) >= 2 && args[0] == "storage" && args[1] == "check" {
+		return s.storageCheck(args)
 	}
 	if len(args) < 2 || args[0] != "schema" {
 		return nil, hookstest.Exit(1, "unknown command")
@@ -585,3 +594,19 @@ func (cl *Cluster) Deploy(t testing.TB) {
 
 // Status returns the status of livepatch/i.
 func (cl *Cluster) Status(i int) hooks.Status { return cl.States[i].Status }
+
+// storageCheck is storage check --config FILE: it reads the file as the server does.
+func (s *Server) storageCheck(args []string) ([]byte, error) {
+	if len(args) != 4 || args[2] != "--config" {
+		return nil, hookstest.Exit(2, "usage: storage check --config FILE")
+	}
+	c, err := config.Load(args[3])
+	if err != nil {
+		return nil, hookstest.Exit(1, "error: "+err.Error())
+	}
+	s.StorageChecks = append(s.StorageChecks, c.PatchStorage)
+	if s.StorageProblem != "" {
+		return nil, hookstest.Exit(3, "error: "+s.StorageProblem)
+	}
+	return []byte("patch storage (" + c.PatchStorage.Type + ") is usable\n"), nil
+}
