@@ -1,25 +1,19 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"golang.org/x/crypto/bcrypt"
 
-	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/httpapi"
-	"github.com/livepatch-onprem/livepatch/server/patchstore"
-	"github.com/livepatch-onprem/livepatch/server/postgres"
 )
 
 // fleet is a real API on PostgreSQL, with a clock the test sets, and the environment the
@@ -47,36 +41,13 @@ func (f *fleet) advance(d time.Duration) {
 
 func newFleet(t *testing.T) *fleet {
 	t.Helper()
-	ctx := t.Context()
-	db, err := postgres.Open(ctx, pgtest.DSN(t), postgres.Options{MaxConns: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, _, err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
 	f := &fleet{t: t, now: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
-	api, err := httpapi.New(db, patchstore.NewPostgres(db.SQL()), httpapi.Options{
-		Version: "9.9.9", URLTemplate: "http://lp.example/patches/{filename}",
-		BasicUsers: []string{"admin:" + string(hash)}, Now: f.clock,
+	url := startAPI(t, httpapi.Options{
+		Version: "9.9.9", URLTemplate: "http://lp.example/patches/{filename}", Now: f.clock,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { api.Run(runCtx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
-	f.url = srv.URL
-	f.env = map[string]string{envURL: srv.URL, envConfigDir: t.TempDir()}
+	f.url = url
+	f.env = map[string]string{envURL: url, envConfigDir: t.TempDir()}
 	if code, _, stderr := runCLI(t, []string{"login", "-a", "admin:pw"}, f.env, ""); code != 0 {
 		t.Fatalf("login: exit %d: %s", code, stderr)
 	}

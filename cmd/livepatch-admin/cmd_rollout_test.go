@@ -16,12 +16,12 @@ import (
 	"github.com/livepatch-onprem/livepatch/server/postgres"
 )
 
-// realAPI starts the real API on a throwaway database and returns its URL and a config
-// directory holding a session for it.
-func realAPI(t *testing.T) (url, dir string) {
+// startAPI runs the real API (with opts, and the administrator admin:pw) on a throwaway
+// database and returns its URL; everything stops when the test ends.
+func startAPI(t *testing.T, opts httpapi.Options) string {
 	t.Helper()
 	ctx := t.Context()
-	db, err := postgres.Open(ctx, pgtest.DSN(t), postgres.Options{})
+	db, err := postgres.Open(ctx, pgtest.DSN(t), postgres.Options{MaxConns: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,8 @@ func realAPI(t *testing.T) (url, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := httpapi.New(db, patchstore.NewPostgres(db.SQL()), httpapi.Options{BasicUsers: []string{"admin:" + string(hash)}, CatalogRefresh: time.Hour})
+	opts.BasicUsers = []string{"admin:" + string(hash)}
+	api, err := httpapi.New(db, patchstore.NewPostgres(db.SQL()), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,19 +44,27 @@ func realAPI(t *testing.T) (url, dir string) {
 	t.Cleanup(func() { cancel(); <-done })
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	cl, err := client.New(srv.URL)
+	return srv.URL
+}
+
+// realAPI starts the real API and returns its URL and a config directory holding a
+// session for it.
+func realAPI(t *testing.T) (url, dir string) {
+	t.Helper()
+	url = startAPI(t, httpapi.Options{CatalogRefresh: time.Hour})
+	cl, err := client.New(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	login, err := cl.Login(ctx, "admin", "pw")
+	login, err := cl.Login(t.Context(), "admin", "pw")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir = t.TempDir()
-	if err := (&sessionCache{dir: dir}).put(srv.URL, session{Token: login.Token, User: "admin", ExpiresAt: login.ExpiresAt}); err != nil {
+	if err := (&sessionCache{dir: dir}).put(url, session{Token: login.Token, User: "admin", ExpiresAt: login.ExpiresAt}); err != nil {
 		t.Fatal(err)
 	}
-	return srv.URL, dir
+	return url, dir
 }
 
 // TestRolloutCLI sets, shows and deletes a policy, pauses and resumes a rollout and

@@ -153,13 +153,7 @@ type server struct {
 }
 
 // Main is the charm's dispatch.
-func Main() int {
-	if err := run(hookenv.Hook()); err != nil {
-		fmt.Fprintf(os.Stderr, "haproxy: %v\n", err)
-		return 1
-	}
-	return 0
-}
+func Main() int { return hookenv.Main("haproxy", run) }
 
 func run(hook string) error {
 	switch hook {

@@ -154,3 +154,13 @@ func Systemctl(args ...string) error {
 	_, err := Run("systemctl", args...)
 	return err
 }
+
+// Main is a stand-in charm's dispatch: it runs the hook or action Juju named with run, and
+// reports a failure on stderr (which Juju copies to the debug log) as the exit status 1.
+func Main(charm string, run func(hook string) error) int {
+	if err := run(Hook()); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", charm, err)
+		return 1
+	}
+	return 0
+}

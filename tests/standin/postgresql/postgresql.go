@@ -102,13 +102,7 @@ func socketDir() string { return hookenv.Path("run/postgresql") }
 func replicaMarker() string { return hookenv.Path("var/lib/postgresql/15/replica-of") }
 
 // Main is the charm's dispatch.
-func Main() int {
-	if err := run(hookenv.Hook()); err != nil {
-		fmt.Fprintf(os.Stderr, "postgresql: %v\n", err)
-		return 1
-	}
-	return 0
-}
+func Main() int { return hookenv.Main("postgresql", run) }
 
 func run(hook string) error {
 	switch hook {

@@ -48,13 +48,7 @@ func cfgPath() string  { return hookenv.Path("etc/prometheus/prometheus.yml") }
 func rulesDir() string { return hookenv.Path("etc/prometheus/rules") }
 
 // Main is the charm's dispatch.
-func Main() int {
-	if err := run(hookenv.Hook()); err != nil {
-		fmt.Fprintf(os.Stderr, "prometheus: %v\n", err)
-		return 1
-	}
-	return 0
-}
+func Main() int { return hookenv.Main("prometheus", run) }
 
 func run(hook string) error {
 	switch hook {
