@@ -141,12 +141,23 @@ func pgsqlDSN(ctx context.Context, c *hooks.Context, relID string, cfg Config, l
 		return dbConn{}, hooks.Waiting("Waiting for postgres units to join the db relation"), nil
 	}
 	slices.SortFunc(units, func(a, b string) int { return unitNumber(a) - unitNumber(b) })
-	for _, unit := range units {
-		data, err := c.RelationGet(ctx, relID, unit)
-		if err != nil {
+	// Every bag names the primary and the standbys as its unit last saw them: during a
+	// switchover one may already name the new primary alone while another still names the
+	// old roles. The connection string names the hosts of every bag, so that it does not
+	// change (and no server restarts) as the roles move.
+	bags := make([]map[string]string, len(units))
+	var seen []string
+	for i, unit := range units {
+		if bags[i], err = c.RelationGet(ctx, relID, unit); err != nil {
 			return dbConn{}, hooks.Status{}, err
 		}
-		dsn, problem, ok := pgsqlCredentials(data, cfg.PsqlDBName, c.UnitName())
+		if bags[i]["database"] == cfg.PsqlDBName && bags[i]["host"] != "" {
+			seen = append(seen, pgsqlEndpoints(bags[i])...)
+		}
+	}
+	for i, unit := range units {
+		data := bags[i]
+		dsn, problem, ok := pgsqlCredentials(data, cfg.PsqlDBName, c.UnitName(), seen...)
 		if problem != "" {
 			return dbConn{}, hooks.Blocked(fmt.Sprintf("%s shares unusable connection details on the db relation: %s", unit, problem)), nil
 		}
@@ -163,7 +174,7 @@ func pgsqlDSN(ctx context.Context, c *hooks.Context, relID string, cfg Config, l
 // the replicas. The connection string names them all with target_session_attrs=read-write,
 // so that the server finds the primary again after a switchover without a restart. problem
 // says what is wrong with a bag that is complete but unusable; it never holds the password.
-func pgsqlCredentials(data map[string]string, db, unit string) (dsn, problem string, ok bool) {
+func pgsqlCredentials(data map[string]string, db, unit string, more ...string) (dsn, problem string, ok bool) {
 	if data["database"] != db || !slices.Contains(strings.Fields(data["allowed-units"]), unit) {
 		return "", "", false
 	}
@@ -183,23 +194,31 @@ func pgsqlCredentials(data map[string]string, db, unit string) (dsn, problem str
 	if !slices.Contains(sslModes, sslmode) {
 		return "", fmt.Sprintf("sslmode %q is not one of %s", sslmode, strings.Join(sslModes, ", ")), false
 	}
-	endpoints := []string{net.JoinHostPort(data["host"], port)}
-	for _, standby := range connStringHosts(data["standbys"]) {
-		endpoints = append(endpoints, standby)
-	}
+	endpoints := append(pgsqlEndpoints(data), more...)
 	var hosts []hostPort
 	for _, e := range endpoints {
 		hp, problem := parseEndpoint(e)
 		if problem != "" {
 			return "", problem, false
 		}
-		hosts = append(hosts, hp)
+		if !slices.Contains(hosts, hp) {
+			hosts = append(hosts, hp)
+		}
 	}
 	params := map[string]string{"sslmode": sslmode}
 	if len(hosts) > 1 {
 		params["target_session_attrs"] = "read-write"
 	}
 	return keyValueDSN(data["user"], data["password"], hosts, db, params), "", true
+}
+
+// pgsqlEndpoints returns host:port of the primary and the standbys a pgsql bag names.
+func pgsqlEndpoints(data map[string]string) []string {
+	port := data["port"]
+	if port == "" {
+		port = "5432"
+	}
+	return append([]string{net.JoinHostPort(data["host"], port)}, connStringHosts(data["standbys"])...)
 }
 
 // connStringHosts returns host:port of each libpq key=value connection string in s (the

@@ -180,3 +180,45 @@ func TestDBCredentialsFromAnyBag(t *testing.T) {
 		t.Errorf("DSN %q does not name the primary", got)
 	}
 }
+
+// TestDBHostsStableAcrossSwitchover checks that the connection string names the hosts of
+// every pgsql bag: mid-switchover one bag names the new primary alone while another still
+// names both, and the connection string, hence the server, stays as it is.
+func TestDBHostsStableAcrossSwitchover(t *testing.T) {
+	e := lpt.New(t)
+	st := lpt.Ready(true)
+	st.Relations = append(without(st.Relations, "db"), lpt.DBRelation("livepatch/0"))
+	rel := st.Relation("db")
+	old := rel.RemoteUnits["postgresql/0"]
+	old["standbys"] = "host=10.0.0.11 port=5432"
+	newPrimary := map[string]string{}
+	for k, v := range old {
+		newPrimary[k] = v
+	}
+	newPrimary["private-address"], newPrimary["state"] = "10.0.0.11", "hot standby"
+	rel.RemoteUnits["postgresql/1"] = newPrimary
+	e.Install(t, st)
+	res := e.H.Run(t, "db-relation-changed", st, "postgresql/1")
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	before := loadRendered(t, e).Database.ConnectionString
+	for _, h := range []string{"host='10.0.0.11,10.0.0.9'", "target_session_attrs='read-write'"} {
+		if !strings.Contains(before, h) {
+			t.Fatalf("DSN %q lacks %s", before, h)
+		}
+	}
+	// postgresql/1 is promoted: the demoted postgresql/0 names the new primary alone (it
+	// does not stream from it yet), postgresql/1's bag is not updated yet.
+	st = res.State
+	st.Relation("db").RemoteUnits["postgresql/0"]["host"] = "10.0.0.11"
+	st.Relation("db").RemoteUnits["postgresql/0"]["standbys"] = ""
+	st.Relation("db").RemoteUnits["postgresql/0"]["state"] = "hot standby"
+	res = e.H.Run(t, "db-relation-changed", st, "postgresql/0")
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if got := loadRendered(t, e).Database.ConnectionString; got != before {
+		t.Errorf("DSN changed mid-switchover:\n got %q\nwant %q", got, before)
+	}
+}

@@ -180,7 +180,9 @@ func unreachable(err error) bool {
 			"57": // operator intervention (shutdown, cannot connect now)
 			return pqErr.Code != pqerror.QueryCanceled
 		}
-		return false
+		// A write on a read-only session: the server it is connected to was the primary
+		// and is a standby now (a switchover); the next connection finds the new primary.
+		return pqErr.Code == pqerror.ReadOnlySQLTransaction
 	}
 	if _, ok := errors.AsType[net.Error](err); ok {
 		return true

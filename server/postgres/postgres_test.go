@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
+
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/postgres"
 )
@@ -243,4 +245,34 @@ func TestCatalogVersion(t *testing.T) {
 	if nv := must[int64](t)(db.CatalogVersion(ctx)); nv != v {
 		t.Fatalf("catalog version changed from %d to %d after machine traffic", v, nv)
 	}
+}
+
+// TestReadOnlySessionUnavailable checks that a write refused because the session is
+// read-only (its server was the primary and is a standby now, mid-switchover) is the
+// database being unavailable, a 503 the client retries, not an internal error.
+func TestReadOnlySessionUnavailable(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	rw := openDB(t, dsn)
+	if _, _, err := rw.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Every new session of the database is read-only, as on a standby.
+	var name string
+	if err := rw.SQL().QueryRowContext(t.Context(), `SELECT current_database()`).Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rw.SQL().ExecContext(t.Context(), `ALTER DATABASE `+pq.QuoteIdentifier(name)+` SET default_transaction_read_only = on`); err != nil {
+		t.Fatal(err)
+	}
+	ro := openDB(t, dsn)
+	var setting string
+	if err := ro.SQL().QueryRowContext(t.Context(), `SHOW default_transaction_read_only`).Scan(&setting); err != nil || setting != "on" {
+		t.Fatalf("default_transaction_read_only = %q, %v", setting, err)
+	}
+	// One statement outside an explicit transaction (lib/pq begins those READ WRITE, which
+	// a standby refuses with the same code).
+	err := ro.RecordDownstreamSync(t.Context(), server.DownstreamSync{DeploymentID: "dep-1", Via: server.ViaResourceToken,
+		Credential: server.HashToken("r"), Tier: "stable", At: time.Now()})
+	wantCode(t, err, server.CodeUnavailable)
 }
