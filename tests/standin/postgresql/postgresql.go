@@ -155,7 +155,7 @@ func install() error {
 	if err := writePostgres(filepath.Join(dataDir(), "pg_hba.conf"), "local all all trust\n"); err != nil {
 		return err
 	}
-	_, err := renderUnit(false)
+	_, err := renderUnit()
 	return err
 }
 
@@ -180,9 +180,10 @@ func writePostgres(path, content string) error {
 	return chownPostgres(path)
 }
 
-// renderUnit writes the systemd unit, with TLS on or off, and reloads systemd when it
-// changed; changed means the server must restart to apply it.
-func renderUnit(tls bool) (changed bool, err error) {
+// renderUnit writes the systemd unit and reloads systemd when it changed; changed means
+// the server must restart to apply it. TLS is not in it: ssl and its files are reloadable
+// settings (applyTLS), as the real charm turns TLS on and off without a restart.
+func renderUnit() (changed bool, err error) {
 	addr, err := hookenv.Address()
 	if err != nil {
 		return false, err
@@ -193,10 +194,6 @@ func renderUnit(tls bool) (changed bool, err error) {
 	}
 	args := fmt.Sprintf("-D %s -c listen_addresses=%s -c port=%s -c unix_socket_directories=%s -c logging_collector=off -c wal_level=replica -c hot_standby=on -c max_wal_senders=10",
 		dataDir(), listen, Port, socketDir())
-	if tls {
-		args += fmt.Sprintf(" -c ssl=on -c ssl_cert_file=%s -c ssl_key_file=%s -c ssl_ca_file=%s",
-			filepath.Join(tlsDir(), "cert.pem"), filepath.Join(tlsDir(), "key.pem"), filepath.Join(tlsDir(), "ca.pem"))
-	}
 	unit := fmt.Sprintf(`[Unit]
 Description=PostgreSQL 15 (jujusim stand-in)
 
@@ -247,6 +244,63 @@ func connectRemote(addr, password, dbname string) (*sql.DB, error) {
 
 func quoteValue(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
+
+// applyTLS sets ssl and its files in postgresql.auto.conf (ALTER SYSTEM) to turn TLS on or
+// off; new certificate files count as a change. The caller reloads PostgreSQL: these
+// settings take a reload, not a restart, as with the real charm.
+func applyTLS(db *sql.DB, on, filesChanged bool) (changed bool, err error) {
+	var current string
+	if err := db.QueryRow(`SHOW ssl`).Scan(&current); err != nil {
+		return false, err
+	}
+	if (current == "on") == on && !filesChanged {
+		return false, nil
+	}
+	settings := map[string]string{"ssl_cert_file": filepath.Join(tlsDir(), "cert.pem"),
+		"ssl_key_file": filepath.Join(tlsDir(), "key.pem"), "ssl_ca_file": filepath.Join(tlsDir(), "ca.pem")}
+	var stmts []string
+	if on {
+		for _, k := range slices.Sorted(maps.Keys(settings)) {
+			stmts = append(stmts, fmt.Sprintf(`ALTER SYSTEM SET %s = %s`, k, pq.QuoteLiteral(settings[k])))
+		}
+		stmts = append(stmts, `ALTER SYSTEM SET ssl = on`)
+	} else {
+		stmts = append(stmts, `ALTER SYSTEM RESET ssl`)
+		for _, k := range slices.Sorted(maps.Keys(settings)) {
+			stmts = append(stmts, `ALTER SYSTEM RESET `+k)
+		}
+	}
+	for _, q := range stmts {
+		if _, err := db.Exec(q); err != nil {
+			return false, fmt.Errorf("cannot turn TLS %s: %w", map[bool]string{true: "on", false: "off"}[on], err)
+		}
+	}
+	return true, nil
+}
+
+// waitSSL waits, for at most 10 seconds, until a new session sees ssl as wanted: the
+// postmaster applies a reload on its own time, and the relation must not say TLS before
+// PostgreSQL takes it.
+func waitSSL(on bool) error {
+	want := map[bool]string{true: "on", false: "off"}[on]
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		db, err := connectLocal("postgres")
+		if err != nil {
+			return err
+		}
+		var got string
+		err = db.QueryRow(`SHOW ssl`).Scan(&got)
+		db.Close()
+		if err == nil && got == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("PostgreSQL has ssl %q 10s after the reload, want %q (%v)", got, want, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // ensureRunning starts the server and waits (bounded) until it accepts connections.
@@ -481,7 +535,7 @@ func hbaUsers(content string) []string {
 }
 
 // ensureTLSFiles writes the CA and this unit's certificate for its address (signed by the
-// leader's CA) under tlsDir; changed reports new files (the server must restart).
+// leader's CA) under tlsDir; changed reports new files (PostgreSQL reloads them).
 func (c *cluster) ensureTLSFiles() (changed bool, err error) {
 	ca := testca.CA{Cert: []byte(c.shared[keyCA]), Key: []byte(c.shared[keyCAKey])}
 	caPath := filepath.Join(tlsDir(), "ca.pem")
@@ -580,7 +634,7 @@ func reconcile(p *promoted) error {
 			return err
 		}
 	}
-	unitChanged, err := renderUnit(c.tls)
+	unitChanged, err := renderUnit()
 	if err != nil {
 		return err
 	}
@@ -608,7 +662,7 @@ func reconcile(p *promoted) error {
 			return err
 		}
 	}
-	if unitChanged || tlsChanged {
+	if unitChanged {
 		if err := stopFast(); err != nil {
 			return err
 		}
@@ -618,8 +672,17 @@ func reconcile(p *promoted) error {
 		return hookenv.Status("blocked", err.Error())
 	}
 	defer db.Close()
-	if hbaChanged {
+	sslChanged, err := applyTLS(db, c.tls, tlsChanged)
+	if err != nil {
+		return err
+	}
+	if hbaChanged || sslChanged {
 		if _, err := db.Exec(`SELECT pg_reload_conf()`); err != nil {
+			return err
+		}
+	}
+	if sslChanged {
+		if err := waitSSL(c.tls); err != nil {
 			return err
 		}
 	}
