@@ -162,30 +162,19 @@ func (s *Postgres) Delete(ctx context.Context, filename string) error {
 // pgFile is an open file of a Postgres store. It holds at most one slice of ReadSize in
 // memory.
 type pgFile struct {
+	cursor
 	ctx       context.Context
 	db        *sql.DB
-	info      server.StoredFile
 	gen       int64
 	chunkSize int64
-	pos       int64  // offset of the next Read
 	start     int64  // file offset of data, -1 for none
 	data      []byte // the slice fetched last
-	closed    bool
 }
-
-// Stat describes the file as it was when opened.
-func (f *pgFile) Stat() server.StoredFile { return f.info }
 
 // Read reads from the current offset, fetching the slice it falls in when needed.
 func (f *pgFile) Read(p []byte) (int, error) {
-	if f.closed {
-		return 0, fs.ErrClosed
-	}
-	if f.pos >= f.info.Size {
-		return 0, io.EOF
-	}
-	if len(p) == 0 {
-		return 0, nil
+	if idle, err := f.idle(p); idle {
+		return 0, err
 	}
 	if f.start < 0 || f.pos < f.start || f.pos >= f.start+int64(len(f.data)) {
 		if err := f.fetch(); err != nil {
@@ -235,25 +224,11 @@ func (f *pgFile) fetch() error {
 
 // Seek sets the offset of the next Read; no data is fetched until then.
 func (f *pgFile) Seek(offset int64, whence int) (int64, error) {
-	if f.closed {
-		return 0, fs.ErrClosed
+	abs, err := f.seekTo(offset, whence)
+	if err == nil {
+		f.pos = abs
 	}
-	var abs int64
-	switch whence {
-	case io.SeekStart:
-		abs = offset
-	case io.SeekCurrent:
-		abs = f.pos + offset
-	case io.SeekEnd:
-		abs = f.info.Size + offset
-	default:
-		return 0, fmt.Errorf("cannot seek patch file %q: invalid whence %d", f.info.Filename, whence)
-	}
-	if abs < 0 {
-		return 0, fmt.Errorf("cannot seek patch file %q: negative position", f.info.Filename)
-	}
-	f.pos = abs
-	return abs, nil
+	return abs, err
 }
 
 // Close releases the slice in memory.

@@ -201,7 +201,7 @@ func (s *S3) Open(ctx context.Context, filename string) (server.PatchFile, error
 	}
 	return &s3File{
 		ctx: ctx, s: s, etag: oi.ETag,
-		info: server.StoredFile{Filename: filename, Size: oi.Size, ModTime: oi.LastModified.UTC()},
+		cursor: cursor{info: server.StoredFile{Filename: filename, Size: oi.Size, ModTime: oi.LastModified.UTC()}},
 	}, nil
 }
 
@@ -266,29 +266,18 @@ func (s *S3) DownloadURL(ctx context.Context, filename string, ttl time.Duration
 // s3File is an open object of an S3 store. It holds one GET response at a time, from the
 // read offset to the end; a Seek elsewhere drops it and the next Read starts another.
 type s3File struct {
-	ctx    context.Context
-	s      *S3
-	info   server.StoredFile
-	etag   string
-	pos    int64
-	body   io.ReadCloser
-	closed bool
+	cursor
+	ctx  context.Context
+	s    *S3
+	etag string
+	body io.ReadCloser
 }
-
-// Stat describes the object as it was when opened.
-func (f *s3File) Stat() server.StoredFile { return f.info }
 
 // Read reads from the current offset, starting a range GET of the opened version when
 // none is under way.
 func (f *s3File) Read(p []byte) (int, error) {
-	if f.closed {
-		return 0, fs.ErrClosed
-	}
-	if f.pos >= f.info.Size {
-		return 0, io.EOF
-	}
-	if len(p) == 0 {
-		return 0, nil
+	if idle, err := f.idle(p); idle {
+		return 0, err
 	}
 	if f.body == nil {
 		var opts minio.GetObjectOptions
@@ -327,22 +316,9 @@ func (f *s3File) Read(p []byte) (int, error) {
 
 // Seek sets the offset of the next Read; no request is made until then.
 func (f *s3File) Seek(offset int64, whence int) (int64, error) {
-	if f.closed {
-		return 0, fs.ErrClosed
-	}
-	var abs int64
-	switch whence {
-	case io.SeekStart:
-		abs = offset
-	case io.SeekCurrent:
-		abs = f.pos + offset
-	case io.SeekEnd:
-		abs = f.info.Size + offset
-	default:
-		return 0, fmt.Errorf("cannot seek patch file %q: invalid whence %d", f.info.Filename, whence)
-	}
-	if abs < 0 {
-		return 0, fmt.Errorf("cannot seek patch file %q: negative position", f.info.Filename)
+	abs, err := f.seekTo(offset, whence)
+	if err != nil {
+		return 0, err
 	}
 	if abs != f.pos && f.body != nil {
 		f.body.Close()
