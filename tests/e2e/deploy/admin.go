@@ -16,6 +16,21 @@ import (
 	"github.com/livepatch-onprem/livepatch/server/client"
 )
 
+// Client returns an API client of the deployment through haproxy, not logged in,
+// trusting CACert when set.
+func (d *Deployment) Client(t testing.TB) *client.Client {
+	t.Helper()
+	var opts []client.Option
+	if d.CACert != nil {
+		opts = append(opts, client.WithCACert(d.CACert))
+	}
+	c, err := client.New(d.URL, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // AdminClient returns a client of the admin API through haproxy, logged in as AdminUser
 // (once per deployment; the session is reused).
 func (d *Deployment) AdminClient(t testing.TB) *client.Client {
@@ -25,14 +40,7 @@ func (d *Deployment) AdminClient(t testing.TB) *client.Client {
 	if d.admin != nil {
 		return d.admin
 	}
-	var opts []client.Option
-	if d.CACert != nil {
-		opts = append(opts, client.WithCACert(d.CACert))
-	}
-	c, err := client.New(d.URL, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.Client(t)
 	login, err := c.Login(t.Context(), d.AdminUser, d.AdminPassword)
 	if err != nil {
 		t.Fatalf("cannot log in to %s as %s: %v", d.URL, d.AdminUser, err)

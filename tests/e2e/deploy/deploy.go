@@ -332,16 +332,9 @@ func (d *Deployment) WaitActive(t testing.TB) {
 // sends it requests again.
 func (d *Deployment) WaitServing(t testing.TB) {
 	t.Helper()
-	var opts []client.Option
-	if d.CACert != nil {
-		opts = append(opts, client.WithCACert(d.CACert))
-	}
-	c, err := client.New(d.URL, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.Client(t)
 	var last error
-	err = poll(t.Context(), Timeout, func() (bool, error) {
+	err := poll(t.Context(), Timeout, func() (bool, error) {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
 		_, last = c.Info(ctx)
