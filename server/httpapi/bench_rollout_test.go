@@ -14,7 +14,7 @@ import (
 //
 //	go test -run '^$' -bench 'CheckIn' -benchtime 20000x ./server/httpapi
 func BenchmarkCheckInRollout(b *testing.B) {
-	e := newEnv(b)
+	e := newEnv(b, withWallClock)
 	policy := server.RolloutPolicy{Tier: "edge", Canaries: 1, RateLimit: 1000, RatePeriod: server.Duration(time.Hour),
 		MaxInFlight: 1000, FailureThreshold: 50}
 	e.must(200, "PUT", "/v1/admin/tiers/edge/rollout-policy", "session", policy, nil)

@@ -44,11 +44,16 @@ const checkInSQL = `
 		RETURNING id, tier_id, last_seen, kernel, architecture, cpu_model, boot_time, uptime,
 			client_version, patch_state, patch_version, state_since
 	)` + checkInReportsSQL + `
-	SELECT t.name FROM m JOIN tiers t ON t.id = m.tier_id CROSS JOIN durability`
+	SELECT mt.tier FROM mt CROSS JOIN durability`
 
-// checkInReportsSQL follows the updated machines m of both check-in statements: it appends
-// their history rows and sets the commit durability of the statement from $12.
-const checkInReportsSQL = `, r AS (
+// checkInReportsSQL follows the updated machines m of both check-in statements: it looks up
+// their tiers' names once (mt: for the answer and the compact history), appends their
+// history rows and sets the commit durability of the statement from $12.
+const checkInReportsSQL = `, mt AS (
+		SELECT m.id, m.last_seen, m.state_since, m.kernel, m.patch_state, m.patch_version,
+			t.name AS tier
+		FROM m JOIN tiers t ON t.id = m.tier_id
+	), r AS (
 		INSERT INTO machine_reports (machine_id, reported_at, kernel, architecture, cpu_model,
 			boot_time, uptime, client_version, patch_state, patch_version)
 		SELECT id, last_seen, kernel, architecture, cpu_model, boot_time, uptime,
@@ -57,9 +62,8 @@ const checkInReportsSQL = `, r AS (
 	), ch AS (
 		-- The compact history: a row when the check-in changed the state (migration 0010).
 		INSERT INTO machine_changes (machine_id, changed_at, cause, tier, kernel, patch_state, patch_version)
-		SELECT m.id, m.last_seen, 'check-in', t.name, m.kernel, m.patch_state, m.patch_version
-		FROM m JOIN tiers t ON t.id = m.tier_id
-		WHERE m.state_since = m.last_seen
+		SELECT id, last_seen, 'check-in', tier, kernel, patch_state, patch_version
+		FROM mt WHERE state_since = last_seen
 	), durability AS (
 		-- Local to this statement's transaction: when $12 is 'off' the check-ins are
 		-- acknowledged before their WAL reaches disk (group commit without the wait).
@@ -93,7 +97,7 @@ const checkInBatchSQL = `
 			machines.client_version, machines.patch_state, machines.patch_version,
 			machines.state_since
 	)` + checkInReportsSQL + `
-	SELECT m.id, t.name FROM m JOIN tiers t ON t.id = m.tier_id CROSS JOIN durability`
+	SELECT mt.id, mt.tier FROM mt CROSS JOIN durability`
 
 // errUnknownMachine is the answer to a check-in whose machine id and token do not match.
 var errUnknownMachine = server.Errorf(server.CodeUnauthorized, "unknown machine or invalid machine token")
