@@ -23,10 +23,10 @@ import (
 	"github.com/livepatch-onprem/livepatch/server/upstream"
 )
 
-// memStore is the part of server.Store a Syncer uses with an empty patch list, in memory.
+// memStore is the upstream.Store of a Syncer with an empty patch list, in memory.
 // Other methods are not implemented (the embedded nil interface panics).
 type memStore struct {
-	server.Store
+	upstream.Store
 	mu      sync.Mutex
 	reports []server.SyncReport // oldest first
 	locked  bool                // another unit holds the sync lock

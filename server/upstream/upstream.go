@@ -58,7 +58,7 @@ type Options struct {
 // Syncer syncs patches from the upstream. Create it with New; Run runs the schedule,
 // Trigger asks for a run now, SyncOnce runs one directly.
 type Syncer struct {
-	store   server.Store
+	store   Store
 	files   server.PatchFiles
 	cfg     config.PatchSync
 	opts    Options
@@ -84,7 +84,7 @@ type Syncer struct {
 
 // New returns a Syncer for cfg. Configuration problems do not stop the server: they are
 // reported in Status and fail every run with a message saying what to fix.
-func New(store server.Store, files server.PatchFiles, cfg config.PatchSync, opts Options) *Syncer {
+func New(store Store, files server.PatchFiles, cfg config.PatchSync, opts Options) *Syncer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
