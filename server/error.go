@@ -27,10 +27,12 @@ const (
 	CodeInternal            Code = "internal"              // anything else; the message is generic
 )
 
-// Error is an error whose message may be shown to the API caller.
+// Error is an error whose message may be shown to the API caller. It is also the JSON
+// body of every error answer of the API, as the server writes it and its clients (the
+// admin client, a downstream's sync) read it.
 type Error struct {
-	Code    Code
-	Message string
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
 }
 
 func (e *Error) Error() string { return e.Message }

@@ -96,11 +96,9 @@ func (m *Main) Run(ctx context.Context) error {
 	syncer := upstream.New(db, files, cfg.PatchSync, upstream.Options{Now: m.Now, Logger: log, Registry: reg})
 	signingKey, contracts := m.syncServer(log)
 	var resourceTokens func(context.Context, string) error
-	contractsStatus := func() map[string]any {
-		return map[string]any{"status": "OK", "enabled": false}
-	}
+	var contractsHealth func() server.ContractsHealth
 	if contracts != nil {
-		resourceTokens, contractsStatus = contracts.CheckResourceToken, contracts.DebugStatus
+		resourceTokens, contractsHealth = contracts.CheckResourceToken, contracts.Health
 	}
 
 	proxies, err := config.ParseTrustedProxies(cfg.Server.TrustedProxies)
@@ -129,9 +127,7 @@ func (m *Main) Run(ctx context.Context) error {
 		StallTimeout:     cfg.Server.StallTimeout.D(),
 		DownloadLimit:    cfg.Server.DownloadLimit,
 		DownloadRedirect: downloadRedirect(cfg.PatchStorage, files),
-		Status: func(ctx context.Context) map[string]any {
-			return map[string]any{"sync": syncer.DebugStatus(ctx), "contracts": contractsStatus()}
-		},
+		ContractsHealth:  contractsHealth,
 	})
 	if err != nil {
 		return err

@@ -13,35 +13,11 @@ import (
 	"unicode/utf8"
 
 	"github.com/livepatch-onprem/livepatch/hooks"
+	"github.com/livepatch-onprem/livepatch/server"
 )
 
-// debugStatus is the body of the server's GET /debug/status.
-type debugStatus struct {
-	Version  string `json:"version"`
-	Status   string `json:"status"`
-	Database struct {
-		Status string `json:"status"`
-	} `json:"database"`
-	Schema struct {
-		Current int `json:"current"`
-		Latest  int `json:"latest"`
-	} `json:"schema"`
-	PatchStorage struct {
-		Status string `json:"status"`
-	} `json:"patch-storage"`
-	Sync struct {
-		Enabled bool   `json:"enabled"`
-		Status  string `json:"status"`
-		// LastError is the error of the last sync run when it failed.
-		LastError string `json:"last-error"`
-	} `json:"sync"`
-	Contracts struct {
-		Status string `json:"status"`
-	} `json:"contracts"`
-}
-
-// problems lists the parts of the status that are not OK.
-func (s debugStatus) problems() []string {
+// problems lists the parts of a server's health report that are not OK.
+func problems(s server.Health) []string {
 	var p []string
 	add := func(name, status string) {
 		if status != "" && status != "OK" {
@@ -111,7 +87,7 @@ func checkServer(ctx context.Context, c *hooks.Context, addr string) string {
 
 // probeServer asks the server at addr for /debug/status and returns what makes it
 // unhealthy ("" when it is healthy) and its answer, when it gave one.
-func probeServer(ctx context.Context, c *hooks.Context, addr string) (problem string, s debugStatus) {
+func probeServer(ctx context.Context, c *hooks.Context, addr string) (problem string, s server.Health) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/status", nil)
@@ -127,14 +103,14 @@ func probeServer(ctx context.Context, c *hooks.Context, addr string) (problem st
 	decodeErr := json.Unmarshal(body, &s)
 	if resp.StatusCode == http.StatusOK {
 		if decodeErr != nil {
-			s = debugStatus{}
+			s = server.Health{}
 		}
 		return "", s
 	}
 	if decodeErr != nil {
-		return fmt.Sprintf("livepatch-server on %s answered /debug/status with HTTP %d", addr, resp.StatusCode), debugStatus{}
+		return fmt.Sprintf("livepatch-server on %s answered /debug/status with HTTP %d", addr, resp.StatusCode), server.Health{}
 	}
-	detail := strings.Join(s.problems(), "; ")
+	detail := strings.Join(problems(s), "; ")
 	if detail == "" {
 		detail = "status " + s.Status
 	}

@@ -259,10 +259,7 @@ var statusCodes = map[int]server.Code{
 // decodeError turns a non-2xx response into an *APIError.
 func decodeError(resp *http.Response) error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	var body struct {
-		Code    server.Code `json:"code"`
-		Message string      `json:"message"`
-	}
+	var body server.Error
 	if json.Unmarshal(data, &body) == nil && body.Code != "" && body.Message != "" {
 		return &APIError{Status: resp.StatusCode, Code: body.Code, Message: body.Message}
 	}

@@ -373,9 +373,9 @@ func TestRoutes(t *testing.T) {
 		},
 		status: 200, resp: `{"version":"v1","status":"OK","database":{"status":"OK"},"schema":{"current":3,"latest":3},"patch-storage":{"status":"OK"},"sync":{"enabled":false,"status":"disabled"},"contracts":{"status":"OK"}}`,
 		want: recorded{Method: "GET", URI: "/debug/status"},
-		wantOut: result{Value: client.DebugStatus{Version: "v1", Status: "OK", Database: client.ComponentStatus{Status: "OK"},
-			Schema: client.SchemaStatus{Current: 3, Latest: 3}, PatchStorage: client.ComponentStatus{Status: "OK"},
-			Sync: client.SyncStatus{Status: "disabled"}, Contracts: client.ComponentStatus{Status: "OK"}}},
+		wantOut: result{Value: server.Health{Version: "v1", Status: "OK", Database: server.ComponentHealth{Status: "OK"},
+			Schema: server.SchemaHealth{Current: 3, Latest: 3}, PatchStorage: server.ComponentHealth{Status: "OK"},
+			Sync: server.SyncHealth{Status: "disabled"}, Contracts: server.ContractsHealth{Status: "OK"}}},
 	}, {
 		name: "debug status degraded",
 		call: func(ctx context.Context, c *client.Client) (result, error) {
@@ -384,8 +384,8 @@ func TestRoutes(t *testing.T) {
 		},
 		status: 503, resp: `{"version":"v1","status":"degraded","database":{"status":"connection refused"},"schema":{"current":0,"latest":3}}`,
 		want: recorded{Method: "GET", URI: "/debug/status"},
-		wantOut: result{Value: client.DebugStatus{Version: "v1", Status: "degraded", Database: client.ComponentStatus{Status: "connection refused"},
-			Schema: client.SchemaStatus{Latest: 3}}},
+		wantOut: result{Value: server.Health{Version: "v1", Status: "degraded", Database: server.ComponentHealth{Status: "connection refused"},
+			Schema: server.SchemaHealth{Latest: 3}}},
 	}, {
 		name: "banner",
 		call: func(ctx context.Context, c *client.Client) (result, error) {

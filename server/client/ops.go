@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/livepatch-onprem/livepatch/server"
 )
 
 // Banner returns the one-line banner the server answers GET / with, such as
@@ -37,38 +39,10 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 	return out, err
 }
 
-// DebugStatus is the health report of /debug/status.
-type DebugStatus struct {
-	Version      string          `json:"version"`
-	Status       string          `json:"status"` // "OK" or "degraded"
-	Database     ComponentStatus `json:"database"`
-	Schema       SchemaStatus    `json:"schema"`
-	PatchStorage ComponentStatus `json:"patch-storage"`
-	Sync         SyncStatus      `json:"sync"`
-	Contracts    ComponentStatus `json:"contracts"`
-}
-
-// ComponentStatus is the health of one dependency: "OK" or an error text.
-type ComponentStatus struct {
-	Status string `json:"status"`
-}
-
-// SchemaStatus gives the applied and the latest database schema versions.
-type SchemaStatus struct {
-	Current int `json:"current"`
-	Latest  int `json:"latest"`
-}
-
-// SyncStatus says whether upstream sync is enabled and how it went.
-type SyncStatus struct {
-	Enabled bool   `json:"enabled"`
-	Status  string `json:"status"`
-}
-
 // DebugStatus returns the server's health report. A degraded server answers 503 with the
 // report; DebugStatus returns it without error, so check its Status field.
-func (c *Client) DebugStatus(ctx context.Context) (DebugStatus, error) {
-	var out DebugStatus
+func (c *Client) DebugStatus(ctx context.Context) (server.Health, error) {
+	var out server.Health
 	resp, err := c.send(ctx, request{method: http.MethodGet, path: "/debug/status", auth: noAuth, alsoOK: http.StatusServiceUnavailable})
 	if err != nil {
 		return out, err

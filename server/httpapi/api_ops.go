@@ -51,57 +51,49 @@ type storageSampler interface {
 	Sample(ctx context.Context) ([]server.StoredFile, error)
 }
 
-type componentStatus struct {
-	Status string `json:"status"`
-}
-
 // debugStatus reports the health of the database, the schema and patch storage; it
 // answers 503 when something is wrong so haproxy and update-status can act on it.
 func (s *Server) debugStatus(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	healthy := true
-	check := func(err error) componentStatus {
+	check := func(err error) string {
 		if err != nil {
 			healthy = false
 			// Public: a driver or transport error may quote a URL with credentials.
-			return componentStatus{Status: config.Redact(err.Error())}
+			return config.Redact(err.Error())
 		}
-		return componentStatus{Status: "OK"}
+		return server.HealthOK
 	}
-	out := map[string]any{"version": s.opts.Version}
-	out["database"] = check(s.store.Ping(ctx))
+	out := server.Health{Version: s.opts.Version}
+	out.Database.Status = check(s.store.Ping(ctx))
 	current, latest, err := s.store.SchemaVersion(ctx)
-	schema := map[string]any{"current": current, "latest": latest}
+	out.Schema = server.SchemaHealth{Current: current, Latest: latest, Status: server.HealthOK}
 	if err != nil {
-		schema["status"] = check(err).Status
+		out.Schema.Status = check(err)
 	} else if current < latest {
 		healthy = false
-		schema["status"] = fmt.Sprintf("schema upgrade required: current %d, latest %d", current, latest)
-	} else {
-		schema["status"] = "OK"
+		out.Schema.Status = fmt.Sprintf("schema upgrade required: current %d, latest %d", current, latest)
 	}
-	out["schema"] = schema
-	out["patch-storage"] = check(s.storageHealth(ctx))
-	out["patches"] = len(s.catalog.get().byFile)
-	cache := map[string]any{"enabled": s.cache != nil}
+	out.PatchStorage.Status = check(s.storageHealth(ctx))
+	out.Patches = len(s.catalog.get().byFile)
 	if s.cache != nil {
-		cache["files"] = s.cache.len()
+		files := s.cache.len()
+		out.PatchCache = server.PatchCacheHealth{Enabled: true, Files: &files}
 	}
-	out["patch-cache"] = cache
-	out["sync"] = map[string]any{"enabled": false, "status": "disabled"}
-	// Without a contracts server (the Status hook says otherwise when one checks resource
-	// tokens).
-	out["contracts"] = map[string]any{"status": "OK", "enabled": false}
-	if s.opts.Status != nil {
-		for k, v := range s.opts.Status(ctx) {
-			out[k] = v
-		}
+	out.Sync = server.SyncHealth{Status: "disabled"}
+	if s.opts.Sync != nil {
+		out.Sync = s.opts.Sync.Health(ctx)
 	}
-	out["status"] = "OK"
+	// Without a contracts server, only sync tokens sync from this server.
+	out.Contracts = server.ContractsHealth{Status: server.HealthOK}
+	if s.opts.ContractsHealth != nil {
+		out.Contracts = s.opts.ContractsHealth()
+	}
+	out.Status = server.HealthOK
 	status := http.StatusOK
 	if !healthy {
-		out["status"] = "degraded"
+		out.Status = server.HealthDegraded
 		status = http.StatusServiceUnavailable
 	}
 	return writeJSON(w, status, out)

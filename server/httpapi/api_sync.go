@@ -25,6 +25,8 @@ type Syncer interface {
 	// the error refuses a bundle that is not complete and valid (nothing but a failed
 	// report is recorded then).
 	Import(ctx context.Context, r io.Reader) (server.SyncReport, error)
+	// Health is the sync section of /debug/status, cheap enough for every health check.
+	Health(ctx context.Context) server.SyncHealth
 }
 
 // errSyncDisabled answers admin sync requests of a server that does not sync.

@@ -59,8 +59,6 @@ type Options struct {
 	// downloads, each for PatchCacheTTL (0: until evicted).
 	PatchCacheSize int
 	PatchCacheTTL  time.Duration
-	// Status adds sections (such as sync) to /debug/status.
-	Status func(ctx context.Context) map[string]any
 	// Sync drives this server's upstream sync for the admin sync routes (package
 	// upstream); nil: sync status says disabled and triggers are refused.
 	Sync Syncer
@@ -76,6 +74,9 @@ type Options struct {
 	// (package upstream); nil: only sync tokens may sync from this server. It runs holding
 	// no API slot, so it must bound its own time and concurrency.
 	ResourceTokens func(ctx context.Context, token string) error
+	// ContractsHealth reports the contracts server that ResourceTokens asks, for
+	// /debug/status; nil: none checks resource tokens.
+	ContractsHealth func() server.ContractsHealth
 	// RequestTimeout bounds reading an API request's body, and writing its answer
 	// (server.request-timeout, default 30s).
 	RequestTimeout time.Duration
@@ -390,12 +391,6 @@ func (r *statusRecorder) WriteHeader(code int) {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// errorBody is the JSON body of every error response.
-type errorBody struct {
-	Code    server.Code `json:"code"`
-	Message string      `json:"message"`
-}
-
 // statusOf maps error codes to HTTP statuses; it is the only such mapping.
 var statusOf = map[server.Code]int{
 	server.CodeInvalid:             http.StatusBadRequest,
@@ -435,7 +430,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusUnauthorized && strings.HasPrefix(r.URL.Path, "/v1/admin/") {
 		w.Header().Set("WWW-Authenticate", `Basic realm="livepatch"`)
 	}
-	writeJSON(w, status, errorBody{Code: code, Message: server.ErrorMessage(err)})
+	writeJSON(w, status, server.Error{Code: code, Message: server.ErrorMessage(err)})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

@@ -266,6 +266,10 @@ func (f *fakeSyncer) Trigger(ctx context.Context) (<-chan server.SyncReport, err
 
 func (f *fakeSyncer) Status(ctx context.Context) (server.SyncStatus, error) { return f.status, nil }
 
+func (f *fakeSyncer) Health(ctx context.Context) server.SyncHealth {
+	return server.SyncHealth{Enabled: f.status.Enabled, Status: server.HealthOK}
+}
+
 func (f *fakeSyncer) Import(ctx context.Context, r io.Reader) (server.SyncReport, error) {
 	return server.SyncReport{}, server.Errorf(server.CodeConflict, "the routes tested here do not import")
 }

@@ -374,6 +374,7 @@ func (l *lateSyncer) Status(ctx context.Context) (server.SyncStatus, error) {
 func (l *lateSyncer) Import(ctx context.Context, r io.Reader) (server.SyncReport, error) {
 	return l.get().Import(ctx, r)
 }
+func (l *lateSyncer) Health(ctx context.Context) server.SyncHealth { return l.get().Health(ctx) }
 
 // TestBundleAdminAPI: export and import through the admin API, as livepatch-admin does
 // them: a refused bundle is a 400 with its reason, a server without a signing key does

@@ -145,29 +145,32 @@ func (c *Contracts) run(key [32]byte, token string, call *contractsCall) {
 	close(call.done)
 }
 
-// DebugStatus describes the contracts server as the last check found it, for
-// /debug/status: its URL, whether it answered (reachable, absent before the first check),
-// when and with what (last-result: accepted, refused or unreachable), and status "OK"
-// unless the last check could not reach it.
-func (c *Contracts) DebugStatus() map[string]any {
+// Health describes the contracts server as the last check found it, for /debug/status:
+// its URL, whether it answered (reachable, absent before the first check), when and with
+// what (last-result: accepted, refused or unreachable), and status "OK" unless the last
+// check could not reach it.
+func (c *Contracts) Health() server.ContractsHealth {
 	c.mu.Lock()
 	last := c.last
 	c.mu.Unlock()
-	out := map[string]any{"status": "OK", "enabled": true, "url": c.base.Redacted()}
+	out := server.ContractsHealth{Status: server.HealthOK, Enabled: true, URL: c.base.Redacted()}
 	if last.at.IsZero() {
-		out["last-result"] = "no resource token checked yet"
+		out.LastResult = "no resource token checked yet"
 		return out
 	}
-	out["last-check"] = last.at.UTC()
+	at := last.at.UTC()
+	out.LastCheck = &at
+	reachable := true
 	switch {
 	case last.err == nil:
-		out["reachable"], out["last-result"] = true, "accepted"
+		out.LastResult = "accepted"
 	case server.ErrorCode(last.err) == server.CodeUnauthorized:
-		out["reachable"], out["last-result"] = true, "refused"
+		out.LastResult = "refused"
 	default:
-		out["reachable"], out["last-result"] = false, "unreachable"
-		out["status"] = server.ErrorMessage(last.err)
+		reachable, out.LastResult = false, "unreachable"
+		out.Status = server.ErrorMessage(last.err)
 	}
+	out.Reachable = &reachable
 	return out
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/upstream"
 )
 
@@ -28,27 +29,28 @@ func TestContractsDebugStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"status": "OK", "enabled": true, "url": srv.URL, "last-result": "no resource token checked yet"}
-	if diff := cmp.Diff(want, c.DebugStatus()); diff != "" {
+	want := server.ContractsHealth{Status: "OK", Enabled: true, URL: srv.URL, LastResult: "no resource token checked yet"}
+	if diff := cmp.Diff(want, c.Health()); diff != "" {
 		t.Errorf("before any check (-want +got):\n%s", diff)
 	}
 	c.CheckResourceToken(t.Context(), "good")
-	want = map[string]any{"status": "OK", "enabled": true, "url": srv.URL, "last-check": now, "reachable": true, "last-result": "accepted"}
-	if diff := cmp.Diff(want, c.DebugStatus()); diff != "" {
+	reachable, at := true, now
+	want = server.ContractsHealth{Status: "OK", Enabled: true, URL: srv.URL, LastCheck: &at, Reachable: &reachable, LastResult: "accepted"}
+	if diff := cmp.Diff(want, c.Health()); diff != "" {
 		t.Errorf("after an acceptance (-want +got):\n%s", diff)
 	}
 	now = now.Add(time.Minute)
 	c.CheckResourceToken(t.Context(), "bad")
-	want["last-check"], want["last-result"] = now, "refused"
-	if diff := cmp.Diff(want, c.DebugStatus()); diff != "" {
+	at, want.LastResult = now, "refused"
+	if diff := cmp.Diff(want, c.Health()); diff != "" {
 		t.Errorf("after a refusal (-want +got):\n%s", diff)
 	}
 	srv.Close()
 	now = now.Add(time.Minute)
 	c.CheckResourceToken(t.Context(), "other")
-	got := c.DebugStatus()
-	if got["reachable"] != false || got["last-result"] != "unreachable" || got["last-check"] != now ||
-		!strings.HasPrefix(got["status"].(string), "cannot check the resource token: cannot reach the contracts server at "+srv.URL) {
-		t.Errorf("after the server went away: %v", got)
+	got := c.Health()
+	if got.Reachable == nil || *got.Reachable || got.LastResult != "unreachable" || got.LastCheck == nil || !got.LastCheck.Equal(now) ||
+		!strings.HasPrefix(got.Status, "cannot check the resource token: cannot reach the contracts server at "+srv.URL) {
+		t.Errorf("after the server went away: %+v", got)
 	}
 }

@@ -170,10 +170,7 @@ func unreachable(u *url.URL, err error) error {
 // that is not a livepatch on-prem server's JSON error is a server that does not speak
 // the sync protocol, unless it is a 5xx (a proxy's error page while the upstream is down).
 func (s *Syncer) refused(u *url.URL, resp *http.Response) error {
-	var body struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
+	var body server.Error
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	ours := contentType(resp) == "application/json" && json.Unmarshal(data, &body) == nil && body.Code != "" && body.Message != ""
 	if !ours {

@@ -52,8 +52,8 @@ func TestForeignUpstream(t *testing.T) {
 			}
 			r := s.SyncOnce(t.Context())
 			wantReport(t, r, server.SyncFailed, 0, want)
-			if st := s.DebugStatus(t.Context()); st["status"] != "last sync failed: "+r.Error || st["last-error"] != r.Error {
-				t.Errorf("debug status %q (last-error %q), want the report's error", st["status"], st["last-error"])
+			if st := s.Health(t.Context()); st.Status != "last sync failed: "+r.Error || st.LastError != r.Error {
+				t.Errorf("debug status %q (last-error %q), want the report's error", st.Status, st.LastError)
 			}
 		})
 	}

@@ -349,36 +349,34 @@ func (s *Syncer) Status(ctx context.Context) (server.SyncStatus, error) {
 	return st, nil
 }
 
-// DebugStatus is the "sync" section of /debug/status: whether sync is enabled and, in
-// one line, how it goes. It costs one query, as health checks call it often. Sync
-// problems never make the server unhealthy.
-func (s *Syncer) DebugStatus(ctx context.Context) map[string]any {
-	out := map[string]any{"enabled": s.cfg.Enabled}
+// Health is the "sync" section of /debug/status: whether sync is enabled and, in one
+// line, how it goes. It costs one query, as health checks call it often. Sync problems
+// never make the server unhealthy.
+func (s *Syncer) Health(ctx context.Context) server.SyncHealth {
+	out := server.SyncHealth{Enabled: s.cfg.Enabled}
 	if !s.cfg.Enabled {
-		out["status"] = "disabled"
+		out.Status = "disabled"
 		return out
 	}
-	out["upstream"] = s.upstreamName()
-	if len(s.warnings) > 0 {
-		out["warnings"] = s.warnings
-	}
+	out.Upstream = s.upstreamName()
+	out.Warnings = s.warnings
 	if s.problem != nil {
-		out["status"] = server.ErrorMessage(s.problem)
+		out.Status = server.ErrorMessage(s.problem)
 		return out
 	}
 	last, err := s.store.SyncReports(ctx, server.SyncReportFilter{Limit: 1})
 	switch {
 	case err != nil:
-		out["status"] = "cannot read sync reports: " + server.ErrorMessage(err)
+		out.Status = "cannot read sync reports: " + server.ErrorMessage(err)
 	case len(last) == 0:
-		out["status"] = "not run yet"
+		out.Status = "not run yet"
 	case last[0].Outcome == server.SyncFailed:
-		out["status"] = "last sync failed: " + last[0].Error
-		out["last-error"] = last[0].Error
-		out["last-run"] = last[0].EndedAt
+		out.Status = "last sync failed: " + last[0].Error
+		out.LastError = last[0].Error
+		out.LastRun = &last[0].EndedAt
 	default:
-		out["status"] = "OK"
-		out["last-run"] = last[0].EndedAt
+		out.Status = server.HealthOK
+		out.LastRun = &last[0].EndedAt
 	}
 	return out
 }

@@ -356,7 +356,7 @@ func TestSyncFromUpstream(t *testing.T) {
 		st.LastRun == nil || st.LastRun.ID != r.ID || st.LastSuccess == nil || !st.LastSuccess.Equal(r.EndedAt) || len(st.Warnings) != 0 {
 		t.Errorf("status = %+v", st)
 	}
-	if got := s.DebugStatus(ctx); got["status"] != "OK" || got["enabled"] != true {
+	if got := s.Health(ctx); got.Status != "OK" || !got.Enabled {
 		t.Errorf("debug status = %v", got)
 	}
 	wantMetric(t, reg, "livepatch_server_sync_runs_total", `outcome="success"`, 3)
@@ -499,7 +499,7 @@ func TestTamperedUpstreamFile(t *testing.T) {
 	}
 	// The next run fails the same way: nothing is retried into place.
 	wantReport(t, s.SyncOnce(ctx), server.SyncFailed, 0, "checksum mismatch")
-	if st := s.DebugStatus(ctx); !strings.HasPrefix(st["status"].(string), "last sync failed: ") || !strings.Contains(st["status"].(string), "checksum mismatch") {
+	if st := s.Health(ctx); !strings.HasPrefix(st.Status, "last sync failed: ") || !strings.Contains(st.Status, "checksum mismatch") {
 		t.Errorf("debug status = %v", st)
 	}
 
