@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/livepatch-onprem/livepatch/server"
-	"github.com/livepatch-onprem/livepatch/server/client"
 )
 
 // cmdAuthToken issues a client auth token that enables machines in one tier.
@@ -57,7 +56,7 @@ func (c *cmdAuthToken) args(cmd *cobra.Command, args []string) error {
 }
 
 func (c *cmdAuthToken) run(cmd *cobra.Command, args []string) error {
-	req := client.AuthTokenRequest{ID: args[0], Tier: args[1], MaxMachines: c.flagMaxMachines}
+	req := server.AuthTokenRequest{ID: args[0], Tier: args[1], MaxMachines: c.flagMaxMachines}
 	if c.flagMaxMachines < 0 {
 		return usagef(cmd, "invalid --max-machines %d: want 0 (unlimited) or more", c.flagMaxMachines)
 	}

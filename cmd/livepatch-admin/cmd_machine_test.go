@@ -61,7 +61,7 @@ func (f *fleet) authToken(id, tier string, maxMachines int) string {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	tok, err := cl.WithBasicAuth("admin", "pw").CreateAuthToken(f.t.Context(), client.AuthTokenRequest{ID: id, Tier: tier, MaxMachines: maxMachines})
+	tok, err := cl.WithBasicAuth("admin", "pw").CreateAuthToken(f.t.Context(), server.AuthTokenRequest{ID: id, Tier: tier, MaxMachines: maxMachines})
 	if err != nil {
 		f.t.Fatal(err)
 	}

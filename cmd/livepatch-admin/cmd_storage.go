@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/livepatch-onprem/livepatch/server/client"
+	"github.com/livepatch-onprem/livepatch/server"
 )
 
 // cmdStorage groups the patch storage commands.
@@ -88,7 +88,7 @@ func (c *cmdStorageRefresh) run(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	out := client.RefreshResult{Added: orEmpty(res.Added), Removed: orEmpty(res.Removed), Missing: orEmpty(res.Missing),
+	out := server.RefreshResult{Added: orEmpty(res.Added), Removed: orEmpty(res.Removed), Missing: orEmpty(res.Missing),
 		Mismatched: orEmpty(res.Mismatched), Invalid: orEmpty(res.Invalid)}
 	err = c.g.show(out, func(w io.Writer) {
 		tw := newTable(w)

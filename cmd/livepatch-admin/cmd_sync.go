@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/livepatch-onprem/livepatch/server"
-	"github.com/livepatch-onprem/livepatch/server/client"
 )
 
 // cmdSync groups the commands of this server's sync from its upstream.
@@ -238,7 +237,7 @@ The token is printed once; the server keeps only its hash.`,
 }
 
 func (c *cmdSyncTokensAdd) run(cmd *cobra.Command, args []string) error {
-	req := client.SyncTokenRequest{Tier: args[0], Name: args[1]}
+	req := server.SyncTokenRequest{Tier: args[0], Name: args[1]}
 	if c.flagValidUntil != "" {
 		t, err := parseExpiry(c.flagValidUntil, time.Now())
 		if err != nil {

@@ -329,7 +329,7 @@ VERSION  KERNEL          FLAVOUR  ARCH   TIER  BLOCKED
 	a.expect([]string{"patch", "unblock", "108.1"}, 0, "Unblocked 1 file of patch 108.1\n", "")
 
 	// Storage.
-	var files []client.StorageFile
+	var files []server.StorageFile
 	a.jsonOf(&files, "storage", "patches")
 	if len(files) != 3 {
 		t.Errorf("storage patches = %+v, want 3 files", files)

@@ -216,7 +216,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	admin := anon.WithBasicAuth("admin", "s3cret")
 	p1 := uploadPatch(t, admin, "107.1", "stable")
-	tok, err := admin.CreateAuthToken(t.Context(), client.AuthTokenRequest{ID: "web", Tier: "stable"})
+	tok, err := admin.CreateAuthToken(t.Context(), server.AuthTokenRequest{ID: "web", Tier: "stable"})
 	if err != nil {
 		t.Fatalf("create auth token: %v", err)
 	}
@@ -371,7 +371,7 @@ func TestEndToEndDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := anon.WithBasicAuth("admin", "pw")
-	tok, err := admin.CreateAuthToken(t.Context(), client.AuthTokenRequest{ID: "fleet", Tier: "edge"})
+	tok, err := admin.CreateAuthToken(t.Context(), server.AuthTokenRequest{ID: "fleet", Tier: "edge"})
 	if err != nil {
 		t.Fatal(err)
 	}

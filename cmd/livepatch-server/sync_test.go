@@ -171,7 +171,7 @@ func TestServeSyncsFromUpstream(t *testing.T) {
 	}
 	up = up.WithBasicAuth("admin", "pw")
 	name, archive, p := uploadPatch(t, up)
-	tok, err := up.CreateSyncToken(ctx, client.SyncTokenRequest{Name: "region-eu", Tier: "edge"})
+	tok, err := up.CreateSyncToken(ctx, server.SyncTokenRequest{Name: "region-eu", Tier: "edge"})
 	if err != nil {
 		t.Fatal(err)
 	}

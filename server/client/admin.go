@@ -6,20 +6,13 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
 )
 
-// LoginResponse is the answer to a login: a session token for later admin requests.
-type LoginResponse struct {
-	Token string `json:"token"`
-	server.Session
-}
-
 // Login exchanges basic credentials for an admin session token.
-func (c *Client) Login(ctx context.Context, user, password string) (LoginResponse, error) {
-	var out LoginResponse
+func (c *Client) Login(ctx context.Context, user, password string) (server.LoginResponse, error) {
+	var out server.LoginResponse
 	_, err := c.do(ctx, request{
 		method: http.MethodPost, path: "/v1/admin/login",
 		auth: func(r *http.Request) { r.SetBasicAuth(user, password) },
@@ -196,54 +189,21 @@ func (c *Client) UnblockPatch(ctx context.Context, version string) (int, error) 
 	return out.Unblocked, err
 }
 
-// StorageFile is one file in patch storage and whether the database records it.
-type StorageFile struct {
-	Filename string    `json:"filename"`
-	Size     int64     `json:"size"`
-	ModTime  time.Time `json:"mod-time,omitzero"`
-	Recorded bool      `json:"recorded"`
-}
-
 // StoragePatches lists the files in patch storage.
-func (c *Client) StoragePatches(ctx context.Context) ([]StorageFile, error) {
+func (c *Client) StoragePatches(ctx context.Context) ([]server.StorageFile, error) {
 	var out struct {
-		Files []StorageFile `json:"files"`
+		Files []server.StorageFile `json:"files"`
 	}
 	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/admin/storage/patches", out: &out})
 	return out.Files, err
 }
 
-// RefreshResult is what a storage refresh changed and found.
-type RefreshResult struct {
-	Added   []string `json:"added"`
-	Removed []string `json:"removed"`
-	// Missing lists the records whose file is gone from storage, kept because the refresh
-	// did not prune.
-	Missing []string `json:"missing"`
-	// Mismatched lists the recorded files whose stored bytes are not the recorded ones.
-	Mismatched []MismatchedFile `json:"mismatched"`
-	Invalid    []InvalidFile    `json:"invalid"`
-}
-
-// MismatchedFile is a recorded file whose stored bytes do not match its SHA-256.
-type MismatchedFile struct {
-	Filename       string `json:"filename"`
-	RecordedSHA256 string `json:"recorded-sha256"`
-	StoredSHA256   string `json:"stored-sha256"`
-}
-
-// InvalidFile is a stored file a refresh could not record, and why.
-type InvalidFile struct {
-	Filename string `json:"filename"`
-	Error    string `json:"error"`
-}
-
 // StorageRefresh records files found in patch storage, checks recorded files against
 // their SHA-256 and reports records whose files are gone; with prune it forgets those.
-func (c *Client) StorageRefresh(ctx context.Context, prune bool) (RefreshResult, error) {
-	var out RefreshResult
+func (c *Client) StorageRefresh(ctx context.Context, prune bool) (server.RefreshResult, error) {
+	var out server.RefreshResult
 	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/admin/storage/refresh",
-		in: map[string]bool{"prune": prune}, out: &out})
+		in: server.RefreshRequest{Prune: prune}, out: &out})
 	return out, err
 }
 
@@ -256,17 +216,9 @@ func (c *Client) AuthTokens(ctx context.Context) ([]server.AuthToken, error) {
 	return out.Tokens, err
 }
 
-// AuthTokenRequest asks for a new auth token.
-type AuthTokenRequest struct {
-	ID          string     `json:"id"`
-	Tier        string     `json:"tier"`
-	ExpiresAt   *time.Time `json:"expires-at,omitempty"`
-	MaxMachines int        `json:"max-machines,omitempty"` // 0: unlimited
-}
-
 // CreateAuthToken issues an auth token; the answer carries the token value, which the
 // server does not keep.
-func (c *Client) CreateAuthToken(ctx context.Context, req AuthTokenRequest) (server.AuthToken, error) {
+func (c *Client) CreateAuthToken(ctx context.Context, req server.AuthTokenRequest) (server.AuthToken, error) {
 	var out server.AuthToken
 	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/admin/auth-tokens", in: req, out: &out})
 	return out, err
@@ -327,20 +279,10 @@ func (c *Client) ReportMachines(ctx context.Context, f server.MachineFilter) (ma
 	return out.Machines, out.Next, err
 }
 
-// PatchHealth counts the machines of a tier running a patch version, per patch state.
-type PatchHealth struct {
-	Tier    string         `json:"tier"`
-	Version string         `json:"version"`
-	Total   int            `json:"total"`
-	States  map[string]int `json:"states"`
-	// Rollout is where the rollout of the patch in the tier stands, when it has one.
-	Rollout *server.Rollout `json:"rollout,omitempty"`
-}
-
 // PatchHealth reports the patch states of the machines of tier running version.
-func (c *Client) PatchHealth(ctx context.Context, tier, version string) (PatchHealth, error) {
+func (c *Client) PatchHealth(ctx context.Context, tier, version string) (server.PatchHealth, error) {
 	q := url.Values{"tier": {tier}, "version": {version}}
-	var out PatchHealth
+	var out server.PatchHealth
 	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/admin/reports/patch-health", query: q, out: &out})
 	return out, err
 }

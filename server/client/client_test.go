@@ -87,7 +87,7 @@ func TestRoutes(t *testing.T) {
 		},
 		status: 200, resp: `{"token":"tok","user":"admin","expires-at":"2024-05-01T12:00:00Z"}`,
 		want:    recorded{Method: "POST", URI: "/v1/admin/login", Headers: map[string]string{"Authorization": "Basic YWRtaW46czNjcmV0"}},
-		wantOut: result{Value: client.LoginResponse{Token: "tok", Session: server.Session{User: "admin", ExpiresAt: t0}}},
+		wantOut: result{Value: server.LoginResponse{Token: "tok", User: "admin", ExpiresAt: t0}},
 	}, {
 		name: "logout",
 		call: func(ctx context.Context, c *client.Client) (result, error) {
@@ -246,7 +246,7 @@ func TestRoutes(t *testing.T) {
 		},
 		status: 200, resp: `{"files":[{"filename":"a.tar.bz2","size":5,"mod-time":"2024-05-01T12:00:00Z","recorded":true}]}`,
 		want:    recorded{Method: "GET", URI: "/v1/admin/storage/patches"},
-		wantOut: result{Value: []client.StorageFile{{Filename: "a.tar.bz2", Size: 5, ModTime: t0, Recorded: true}}},
+		wantOut: result{Value: []server.StorageFile{{StoredFile: server.StoredFile{Filename: "a.tar.bz2", Size: 5, ModTime: t0}, Recorded: true}}},
 	}, {
 		name: "storage refresh",
 		call: func(ctx context.Context, c *client.Client) (result, error) {
@@ -255,9 +255,9 @@ func TestRoutes(t *testing.T) {
 		},
 		status: 200, resp: `{"added":["a"],"removed":["b"],"missing":["d"],"mismatched":[{"filename":"e","recorded-sha256":"aa","stored-sha256":"bb"}],"invalid":[{"filename":"c","error":"bad"}]}`,
 		want: recorded{Method: "POST", URI: "/v1/admin/storage/refresh", Body: `{"prune":true}`},
-		wantOut: result{Value: client.RefreshResult{Added: []string{"a"}, Removed: []string{"b"}, Missing: []string{"d"},
-			Mismatched: []client.MismatchedFile{{Filename: "e", RecordedSHA256: "aa", StoredSHA256: "bb"}},
-			Invalid:    []client.InvalidFile{{Filename: "c", Error: "bad"}}}},
+		wantOut: result{Value: server.RefreshResult{Added: []string{"a"}, Removed: []string{"b"}, Missing: []string{"d"},
+			Mismatched: []server.MismatchedFile{{Filename: "e", RecordedSHA256: "aa", StoredSHA256: "bb"}},
+			Invalid:    []server.InvalidFile{{Filename: "c", Error: "bad"}}}},
 	}, {
 		name: "auth tokens",
 		call: func(ctx context.Context, c *client.Client) (result, error) {
@@ -270,7 +270,7 @@ func TestRoutes(t *testing.T) {
 	}, {
 		name: "create auth token",
 		call: func(ctx context.Context, c *client.Client) (result, error) {
-			r, err := c.CreateAuthToken(ctx, client.AuthTokenRequest{ID: "web", Tier: "stable", ExpiresAt: &t0, MaxMachines: 5})
+			r, err := c.CreateAuthToken(ctx, server.AuthTokenRequest{ID: "web", Tier: "stable", ExpiresAt: &t0, MaxMachines: 5})
 			return result{Value: r}, err
 		},
 		status: 201, resp: `{"id":"web","tier":"stable","token":"uuid","created-at":"2024-05-01T12:00:00Z","machines":0,"revoked":false}`,
@@ -279,7 +279,7 @@ func TestRoutes(t *testing.T) {
 	}, {
 		name: "create auth token minimal",
 		call: func(ctx context.Context, c *client.Client) (result, error) {
-			r, err := c.CreateAuthToken(ctx, client.AuthTokenRequest{ID: "web", Tier: "stable"})
+			r, err := c.CreateAuthToken(ctx, server.AuthTokenRequest{ID: "web", Tier: "stable"})
 			return result{Value: r}, err
 		},
 		status: 201, resp: `{"id":"web","tier":"stable","token":"uuid","created-at":"2024-05-01T12:00:00Z","machines":0,"revoked":false}`,
@@ -310,7 +310,7 @@ func TestRoutes(t *testing.T) {
 		},
 		status: 200, resp: `{"tier":"stable","version":"107.1","total":3,"states":{"applied":2,"apply-failed":1}}`,
 		want:    recorded{Method: "GET", URI: "/v1/admin/reports/patch-health?tier=stable&version=107.1"},
-		wantOut: result{Value: client.PatchHealth{Tier: "stable", Version: "107.1", Total: 3, States: map[string]int{"applied": 2, "apply-failed": 1}}},
+		wantOut: result{Value: server.PatchHealth{Tier: "stable", Version: "107.1", Total: 3, States: map[string]int{"applied": 2, "apply-failed": 1}}},
 	}, {
 		name: "kernels",
 		call: func(ctx context.Context, c *client.Client) (result, error) {

@@ -27,10 +27,7 @@ func (c *Client) Reenable(ctx context.Context, machineID, authToken, currentToke
 	if status != nil {
 		in = status
 	}
-	var out struct {
-		MachineToken string `json:"machine-token"`
-		Tier         string `json:"tier"`
-	}
+	var out server.EnableResponse
 	_, err = c.do(ctx, request{
 		method: http.MethodPost, path: "/v1/client/" + esc(machineID),
 		auth: func(r *http.Request) {

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/offline"
@@ -58,16 +57,9 @@ func (c *Client) SyncTokens(ctx context.Context) ([]server.SyncToken, error) {
 	return out.Tokens, err
 }
 
-// SyncTokenRequest asks for a new sync token.
-type SyncTokenRequest struct {
-	Name       string     `json:"name"`
-	Tier       string     `json:"tier"`
-	ValidUntil *time.Time `json:"valid-until,omitempty"`
-}
-
 // CreateSyncToken issues a sync token bound to a tier; the answer carries the token
 // value, which the server does not keep.
-func (c *Client) CreateSyncToken(ctx context.Context, req SyncTokenRequest) (server.SyncToken, error) {
+func (c *Client) CreateSyncToken(ctx context.Context, req server.SyncTokenRequest) (server.SyncToken, error) {
 	var out server.SyncToken
 	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/admin/sync-tokens", in: req, out: &out})
 	return out, err

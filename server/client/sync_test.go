@@ -60,7 +60,7 @@ func TestSyncRoutes(t *testing.T) {
 	}, {
 		name: "create token",
 		call: func(ctx context.Context, c *client.Client) (any, error) {
-			return c.CreateSyncToken(ctx, client.SyncTokenRequest{Name: "region-1", Tier: "stable", ValidUntil: &t0})
+			return c.CreateSyncToken(ctx, server.SyncTokenRequest{Name: "region-1", Tier: "stable", ValidUntil: &t0})
 		},
 		status: 201, resp: `{"name":"region-1","tier":"stable","token":"tok","created-at":"2024-05-01T12:00:00Z","valid-until":"2024-05-01T12:00:00Z","revoked":false}`,
 		want:    recorded{Method: "POST", URI: "/v1/admin/sync-tokens", Headers: map[string]string{"Content-Type": jsonType}, Body: `{"name":"region-1","tier":"stable","valid-until":"2024-05-01T12:00:00Z"}`},
@@ -68,7 +68,7 @@ func TestSyncRoutes(t *testing.T) {
 	}, {
 		name: "create token without expiry",
 		call: func(ctx context.Context, c *client.Client) (any, error) {
-			return c.CreateSyncToken(ctx, client.SyncTokenRequest{Name: "n", Tier: "edge"})
+			return c.CreateSyncToken(ctx, server.SyncTokenRequest{Name: "n", Tier: "edge"})
 		},
 		status: 201, resp: `{"name":"n","tier":"edge","token":"tok","created-at":"2024-05-01T12:00:00Z","revoked":false}`,
 		want:    recorded{Method: "POST", URI: "/v1/admin/sync-tokens", Body: `{"name":"n","tier":"edge"}`},

@@ -11,12 +11,6 @@ import (
 	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
-type loginResponse struct {
-	Token     string    `json:"token"`
-	User      string    `json:"user"`
-	ExpiresAt time.Time `json:"expires-at"`
-}
-
 // login exchanges basic credentials for an expiring session token, stored hashed and bound
 // to the user's credential entry.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
@@ -29,7 +23,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.securityEvent(r, "login", user, "session", sess.ID)
-	return writeJSON(w, http.StatusOK, loginResponse{Token: token, User: user, ExpiresAt: expires})
+	return writeJSON(w, http.StatusOK, server.LoginResponse{Token: token, User: user, ExpiresAt: expires})
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
@@ -166,15 +160,8 @@ func (s *Server) deleteTier(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-type createAuthTokenRequest struct {
-	ID          string     `json:"id"`
-	Tier        string     `json:"tier"`
-	ExpiresAt   *time.Time `json:"expires-at,omitempty"`
-	MaxMachines int        `json:"max-machines,omitempty"`
-}
-
 func (s *Server) createAuthToken(w http.ResponseWriter, r *http.Request) error {
-	var req createAuthTokenRequest
+	var req server.AuthTokenRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}

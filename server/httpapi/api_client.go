@@ -10,11 +10,6 @@ import (
 // checkInMinutes is the check-in interval advised to clients (the real client's default).
 const checkInMinutes = 60
 
-type enableResponse struct {
-	MachineToken string `json:"machine-token"`
-	Tier         string `json:"tier"`
-}
-
 // machineTokenHeader carries, on an enable, the machine token the caller holds for the
 // machine: re-enabling an enrolled machine needs it.
 const machineTokenHeader = "Livepatch-Machine-Token"
@@ -48,7 +43,7 @@ func (s *Server) enableMachine(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.log.Info("Machine enabled", "machine", id, "tier", m.Tier, "token-id", m.TokenID)
-	return writeJSON(w, http.StatusOK, enableResponse{MachineToken: token, Tier: m.Tier})
+	return writeJSON(w, http.StatusOK, server.EnableResponse{MachineToken: token, Tier: m.Tier})
 }
 
 // checkIn records a machine's status in one database round trip and answers the patch

@@ -411,21 +411,16 @@ func parseRangeNumber(s string) (int64, bool) {
 	return n, err == nil
 }
 
-type storedFile struct {
-	server.StoredFile
-	Recorded bool `json:"recorded"`
-}
-
 func (s *Server) storagePatches(w http.ResponseWriter, r *http.Request) error {
 	files, err := s.files.List(r.Context())
 	if err != nil {
 		return err
 	}
 	recorded := s.recordedFiles(r)
-	out := make([]storedFile, 0, len(files))
+	out := make([]server.StorageFile, 0, len(files))
 	for _, f := range files {
 		_, ok := recorded[f.Filename]
-		out = append(out, storedFile{StoredFile: f, Recorded: ok})
+		out = append(out, server.StorageFile{StoredFile: f, Recorded: ok})
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"files": out})
 }
@@ -437,40 +432,13 @@ func (s *Server) recordedFiles(r *http.Request) map[string]server.Patch {
 	return s.catalog.get().byFile
 }
 
-type invalidFile struct {
-	Filename string `json:"filename"`
-	Error    string `json:"error"`
-}
-
-// mismatchedFile is a recorded file whose stored bytes are not the recorded ones: every
-// client would refuse it.
-type mismatchedFile struct {
-	Filename       string `json:"filename"`
-	RecordedSHA256 string `json:"recorded-sha256"`
-	StoredSHA256   string `json:"stored-sha256"`
-}
-
-type refreshRequest struct {
-	// Prune forgets the records whose file is gone from storage; without it they are only
-	// reported.
-	Prune bool `json:"prune"`
-}
-
-type refreshResponse struct {
-	Added      []string         `json:"added"`
-	Removed    []string         `json:"removed"`
-	Missing    []string         `json:"missing"`
-	Mismatched []mismatchedFile `json:"mismatched"`
-	Invalid    []invalidFile    `json:"invalid"`
-}
-
 // storageRefresh reconciles storage with the records: files in storage that are not
 // recorded are checked and recorded; recorded files are checked against their SHA-256;
 // records whose file is gone are reported as missing, and forgotten only with prune.
 // Storage that holds no patch file at all while patches are recorded looks unmounted:
 // without prune the refresh refuses and changes nothing.
 func (s *Server) storageRefresh(w http.ResponseWriter, r *http.Request) error {
-	var req refreshRequest
+	var req server.RefreshRequest
 	if err := decodeJSON(w, r, &req, true); err != nil {
 		return err
 	}
@@ -485,7 +453,7 @@ func (s *Server) storageRefresh(w http.ResponseWriter, r *http.Request) error {
 			"patch storage holds no patch files but %d are recorded: it looks unmounted or emptied; nothing was changed (refresh with prune to forget the %d records)",
 			len(recorded), len(recorded))
 	}
-	out := refreshResponse{Added: []string{}, Removed: []string{}, Missing: []string{}, Mismatched: []mismatchedFile{}, Invalid: []invalidFile{}}
+	out := server.RefreshResult{Added: []string{}, Removed: []string{}, Missing: []string{}, Mismatched: []server.MismatchedFile{}, Invalid: []server.InvalidFile{}}
 	inStorage := make(map[string]bool, len(files))
 	for _, sf := range files {
 		inStorage[sf.Filename] = true
@@ -503,7 +471,7 @@ func (s *Server) storageRefresh(w http.ResponseWriter, r *http.Request) error {
 			if server.ErrorCode(err) != server.CodeInvalid && server.ErrorCode(err) != server.CodeConflict {
 				return err
 			}
-			out.Invalid = append(out.Invalid, invalidFile{sf.Filename, server.ErrorMessage(err)})
+			out.Invalid = append(out.Invalid, server.InvalidFile{Filename: sf.Filename, Error: server.ErrorMessage(err)})
 			continue
 		}
 		out.Added = append(out.Added, sf.Filename)
@@ -537,8 +505,8 @@ func (s *Server) storageRefresh(w http.ResponseWriter, r *http.Request) error {
 // checkStored compares the stored bytes of a recorded file with its record, under the
 // file's lock (an upload may be repairing it); nil when they match or the file is no
 // longer recorded.
-func (s *Server) checkStored(ctx context.Context, filename string) (*mismatchedFile, error) {
-	var m *mismatchedFile
+func (s *Server) checkStored(ctx context.Context, filename string) (*server.MismatchedFile, error) {
+	var m *server.MismatchedFile
 	err := s.store.LockPatchFile(ctx, filename, func(ctx context.Context) error {
 		if err := s.catalog.refresh(ctx); err != nil {
 			return err
@@ -555,7 +523,7 @@ func (s *Server) checkStored(ctx context.Context, filename string) (*mismatchedF
 			return err
 		}
 		if sum != p.SHA256 {
-			m = &mismatchedFile{Filename: filename, RecordedSHA256: p.SHA256, StoredSHA256: sum}
+			m = &server.MismatchedFile{Filename: filename, RecordedSHA256: p.SHA256, StoredSHA256: sum}
 			s.invalidateCached(filename)
 		}
 		return nil

@@ -59,15 +59,6 @@ func checkPatchState(state string) error {
 	return nil
 }
 
-type patchHealthResponse struct {
-	Tier    string         `json:"tier"`
-	Version string         `json:"version"`
-	Total   int            `json:"total"`
-	States  map[string]int `json:"states"`
-	// Rollout is where the rollout of the patch in the tier stands, when it has one.
-	Rollout *server.Rollout `json:"rollout,omitempty"`
-}
-
 func (s *Server) reportPatchHealth(w http.ResponseWriter, r *http.Request) error {
 	tier, version := queryValue(r, "tier"), queryValue(r, "version")
 	if tier == "" || version == "" {
@@ -80,7 +71,7 @@ func (s *Server) reportPatchHealth(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	out := patchHealthResponse{Tier: tier, Version: version, States: map[string]int{}}
+	out := server.PatchHealth{Tier: tier, Version: version, States: map[string]int{}}
 	for _, st := range server.PatchStates {
 		out.States[st] = states[st]
 		out.Total += states[st]

@@ -179,15 +179,9 @@ func (s *Server) listSyncTokens(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]any{"tokens": nonNil(tokens)})
 }
 
-type createSyncTokenRequest struct {
-	Name       string     `json:"name"`
-	Tier       string     `json:"tier"`
-	ValidUntil *time.Time `json:"valid-until,omitempty"`
-}
-
 // createSyncToken issues a sync token bound to a tier; its value is in this answer only.
 func (s *Server) createSyncToken(w http.ResponseWriter, r *http.Request) error {
-	var req createSyncTokenRequest
+	var req server.SyncTokenRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ func FuzzDecodeRequestBodies(f *testing.F) {
 	f.Add(`{"kernel":`)
 	f.Add(`[]`)
 	f.Fuzz(func(t *testing.T, body string) {
-		targets := []any{&server.Status{}, &addTierRequest{}, &createAuthTokenRequest{}, &promoteRequest{}, &blockRequest{}}
+		targets := []any{&server.Status{}, &addTierRequest{}, &server.AuthTokenRequest{}, &promoteRequest{}, &blockRequest{}}
 		for _, v := range targets {
 			w := httptest.NewRecorder()
 			r := httptest.NewRequest("POST", "/", strings.NewReader(body))

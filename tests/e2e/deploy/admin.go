@@ -179,7 +179,7 @@ func (d *Deployment) AuthToken(t testing.TB, tier string) string {
 		return tok
 	}
 	c := d.AdminClient(t)
-	at, err := c.CreateAuthToken(t.Context(), client.AuthTokenRequest{ID: "e2e-" + tier, Tier: tier})
+	at, err := c.CreateAuthToken(t.Context(), server.AuthTokenRequest{ID: "e2e-" + tier, Tier: tier})
 	if err != nil {
 		t.Fatalf("cannot create an auth token for tier %s: %v", tier, err)
 	}

@@ -70,7 +70,7 @@ func (b *bench) setupCatalog(ctx context.Context) (*catalog, error) {
 		return nil, err
 	}
 	for _, t := range load.FleetTiers {
-		tok, err := admin.CreateAuthToken(ctx, client.AuthTokenRequest{ID: "bench-" + t.Value, Tier: t.Value})
+		tok, err := admin.CreateAuthToken(ctx, server.AuthTokenRequest{ID: "bench-" + t.Value, Tier: t.Value})
 		if err != nil {
 			return nil, fmt.Errorf("cannot create auth token: %w", err)
 		}
