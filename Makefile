@@ -22,6 +22,10 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 
+## test-short: the fast lane: unit tests, no deployments nor whole-program runs (tests/README.md)
+test-short:
+	$(GO) test -short -count=1 ./...
+
 ## lint: gofmt and go vet
 lint:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }

@@ -82,6 +82,9 @@ func newPatchFront(t *testing.T) *patchFront {
 // through front, and returns its URL.
 func startServer(t *testing.T, front *patchFront, basicUser string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs livepatch-server on PostgreSQL: skipped with -short")
+	}
 	bin := buildServer(t)
 	cfg := fmt.Sprintf(`server:
   address: 127.0.0.1:0

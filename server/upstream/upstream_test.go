@@ -53,9 +53,13 @@ type node struct {
 }
 
 // newNode starts a server named name with a signing key, patch URLs under its own
-// address, and options applied to its API options.
+// address, and options applied to its API options. Under -short it skips the test: the
+// tests of servers syncing from one another take seconds each.
 func newNode(t *testing.T, name string, options ...func(*httpapi.Options)) *node {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts servers on PostgreSQL: skipped with -short")
+	}
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
 	db, err := postgres.Open(ctx, dsn, postgres.Options{MaxConns: 10})
