@@ -621,7 +621,7 @@ func TestUnreachableUpstream(t *testing.T) {
 	cfg.TrustedKey = "/nonexistent/signing.pub"
 	wantReport(t, b.syncer(cfg).SyncOnce(ctx), server.SyncFailed, 0,
 		"invalid sync configuration: patch-sync.token is empty: set a resource token (action get-resource-token) or a sync token from the upstream server (livepatch-admin sync-tokens add); "+
-			"patch-sync.trusted-key is neither the base64 of an ed25519 public key nor a readable file: open /nonexistent/signing.pub: no such file or directory")
+			"patch-sync.trusted-key is neither an ed25519 public key nor a readable file: open /nonexistent/signing.pub: no such file or directory")
 }
 
 func TestInterruptedSync(t *testing.T) {
