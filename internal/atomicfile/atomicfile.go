@@ -2,7 +2,7 @@
 // a part, and a crash leaves one of them on disk: the new content goes to a temporary file
 // in the same directory, which is synced, renamed over the file, and the directory synced
 // so that the rename itself is durable. Every file the project writes in place of another
-// (the charms' machine files, the client's config and patches, the admin CLI's sessions and
+// (the charms' machine files, the client's config and patches, the admin CLI's login cache and
 // bundles) is written here.
 package atomicfile
 
