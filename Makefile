@@ -22,6 +22,10 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 
+## test-short: the fast lane: unit tests, no deployments nor whole-program runs (tests/README.md)
+test-short:
+	$(GO) test -short -count=1 ./...
+
 ## lint: gofmt and go vet
 lint:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
@@ -31,15 +35,21 @@ clean:
 	rm -rf build
 
 ## charms: build/livepatch.charm and build/ubuntu-advantage.charm, validated with juju/charm/v12
+## CHARMS_BIN is where the programs are built before they are copied into the charms: kept
+## between runs, so that go build links only what changed (the tests point it at their
+## shared build directory, internal/testbin).
 CHARMS_OUT ?= build
 CHARMS_STAGE := $(CHARMS_OUT)/stage
+CHARMS_BIN ?= $(CHARMS_OUT)/charms-bin
 .PHONY: charms
 charms:
 	rm -rf $(CHARMS_STAGE)
-	mkdir -p $(CHARMS_STAGE)/livepatch/bin $(CHARMS_STAGE)/ubuntu-advantage
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(CHARMS_STAGE)/livepatch/dispatch ./cmd/livepatch-charm
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(CHARMS_STAGE)/ubuntu-advantage/dispatch ./cmd/ubuntu-advantage-charm
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(CHARMS_STAGE)/livepatch/bin/livepatch-server ./cmd/livepatch-server
+	mkdir -p $(CHARMS_STAGE)/livepatch/bin $(CHARMS_STAGE)/ubuntu-advantage $(CHARMS_BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(CHARMS_BIN)/ \
+		./cmd/livepatch-charm ./cmd/ubuntu-advantage-charm ./cmd/livepatch-server
+	cp $(CHARMS_BIN)/livepatch-charm $(CHARMS_STAGE)/livepatch/dispatch
+	cp $(CHARMS_BIN)/ubuntu-advantage-charm $(CHARMS_STAGE)/ubuntu-advantage/dispatch
+	cp $(CHARMS_BIN)/livepatch-server $(CHARMS_STAGE)/livepatch/bin/livepatch-server
 	cp charms/livepatch/metadata.yaml charms/livepatch/config.yaml charms/livepatch/actions.yaml \
 		charms/livepatch/charmcraft.yaml charms/livepatch/README.md $(CHARMS_STAGE)/livepatch/
 	cp charms/ubuntu-advantage/metadata.yaml charms/ubuntu-advantage/config.yaml \

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/livepatch-onprem/livepatch/internal/atomicfile"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/patchfile"
@@ -242,22 +243,18 @@ func (a *Agent) fetch(ctx context.Context, c *Config, api API, offer *server.Pat
 		}
 		os.Remove(final) // corrupted or stale: download it again
 	}
-	tmp, err := os.CreateTemp(dir, ".download-*")
+	tmp, err := atomicfile.Create(final, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("cannot create download file: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	err = a.download(ctx, api, offer, tmp)
-	if cerr := tmp.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("cannot download patch %s: %w", offer.Version, cerr)
-	}
-	if err != nil {
+	defer tmp.Close() // discards the download unless it is committed
+	if err := a.download(ctx, api, offer, tmp.File); err != nil {
 		return "", err
 	}
 	if err := a.verifyArchive(tmp.Name(), c, offer, kernel); err != nil {
 		return "", err
 	}
-	if err := os.Rename(tmp.Name(), final); err != nil {
+	if err := tmp.Commit(); err != nil {
 		return "", fmt.Errorf("cannot store patch %s: %w", offer.Version, err)
 	}
 	return final, nil

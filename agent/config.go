@@ -13,7 +13,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/livepatch-onprem/livepatch/internal/atomicfile"
 	"github.com/livepatch-onprem/livepatch/internal/proxy"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
@@ -513,91 +513,20 @@ func checkProxyURL(key, v string) error {
 	return nil
 }
 
-// parseTrustedKeys parses trusted-key: one or more ed25519 public keys, as PEM "PUBLIC
-// KEY" blocks one after the other, or as base64 or hex separated by commas (an origin
-// rotating its signing key is trusted under both keys for a while). A key given twice
-// counts once.
+// parseTrustedKeys parses trusted-key: one or more ed25519 public keys in the forms of
+// server.ParsePublicKeys.
 func parseTrustedKeys(v string) ([]ed25519.PublicKey, error) {
-	var parts []string
-	if rest := []byte(strings.TrimSpace(v)); bytes.HasPrefix(rest, []byte("-----BEGIN")) {
-		for len(bytes.TrimSpace(rest)) > 0 {
-			block, after := pem.Decode(rest)
-			if block == nil {
-				return nil, errors.New("invalid trusted-key: text after the PEM blocks is not a PEM block")
-			}
-			parts = append(parts, string(pem.EncodeToMemory(block)))
-			rest = after
-		}
-	} else {
-		parts = strings.Split(v, ",")
-	}
-	var keys []ed25519.PublicKey
-	for _, part := range parts {
-		key, err := parseTrustedKey(part)
-		if err != nil {
-			return nil, err
-		}
-		if !slices.ContainsFunc(keys, func(k ed25519.PublicKey) bool { return k.Equal(key) }) {
-			keys = append(keys, key)
-		}
+	keys, err := server.ParsePublicKeys(v)
+	if err != nil {
+		return nil, fmt.Errorf("invalid trusted-key: %w", err)
 	}
 	return keys, nil
 }
 
-// parseTrustedKey parses an ed25519 public key given as base64 or hex of its 32 bytes, or
-// as a PEM "PUBLIC KEY" block (PKIX, as openssl writes it).
-func parseTrustedKey(v string) (ed25519.PublicKey, error) {
-	v = strings.TrimSpace(v)
-	bad := fmt.Errorf("invalid trusted-key: want an ed25519 public key as base64 or hex of its %d bytes, or a PEM PUBLIC KEY block", ed25519.PublicKeySize)
-	if block, _ := pem.Decode([]byte(v)); block != nil {
-		if block.Type != "PUBLIC KEY" {
-			return nil, bad
-		}
-		key, err := x509.ParsePKIXPublicKey(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("invalid trusted-key: %w", err)
-		}
-		ed, ok := key.(ed25519.PublicKey)
-		if !ok {
-			return nil, fmt.Errorf("invalid trusted-key: a %T, want an ed25519 key", key)
-		}
-		return ed, nil
-	}
-	for _, decode := range []func(string) ([]byte, error){
-		base64.StdEncoding.DecodeString, base64.RawStdEncoding.DecodeString,
-		base64.URLEncoding.DecodeString, base64.RawURLEncoding.DecodeString, hex.DecodeString,
-	} {
-		if b, err := decode(v); err == nil && len(b) == ed25519.PublicKeySize {
-			return ed25519.PublicKey(b), nil
-		}
-	}
-	return nil, bad
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames it into place,
-// so readers see the old or the new file, never a part.
+// writeFileAtomic replaces path with data (internal/atomicfile): readers see the old or the
+// new file, never a part.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	defer os.Remove(f.Name()) // fails harmlessly after the rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
+	if err := atomicfile.Write(path, data, perm); err != nil {
 		return fmt.Errorf("cannot write %s: %w", path, err)
 	}
 	return nil

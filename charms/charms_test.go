@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/livepatch-onprem/livepatch/charms"
+	"github.com/livepatch-onprem/livepatch/internal/testbin"
 )
 
 const repoRoot = ".."
@@ -338,10 +339,8 @@ func TestMakeCharms(t *testing.T) {
 		t.Skip("make is not installed")
 	}
 	out := t.TempDir()
-	cmd := exec.Command("make", "charms", "CHARMS_OUT="+out)
-	cmd.Dir = repoRoot
-	if output, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("make charms: %v\n%s", err, output)
+	if err := testbin.MakeCharms(out, nil); err != nil {
+		t.Fatal(err)
 	}
 	for _, tt := range []struct {
 		name    string

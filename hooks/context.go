@@ -17,8 +17,6 @@ package hooks
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +27,8 @@ import (
 	"time"
 
 	"github.com/juju/names/v5"
+
+	"github.com/livepatch-onprem/livepatch/internal/atomicfile"
 )
 
 // RootEnv is the environment variable that overrides the filesystem root of a hook process.
@@ -145,9 +145,9 @@ func (c *Context) WriteJSON(p string, v any, perm fs.FileMode) error {
 }
 
 // WriteFile writes data to the machine file p with the given permissions, creating parent
-// directories as needed. It replaces the file atomically (write to a temporary file, then
-// rename), so a running program holding the old file keeps it, and it reports whether the
-// content or the permissions changed.
+// directories as needed. It replaces the file atomically and durably (internal/atomicfile),
+// so a running program holding the old file keeps it, and it reports whether the content
+// or the permissions changed.
 func (c *Context) WriteFile(p string, data []byte, perm fs.FileMode) (changed bool, err error) {
 	path := c.Path(p)
 	old, err := os.ReadFile(path)
@@ -160,28 +160,8 @@ func (c *Context) WriteFile(p string, data []byte, perm fs.FileMode) (changed bo
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return false, fmt.Errorf("cannot create directory of %s: %w", p, err)
 	}
-	suffix := make([]byte, 6)
-	if _, err := rand.Read(suffix); err != nil {
+	if err := atomicfile.Write(path, data, perm); err != nil {
 		return false, fmt.Errorf("cannot write %s: %w", p, err)
-	}
-	tmp := path + ".tmp-" + hex.EncodeToString(suffix)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return false, fmt.Errorf("cannot write %s: %w", p, err)
-	}
-	_, werr := f.Write(data)
-	if err := f.Chmod(perm); werr == nil {
-		werr = err
-	}
-	if err := f.Close(); werr == nil {
-		werr = err
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, path)
-	}
-	if werr != nil {
-		os.Remove(tmp)
-		return false, fmt.Errorf("cannot write %s: %w", p, werr)
 	}
 	return true, nil
 }

@@ -101,6 +101,8 @@ func FuzzParsePublicKeys(f *testing.F) {
 		"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
 		"11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=,O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik=",
 		"/etc/livepatch/signing.pub", ",", "",
+		"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END PUBLIC KEY-----\n",
+		"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
 	} {
 		f.Add(s)
 	}

@@ -10,10 +10,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
-	"unicode"
 )
 
 // Sync outcomes.
@@ -318,36 +316,6 @@ func VerifyPatch(key ed25519.PublicKey, sig *PatchSignature, filename, sha256 st
 func KeyID(pub ed25519.PublicKey) string {
 	h := sha256.Sum256(pub)
 	return hex.EncodeToString(h[:8])
-}
-
-// ParsePublicKey reads an ed25519 public key written as base64 (standard or URL
-// alphabet, padded or not) of its 32 bytes.
-func ParsePublicKey(s string) (ed25519.PublicKey, error) {
-	b, err := decodeBase64(strings.TrimSpace(s))
-	if err != nil || len(b) != ed25519.PublicKeySize {
-		return nil, errors.New("not the base64 of a 32-byte ed25519 public key")
-	}
-	return ed25519.PublicKey(b), nil
-}
-
-// ParsePublicKeys reads one or more ed25519 public keys in ParsePublicKey's form, separated
-// by commas or white space (a signing.pub per line): an upstream rotating its signing key
-// is trusted under both keys for a while. A key given twice counts once.
-func ParsePublicKeys(s string) ([]ed25519.PublicKey, error) {
-	var keys []ed25519.PublicKey
-	for _, field := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
-		key, err := ParsePublicKey(field)
-		if err != nil {
-			return nil, err
-		}
-		if !slices.ContainsFunc(keys, func(k ed25519.PublicKey) bool { return k.Equal(key) }) {
-			keys = append(keys, key)
-		}
-	}
-	if len(keys) == 0 {
-		return nil, errors.New("no public key given")
-	}
-	return keys, nil
 }
 
 // KeyIDs names keys for a message: "3f2a..., 9c41...".

@@ -145,7 +145,7 @@ patch-sync:
 		name: "not a key",
 		args: []string{"bundle", "verify", bundle, "--trusted-key", "not-a-key"},
 		code: 2,
-		want: "error: invalid --trusted-key: not the base64 of a 32-byte ed25519 public key: give the content of the exporting server's signing.pub",
+		want: "error: invalid --trusted-key: not an ed25519 public key: want the base64 or hex of its 32 bytes, or a PEM PUBLIC KEY block: give the content of the exporting server's signing.pub",
 	}, {
 		name: "no file",
 		args: []string{"bundle", "verify"},

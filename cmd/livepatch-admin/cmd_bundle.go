@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/livepatch-onprem/livepatch/internal/atomicfile"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/offline"
@@ -164,28 +165,18 @@ func (c *cmdBundleExport) run(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".partial-*")
+	tmp, err := atomicfile.Create(path, 0o644)
 	if err != nil {
 		return fmt.Errorf("cannot create %s: %w", path, err)
 	}
-	defer os.Remove(tmp.Name()) // after the rename, a no-op
-	defer tmp.Close()
+	defer tmp.Close() // discards a partial export
 	opts, done := c.g.progressOption(filepath.Base(path), -1)
 	_, err = cl.ExportBundle(cmd.Context(), tier, tmp, opts...)
 	done()
 	if err != nil {
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := tmp.Commit(); err != nil {
 		return fmt.Errorf("cannot write %s: %w", path, err)
 	}
 	sum, err := verifyBundle(path, keys)

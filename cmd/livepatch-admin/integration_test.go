@@ -20,6 +20,7 @@ import (
 
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 	"github.com/livepatch-onprem/livepatch/internal/syncbuf"
+	"github.com/livepatch-onprem/livepatch/internal/testbin"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/patchfile"
@@ -27,22 +28,15 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// buildBinaries builds livepatch-server and livepatch-admin into a temporary directory.
+// buildBinaries builds livepatch-server and livepatch-admin, once per test run
+// (internal/testbin).
 func buildBinaries(t *testing.T) (serverBin, adminBin string) {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
+	dir, err := testbin.Build(nil, "./cmd/livepatch-server", "./cmd/livepatch-admin")
 	if err != nil {
-		t.Fatalf("cannot find the go command to build the binaries: %v", err)
+		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	serverBin, adminBin = filepath.Join(dir, "livepatch-server"), filepath.Join(dir, "livepatch-admin")
-	cmd := exec.CommandContext(t.Context(), goBin, "build", "-o", dir,
-		"github.com/livepatch-onprem/livepatch/cmd/livepatch-server",
-		"github.com/livepatch-onprem/livepatch/cmd/livepatch-admin")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("cannot build binaries: %v\n%s", err, out)
-	}
-	return serverBin, adminBin
+	return filepath.Join(dir, "livepatch-server"), filepath.Join(dir, "livepatch-admin")
 }
 
 // startServer initialises the schema and runs livepatch-server serve on a free loopback

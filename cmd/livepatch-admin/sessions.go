@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/livepatch-onprem/livepatch/internal/atomicfile"
 )
 
 // sessionsFile is the name of the session cache in the config directory.
@@ -98,22 +100,7 @@ func (c *sessionCache) save(m map[string]session) error {
 	if err != nil {
 		return fmt.Errorf("cannot encode session cache: %w", err)
 	}
-	f, err := os.CreateTemp(c.dir, sessionsFile+".*") // mode 0600
-	if err != nil {
-		return fmt.Errorf("cannot write session cache: %w", err)
-	}
-	_, err = f.Write(append(data, '\n'))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o600)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), c.path())
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.Write(c.path(), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("cannot write session cache: %w", err)
 	}
 	return nil

@@ -16,28 +16,21 @@ import (
 	jujucharm "github.com/juju/charm/v12"
 
 	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
+	"github.com/livepatch-onprem/livepatch/internal/testbin"
 )
 
-// dispatch is the charm binary built once for the process tests.
+// dispatch is the charm binary, built once per test run (internal/testbin) for the
+// process tests.
 var dispatch string
 
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		dir, err := os.MkdirTemp("", "livepatch-charm-test")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		dispatch = filepath.Join(dir, "dispatch")
-		build := exec.Command("go", "build", "-o", dispatch, ".")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "cannot build the dispatch binary: %v\n%s", err, out)
-			return 1
-		}
-		return m.Run()
-	}())
+	dir, err := testbin.Build(nil, "./cmd/livepatch-charm")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cannot build the dispatch binary: %v\n", err)
+		os.Exit(1)
+	}
+	dispatch = filepath.Join(dir, "livepatch-charm")
+	os.Exit(m.Run())
 }
 
 // TestNoDatabaseDriver keeps lib/pq out of the hook binary.

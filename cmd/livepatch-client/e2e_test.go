@@ -23,21 +23,16 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
+	"github.com/livepatch-onprem/livepatch/internal/testbin"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/patchfile"
 )
 
-// buildServer builds livepatch-server into a temporary directory of the test (after the
-// first build, the build cache makes this a link step).
+// buildServer builds livepatch-server, once per test run (internal/testbin).
 func buildServer(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "livepatch-server")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/livepatch-onprem/livepatch/cmd/livepatch-server").CombinedOutput()
-	if err != nil {
-		t.Fatalf("cannot build livepatch-server: %v\n%s", err, out)
-	}
-	return bin
+	return testbin.Program(t, "./cmd/livepatch-server")
 }
 
 // patchFront serves patch downloads in front of the server (the server's url-template
@@ -82,6 +77,9 @@ func newPatchFront(t *testing.T) *patchFront {
 // through front, and returns its URL.
 func startServer(t *testing.T, front *patchFront, basicUser string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs livepatch-server on PostgreSQL: skipped with -short")
+	}
 	bin := buildServer(t)
 	cfg := fmt.Sprintf(`server:
   address: 127.0.0.1:0

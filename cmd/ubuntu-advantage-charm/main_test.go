@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/livepatch-onprem/livepatch/internal/testbin"
 )
 
 // TestProcess runs the built dispatch binary as Juju would, with hook tools and pro as shell
@@ -16,11 +18,7 @@ import (
 func TestProcess(t *testing.T) {
 	dir := t.TempDir()
 	dispatch := filepath.Join(dir, "charm", "dispatch")
-	build := exec.Command("go", "build", "-o", dispatch, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("cannot build: %v\n%s", err, out)
-	}
+	copyFile(t, testbin.Program(t, "./cmd/ubuntu-advantage-charm"), dispatch)
 	tools := filepath.Join(dir, "tools")
 	calls := filepath.Join(dir, "calls.txt")
 	if err := os.MkdirAll(tools, 0o755); err != nil {
@@ -98,5 +96,20 @@ func TestProcess(t *testing.T) {
 	conf, err := os.ReadFile(filepath.Join(root, "etc/ubuntu-advantage/uaclient.conf"))
 	if err != nil || string(conf) != "contract_url: https://contracts.canonical.com\n" {
 		t.Errorf("uaclient.conf %q, %v", conf, err)
+	}
+}
+
+// copyFile copies the executable src to dst, creating dst's directory.
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, data, 0o755); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -16,6 +16,9 @@ import (
 // we are root (t.TempDir's parent is private to us).
 func clusterDir(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a cluster of its own: skipped with -short")
+	}
 	if _, err := pgtest.FindBinaries(); errors.Is(err, pgtest.ErrNoBinaries) && os.Getenv("CI") == "" {
 		t.Skip(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -236,20 +235,9 @@ func (c *Contracts) ask(ctx context.Context, token string) (time.Time, error) {
 	return until, nil
 }
 
-// LoadTrustedKeys reads patch-sync.trusted-key: the base64 of an ed25519 public key (as
-// in the upstream's signing.pub), several separated by commas while the upstream rotates
-// its key, or the path of a file holding them (one per line).
+// LoadTrustedKeys reads patch-sync.trusted-key: ed25519 public keys (the upstream's
+// signing.pub, two while it rotates its key) in the forms of server.ParsePublicKeys, or the
+// path of a file holding them.
 func LoadTrustedKeys(value string) ([]ed25519.PublicKey, error) {
-	if keys, err := server.ParsePublicKeys(value); err == nil {
-		return keys, nil
-	}
-	data, err := os.ReadFile(value)
-	if err != nil {
-		return nil, fmt.Errorf("patch-sync.trusted-key is neither the base64 of an ed25519 public key nor a readable file: %v", err)
-	}
-	keys, err := server.ParsePublicKeys(string(data))
-	if err != nil {
-		return nil, fmt.Errorf("patch-sync.trusted-key file %s: %v", value, err)
-	}
-	return keys, nil
+	return server.LoadPublicKeys("patch-sync.trusted-key", value)
 }

@@ -53,9 +53,13 @@ type node struct {
 }
 
 // newNode starts a server named name with a signing key, patch URLs under its own
-// address, and options applied to its API options.
+// address, and options applied to its API options. Under -short it skips the test: the
+// tests of servers syncing from one another take seconds each.
 func newNode(t *testing.T, name string, options ...func(*httpapi.Options)) *node {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts servers on PostgreSQL: skipped with -short")
+	}
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
 	db, err := postgres.Open(ctx, dsn, postgres.Options{MaxConns: 10})
@@ -617,7 +621,7 @@ func TestUnreachableUpstream(t *testing.T) {
 	cfg.TrustedKey = "/nonexistent/signing.pub"
 	wantReport(t, b.syncer(cfg).SyncOnce(ctx), server.SyncFailed, 0,
 		"invalid sync configuration: patch-sync.token is empty: set a resource token (action get-resource-token) or a sync token from the upstream server (livepatch-admin sync-tokens add); "+
-			"patch-sync.trusted-key is neither the base64 of an ed25519 public key nor a readable file: open /nonexistent/signing.pub: no such file or directory")
+			"patch-sync.trusted-key is neither an ed25519 public key nor a readable file: open /nonexistent/signing.pub: no such file or directory")
 }
 
 func TestInterruptedSync(t *testing.T) {

@@ -34,6 +34,7 @@ const migrationTag = "e2emigration"
 // left, as an operator's deployment lives on.
 func TestDeployment(t *testing.T) {
 	t.Parallel()
+	deploy.CheckRequirements(t) // before the build starts: under -short, nothing is built
 	// The newer charm revision compiles while the guide runs.
 	go deploy.PrebuildLivepatchCharm(migrationTag)
 	d := deploy.New(t, deploy.Options{})

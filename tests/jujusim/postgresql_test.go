@@ -42,8 +42,13 @@ fi
 `,
 }
 
+// needPostgreSQL skips the test under -short (the stand-in runs real PostgreSQL clusters,
+// seconds per unit) and fails it when PostgreSQL 15 is not installed.
 func needPostgreSQL(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs PostgreSQL units: skipped with -short")
+	}
 	if _, err := os.Stat(filepath.Join(postgresql.BinDir, "initdb")); err != nil {
 		t.Fatalf("PostgreSQL 15 is required: %v", err)
 	}

@@ -90,9 +90,7 @@ systemctl restart web
 }
 
 func TestStandinsHaproxyPostgresql(t *testing.T) {
-	if _, err := os.Stat("/usr/lib/postgresql/15/bin/initdb"); err != nil {
-		t.Fatalf("PostgreSQL 15 is required: %v", err)
-	}
+	needPostgreSQL(t)
 	m, sc := newModel(t)
 	for hook, body := range webScripts {
 		sc.set(t, hook, body)
@@ -174,6 +172,7 @@ func TestStandinsHaproxyPostgresql(t *testing.T) {
 // is Blocked, as the real charm is; removing one relation makes it Active again in that
 // relation's -broken hook (where Juju still lists the relation: it must be left out).
 func TestPostgresqlBothEndpoints(t *testing.T) {
+	needPostgreSQL(t)
 	m, _ := newModel(t)
 	deploy(t, m, jujusim.DeployArgs{Charm: "ch:postgresql"})
 	deploy(t, m, jujusim.DeployArgs{Charm: testCharm(t, "legacy", `

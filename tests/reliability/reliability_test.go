@@ -64,6 +64,7 @@ type drill struct {
 // the scenarios showed, and checks that no acknowledged report was lost.
 func TestReliability(t *testing.T) {
 	v := currentVariant()
+	deploy.CheckRequirements(t) // before the build starts: under -short, nothing is built
 	// The newer charm revision compiles while the deployment comes up.
 	go deploy.PrebuildLivepatchCharm(migrationTag)
 	exp := newExposure()

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"github.com/livepatch-onprem/livepatch/hooks"
 	"github.com/livepatch-onprem/livepatch/hooks/hookstest"
 	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
+	"github.com/livepatch-onprem/livepatch/internal/testbin"
 	"github.com/livepatch-onprem/livepatch/server/config"
 )
 
@@ -44,10 +44,13 @@ func Charm() hooks.Charm {
 	}
 }
 
-// RepoRoot returns the root of the repository.
+// RepoRoot returns the root of the repository (testbin.RepoRoot); it panics outside it.
 func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..")
+	root, err := testbin.RepoRoot()
+	if err != nil {
+		panic(err)
+	}
+	return root
 }
 
 // Env is a harness with fakes for the machine's commands.

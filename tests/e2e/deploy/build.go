@@ -1,25 +1,24 @@
 package deploy
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/livepatch-onprem/livepatch/internal/testbin"
 )
 
 // ModulePath is the module this package builds from.
-const ModulePath = "github.com/livepatch-onprem/livepatch"
+const ModulePath = testbin.ModulePath
 
 // Binaries are the charms and programs built from the working tree, as `make charms` and
-// `go build` make them, once per test binary.
+// `go build` make them: the charms once per test binary, the programs once per run
+// (internal/testbin).
 type Binaries struct {
-	// Dir holds everything below; removed by Main.
+	// Dir holds the charms; removed by Main.
 	Dir string
 	// LivepatchCharm and UbuntuAdvantageCharm are the .charm archives of `make charms`.
 	LivepatchCharm       string
@@ -39,7 +38,7 @@ var (
 	buildErr  error
 
 	buildMu    sync.Mutex
-	buildDir   string                    // parent of every build of this process
+	buildDir   string                    // parent of this process's charms
 	charmBuild = map[string]*charmOnce{} // build tags -> livepatch charm
 )
 
@@ -49,11 +48,12 @@ type charmOnce struct {
 	err  error
 }
 
-// Build builds the charms and the programs once per test binary and returns them; later
-// calls return the same files. The build takes some 15 seconds with a warm Go cache.
+// Build builds the programs (once per test run: internal/testbin) and the charms (once per
+// test binary) and returns them; later calls return the same files. When no program
+// changed since the last run, it takes some seconds, packing the charms.
 func Build(t testing.TB) *Binaries {
 	t.Helper()
-	buildOnce.Do(func() { built, buildErr = BuildAll("") })
+	buildOnce.Do(func() { built, buildErr = BuildAll() })
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
@@ -101,7 +101,7 @@ func PrebuildLivepatchCharm(tags ...string) (string, error) {
 	return c.path, c.err
 }
 
-// scratch returns the directory of this process's builds, creating it.
+// scratch returns the directory of this process's charms, creating it.
 func scratch() (string, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
@@ -121,7 +121,8 @@ func scratch() (string, error) {
 	return dir, nil
 }
 
-// removeBuilds deletes what Build and BuildLivepatchCharm made.
+// removeBuilds deletes the charms Build and BuildLivepatchCharm made (the programs stay
+// in testbin's shared directory for the other test binaries).
 func removeBuilds() {
 	buildMu.Lock()
 	defer buildMu.Unlock()
@@ -131,120 +132,42 @@ func removeBuilds() {
 	}
 }
 
-// BuildAll builds the charms (make charms) and the programs into dir, or into a new
-// temporary directory when dir is empty, and returns them. Programs that are not tests
-// (the demo) call it; tests call Build.
-func BuildAll(dir string) (*Binaries, error) {
-	if dir == "" {
-		var err error
-		if dir, err = scratch(); err != nil {
-			return nil, err
-		}
-	}
-	root, err := RepoRoot()
+// programs are the packages of Binaries' programs.
+var programs = []string{"./cmd/livepatch-server", "./cmd/livepatch-admin", "./cmd/livepatch-client", "./tests/cmd/jujusim"}
+
+// BuildAll builds the programs (into testbin's shared directory, where the other test
+// binaries of the run find them built) and the charms (make charms, into a new temporary
+// directory, from the same builds of their programs) and returns them.
+func BuildAll() (*Binaries, error) {
+	bin, err := testbin.Build(nil, programs...)
 	if err != nil {
 		return nil, err
 	}
-	b := &Binaries{
-		Dir:                  dir,
-		LivepatchCharm:       filepath.Join(dir, "charms", "livepatch.charm"),
-		UbuntuAdvantageCharm: filepath.Join(dir, "charms", "ubuntu-advantage.charm"),
-		Server:               filepath.Join(dir, "bin", "livepatch-server"),
-		Admin:                filepath.Join(dir, "bin", "livepatch-admin"),
-		Client:               filepath.Join(dir, "bin", "livepatch-client"),
-		Jujusim:              filepath.Join(dir, "bin", "jujusim"),
-	}
-	// The programs first, in one go build with the flags make charms uses (CGO_ENABLED=0,
-	// -trimpath): the charms then reuse what it compiled.
-	cmd := exec.Command(goTool(), "build", "-ldflags", "-X main.version="+version(root), "-o", filepath.Join(dir, "bin")+"/",
-		"./cmd/livepatch-server", "./cmd/livepatch-admin", "./cmd/livepatch-client", "./tests/cmd/jujusim")
-	cmd.Dir = root
-	cmd.Env = environ("CGO_ENABLED=0", "GOFLAGS=-trimpath")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("cannot build the programs: %v\n%s", err, out)
+	dir, err := scratch()
+	if err != nil {
+		return nil, err
 	}
 	if err := makeCharms(filepath.Join(dir, "charms"), nil); err != nil {
 		return nil, err
 	}
-	return b, nil
+	return &Binaries{
+		Dir:                  dir,
+		LivepatchCharm:       filepath.Join(dir, "charms", "livepatch.charm"),
+		UbuntuAdvantageCharm: filepath.Join(dir, "charms", "ubuntu-advantage.charm"),
+		Server:               filepath.Join(bin, "livepatch-server"),
+		Admin:                filepath.Join(bin, "livepatch-admin"),
+		Client:               filepath.Join(bin, "livepatch-client"),
+		Jujusim:              filepath.Join(bin, "jujusim"),
+	}, nil
 }
 
-// makeCharms runs `make charms CHARMS_OUT=out` in the repository, with build tags for the
-// programs when tags is not empty (the charm revision then reports a version naming them).
-func makeCharms(out string, tags []string) error {
-	root, err := RepoRoot()
-	if err != nil {
-		return err
-	}
-	args := []string{"-s", "charms", "CHARMS_OUT=" + out, "GO=" + goTool()}
-	env := environ("CGO_ENABLED=0", "GOFLAGS=-trimpath")
-	if len(tags) > 0 {
-		env = environ("CGO_ENABLED=0", "GOFLAGS=-trimpath -tags="+strings.Join(tags, ","))
-		args = append(args, "VERSION="+version(root)+"+"+strings.Join(tags, "."))
-	}
-	cmd := exec.Command("make", args...)
-	cmd.Dir = root
-	cmd.Env = env
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("cannot build the charms (make %s): %v\n%s", strings.Join(args, " "), err, buf.Bytes())
-	}
-	return nil
-}
-
-// version is what the Makefile names the build: git describe, else "dev".
-func version(root string) string {
-	cmd := exec.Command("git", "describe", "--always", "--dirty")
-	cmd.Dir = root
-	out, err := cmd.Output()
-	if err != nil {
-		return "dev"
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// goTool returns the go command that runs this test, else the one on PATH.
-func goTool() string {
-	if p := filepath.Join(os.Getenv("GOROOT"), "bin", "go"); os.Getenv("GOROOT") != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return "go"
-}
+// makeCharms runs `make charms CHARMS_OUT=out` (testbin.MakeCharms).
+func makeCharms(out string, tags []string) error { return testbin.MakeCharms(out, tags) }
 
 // RepoRoot returns the root of the repository: the first directory from the working
 // directory up that holds this module's go.mod.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("cannot find the repository: %w", err)
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.Contains(data, []byte("module "+ModulePath+"\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("cannot find the repository: no go.mod of " + ModulePath + " above the working directory")
-		}
-		dir = parent
-	}
-}
+func RepoRoot() (string, error) { return testbin.RepoRoot() }
 
 // environ returns this process's environment with the given KEY=value entries replacing
 // or adding to it.
-func environ(set ...string) []string {
-	env := os.Environ()
-	for _, kv := range set {
-		key, _, _ := strings.Cut(kv, "=")
-		env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, key+"=") })
-		env = append(env, kv)
-	}
-	return env
-}
+func environ(set ...string) []string { return testbin.Environ(set...) }

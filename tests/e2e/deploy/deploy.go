@@ -170,11 +170,15 @@ func New(t testing.TB, opts Options) *Deployment {
 	return d
 }
 
-// CheckRequirements skips the test when the machine cannot run a deployment (no root, no
-// haproxy, PostgreSQL, htpasswd or make), saying what is missing; under CI (the CI
-// environment variable set) it fails instead.
+// CheckRequirements skips the test under -short (a deployment takes tens of seconds to
+// minutes), and when the machine cannot run a deployment (no root, no haproxy,
+// PostgreSQL, htpasswd or make), saying what is missing; under CI (the CI environment
+// variable set) a missing requirement fails the test instead.
 func CheckRequirements(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("deploys a model: skipped with -short")
+	}
 	var missing []string
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root (haproxy binds port 80 on the emulated machines' addresses)")

@@ -6,7 +6,7 @@
 //
 // A test package uses it like this:
 //
-//	func TestMain(m *testing.M) { deploy.Main(m) } // stops the upstreams' cluster, removes builds
+//	func TestMain(m *testing.M) { deploy.Main(m) } // stops the upstreams' cluster, removes the charms
 //
 //	func TestSomething(t *testing.T) {
 //		d := deploy.Deploy(t, deploy.Options{Units: 2}) // Active, attached, synced
@@ -22,8 +22,9 @@
 // method (SetURLTemplate, SetAdminUsers, Attach, GetResourceToken, WaitActive,
 // WaitSynced) for tests that walk the guide and check what happens in between.
 //
-// Build compiles the charms (`make charms` into a temporary directory) and the programs
-// (livepatch-server, livepatch-admin, livepatch-client, jujusim) once per test binary;
+// Build compiles the programs (livepatch-server, livepatch-admin, livepatch-client,
+// jujusim) once per test run (internal/testbin) and the charms (`make charms` into a
+// temporary directory, from the same builds of their programs) once per test binary;
 // BuildLivepatchCharm builds other charm revisions, with build tags. The model's hook
 // tools and stand-in charms are the built jujusim binary, so a test binary needs no
 // jujusim.MultiCall in its TestMain.
