@@ -8,6 +8,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
 	"github.com/livepatch-onprem/livepatch/internal/s3test"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/tests/e2e/deploy"
@@ -110,4 +111,70 @@ func bucketKeys(t *testing.T, srv *s3test.Server, bucket string) []string {
 		keys = append(keys, oi.Key)
 	}
 	return keys
+}
+
+// TestS3IntegratorSecretPatchstore is patchstore s3 through s3-integrator 2/ (the s3
+// library v1): the keys are in a Juju user secret granted to s3-integrator, which creates
+// the bucket and shares the keys with livepatch in a secret of its own (secret-extra), never
+// in the relation data. Keys the service refuses block s3-integrator ("Could not ensure
+// bucket(s)"), and livepatch waits for the credentials; the right keys (juju update-secret)
+// bring both back, and a machine downloads a synced patch.
+func TestS3IntegratorSecretPatchstore(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Get(t)
+	d := deploy.New(t, deploy.Options{})
+	m := d.Model
+	bucket := fmt.Sprintf("lp-e2e-v1-%d", m.Seed()%1_000_000)
+	t.Cleanup(func() { srv.RemoveBucket(context.Background(), bucket) })
+	const wrongSecret = "wr0ng-s3-secret-key-value"
+	uri, err := m.AddSecret("s3-keys", "", map[string]string{"access-key": s3test.AccessKey, "secret-key": wrongSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Deploy(jujusim.DeployArgs{Charm: "s3-integrator-2", Config: map[string]any{
+		"endpoint": srv.Endpoint, "bucket": bucket, "s3-uri-style": "path",
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	d.WaitUnit(t, "s3-integrator/0", "blocked", s3integrator.MessageMissingCredentials)
+	if err := m.GrantSecret(uri, "s3-integrator"); err != nil {
+		t.Fatal(err)
+	}
+	d.Config(t, "s3-integrator", map[string]string{"credentials": uri})
+	d.WaitUnit(t, "s3-integrator/0", "blocked", s3integrator.MessageBucketUnavailable(bucket))
+	relID, err := m.Relate("livepatch:s3-credentials", "s3-integrator:s3-credentials")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Config(t, "livepatch", map[string]string{"patchstore": "s3"})
+	d.WaitUnit(t, "livepatch/0", "waiting", livepatch.MessageS3CredentialsWaiting)
+
+	if err := m.UpdateSecret(uri, jujusim.UpdateSecretArgs{Content: map[string]string{"access-key": s3test.AccessKey, "secret-key": s3test.SecretKey}}); err != nil {
+		t.Fatal(err)
+	}
+	d.WaitUnit(t, "s3-integrator/0", "active", "")
+	d.Configure(t)
+	provider, err := m.RelationData(relID, "s3-integrator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := provider["secret-key"]; ok || provider["secret-extra"] == "" || provider["lib-version"] != "1.0" || provider["bucket"] != bucket {
+		t.Errorf("s3-integrator's bag %v, want the keys in secret-extra", keys(provider))
+	}
+	d.Admin(t, "login", "-a", d.AdminUser+":"+d.AdminPassword)
+	d.Admin(t, "patch", "promote", deploy.DemoPatch, deploy.UpstreamTier)
+	machine := d.Enrol(t, deploy.MachineConfig{Tier: deploy.UpstreamTier, TrustedKey: d.Upstream.PublicKey})
+	if state, version := machine.Status(t).PatchState(); state != server.StateUnapplied || version != deploy.DemoPatch {
+		t.Errorf("machine: patch %s %s, want %s %s", state, version, server.StateUnapplied, deploy.DemoPatch)
+	}
+	if ks := bucketKeys(t, srv, bucket); !strings.Contains(strings.Join(ks, " "), deploy.DemoPatch) {
+		t.Errorf("bucket %s holds %v, want the synced %s", bucket, ks, deploy.DemoPatch)
+	}
+	for _, secret := range []string{s3test.SecretKey, wrongSecret} {
+		for _, e := range m.Logs() {
+			if strings.HasPrefix(e.Unit, "livepatch/") && strings.Contains(e.Message, secret) {
+				t.Errorf("a secret key in a log line of %s", e.Unit)
+			}
+		}
+	}
 }

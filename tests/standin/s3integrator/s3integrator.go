@@ -25,8 +25,8 @@
 //
 // The real charm checks nothing against the S3 service: a wrong key or a missing bucket is
 // the requirer's to find. Neither does it share anything in Juju secrets: that is track 2
-// (canonical/object-storage-integrators, the s3 library v1), which the livepatch charm also
-// speaks.
+// (canonical/object-storage-integrators, the s3 library v1), whose stand-in is Main2 and
+// Files2 (deployed as s3-integrator-2; see track2.go).
 package s3integrator
 
 import (
