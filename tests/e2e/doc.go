@@ -15,4 +15,6 @@
 //   - TestS3IntegratorPatchstore: patchstore s3 through the s3-integrator stand-in and a
 //     real SeaweedFS: Blocked while the bucket is missing and while the keys are refused,
 //     recovering when fixed; a machine downloads a synced patch from the bucket.
+//   - TestS3IntegratorSecretPatchstore: the same through s3-integrator 2/, the keys in Juju
+//     secrets (a user secret for s3-integrator, secret-extra for livepatch).
 package e2e
