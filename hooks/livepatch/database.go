@@ -327,13 +327,17 @@ func isDNSName(s string) bool {
 // RequirerData.SECRET_FIELDS, encoded as the library encodes them (json.dumps).
 const requestedSecrets = `["username", "password", "tls", "tls-ca", "uris", "read-only-uris", "entity-name", "entity-password"]`
 
+// providerSecret is a secret a data_interfaces provider shares: the field of its application
+// bag that holds the secret's URI and the fields the secret holds instead of the bag.
+type providerSecret struct {
+	field string
+	keys  []string
+}
+
 // providerSecrets are the secrets a postgresql_client provider may share: the field of its
 // application bag that holds the secret's URI and the fields the secret holds instead of the
 // bag (data_interfaces' SECRET_LABEL_MAP, groups user and tls).
-var providerSecrets = []struct {
-	field string
-	keys  []string
-}{
+var providerSecrets = []providerSecret{
 	{"secret-user", []string{"username", "password", "uris", "read-only-uris"}},
 	{"secret-tls", []string{"tls", "tls-ca"}},
 }
@@ -373,7 +377,7 @@ func postgresqlClientDSN(ctx context.Context, c *hooks.Context, relID string, cf
 	if err != nil {
 		return dbConn{}, hooks.Status{}, err
 	}
-	data, st, err := withProviderSecrets(ctx, c, remote, data)
+	data, st, err := withProviderSecrets(ctx, c, remote, "database", "database credentials", providerSecrets, data)
 	if err != nil || !st.IsZero() {
 		return dbConn{}, st, err
 	}
@@ -390,24 +394,24 @@ func postgresqlClientDSN(ctx context.Context, c *hooks.Context, relID string, cf
 	return conn, hooks.Status{}, nil
 }
 
-// withProviderSecrets puts in data (the provider's application bag) the fields of the
-// secrets it names, read at their latest revision, in place of the plain fields, as
+// withProviderSecrets puts in data (the provider's application bag on endpoint, which shares
+// what) the fields of the secrets it names, read at their latest revision, in place of the plain fields, as
 // data_interfaces' fetch_relation_data does. A bag without secret fields (a provider on a
 // Juju without secrets, or one that answered before the charm asked for secrets) is used as
 // it is. What stops the chain never names a secret's content.
-func withProviderSecrets(ctx context.Context, c *hooks.Context, remote string, data map[string]string) (map[string]string, hooks.Status, error) {
+func withProviderSecrets(ctx context.Context, c *hooks.Context, remote, endpoint, what string, secrets []providerSecret, data map[string]string) (map[string]string, hooks.Status, error) {
 	out := maps.Clone(data)
-	for _, s := range providerSecrets {
+	for _, s := range secrets {
 		uri := data[s.field]
 		if uri == "" {
 			continue
 		}
 		content, err := c.SecretGet(ctx, uri)
 		if errors.Is(err, hooks.ErrNoSecrets) {
-			return nil, hooks.Blocked(fmt.Sprintf("%s shares the database credentials in Juju secrets (%s) but this Juju has no secrets", remote, s.field)), nil
+			return nil, hooks.Blocked(fmt.Sprintf("%s shares the %s in Juju secrets (%s) but this Juju has no secrets", remote, what, s.field)), nil
 		}
 		if ee, ok := errors.AsType[*hooks.ExitError](err); ok {
-			return nil, hooks.Waiting(fmt.Sprintf("Waiting for %s to grant the secret it shares on the database relation (%s: %s)", remote, s.field, ee.Reason())), nil
+			return nil, hooks.Waiting(fmt.Sprintf("Waiting for %s to grant the secret it shares on the %s relation (%s: %s)", remote, endpoint, s.field, ee.Reason())), nil
 		}
 		if err != nil {
 			return nil, hooks.Status{}, err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/livepatch-onprem/livepatch/hooks"
@@ -119,12 +120,30 @@ const S3CredentialsEndpoint = "s3-credentials"
 // MessageS3CredentialsWaiting is the status while s3-integrator has not shared credentials.
 const MessageS3CredentialsWaiting = "Waiting for s3-integrator to share the S3 credentials (s3-credentials relation)"
 
-// s3FromRelation reads the s3-credentials relation when patchstore is s3, as
-// data_platform_libs' S3Requirer (v0) does: the leader asks for s3_bucket in the
-// application bag ("bucket"), and s3-integrator answers in its own application bag with
-// access-key, secret-key, endpoint, bucket, region, path, s3-uri-style (path or host) and
-// tls-ca-chain (a JSON list of PEM certificates). Its values replace the s3_* options.
-// related is false without the relation; a non-zero status means the chain waits.
+// The s3 interface as the s3 library v1 (s3-integrator 2/, canonical/object-storage-integrators)
+// speaks it: the requirer says its version in lib-version and, where Juju has secrets, asks
+// for the keys in a secret (requested-secrets, json.dumps of S3RequirerData.SECRET_FIELDS);
+// a v1 provider shares them in the secret its field secret-extra names (data_interfaces'
+// group extra). A v0 provider (s3-integrator 1/, data_platform_libs v0) ignores both and
+// shares the keys in plain fields.
+const (
+	s3LibVersion       = "1.0"
+	s3RequestedSecrets = `["access-key", "secret-key"]`
+)
+
+var s3ProviderSecrets = []providerSecret{{"secret-extra", []string{"access-key", "secret-key"}}}
+
+// s3FromRelation reads the s3-credentials relation when patchstore is s3, as the s3
+// requirer library does (v1, which also speaks to v0 providers): the leader writes
+// lib-version, requested-secrets where Juju has secrets, and bucket (s3_bucket) and path
+// (s3_path_prefix) when set. A v0 provider answers only once bucket is asked for, so when
+// s3_bucket is unset and the provider turns out to be v0 (it wrote something, but no
+// lib-version of 1 or more) the leader asks for relation-<id>, as both libraries do.
+// s3-integrator answers in its own application bag with access-key and secret-key (in plain
+// fields or, v1 asked for secrets, in the secret secret-extra names), endpoint, bucket,
+// region, path, s3-uri-style (path or host) and tls-ca-chain (a JSON list of PEM
+// certificates). Its values replace the s3_* options. related is false without the
+// relation; a non-zero status means the chain waits.
 func s3FromRelation(ctx context.Context, c *hooks.Context, cfg *Config) (cr s3Credentials, related bool, st hooks.Status, err error) {
 	if cfg.Patchstore != "s3" {
 		return cr, false, hooks.Status{}, nil
@@ -134,27 +153,47 @@ func s3FromRelation(ctx context.Context, c *hooks.Context, cfg *Config) (cr s3Cr
 		return cr, false, hooks.Status{}, err
 	}
 	relID := ids[0]
+	app, err := c.RelationApp(ctx, relID)
+	if err != nil {
+		return cr, true, hooks.Status{}, err
+	}
+	var data map[string]string
+	if app != "" {
+		if data, err = c.RelationGetApp(ctx, relID, app); err != nil {
+			return cr, true, hooks.Status{}, err
+		}
+	}
 	leader, err := c.IsLeader(ctx)
 	if err != nil {
 		return cr, true, hooks.Status{}, err
 	}
-	if leader && cfg.S3Bucket != "" {
+	if leader {
 		ours, err := c.RelationGetApp(ctx, relID, c.AppName())
 		if err != nil {
 			return cr, true, hooks.Status{}, err
 		}
-		want := map[string]string{"bucket": cfg.S3Bucket}
+		want := map[string]string{"lib-version": s3LibVersion}
+		if c.HasSecrets() {
+			want["requested-secrets"] = s3RequestedSecrets
+		}
+		if cfg.S3Bucket != "" {
+			want["bucket"] = cfg.S3Bucket
+		} else if ours["bucket"] == "" && s3ProviderV0(data) {
+			want["bucket"] = "relation-" + relID[strings.LastIndexByte(relID, ':')+1:]
+		}
+		if cfg.S3PathPrefix != "" {
+			want["path"] = cfg.S3PathPrefix
+		}
 		if err := setIfChanged(ours, want, func(d map[string]string) error { return c.RelationSetApp(ctx, relID, d) }); err != nil {
 			return cr, true, hooks.Status{}, err
 		}
 	}
-	app, err := c.RelationApp(ctx, relID)
-	if err != nil || app == "" {
-		return cr, true, hooks.Waiting(MessageS3CredentialsWaiting), err
+	if app == "" {
+		return cr, true, hooks.Waiting(MessageS3CredentialsWaiting), nil
 	}
-	data, err := c.RelationGetApp(ctx, relID, app)
-	if err != nil {
-		return cr, true, hooks.Status{}, err
+	data, st, err = withProviderSecrets(ctx, c, app, S3CredentialsEndpoint, "S3 credentials", s3ProviderSecrets, data)
+	if err != nil || !st.IsZero() {
+		return cr, true, st, err
 	}
 	if data["access-key"] == "" || data["secret-key"] == "" || data["endpoint"] == "" || data["bucket"] == "" {
 		return cr, true, hooks.Waiting(MessageS3CredentialsWaiting), nil
@@ -181,4 +220,15 @@ func s3FromRelation(ctx context.Context, c *hooks.Context, cfg *Config) (cr s3Cr
 		cfg.S3CA = strings.Join(chain, "\n")
 	}
 	return cr, true, hooks.Status{}, nil
+}
+
+// s3ProviderV0 reports whether an s3 provider's application bag is that of a v0 provider,
+// as the s3 library v1 decides: it wrote something but no lib-version, or one below 1.
+func s3ProviderV0(data map[string]string) bool {
+	v, ok := data["lib-version"]
+	if !ok {
+		return len(data) > 0
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	return err == nil && f < 1
 }

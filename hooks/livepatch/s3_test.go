@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/livepatch-onprem/livepatch/hooks"
 	"github.com/livepatch-onprem/livepatch/hooks/hookstest"
 	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
 	lpt "github.com/livepatch-onprem/livepatch/hooks/livepatch/livepatchtest"
@@ -190,5 +191,74 @@ func TestS3CredentialsRelation(t *testing.T) {
 	r.RemoteAppData = map[string]string{}
 	if res := e.H.Run(t, "s3-credentials-relation-changed", st); res.Status.Name != "waiting" || res.Status.Message != livepatch.MessageS3CredentialsWaiting {
 		t.Errorf("without credentials: %v, want waiting", res.Status)
+	}
+}
+
+// A v1 provider (s3-integrator 2/) shares the keys in the secret secret-extra names when the
+// leader asks for them in requested-secrets; the charm reads them from the secret, says its
+// lib-version, and no hook shows the secret key.
+func TestS3CredentialsRelationSecret(t *testing.T) {
+	const extraID = "d0s3extrasecret00000"
+	e := lpt.New(t)
+	st := s3State()
+	st.Config["s3_credentials_secret"] = ""
+	r := s3Relation()
+	delete(r.RemoteAppData, "access-key")
+	delete(r.RemoteAppData, "secret-key")
+	r.RemoteAppData["lib-version"] = "1.0"
+	r.RemoteAppData["secret-extra"] = "secret://" + lpt.ModelUUID + "/" + extraID
+	st.Relations = append(st.Relations, r)
+	st.Secrets[extraID] = hookstest.Secret{Revisions: []map[string]string{{"access-key": "AKIASECRET", "secret-key": s3SecretKey}}}
+	e.Install(t, st)
+	res := e.H.Run(t, "s3-credentials-relation-changed", st)
+	if res.Err != nil || res.Status.Name != "active" {
+		t.Fatalf("status %v (%v), want active", res.Status, res.Err)
+	}
+	if got := loadRendered(t, e).PatchStorage; got.S3AccessKey != "AKIASECRET" || got.S3SecretKey != s3SecretKey {
+		t.Errorf("rendered access key %q, want the secret's", got.S3AccessKey)
+	}
+	ours := res.Relation(livepatch.S3CredentialsEndpoint).LocalAppData
+	want := map[string]string{"bucket": "livepatch-patches", "lib-version": "1.0", "path": "site-a", "requested-secrets": `["access-key", "secret-key"]`}
+	if diff := cmp.Diff(want, ours); diff != "" {
+		t.Errorf("requirer bag (-want +got):\n%s", diff)
+	}
+	lpt.CheckNoLeaks(t, res, s3SecretKey)
+
+	// Not granted (yet): the unit waits, naming the field, not the content.
+	st = res.State
+	s := st.Secrets[extraID]
+	s.Denied = true
+	st.Secrets[extraID] = s
+	res = e.H.Run(t, "config-changed", st)
+	if want := hooks.Waiting("Waiting for s3-integrator to grant the secret it shares on the s3-credentials relation (secret-extra: permission denied)"); res.Status != want {
+		t.Errorf("status %v (%v), want %v", res.Status, res.Err, want)
+	}
+}
+
+// Without s3_bucket the leader asks for no bucket (a v1 provider has its own); a v0
+// provider answers only to a bucket request, so once it shows itself (it writes its
+// relation-changed diff in data, without lib-version) the leader asks for relation-<id>,
+// as the s3 libraries do.
+func TestS3CredentialsRelationBucketForV0(t *testing.T) {
+	e := lpt.New(t)
+	st := s3State()
+	st.Config["s3_credentials_secret"] = ""
+	st.Config["s3_bucket"] = ""
+	r := s3Relation()
+	r.RemoteAppData = map[string]string{}
+	st.Relations = append(st.Relations, r)
+	e.Install(t, st)
+	res := e.H.Run(t, "s3-credentials-relation-joined", st)
+	if got := res.Relation(livepatch.S3CredentialsEndpoint).LocalAppData; got["bucket"] != "" || got["lib-version"] != "1.0" {
+		t.Errorf("before the provider answers: bag %v, want lib-version and no bucket", got)
+	}
+	st = res.State
+	st.Relation(livepatch.S3CredentialsEndpoint).RemoteAppData = map[string]string{"data": `{"lib-version": "1.0"}`}
+	res = e.H.Run(t, "s3-credentials-relation-changed", st)
+	if got := res.Relation(livepatch.S3CredentialsEndpoint).LocalAppData["bucket"]; got != "relation-9" {
+		t.Errorf("bucket %q with a v0 provider, want relation-9", got)
+	}
+	if res.Status != hooks.Waiting(livepatch.MessageS3CredentialsWaiting) {
+		t.Errorf("status %v, want waiting for the credentials", res.Status)
 	}
 }

@@ -12,4 +12,9 @@
 //   - TestPostgreSQLDatabaseTLS, TestPostgreSQLTLSLater, TestPostgreSQLLegacyReplicas: the
 //     database relation with TLS from the start and turned on later, the legacy db relation
 //     with a replica and a switchover, under check-ins that must all be kept.
+//   - TestS3IntegratorPatchstore: patchstore s3 through the s3-integrator stand-in and a
+//     real SeaweedFS: Blocked while the bucket is missing and while the keys are refused,
+//     recovering when fixed; a machine downloads a synced patch from the bucket.
+//   - TestS3IntegratorSecretPatchstore: the same through s3-integrator 2/, the keys in Juju
+//     secrets (a user secret for s3-integrator, secret-extra for livepatch).
 package e2e

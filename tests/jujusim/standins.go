@@ -11,12 +11,16 @@ import (
 	"github.com/livepatch-onprem/livepatch/tests/standin/postgresql"
 	"github.com/livepatch-onprem/livepatch/tests/standin/pro"
 	"github.com/livepatch-onprem/livepatch/tests/standin/prometheus"
+	"github.com/livepatch-onprem/livepatch/tests/standin/s3integrator"
 )
 
 func init() {
 	RegisterStandin(StandinCharm{Name: "haproxy", Files: haproxy.Files, Main: haproxy.Main})
 	RegisterStandin(StandinCharm{Name: "postgresql", Files: postgresql.Files, Main: postgresql.Main})
 	RegisterStandin(StandinCharm{Name: "prometheus", Files: prometheus.Files, Main: prometheus.Main})
+	RegisterStandin(StandinCharm{Name: "s3-integrator", Files: s3integrator.Files, Main: s3integrator.Main})
+	// s3-integrator on track 2/ (its application is still s3-integrator).
+	RegisterStandin(StandinCharm{Name: "s3-integrator-2", Files: s3integrator.Files2, Main: s3integrator.Main2})
 	for _, name := range []string{"pro", "ubuntu-advantage", "ua"} {
 		RegisterCommand(name, pro.Main)
 	}

@@ -7,6 +7,7 @@ import (
 	"text/template"
 
 	"github.com/livepatch-onprem/livepatch/server/config"
+	"github.com/livepatch-onprem/livepatch/server/patchstore"
 )
 
 // HAProxy is what the harness's haproxy config says: one frontend per measured stack,
@@ -138,9 +139,11 @@ type Unit struct {
 	URLTemplate string // as the charm renders it: the haproxy frontend
 	DSN         string
 	BasicUser   string // user:bcrypt-hash
-	// Storage is postgres or filesystem (FilesystemPath then).
+	// Storage is postgres, filesystem (FilesystemPath then) or s3 (S3 then: endpoint,
+	// bucket, prefix, keys, path style).
 	Storage        string
 	FilesystemPath string
+	S3             patchstore.S3Options
 	PatchCache     bool
 	PoolMax        int // database.connection-pool-max; 0: the default
 	RetentionDays  int // machine-reports.retention-days; 0: the default
@@ -158,6 +161,11 @@ func (u Unit) Config() config.Config {
 		c.PatchStorage.Type = u.Storage
 	}
 	c.PatchStorage.FilesystemPath = u.FilesystemPath
+	if u.Storage == config.StorageS3 {
+		s := &c.PatchStorage
+		s.S3Endpoint, s.S3Region, s.S3Bucket, s.S3PathPrefix = u.S3.Endpoint, u.S3.Region, u.S3.Bucket, u.S3.Prefix
+		s.S3AccessKey, s.S3SecretKey, s.S3PathStyle = u.S3.AccessKey, u.S3.SecretKey, u.S3.PathStyle
+	}
 	c.PatchCache.Enabled = u.PatchCache
 	if u.PoolMax > 0 {
 		c.Database.ConnectionPoolMax = u.PoolMax

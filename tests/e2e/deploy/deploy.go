@@ -18,17 +18,20 @@ import (
 
 	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
+	"github.com/livepatch-onprem/livepatch/internal/s3test"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/tests/jujusim"
 	"github.com/livepatch-onprem/livepatch/tests/standin/contracts"
 )
 
 // Main runs the tests of a package that uses this one, then stops the PostgreSQL cluster
-// of its upstreams and removes the builds. Call it from TestMain:
+// of its upstreams and the SeaweedFS server of its s3 patch stores (s3test), and removes
+// the builds. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { deploy.Main(m) }
 func Main(m *testing.M) {
 	code := pgtest.Run(m)
+	s3test.Stop()
 	removeBuilds()
 	os.Exit(code)
 }

@@ -41,6 +41,8 @@ const (
 	nginxHost   = "127.0.0.14"
 	unit3Host   = "127.0.0.15"
 	unit4Host   = "127.0.0.16"
+	unit5Host   = "127.0.0.17"
+	unit6Host   = "127.0.0.18"
 )
 
 // serverMaxConn is haproxy's per-server connection cap: the server's default
