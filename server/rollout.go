@@ -227,9 +227,12 @@ type RolloutCounts struct {
 	Canaries        int `json:"canaries"`
 	CanariesApplied int `json:"canaries-applied"`
 	Offered         int `json:"offered"`
-	Applied         int `json:"applied"`
-	Failed          int `json:"failed"`
-	TimedOut        int `json:"timed-out"`
+	// Downloaded counts the machines that reported, after the offer, holding the patch
+	// verified but not applied (patch state unapplied).
+	Downloaded int `json:"downloaded"`
+	Applied    int `json:"applied"`
+	Failed     int `json:"failed"`
+	TimedOut   int `json:"timed-out"`
 	// Machines is how many machines the tier has.
 	Machines int `json:"machines"`
 }
@@ -237,12 +240,16 @@ type RolloutCounts struct {
 // InFlight is how many machines were offered the patch and neither applied it nor failed.
 func (c RolloutCounts) InFlight() int { return max(0, c.Offered-c.Applied-c.Failed) }
 
-// Update states of a machine offered a patch (RolloutMachine.State).
+// Update states of a machine offered a patch (RolloutMachine.State), from what it
+// reported since the offer: offered (nothing yet), downloaded (the patch verified, not
+// applied), applied, failed (apply-failed or check-failed), timed out (not applied within
+// the policy's apply timeout).
 const (
-	UpdateOffered  = "offered"
-	UpdateApplied  = "applied"
-	UpdateFailed   = "failed"
-	UpdateTimedOut = "timed-out"
+	UpdateOffered    = "offered"
+	UpdateDownloaded = "downloaded"
+	UpdateApplied    = "applied"
+	UpdateFailed     = "failed"
+	UpdateTimedOut   = "timed-out"
 )
 
 // RolloutOffer is one machine offered a patch by a rollout.
@@ -320,8 +327,9 @@ func (p RolloutPolicy) Grant(r Rollout, want int, now time.Time) (int, Rollout) 
 		return 0, r
 	}
 	if p.RateLimit > 0 {
-		start := now.UTC().Truncate(time.Duration(p.RatePeriod))
-		if !r.PeriodStart.Equal(start) {
+		// A period starts once, when the first unit's clock reaches it: a unit whose
+		// clock is behind counts its claims in the period the row is in, never resets it.
+		if start := now.UTC().Truncate(time.Duration(p.RatePeriod)); start.After(r.PeriodStart) {
 			r.PeriodStart, r.PeriodClaimed = start, 0
 		}
 		allowed = min(allowed, max(0, p.RateLimit-r.PeriodClaimed))
@@ -330,19 +338,9 @@ func (p RolloutPolicy) Grant(r Rollout, want int, now time.Time) (int, Rollout) 
 		inFlight := r.Claimed - r.Applied - r.Failed
 		allowed = min(allowed, max(0, p.MaxInFlight-inFlight))
 	}
-	return allowed, r.claim(allowed, p, now)
-}
-
-func (r Rollout) claim(n int, p RolloutPolicy, now time.Time) Rollout {
-	if p.RateLimit > 0 {
-		start := now.UTC().Truncate(time.Duration(p.RatePeriod))
-		if !r.PeriodStart.Equal(start) {
-			r.PeriodStart, r.PeriodClaimed = start, 0
-		}
-	}
-	r.Claimed += n
-	r.PeriodClaimed += n
-	return r
+	r.Claimed += allowed
+	r.PeriodClaimed += allowed
+	return allowed, r
 }
 
 // HaltReason returns why the rollout must halt under p, or "" when it need not: the

@@ -174,7 +174,10 @@ func policyOf(policies []server.RolloutPolicy, tier string) server.RolloutPolicy
 // rolloutMachinesSQL classifies the machines offered a rollout's patch ($1 tier id, $2
 // version) at $3, with the apply timeout $4 (seconds), in offer order: applied when it
 // runs the version; failed when it reported a failure after the offer; timed out when
-// neither within the timeout. Machines removed since are left out.
+// neither within the timeout; downloaded when it reported after the offer holding a
+// verified patch it has not applied (unapplied). The machine's last report is what the
+// check-in recorded: classifying costs the check-in nothing. Machines removed since are
+// left out.
 const rolloutMachinesSQL = `
 	SELECT row_number() OVER (ORDER BY o.id) AS n, o.machine_id, o.offered_at,
 		m.patch_state, m.patch_version, s.state
@@ -183,6 +186,7 @@ const rolloutMachinesSQL = `
 		WHEN m.patch_version = o.version AND m.patch_state = 'applied' THEN 'applied'
 		WHEN m.patch_state IN ('apply-failed', 'check-failed') AND m.last_seen > o.offered_at THEN 'failed'
 		WHEN o.offered_at < $3::timestamptz - make_interval(secs => $4) THEN 'timed-out'
+		WHEN m.patch_state = 'unapplied' AND m.last_seen > o.offered_at THEN 'downloaded'
 		ELSE 'offered' END AS state) s
 	WHERE o.tier_id = $1 AND o.version = $2`
 
@@ -193,11 +197,11 @@ func countRollout(ctx context.Context, tx *sql.Tx, tierID int64, r *server.Rollo
 	}
 	target := p.CanaryCount(r.Machines)
 	err := tx.QueryRowContext(ctx, `
-		SELECT count(*), count(*) FILTER (WHERE state = 'applied'), count(*) FILTER (WHERE state = 'failed'),
-			count(*) FILTER (WHERE state = 'timed-out'), count(*) FILTER (WHERE n <= $5),
-			count(*) FILTER (WHERE n <= $5 AND state = 'applied')
+		SELECT count(*), count(*) FILTER (WHERE state = 'downloaded'), count(*) FILTER (WHERE state = 'applied'),
+			count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'timed-out'),
+			count(*) FILTER (WHERE n <= $5), count(*) FILTER (WHERE n <= $5 AND state = 'applied')
 		FROM (`+rolloutMachinesSQL+`) x`, tierID, r.Version, now, applyTimeout(p).Seconds(), target).
-		Scan(&r.Offered, &r.Applied, &r.Failed, &r.TimedOut, &r.Canaries, &r.CanariesApplied)
+		Scan(&r.Offered, &r.Downloaded, &r.Applied, &r.Failed, &r.TimedOut, &r.Canaries, &r.CanariesApplied)
 	if err != nil {
 		return fmt.Errorf("cannot count the rollout of %s in tier %q: %w", r.Version, r.Tier, err)
 	}
