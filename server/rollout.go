@@ -298,6 +298,9 @@ type RolloutStore interface {
 	ClaimSlots(ctx context.Context, c SlotClaim, p RolloutPolicy, now time.Time) (int, error)
 	// RecordOffers records offers made (a machine offered twice keeps its first time).
 	RecordOffers(ctx context.Context, tier, version string, offers []RolloutOffer) error
+	// RolloutOffers returns the machines offered version in tier (a unit that forgot a
+	// rollout loads them again when the rollout matters again).
+	RolloutOffers(ctx context.Context, tier, version string) ([]string, error)
 	// OffersSince returns the offers recorded after the cursor, with the next cursor.
 	OffersSince(ctx context.Context, cursor int64, limit int) (offers []RolloutOfferRecord, next int64, err error)
 }

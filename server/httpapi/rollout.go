@@ -35,6 +35,10 @@ type rolloutCache struct {
 	mu       sync.Mutex
 	rollouts map[rolloutKey]*rolloutState
 	cursor   int64 // the last recorded offer loaded
+	// live are the rollouts check-ins may consult, as of the last refresh (nil before
+	// the first): the patches offered now in the tiers with a policy. Only their state is
+	// kept; a rollout that becomes live loads its offers again (revive).
+	live map[rolloutKey]bool
 
 	halted *prometheus.GaugeVec
 	offers *prometheus.CounterVec
@@ -176,7 +180,8 @@ func loadPolicies(ctx context.Context, store server.Store) (map[string]*tierPoli
 // halts the rollouts whose failures reached their threshold, and claims the slots this
 // unit lacked.
 func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) error {
-	policies := c.catalog.get().policies
+	snap := c.catalog.get()
+	policies := snap.policies
 	if err := c.flush(ctx); err != nil {
 		return err
 	}
@@ -184,7 +189,11 @@ func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) erro
 		return nil // no rollout to follow: spare the database the rest
 	}
 	now := clock() // only now: tests of other things move their clock meanwhile
-	if err := c.loadOffers(ctx); err != nil {
+	live := liveRollouts(snap)
+	if err := c.loadOffers(ctx, live); err != nil {
+		return err
+	}
+	if err := c.revive(ctx, live); err != nil {
 		return err
 	}
 	rollouts, err := c.store.Rollouts(ctx, "", now)
@@ -220,10 +229,74 @@ func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) erro
 	}
 	c.mu.Lock()
 	for _, r := range rollouts {
-		c.stateLocked(rolloutKey{r.Tier, r.Version}).rollout = r
+		if k := (rolloutKey{r.Tier, r.Version}); live[k] {
+			c.stateLocked(k).rollout = r
+		}
+	}
+	if c.catalog.get() == snap { // else check-ins may already consult rollouts not in live
+		c.pruneLocked(live)
 	}
 	c.mu.Unlock()
 	return c.claim(ctx, policies, now)
+}
+
+// liveRollouts returns the rollouts check-ins of snap may consult: in each tier with a
+// policy, the versions its machines are offered.
+func liveRollouts(snap *catalogSnapshot) map[rolloutKey]bool {
+	live := map[rolloutKey]bool{}
+	for tier := range snap.policies {
+		for _, v := range snap.catalog.TierVersions(tier) {
+			live[rolloutKey{tier, v}] = true
+		}
+	}
+	return live
+}
+
+// revive loads the offers of the rollouts that became live since the last refresh (a
+// promotion, a policy, a newer patch blocked): their offers were not kept meanwhile. The
+// first refresh loads every offer already (loadOffers from cursor 0).
+func (c *rolloutCache) revive(ctx context.Context, live map[rolloutKey]bool) error {
+	c.mu.Lock()
+	prev := c.live
+	c.mu.Unlock()
+	if prev != nil {
+		for k := range live {
+			if prev[k] {
+				continue
+			}
+			ids, err := c.store.RolloutOffers(ctx, k.tier, k.version)
+			if err != nil {
+				return err // c.live unchanged: the next refresh tries again
+			}
+			c.mu.Lock()
+			rs := c.stateLocked(k)
+			for _, id := range ids {
+				rs.offered[id] = struct{}{}
+			}
+			c.mu.Unlock()
+		}
+	}
+	c.mu.Lock()
+	c.live = live
+	c.mu.Unlock()
+	return nil
+}
+
+// pruneLocked forgets the rollouts no check-in consults any more (superseded by a newer
+// patch, blocked, or in a tier without a policy), so that memory holds the offers of live
+// rollouts only. Slots such a rollout holds are given back by the next claim first; offers
+// not recorded yet keep it until they are.
+func (c *rolloutCache) pruneLocked(live map[rolloutKey]bool) {
+	for k, rs := range c.rollouts {
+		if live[k] {
+			continue
+		}
+		rs.unused += rs.slots
+		rs.slots, rs.want = 0, 0
+		if rs.unused == 0 && len(rs.pending) == 0 {
+			delete(c.rollouts, k)
+		}
+	}
 }
 
 // flush records the offers this unit made since the last refresh; those it could not
@@ -257,8 +330,9 @@ func cmpErr(first, err error) error {
 	return err
 }
 
-// loadOffers adds the offers every unit recorded since the last refresh.
-func (c *rolloutCache) loadOffers(ctx context.Context) error {
+// loadOffers adds the offers every unit recorded since the last refresh, of the live
+// rollouts.
+func (c *rolloutCache) loadOffers(ctx context.Context, live map[rolloutKey]bool) error {
 	c.mu.Lock()
 	from := max(0, c.cursor-rolloutOfferOverlap)
 	c.mu.Unlock()
@@ -269,7 +343,9 @@ func (c *rolloutCache) loadOffers(ctx context.Context) error {
 		}
 		c.mu.Lock()
 		for _, o := range offers {
-			c.stateLocked(rolloutKey{o.Tier, o.Version}).offered[o.MachineID] = struct{}{}
+			if k := (rolloutKey{o.Tier, o.Version}); live[k] {
+				c.stateLocked(k).offered[o.MachineID] = struct{}{}
+			}
 		}
 		c.cursor = max(c.cursor, next)
 		c.mu.Unlock()

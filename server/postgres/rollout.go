@@ -409,3 +409,26 @@ func (db *DB) OffersSince(ctx context.Context, cursor int64, limit int) (_ []ser
 	})
 	return out, next, err
 }
+
+// RolloutOffers returns the machines offered version in tier, in offer order.
+func (db *DB) RolloutOffers(ctx context.Context, tier, version string) (_ []string, err error) {
+	defer classifyInto(&err)
+	var out []string
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT o.machine_id FROM rollout_offers o JOIN tiers t ON t.id = o.tier_id
+			WHERE t.name = $1 AND o.version = $2 ORDER BY o.id`, tier, version)
+		if err != nil {
+			return fmt.Errorf("cannot load the offers of %s in tier %q: %w", version, tier, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return fmt.Errorf("cannot load the offers of %s in tier %q: %w", version, tier, err)
+			}
+			out = append(out, id)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
