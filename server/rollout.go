@@ -290,8 +290,10 @@ type RolloutStore interface {
 	// SetRolloutState pauses, resumes or halts a rollout, creating it when it has not
 	// started; it reports whether the state changed. Resuming sets the halt baseline.
 	SetRolloutState(ctx context.Context, tier, version, state, reason string, now time.Time) (bool, error)
-	// HaltRollout halts an active rollout with reason; it reports whether this call did.
-	HaltRollout(ctx context.Context, tier, version, reason string) (bool, error)
+	// HaltRollout halts the active rollout of version in p's tier when p.HaltReason holds
+	// of it at now, counted under its row lock (not from an earlier read, which an
+	// operator's resume may have overtaken); it returns the reason, "" when it did not.
+	HaltRollout(ctx context.Context, p RolloutPolicy, version string, now time.Time) (string, error)
 	// ClaimSlots starts the rollout when it has not started and grants up to c.Want offer
 	// slots that the policy allows at now (canaries, rate, in flight), atomically across
 	// units; it returns how many it granted.

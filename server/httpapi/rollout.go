@@ -32,6 +32,10 @@ type rolloutCache struct {
 	log     *slog.Logger
 	catalog *catalogCache // holds the policies, loaded with the patches
 
+	// refreshing serialises refreshes (the periodic one and those after an operator's
+	// change), so that an older read never overwrites a newer one.
+	refreshing sync.Mutex
+
 	mu       sync.Mutex
 	rollouts map[rolloutKey]*rolloutState
 	cursor   int64 // the last recorded offer loaded
@@ -180,6 +184,8 @@ func loadPolicies(ctx context.Context, store server.Store) (map[string]*tierPoli
 // halts the rollouts whose failures reached their threshold, and claims the slots this
 // unit lacked.
 func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) error {
+	c.refreshing.Lock()
+	defer c.refreshing.Unlock()
 	snap := c.catalog.get()
 	policies := snap.policies
 	if err := c.flush(ctx); err != nil {
@@ -202,18 +208,18 @@ func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) erro
 	}
 	halted := map[string]int{}
 	for i, r := range rollouts {
-		if pol := policies[r.Tier]; pol != nil {
-			if reason := pol.HaltReason(r); reason != "" {
-				did, err := c.store.HaltRollout(ctx, r.Tier, r.Version, reason)
-				if err != nil {
-					return err
-				}
+		if pol := policies[r.Tier]; pol != nil && pol.HaltReason(r) != "" {
+			// Decided again under the rollout's lock: another unit may have halted it, and
+			// the operator resumed it, since the read.
+			reason, err := c.store.HaltRollout(ctx, pol.RolloutPolicy, r.Version, now)
+			if err != nil {
+				return err
+			}
+			if reason != "" {
 				rollouts[i].State, rollouts[i].Reason = server.RolloutHalted, reason
-				if did {
-					c.log.Warn("Rollout halted", "tier", r.Tier, "version", r.Version, "reason", reason)
-					c.log.Info("Security event", "type", "security", "event", "rollout_halted", "user", "",
-						"tier", r.Tier, "version", r.Version, "reason", reason)
-				}
+				c.log.Warn("Rollout halted", "tier", r.Tier, "version", r.Version, "reason", reason)
+				c.log.Info("Security event", "type", "security", "event", "rollout_halted", "user", "",
+					"tier", r.Tier, "version", r.Version, "reason", reason)
 			}
 		}
 		if rollouts[i].State == server.RolloutHalted {

@@ -319,20 +319,29 @@ func (db *DB) SetRolloutState(ctx context.Context, tier, version, state, reason 
 	return changed, err
 }
 
-// HaltRollout halts an active rollout; it reports whether this call did.
-func (db *DB) HaltRollout(ctx context.Context, tier, version, reason string) (halted bool, err error) {
+// HaltRollout halts the active rollout when p says it must, from its counts under its row
+// lock; it returns the reason, "" when it did not halt it.
+func (db *DB) HaltRollout(ctx context.Context, p server.RolloutPolicy, version string, now time.Time) (reason string, err error) {
 	defer classifyInto(&err)
 	err = db.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE rollouts r SET state = 'halted', reason = $3
-			FROM tiers t WHERE t.id = r.tier_id AND t.name = $1 AND r.version = $2 AND r.state = 'active'`, tier, version, reason)
+		reason = ""
+		r, id, err := findRollout(ctx, tx, p.Tier, version, "FOR UPDATE OF r")
 		if err != nil {
-			return fmt.Errorf("cannot halt the rollout of %s in tier %q: %w", version, tier, err)
+			return err
 		}
-		n, _ := res.RowsAffected()
-		halted = n > 0
+		if err := countRollout(ctx, tx, id, &r, p, now); err != nil {
+			return err
+		}
+		if reason = p.HaltReason(r); reason == "" {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE rollouts SET state = 'halted', reason = $3 WHERE tier_id = $1 AND version = $2`,
+			id, version, reason); err != nil {
+			return fmt.Errorf("cannot halt the rollout of %s in tier %q: %w", version, p.Tier, err)
+		}
 		return nil
 	})
-	return halted, err
+	return reason, err
 }
 
 // ClaimSlots grants offer slots under the rollout's row lock, so that units never

@@ -116,14 +116,23 @@ func TestRolloutCounts(t *testing.T) {
 		t.Errorf("after removing a machine: %+v, %v", rollouts, err)
 	}
 	// The operator resumes after a halt: the failures so far are the new baseline.
-	if ok, err := db.HaltRollout(ctx, "edge", "107.1", "test"); !ok || err != nil {
-		t.Fatalf("halt: %v, %v", ok, err)
+	later := offeredAt.Add(2 * time.Hour)
+	if reason, err := db.HaltRollout(ctx, p, "107.1", later); reason == "" || err != nil {
+		t.Fatalf("halt: %q, %v", reason, err)
 	}
-	if ok, err := db.SetRolloutState(ctx, "edge", "107.1", server.RolloutActive, "", offeredAt.Add(2*time.Hour)); !ok || err != nil {
+	if ok, err := db.SetRolloutState(ctx, "edge", "107.1", server.RolloutActive, "", later); !ok || err != nil {
 		t.Fatalf("resume: %v, %v", ok, err)
 	}
-	rollouts, _ = db.Rollouts(ctx, "edge", offeredAt.Add(2*time.Hour))
+	rollouts, _ = db.Rollouts(ctx, "edge", later)
 	if r := rollouts[0]; r.State != server.RolloutActive || r.HaltBaseline != 3 || p.HaltReason(r) != "" {
 		t.Errorf("after resume: %+v", r)
+	}
+	// A unit that read the counts before the resume asks to halt it: the counts under the
+	// lock say no.
+	if reason, err := db.HaltRollout(ctx, p, "107.1", later); reason != "" || err != nil {
+		t.Errorf("halt after resume, from a stale read: %q, %v; want no halt", reason, err)
+	}
+	if rollouts, _ = db.Rollouts(ctx, "edge", later); rollouts[0].State != server.RolloutActive {
+		t.Errorf("after a stale halt: %+v", rollouts[0])
 	}
 }
