@@ -44,9 +44,10 @@ type rolloutCache struct {
 	// kept; a rollout that becomes live loads its offers again (revive).
 	live map[rolloutKey]bool
 
-	halted *prometheus.GaugeVec
-	offers *prometheus.CounterVec
-	held   *prometheus.CounterVec
+	halted   *prometheus.GaugeVec
+	machines *prometheus.GaugeVec
+	offers   *prometheus.CounterVec
+	held     *prometheus.CounterVec
 }
 
 // rolloutClaimBatch bounds the slots one claim asks for.
@@ -96,7 +97,11 @@ func newRolloutCache(store server.Store, catalog *catalogCache, log *slog.Logger
 			Help: "Check-ins a rollout policy held back from the newest patch, by tier.",
 		}, []string{"tier"}),
 	}
-	reg.MustRegister(c.halted, c.offers, c.held)
+	c.machines = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "livepatch_server_rollout_machines",
+		Help: "Machines offered the patch of a live rollout, by update state (offered, downloaded, applied, failed, timed-out), as this unit last counted them.",
+	}, []string{"tier", "version", "state"})
+	reg.MustRegister(c.halted, c.machines, c.offers, c.held)
 	return c
 }
 
@@ -227,6 +232,18 @@ func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) erro
 		}
 	}
 	c.halted.Reset()
+	c.machines.Reset()
+	for _, r := range rollouts {
+		if !live[rolloutKey{r.Tier, r.Version}] {
+			continue
+		}
+		for state, n := range map[string]int{
+			server.UpdateOffered: r.Offered - r.Downloaded - r.Applied - r.Failed - r.TimedOut, server.UpdateDownloaded: r.Downloaded,
+			server.UpdateApplied: r.Applied, server.UpdateFailed: r.Failed, server.UpdateTimedOut: r.TimedOut,
+		} {
+			c.machines.WithLabelValues(r.Tier, r.Version, state).Set(float64(n))
+		}
+	}
 	for tier := range policies {
 		c.halted.WithLabelValues(tier).Set(float64(halted[tier]))
 		// The counters of every tier with a policy exist from the start, at 0.

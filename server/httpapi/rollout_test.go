@@ -265,6 +265,11 @@ func TestRolloutCanariesRateHaltResume(t *testing.T) {
 	if m := e.metric(`livepatch_server_rollout_halted{tier="edge"}`); !strings.HasSuffix(m, " 1") {
 		t.Errorf("halted metric: %q", m)
 	}
+	for state, want := range map[string]string{"applied": "2", "failed": "3", "offered": "0"} {
+		if m := e.metric(`livepatch_server_rollout_machines{state="` + state + `",tier="edge",version="107.1"}`); !strings.HasSuffix(m, " "+want) {
+			t.Errorf("machines %s metric: %q, want %s", state, m, want)
+		}
+	}
 	promtoolCheck(t, e)
 	if !strings.Contains(e.logBuf.String(), `"event":"rollout_halted"`) {
 		t.Errorf("no rollout_halted security event in the log")
