@@ -12,4 +12,7 @@
 //   - TestPostgreSQLDatabaseTLS, TestPostgreSQLTLSLater, TestPostgreSQLLegacyReplicas: the
 //     database relation with TLS from the start and turned on later, the legacy db relation
 //     with a replica and a switchover, under check-ins that must all be kept.
+//   - TestRollout: rollout policies through two units behind haproxy, from the machines'
+//     side: canaries, a rate-limited wave, a halt on apply failures, a resume, and a
+//     maintenance window that opens by the servers' clocks.
 package e2e
