@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -157,8 +158,19 @@ func TestRollout(t *testing.T) {
 	if !strings.Contains(out, "107.9 in tier edge: halted: 2 failed and 0 timed out of 4 offered") {
 		t.Errorf("rollout status:\n%s", out)
 	}
-	if again := f.round(t, "107.9"); len(again) != 4 {
-		t.Errorf("while halted, %d machines offered: %v", len(again), again)
+	// Halted: nobody new gets it; the wave keeps its offer at either unit (a unit knows
+	// the other's offers from its next refresh on).
+	inWave := func(got []string) bool {
+		for _, id := range got {
+			if !slices.Contains(wave, id) {
+				return false
+			}
+		}
+		return true
+	}
+	f.until(t, "107.9", "while halted", func(got []string) bool { return len(got) == 4 }, inWave)
+	if r := status(); r.State != server.RolloutHalted || r.Offered != 4 {
+		t.Errorf("while halted: %+v", r)
 	}
 
 	// The operator resumes with a higher rate: the rest get it within the hour.
