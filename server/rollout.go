@@ -285,6 +285,9 @@ type RolloutStore interface {
 	RolloutPolicies(ctx context.Context) ([]RolloutPolicy, error)
 	// Rollouts lists the rollouts with their counts at now, of tier when not empty.
 	Rollouts(ctx context.Context, tier string, now time.Time) ([]Rollout, error)
+	// RolloutsOf lists those of refs that have started, with their counts at now: what a
+	// unit follows, without counting every rollout ever started.
+	RolloutsOf(ctx context.Context, refs []RolloutRef, now time.Time) ([]Rollout, error)
 	// RolloutMachines lists the machines offered version in tier with their update state.
 	RolloutMachines(ctx context.Context, tier, version string, now time.Time) ([]RolloutMachine, error)
 	// SetRolloutState pauses, resumes or halts a rollout, creating it when it has not
@@ -306,6 +309,9 @@ type RolloutStore interface {
 	// OffersSince returns the offers recorded after the cursor, with the next cursor.
 	OffersSince(ctx context.Context, cursor int64, limit int) (offers []RolloutOfferRecord, next int64, err error)
 }
+
+// RolloutRef names a rollout: the rollout of Version in Tier.
+type RolloutRef struct{ Tier, Version string }
 
 // RolloutOfferRecord is a recorded offer, as units load them.
 type RolloutOfferRecord struct {

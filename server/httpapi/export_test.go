@@ -20,7 +20,7 @@ func (s *Server) RolloutsHeld() map[string]int {
 	defer s.rollouts.mu.Unlock()
 	out := map[string]int{}
 	for k, rs := range s.rollouts.rollouts {
-		out[k.tier+"/"+k.version] = len(rs.offered)
+		out[k.Tier+"/"+k.Version] = len(rs.offered)
 	}
 	return out
 }

@@ -37,12 +37,12 @@ type rolloutCache struct {
 	refreshing sync.Mutex
 
 	mu       sync.Mutex
-	rollouts map[rolloutKey]*rolloutState
+	rollouts map[server.RolloutRef]*rolloutState
 	cursor   int64 // the last recorded offer loaded
 	// live are the rollouts check-ins may consult, as of the last refresh (nil before
 	// the first): the patches offered now in the tiers with a policy. Only their state is
 	// kept; a rollout that becomes live loads its offers again (revive).
-	live map[rolloutKey]bool
+	live map[server.RolloutRef]bool
 
 	halted   *prometheus.GaugeVec
 	machines *prometheus.GaugeVec
@@ -65,8 +65,6 @@ type tierPolicy struct {
 	loc *time.Location
 }
 
-type rolloutKey struct{ tier, version string }
-
 // rolloutState is one rollout as this unit knows it.
 type rolloutState struct {
 	rollout server.Rollout // as of the last refresh; State "" when it has not started
@@ -83,10 +81,10 @@ func newRolloutCache(store server.Store, catalog *catalogCache, log *slog.Logger
 		store:    store,
 		log:      log,
 		catalog:  catalog,
-		rollouts: map[rolloutKey]*rolloutState{},
+		rollouts: map[server.RolloutRef]*rolloutState{},
 		halted: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "livepatch_server_rollout_halted",
-			Help: "Rollouts halted in a tier (by failures or an operator), as this unit last saw them.",
+			Help: "Rollouts of the patches a tier offers now halted (by failures or an operator), as this unit last saw them.",
 		}, []string{"tier"}),
 		offers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livepatch_server_rollout_offers_total",
@@ -133,7 +131,7 @@ func (c *rolloutCache) gate(snap *catalogSnapshot, tier, machineID string, st se
 func (c *rolloutCache) take(pol *tierPolicy, tier, machineID, version string, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	rs := c.stateLocked(rolloutKey{tier, version})
+	rs := c.stateLocked(server.RolloutRef{Tier: tier, Version: version})
 	if _, ok := rs.offered[machineID]; ok {
 		return true
 	}
@@ -158,7 +156,7 @@ func (c *rolloutCache) take(pol *tierPolicy, tier, machineID, version string, no
 	return true
 }
 
-func (c *rolloutCache) stateLocked(k rolloutKey) *rolloutState {
+func (c *rolloutCache) stateLocked(k server.RolloutRef) *rolloutState {
 	rs := c.rollouts[k]
 	if rs == nil {
 		rs = &rolloutState{offered: map[string]struct{}{}}
@@ -207,7 +205,11 @@ func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) erro
 	if err := c.revive(ctx, live); err != nil {
 		return err
 	}
-	rollouts, err := c.store.Rollouts(ctx, "", now)
+	refs := make([]server.RolloutRef, 0, len(live))
+	for k := range live {
+		refs = append(refs, k)
+	}
+	rollouts, err := c.store.RolloutsOf(ctx, refs, now) // the live ones only: the others make no offer
 	if err != nil {
 		return err
 	}
@@ -234,9 +236,6 @@ func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) erro
 	c.halted.Reset()
 	c.machines.Reset()
 	for _, r := range rollouts {
-		if !live[rolloutKey{r.Tier, r.Version}] {
-			continue
-		}
 		for state, n := range map[string]int{
 			server.UpdateOffered: r.Offered - r.Downloaded - r.Applied - r.Failed - r.TimedOut, server.UpdateDownloaded: r.Downloaded,
 			server.UpdateApplied: r.Applied, server.UpdateFailed: r.Failed, server.UpdateTimedOut: r.TimedOut,
@@ -252,9 +251,7 @@ func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) erro
 	}
 	c.mu.Lock()
 	for _, r := range rollouts {
-		if k := (rolloutKey{r.Tier, r.Version}); live[k] {
-			c.stateLocked(k).rollout = r
-		}
+		c.stateLocked(server.RolloutRef{Tier: r.Tier, Version: r.Version}).rollout = r
 	}
 	if c.catalog.get() == snap { // else check-ins may already consult rollouts not in live
 		c.pruneLocked(live)
@@ -265,11 +262,11 @@ func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) erro
 
 // liveRollouts returns the rollouts check-ins of snap may consult: in each tier with a
 // policy, the versions its machines are offered.
-func liveRollouts(snap *catalogSnapshot) map[rolloutKey]bool {
-	live := map[rolloutKey]bool{}
+func liveRollouts(snap *catalogSnapshot) map[server.RolloutRef]bool {
+	live := map[server.RolloutRef]bool{}
 	for tier := range snap.policies {
 		for _, v := range snap.catalog.TierVersions(tier) {
-			live[rolloutKey{tier, v}] = true
+			live[server.RolloutRef{Tier: tier, Version: v}] = true
 		}
 	}
 	return live
@@ -278,7 +275,7 @@ func liveRollouts(snap *catalogSnapshot) map[rolloutKey]bool {
 // revive loads the offers of the rollouts that became live since the last refresh (a
 // promotion, a policy, a newer patch blocked): their offers were not kept meanwhile. The
 // first refresh loads every offer already (loadOffers from cursor 0).
-func (c *rolloutCache) revive(ctx context.Context, live map[rolloutKey]bool) error {
+func (c *rolloutCache) revive(ctx context.Context, live map[server.RolloutRef]bool) error {
 	c.mu.Lock()
 	prev := c.live
 	c.mu.Unlock()
@@ -287,7 +284,7 @@ func (c *rolloutCache) revive(ctx context.Context, live map[rolloutKey]bool) err
 			if prev[k] {
 				continue
 			}
-			ids, err := c.store.RolloutOffers(ctx, k.tier, k.version)
+			ids, err := c.store.RolloutOffers(ctx, k.Tier, k.Version)
 			if err != nil {
 				return err // c.live unchanged: the next refresh tries again
 			}
@@ -309,7 +306,7 @@ func (c *rolloutCache) revive(ctx context.Context, live map[rolloutKey]bool) err
 // patch, blocked, or in a tier without a policy), so that memory holds the offers of live
 // rollouts only. Slots such a rollout holds are given back by the next claim first; offers
 // not recorded yet keep it until they are.
-func (c *rolloutCache) pruneLocked(live map[rolloutKey]bool) {
+func (c *rolloutCache) pruneLocked(live map[server.RolloutRef]bool) {
 	for k, rs := range c.rollouts {
 		if live[k] {
 			continue
@@ -326,7 +323,7 @@ func (c *rolloutCache) pruneLocked(live map[rolloutKey]bool) {
 // record wait for the next.
 func (c *rolloutCache) flush(ctx context.Context) error {
 	c.mu.Lock()
-	batches := map[rolloutKey][]server.RolloutOffer{}
+	batches := map[server.RolloutRef][]server.RolloutOffer{}
 	for k, rs := range c.rollouts {
 		if len(rs.pending) > 0 {
 			batches[k], rs.pending = rs.pending, nil
@@ -335,7 +332,7 @@ func (c *rolloutCache) flush(ctx context.Context) error {
 	c.mu.Unlock()
 	var first error
 	for k, offers := range batches {
-		if err := c.store.RecordOffers(ctx, k.tier, k.version, offers); err != nil {
+		if err := c.store.RecordOffers(ctx, k.Tier, k.Version, offers); err != nil {
 			c.mu.Lock()
 			rs := c.stateLocked(k)
 			rs.pending = append(offers, rs.pending...)
@@ -355,7 +352,7 @@ func cmpErr(first, err error) error {
 
 // loadOffers adds the offers every unit recorded since the last refresh, of the live
 // rollouts.
-func (c *rolloutCache) loadOffers(ctx context.Context, live map[rolloutKey]bool) error {
+func (c *rolloutCache) loadOffers(ctx context.Context, live map[server.RolloutRef]bool) error {
 	c.mu.Lock()
 	from := max(0, c.cursor-rolloutOfferOverlap)
 	c.mu.Unlock()
@@ -366,7 +363,7 @@ func (c *rolloutCache) loadOffers(ctx context.Context, live map[rolloutKey]bool)
 		}
 		c.mu.Lock()
 		for _, o := range offers {
-			if k := (rolloutKey{o.Tier, o.Version}); live[k] {
+			if k := (server.RolloutRef{Tier: o.Tier, Version: o.Version}); live[k] {
 				c.stateLocked(k).offered[o.MachineID] = struct{}{}
 			}
 		}
@@ -388,7 +385,7 @@ func (c *rolloutCache) claim(ctx context.Context, policies map[string]*tierPolic
 	var asks []ask
 	c.mu.Lock()
 	for k, rs := range c.rollouts {
-		pol := policies[k.tier]
+		pol := policies[k.Tier]
 		if pol == nil {
 			rs.want, rs.slots, rs.unused = 0, 0, 0
 			continue
@@ -400,7 +397,7 @@ func (c *rolloutCache) claim(ctx context.Context, policies map[string]*tierPolic
 		if rs.want == 0 && rs.unused == 0 {
 			continue
 		}
-		asks = append(asks, ask{server.SlotClaim{Tier: k.tier, Version: k.version, Want: min(rs.want, rolloutClaimBatch), Unused: rs.unused}, pol})
+		asks = append(asks, ask{server.SlotClaim{Tier: k.Tier, Version: k.Version, Want: min(rs.want, rolloutClaimBatch), Unused: rs.unused}, pol})
 		rs.want, rs.unused = 0, 0
 	}
 	c.mu.Unlock()
@@ -408,7 +405,7 @@ func (c *rolloutCache) claim(ctx context.Context, policies map[string]*tierPolic
 	for _, a := range asks {
 		n, err := c.store.ClaimSlots(ctx, a.SlotClaim, a.pol.RolloutPolicy, now)
 		c.mu.Lock()
-		rs := c.stateLocked(rolloutKey{a.Tier, a.Version})
+		rs := c.stateLocked(server.RolloutRef{Tier: a.Tier, Version: a.Version})
 		if err != nil {
 			rs.unused += a.Unused
 			first = cmpErr(first, err)

@@ -467,6 +467,18 @@ func TestRolloutPrune(t *testing.T) {
 		t.Errorf("107.2 blocked: %d slots still claimed, want them given back", r.Claimed)
 	}
 
+	// A halted rollout counts in the halted gauge while its patch is offered, not once a
+	// newer one supersedes it.
+	e.must(200, "POST", "/v1/admin/tiers/edge/rollouts/107.1/halt", "session", nil, nil)
+	if m := e.metric(`livepatch_server_rollout_halted{tier="edge"}`); !strings.HasSuffix(m, " 1") {
+		t.Errorf("107.1 halted: %q", m)
+	}
+	e.must(200, "POST", "/v1/admin/patches/107.2/unblock", "session", nil, nil)
+	e.refreshRollouts()
+	if m := e.metric(`livepatch_server_rollout_halted{tier="edge"}`); !strings.HasSuffix(m, " 0") {
+		t.Errorf("107.1 halted, superseded by 107.2: %q", m)
+	}
+
 	// No policy: nothing held.
 	e.must(204, "DELETE", "/v1/admin/tiers/edge/rollout-policy", "session", nil, nil)
 	e.refreshRollouts()

@@ -128,38 +128,64 @@ func (db *DB) Rollouts(ctx context.Context, tier string, now time.Time) (_ []ser
 				return err
 			}
 		}
-		policies, err := listPolicies(ctx, tx, tier)
-		if err != nil {
-			return err
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+rolloutColumns+`
-			FROM rollouts r JOIN tiers t ON t.id = r.tier_id
-			WHERE $1 = '' OR t.name = $1 ORDER BY t.position, r.started_at, r.version`, tier)
-		if err != nil {
-			return fmt.Errorf("cannot list rollouts: %w", err)
-		}
-		var ids []int64
-		for rows.Next() {
-			r, id, err := scanRollout(rows)
-			if err != nil {
-				rows.Close()
-				return fmt.Errorf("cannot list rollouts: %w", err)
-			}
-			out, ids = append(out, r), append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("cannot list rollouts: %w", err)
-		}
-		for i := range out {
-			p := policyOf(policies, out[i].Tier)
-			if err := countRollout(ctx, tx, ids[i], &out[i], p, now); err != nil {
-				return err
-			}
-		}
-		return nil
+		out, err = listRollouts(ctx, tx, tier, now, `$1 = '' OR t.name = $1`, tier)
+		return err
 	})
 	return out, err
+}
+
+// RolloutsOf lists the rollouts of refs that have started, with their counts at now.
+func (db *DB) RolloutsOf(ctx context.Context, refs []server.RolloutRef, now time.Time) (_ []server.Rollout, err error) {
+	defer classifyInto(&err)
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	tiers, versions := make(pq.StringArray, len(refs)), make(pq.StringArray, len(refs))
+	for i, r := range refs {
+		tiers[i], versions[i] = r.Tier, r.Version
+	}
+	var out []server.Rollout
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		out, err = listRollouts(ctx, tx, "", now,
+			`(t.name, r.version) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, tiers, versions)
+		return err
+	})
+	return out, err
+}
+
+// listRollouts lists the rollouts of rollouts r joined to tiers t where where holds (with
+// args), and counts them at now under the policies of tier (every tier when empty).
+func listRollouts(ctx context.Context, tx *sql.Tx, tier string, now time.Time, where string, args ...any) ([]server.Rollout, error) {
+	policies, err := listPolicies(ctx, tx, tier)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+rolloutColumns+`
+		FROM rollouts r JOIN tiers t ON t.id = r.tier_id
+		WHERE `+where+` ORDER BY t.position, r.started_at, r.version`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list rollouts: %w", err)
+	}
+	var out []server.Rollout
+	var ids []int64
+	for rows.Next() {
+		r, id, err := scanRollout(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("cannot list rollouts: %w", err)
+		}
+		out, ids = append(out, r), append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cannot list rollouts: %w", err)
+	}
+	for i := range out {
+		if err := countRollout(ctx, tx, ids[i], &out[i], policyOf(policies, out[i].Tier), now); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 func policyOf(policies []server.RolloutPolicy, tier string) server.RolloutPolicy {

@@ -88,6 +88,11 @@ func TestRolloutCounts(t *testing.T) {
 	if got := rollouts[0].RolloutCounts; got != want {
 		t.Errorf("within the apply timeout: counts %+v, want %+v", got, want)
 	}
+	// RolloutsOf: those named that have started, counted alike.
+	refs := []server.RolloutRef{{Tier: "edge", Version: "107.1"}, {Tier: "edge", Version: "107.2"}, {Tier: "nosuch", Version: "107.1"}}
+	if of, err := db.RolloutsOf(ctx, refs, offeredAt.Add(30*time.Minute)); err != nil || len(of) != 1 || of[0].RolloutCounts != want {
+		t.Errorf("RolloutsOf: %+v, %v; want the rollout of 107.1 with %+v", of, err, want)
+	}
 	if rollouts, err = db.Rollouts(ctx, "edge", offeredAt.Add(2*time.Hour)); err != nil || len(rollouts) != 1 {
 		t.Fatalf("rollouts: %v, %v", rollouts, err)
 	}
