@@ -359,6 +359,11 @@ func (c *rolloutCache) loadOffers(ctx context.Context, live map[server.RolloutRe
 	for {
 		offers, next, err := c.store.OffersSince(ctx, from, rolloutOfferPage)
 		if err != nil {
+			c.mu.Lock()
+			if c.live == nil {
+				c.cursor = 0 // the first load starts again whole (revive relies on it)
+			}
+			c.mu.Unlock()
 			return err
 		}
 		c.mu.Lock()
