@@ -58,7 +58,8 @@ charms:
 		-public bundle/testdata $(CHARMS_STAGE)/livepatch $(CHARMS_STAGE)/ubuntu-advantage
 
 ## bench: the load and benchmark harness (tests/load): BENCH_SIZE=quick (a few minutes) or
-## full; check-ins, downloads, fleet reports, then the charm hooks (the e2e deploy bench);
+## full; check-ins, downloads, check-ins with and without a rollout policy, fleet reports,
+## then the charm hooks (the e2e deploy bench);
 ## prints a table and writes docs/benchmarks.md. BENCH_FLAGS passes more lpbench flags
 ## (e.g. BENCH_FLAGS='-only hooks').
 BENCH_SIZE  ?= quick

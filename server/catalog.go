@@ -72,6 +72,26 @@ func (c *Catalog) Select(tier, release, arch string) (p Patch, ok bool) {
 	return Patch{}, false
 }
 
+// TierVersions returns the versions Select answers for some kernel in tier, sorted: the
+// patches its machines are offered now (what a rollout in the tier may still be about).
+func (c *Catalog) TierVersions(tier string) []string {
+	pos := c.positions[tier]
+	if pos == 0 {
+		return nil
+	}
+	var out []string
+	for _, entries := range c.byKey {
+		for _, e := range entries {
+			if e.position >= pos {
+				out = append(out, e.patch.Version)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // KernelState says whether a kernel release on arch is covered by the patches held, in
 // any tier (see KernelSupported and the other states).
 func (c *Catalog) KernelState(release, arch string) string {

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/livepatch-onprem/livepatch/server"
@@ -44,6 +45,12 @@ func TestCatalogSelect(t *testing.T) {
 		got, ok := c.Select(tt.tier, tt.release, tt.arch)
 		if (tt.want == "") == ok || got.Version != tt.want {
 			t.Errorf("Select(%s, %s, %s) = %q, %v; want %q", tt.tier, tt.release, tt.arch, got.Version, ok, tt.want)
+		}
+	}
+	// TierVersions: what Select answers for some kernel of the tier.
+	for tier, want := range map[string]string{"edge": "[107.1 107.10 31.1]", "beta": "[107.1 107.2 31.1]", "stable": "[107.1 31.1]", "nosuch": "[]"} {
+		if got := fmt.Sprint(c.TierVersions(tier)); got != want {
+			t.Errorf("TierVersions(%s) = %s, want %s", tier, got, want)
 		}
 	}
 }

@@ -227,9 +227,12 @@ type RolloutCounts struct {
 	Canaries        int `json:"canaries"`
 	CanariesApplied int `json:"canaries-applied"`
 	Offered         int `json:"offered"`
-	Applied         int `json:"applied"`
-	Failed          int `json:"failed"`
-	TimedOut        int `json:"timed-out"`
+	// Downloaded counts the machines that reported, after the offer, holding the patch
+	// verified but not applied (patch state unapplied).
+	Downloaded int `json:"downloaded"`
+	Applied    int `json:"applied"`
+	Failed     int `json:"failed"`
+	TimedOut   int `json:"timed-out"`
 	// Machines is how many machines the tier has.
 	Machines int `json:"machines"`
 }
@@ -237,12 +240,16 @@ type RolloutCounts struct {
 // InFlight is how many machines were offered the patch and neither applied it nor failed.
 func (c RolloutCounts) InFlight() int { return max(0, c.Offered-c.Applied-c.Failed) }
 
-// Update states of a machine offered a patch (RolloutMachine.State).
+// Update states of a machine offered a patch (RolloutMachine.State), from what it
+// reported since the offer: offered (nothing yet), downloaded (the patch verified, not
+// applied), applied, failed (apply-failed or check-failed), timed out (not applied within
+// the policy's apply timeout).
 const (
-	UpdateOffered  = "offered"
-	UpdateApplied  = "applied"
-	UpdateFailed   = "failed"
-	UpdateTimedOut = "timed-out"
+	UpdateOffered    = "offered"
+	UpdateDownloaded = "downloaded"
+	UpdateApplied    = "applied"
+	UpdateFailed     = "failed"
+	UpdateTimedOut   = "timed-out"
 )
 
 // RolloutOffer is one machine offered a patch by a rollout.
@@ -278,22 +285,33 @@ type RolloutStore interface {
 	RolloutPolicies(ctx context.Context) ([]RolloutPolicy, error)
 	// Rollouts lists the rollouts with their counts at now, of tier when not empty.
 	Rollouts(ctx context.Context, tier string, now time.Time) ([]Rollout, error)
+	// RolloutsOf lists those of refs that have started, with their counts at now: what a
+	// unit follows, without counting every rollout ever started.
+	RolloutsOf(ctx context.Context, refs []RolloutRef, now time.Time) ([]Rollout, error)
 	// RolloutMachines lists the machines offered version in tier with their update state.
 	RolloutMachines(ctx context.Context, tier, version string, now time.Time) ([]RolloutMachine, error)
 	// SetRolloutState pauses, resumes or halts a rollout, creating it when it has not
 	// started; it reports whether the state changed. Resuming sets the halt baseline.
 	SetRolloutState(ctx context.Context, tier, version, state, reason string, now time.Time) (bool, error)
-	// HaltRollout halts an active rollout with reason; it reports whether this call did.
-	HaltRollout(ctx context.Context, tier, version, reason string) (bool, error)
+	// HaltRollout halts the active rollout of version in p's tier when p.HaltReason holds
+	// of it at now, counted under its row lock (not from an earlier read, which an
+	// operator's resume may have overtaken); it returns the reason, "" when it did not.
+	HaltRollout(ctx context.Context, p RolloutPolicy, version string, now time.Time) (string, error)
 	// ClaimSlots starts the rollout when it has not started and grants up to c.Want offer
 	// slots that the policy allows at now (canaries, rate, in flight), atomically across
 	// units; it returns how many it granted.
 	ClaimSlots(ctx context.Context, c SlotClaim, p RolloutPolicy, now time.Time) (int, error)
 	// RecordOffers records offers made (a machine offered twice keeps its first time).
 	RecordOffers(ctx context.Context, tier, version string, offers []RolloutOffer) error
+	// RolloutOffers returns the machines offered version in tier (a unit that forgot a
+	// rollout loads them again when the rollout matters again).
+	RolloutOffers(ctx context.Context, tier, version string) ([]string, error)
 	// OffersSince returns the offers recorded after the cursor, with the next cursor.
 	OffersSince(ctx context.Context, cursor int64, limit int) (offers []RolloutOfferRecord, next int64, err error)
 }
+
+// RolloutRef names a rollout: the rollout of Version in Tier.
+type RolloutRef struct{ Tier, Version string }
 
 // RolloutOfferRecord is a recorded offer, as units load them.
 type RolloutOfferRecord struct {
@@ -320,8 +338,9 @@ func (p RolloutPolicy) Grant(r Rollout, want int, now time.Time) (int, Rollout) 
 		return 0, r
 	}
 	if p.RateLimit > 0 {
-		start := now.UTC().Truncate(time.Duration(p.RatePeriod))
-		if !r.PeriodStart.Equal(start) {
+		// A period starts once, when the first unit's clock reaches it: a unit whose
+		// clock is behind counts its claims in the period the row is in, never resets it.
+		if start := now.UTC().Truncate(time.Duration(p.RatePeriod)); start.After(r.PeriodStart) {
 			r.PeriodStart, r.PeriodClaimed = start, 0
 		}
 		allowed = min(allowed, max(0, p.RateLimit-r.PeriodClaimed))
@@ -330,19 +349,9 @@ func (p RolloutPolicy) Grant(r Rollout, want int, now time.Time) (int, Rollout) 
 		inFlight := r.Claimed - r.Applied - r.Failed
 		allowed = min(allowed, max(0, p.MaxInFlight-inFlight))
 	}
-	return allowed, r.claim(allowed, p, now)
-}
-
-func (r Rollout) claim(n int, p RolloutPolicy, now time.Time) Rollout {
-	if p.RateLimit > 0 {
-		start := now.UTC().Truncate(time.Duration(p.RatePeriod))
-		if !r.PeriodStart.Equal(start) {
-			r.PeriodStart, r.PeriodClaimed = start, 0
-		}
-	}
-	r.Claimed += n
-	r.PeriodClaimed += n
-	return r
+	r.Claimed += allowed
+	r.PeriodClaimed += allowed
+	return allowed, r
 }
 
 // HaltReason returns why the rollout must halt under p, or "" when it need not: the

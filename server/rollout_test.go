@@ -85,3 +85,26 @@ func TestRolloutPolicyGrantCanariesRate(t *testing.T) {
 		t.Errorf("canaries in the next period: %d, want 2", n)
 	}
 }
+
+// TestRolloutPolicyGrantClockSkew checks that a unit whose clock is behind, claiming
+// after another unit started the next rate period, counts in that period and does not
+// start its own again: units never together exceed the rate limit of a period.
+func TestRolloutPolicyGrantClockSkew(t *testing.T) {
+	now := time.Date(2026, 3, 2, 10, 59, 58, 0, time.UTC)
+	p := server.RolloutPolicy{Tier: "edge", RateLimit: 4, RatePeriod: server.Duration(time.Hour)}
+	r := server.Rollout{State: server.RolloutActive, RolloutCounts: server.RolloutCounts{Machines: 25}}
+	n, r := p.Grant(r, 4, now)
+	if n != 4 {
+		t.Fatalf("first period: granted %d, want 4", n)
+	}
+	ahead, behind := now.Add(3*time.Second), now.Add(time.Second)
+	if n, r = p.Grant(r, 3, ahead); n != 3 {
+		t.Fatalf("a unit in the next period: granted %d, want 3", n)
+	}
+	if n, r = p.Grant(r, 4, behind); n != 1 {
+		t.Errorf("a unit whose clock is behind: granted %d, want the 1 left in the period the row is in", n)
+	}
+	if want := ahead.Truncate(time.Hour); !r.PeriodStart.Equal(want) || r.PeriodClaimed != 4 {
+		t.Errorf("period %v with %d claimed, want %v with 4", r.PeriodStart, r.PeriodClaimed, want)
+	}
+}

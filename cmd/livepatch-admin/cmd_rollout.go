@@ -352,6 +352,7 @@ func rolloutText(w io.Writer, r server.Rollout) {
 		fmt.Fprintf(tw, "  canaries\t%s\t%d/%d applied\n", bar(r.CanariesApplied, r.Canaries), r.CanariesApplied, r.Canaries)
 	}
 	fmt.Fprintf(tw, "  offered\t%s\t%d/%d machines\n", bar(r.Offered, r.Machines), r.Offered, r.Machines)
+	fmt.Fprintf(tw, "  downloaded\t%s\t%d/%d offered\n", bar(r.Downloaded, r.Offered), r.Downloaded, r.Offered)
 	fmt.Fprintf(tw, "  applied\t%s\t%d/%d offered\n", bar(r.Applied, r.Offered), r.Applied, r.Offered)
 	fmt.Fprintf(tw, "  failed\t%s\t%d/%d offered\n", bar(r.Failed, r.Offered), r.Failed, r.Offered)
 	fmt.Fprintf(tw, "  timed out\t%s\t%d/%d offered\n", bar(r.TimedOut, r.Offered), r.TimedOut, r.Offered)
@@ -420,6 +421,6 @@ func rolloutSummary(w io.Writer, r *server.Rollout) {
 	if r.Reason != "" {
 		state += " (" + r.Reason + ")"
 	}
-	fmt.Fprintf(w, "Rollout %s: %d offered, %d applied, %d failed, %d timed out, %d in flight\n",
-		state, r.Offered, r.Applied, r.Failed, r.TimedOut, r.InFlight())
+	fmt.Fprintf(w, "Rollout %s: %d offered, %d downloaded, %d applied, %d failed, %d timed out, %d in flight\n",
+		state, r.Offered, r.Downloaded, r.Applied, r.Failed, r.TimedOut, r.InFlight())
 }

@@ -107,7 +107,7 @@ Set the rollout policy of tier stable:
 		t.Errorf("pause: %q", got)
 	}
 	got := cli(0, "rollout", "status", "stable", "107.1")
-	if !strings.HasPrefix(got, "107.1 in tier stable: paused: waiting for the change board\n") || !strings.Contains(got, "  offered    [....................]  0/0 machines\n") {
+	if !strings.HasPrefix(got, "107.1 in tier stable: paused: waiting for the change board\n") || !strings.Contains(got, "  offered     [....................]  0/0 machines\n") {
 		t.Errorf("status:\n%s", got)
 	}
 	if got := cli(0, "rollout", "resume", "stable", "107.1"); got != "Resumed the rollout of 107.1 in tier stable\n" {

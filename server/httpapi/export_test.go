@@ -12,3 +12,15 @@ func (s *Server) RefreshRollouts(ctx context.Context) error {
 	}
 	return s.rollouts.refresh(ctx, s.opts.Now)
 }
+
+// RolloutsHeld returns the rollouts whose state this unit holds in memory (tier/version)
+// with the number of machines it knows were offered each.
+func (s *Server) RolloutsHeld() map[string]int {
+	s.rollouts.mu.Lock()
+	defer s.rollouts.mu.Unlock()
+	out := map[string]int{}
+	for k, rs := range s.rollouts.rollouts {
+		out[k.Tier+"/"+k.Version] = len(rs.offered)
+	}
+	return out
+}

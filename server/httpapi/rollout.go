@@ -32,13 +32,22 @@ type rolloutCache struct {
 	log     *slog.Logger
 	catalog *catalogCache // holds the policies, loaded with the patches
 
-	mu       sync.Mutex
-	rollouts map[rolloutKey]*rolloutState
-	cursor   int64 // the last recorded offer loaded
+	// refreshing serialises refreshes (the periodic one and those after an operator's
+	// change), so that an older read never overwrites a newer one.
+	refreshing sync.Mutex
 
-	halted *prometheus.GaugeVec
-	offers *prometheus.CounterVec
-	held   *prometheus.CounterVec
+	mu       sync.Mutex
+	rollouts map[server.RolloutRef]*rolloutState
+	cursor   int64 // the last recorded offer loaded
+	// live are the rollouts check-ins may consult, as of the last refresh (nil before
+	// the first): the patches offered now in the tiers with a policy. Only their state is
+	// kept; a rollout that becomes live loads its offers again (revive).
+	live map[server.RolloutRef]bool
+
+	halted   *prometheus.GaugeVec
+	machines *prometheus.GaugeVec
+	offers   *prometheus.CounterVec
+	held     *prometheus.CounterVec
 }
 
 // rolloutClaimBatch bounds the slots one claim asks for.
@@ -56,8 +65,6 @@ type tierPolicy struct {
 	loc *time.Location
 }
 
-type rolloutKey struct{ tier, version string }
-
 // rolloutState is one rollout as this unit knows it.
 type rolloutState struct {
 	rollout server.Rollout // as of the last refresh; State "" when it has not started
@@ -74,10 +81,10 @@ func newRolloutCache(store server.Store, catalog *catalogCache, log *slog.Logger
 		store:    store,
 		log:      log,
 		catalog:  catalog,
-		rollouts: map[rolloutKey]*rolloutState{},
+		rollouts: map[server.RolloutRef]*rolloutState{},
 		halted: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "livepatch_server_rollout_halted",
-			Help: "Rollouts halted in a tier (by failures or an operator), as this unit last saw them.",
+			Help: "Rollouts of the patches a tier offers now halted (by failures or an operator), as this unit last saw them.",
 		}, []string{"tier"}),
 		offers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livepatch_server_rollout_offers_total",
@@ -88,7 +95,11 @@ func newRolloutCache(store server.Store, catalog *catalogCache, log *slog.Logger
 			Help: "Check-ins a rollout policy held back from the newest patch, by tier.",
 		}, []string{"tier"}),
 	}
-	reg.MustRegister(c.halted, c.offers, c.held)
+	c.machines = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "livepatch_server_rollout_machines",
+		Help: "Machines offered the patch of a live rollout, by update state (offered, downloaded, applied, failed, timed-out), as this unit last counted them.",
+	}, []string{"tier", "version", "state"})
+	reg.MustRegister(c.halted, c.machines, c.offers, c.held)
 	return c
 }
 
@@ -120,7 +131,7 @@ func (c *rolloutCache) gate(snap *catalogSnapshot, tier, machineID string, st se
 func (c *rolloutCache) take(pol *tierPolicy, tier, machineID, version string, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	rs := c.stateLocked(rolloutKey{tier, version})
+	rs := c.stateLocked(server.RolloutRef{Tier: tier, Version: version})
 	if _, ok := rs.offered[machineID]; ok {
 		return true
 	}
@@ -145,7 +156,7 @@ func (c *rolloutCache) take(pol *tierPolicy, tier, machineID, version string, no
 	return true
 }
 
-func (c *rolloutCache) stateLocked(k rolloutKey) *rolloutState {
+func (c *rolloutCache) stateLocked(k server.RolloutRef) *rolloutState {
 	rs := c.rollouts[k]
 	if rs == nil {
 		rs = &rolloutState{offered: map[string]struct{}{}}
@@ -176,7 +187,10 @@ func loadPolicies(ctx context.Context, store server.Store) (map[string]*tierPoli
 // halts the rollouts whose failures reached their threshold, and claims the slots this
 // unit lacked.
 func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) error {
-	policies := c.catalog.get().policies
+	c.refreshing.Lock()
+	defer c.refreshing.Unlock()
+	snap := c.catalog.get()
+	policies := snap.policies
 	if err := c.flush(ctx); err != nil {
 		return err
 	}
@@ -184,27 +198,35 @@ func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) erro
 		return nil // no rollout to follow: spare the database the rest
 	}
 	now := clock() // only now: tests of other things move their clock meanwhile
-	if err := c.loadOffers(ctx); err != nil {
+	live := liveRollouts(snap)
+	if err := c.loadOffers(ctx, live); err != nil {
 		return err
 	}
-	rollouts, err := c.store.Rollouts(ctx, "", now)
+	if err := c.revive(ctx, live); err != nil {
+		return err
+	}
+	refs := make([]server.RolloutRef, 0, len(live))
+	for k := range live {
+		refs = append(refs, k)
+	}
+	rollouts, err := c.store.RolloutsOf(ctx, refs, now) // the live ones only: the others make no offer
 	if err != nil {
 		return err
 	}
 	halted := map[string]int{}
 	for i, r := range rollouts {
-		if pol := policies[r.Tier]; pol != nil {
-			if reason := pol.HaltReason(r); reason != "" {
-				did, err := c.store.HaltRollout(ctx, r.Tier, r.Version, reason)
-				if err != nil {
-					return err
-				}
+		if pol := policies[r.Tier]; pol != nil && pol.HaltReason(r) != "" {
+			// Decided again under the rollout's lock: another unit may have halted it, and
+			// the operator resumed it, since the read.
+			reason, err := c.store.HaltRollout(ctx, pol.RolloutPolicy, r.Version, now)
+			if err != nil {
+				return err
+			}
+			if reason != "" {
 				rollouts[i].State, rollouts[i].Reason = server.RolloutHalted, reason
-				if did {
-					c.log.Warn("Rollout halted", "tier", r.Tier, "version", r.Version, "reason", reason)
-					c.log.Info("Security event", "type", "security", "event", "rollout_halted", "user", "",
-						"tier", r.Tier, "version", r.Version, "reason", reason)
-				}
+				c.log.Warn("Rollout halted", "tier", r.Tier, "version", r.Version, "reason", reason)
+				c.log.Info("Security event", "type", "security", "event", "rollout_halted", "user", "",
+					"tier", r.Tier, "version", r.Version, "reason", reason)
 			}
 		}
 		if rollouts[i].State == server.RolloutHalted {
@@ -212,6 +234,15 @@ func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) erro
 		}
 	}
 	c.halted.Reset()
+	c.machines.Reset()
+	for _, r := range rollouts {
+		for state, n := range map[string]int{
+			server.UpdateOffered: r.Offered - r.Downloaded - r.Applied - r.Failed - r.TimedOut, server.UpdateDownloaded: r.Downloaded,
+			server.UpdateApplied: r.Applied, server.UpdateFailed: r.Failed, server.UpdateTimedOut: r.TimedOut,
+		} {
+			c.machines.WithLabelValues(r.Tier, r.Version, state).Set(float64(n))
+		}
+	}
 	for tier := range policies {
 		c.halted.WithLabelValues(tier).Set(float64(halted[tier]))
 		// The counters of every tier with a policy exist from the start, at 0.
@@ -220,17 +251,79 @@ func (c *rolloutCache) refresh(ctx context.Context, clock func() time.Time) erro
 	}
 	c.mu.Lock()
 	for _, r := range rollouts {
-		c.stateLocked(rolloutKey{r.Tier, r.Version}).rollout = r
+		c.stateLocked(server.RolloutRef{Tier: r.Tier, Version: r.Version}).rollout = r
+	}
+	if c.catalog.get() == snap { // else check-ins may already consult rollouts not in live
+		c.pruneLocked(live)
 	}
 	c.mu.Unlock()
 	return c.claim(ctx, policies, now)
+}
+
+// liveRollouts returns the rollouts check-ins of snap may consult: in each tier with a
+// policy, the versions its machines are offered.
+func liveRollouts(snap *catalogSnapshot) map[server.RolloutRef]bool {
+	live := map[server.RolloutRef]bool{}
+	for tier := range snap.policies {
+		for _, v := range snap.catalog.TierVersions(tier) {
+			live[server.RolloutRef{Tier: tier, Version: v}] = true
+		}
+	}
+	return live
+}
+
+// revive loads the offers of the rollouts that became live since the last refresh (a
+// promotion, a policy, a newer patch blocked): their offers were not kept meanwhile. The
+// first refresh loads every offer already (loadOffers from cursor 0).
+func (c *rolloutCache) revive(ctx context.Context, live map[server.RolloutRef]bool) error {
+	c.mu.Lock()
+	prev := c.live
+	c.mu.Unlock()
+	if prev != nil {
+		for k := range live {
+			if prev[k] {
+				continue
+			}
+			ids, err := c.store.RolloutOffers(ctx, k.Tier, k.Version)
+			if err != nil {
+				return err // c.live unchanged: the next refresh tries again
+			}
+			c.mu.Lock()
+			rs := c.stateLocked(k)
+			for _, id := range ids {
+				rs.offered[id] = struct{}{}
+			}
+			c.mu.Unlock()
+		}
+	}
+	c.mu.Lock()
+	c.live = live
+	c.mu.Unlock()
+	return nil
+}
+
+// pruneLocked forgets the rollouts no check-in consults any more (superseded by a newer
+// patch, blocked, or in a tier without a policy), so that memory holds the offers of live
+// rollouts only. Slots such a rollout holds are given back by the next claim first; offers
+// not recorded yet keep it until they are.
+func (c *rolloutCache) pruneLocked(live map[server.RolloutRef]bool) {
+	for k, rs := range c.rollouts {
+		if live[k] {
+			continue
+		}
+		rs.unused += rs.slots
+		rs.slots, rs.want = 0, 0
+		if rs.unused == 0 && len(rs.pending) == 0 {
+			delete(c.rollouts, k)
+		}
+	}
 }
 
 // flush records the offers this unit made since the last refresh; those it could not
 // record wait for the next.
 func (c *rolloutCache) flush(ctx context.Context) error {
 	c.mu.Lock()
-	batches := map[rolloutKey][]server.RolloutOffer{}
+	batches := map[server.RolloutRef][]server.RolloutOffer{}
 	for k, rs := range c.rollouts {
 		if len(rs.pending) > 0 {
 			batches[k], rs.pending = rs.pending, nil
@@ -239,7 +332,7 @@ func (c *rolloutCache) flush(ctx context.Context) error {
 	c.mu.Unlock()
 	var first error
 	for k, offers := range batches {
-		if err := c.store.RecordOffers(ctx, k.tier, k.version, offers); err != nil {
+		if err := c.store.RecordOffers(ctx, k.Tier, k.Version, offers); err != nil {
 			c.mu.Lock()
 			rs := c.stateLocked(k)
 			rs.pending = append(offers, rs.pending...)
@@ -257,19 +350,27 @@ func cmpErr(first, err error) error {
 	return err
 }
 
-// loadOffers adds the offers every unit recorded since the last refresh.
-func (c *rolloutCache) loadOffers(ctx context.Context) error {
+// loadOffers adds the offers every unit recorded since the last refresh, of the live
+// rollouts.
+func (c *rolloutCache) loadOffers(ctx context.Context, live map[server.RolloutRef]bool) error {
 	c.mu.Lock()
 	from := max(0, c.cursor-rolloutOfferOverlap)
 	c.mu.Unlock()
 	for {
 		offers, next, err := c.store.OffersSince(ctx, from, rolloutOfferPage)
 		if err != nil {
+			c.mu.Lock()
+			if c.live == nil {
+				c.cursor = 0 // the first load starts again whole (revive relies on it)
+			}
+			c.mu.Unlock()
 			return err
 		}
 		c.mu.Lock()
 		for _, o := range offers {
-			c.stateLocked(rolloutKey{o.Tier, o.Version}).offered[o.MachineID] = struct{}{}
+			if k := (server.RolloutRef{Tier: o.Tier, Version: o.Version}); live[k] {
+				c.stateLocked(k).offered[o.MachineID] = struct{}{}
+			}
 		}
 		c.cursor = max(c.cursor, next)
 		c.mu.Unlock()
@@ -289,7 +390,7 @@ func (c *rolloutCache) claim(ctx context.Context, policies map[string]*tierPolic
 	var asks []ask
 	c.mu.Lock()
 	for k, rs := range c.rollouts {
-		pol := policies[k.tier]
+		pol := policies[k.Tier]
 		if pol == nil {
 			rs.want, rs.slots, rs.unused = 0, 0, 0
 			continue
@@ -301,7 +402,7 @@ func (c *rolloutCache) claim(ctx context.Context, policies map[string]*tierPolic
 		if rs.want == 0 && rs.unused == 0 {
 			continue
 		}
-		asks = append(asks, ask{server.SlotClaim{Tier: k.tier, Version: k.version, Want: min(rs.want, rolloutClaimBatch), Unused: rs.unused}, pol})
+		asks = append(asks, ask{server.SlotClaim{Tier: k.Tier, Version: k.Version, Want: min(rs.want, rolloutClaimBatch), Unused: rs.unused}, pol})
 		rs.want, rs.unused = 0, 0
 	}
 	c.mu.Unlock()
@@ -309,7 +410,7 @@ func (c *rolloutCache) claim(ctx context.Context, policies map[string]*tierPolic
 	for _, a := range asks {
 		n, err := c.store.ClaimSlots(ctx, a.SlotClaim, a.pol.RolloutPolicy, now)
 		c.mu.Lock()
-		rs := c.stateLocked(rolloutKey{a.Tier, a.Version})
+		rs := c.stateLocked(server.RolloutRef{Tier: a.Tier, Version: a.Version})
 		if err != nil {
 			rs.unused += a.Unused
 			first = cmpErr(first, err)

@@ -265,6 +265,11 @@ func TestRolloutCanariesRateHaltResume(t *testing.T) {
 	if m := e.metric(`livepatch_server_rollout_halted{tier="edge"}`); !strings.HasSuffix(m, " 1") {
 		t.Errorf("halted metric: %q", m)
 	}
+	for state, want := range map[string]string{"applied": "2", "failed": "3", "offered": "0"} {
+		if m := e.metric(`livepatch_server_rollout_machines{state="` + state + `",tier="edge",version="107.1"}`); !strings.HasSuffix(m, " "+want) {
+			t.Errorf("machines %s metric: %q, want %s", state, m, want)
+		}
+	}
 	promtoolCheck(t, e)
 	if !strings.Contains(e.logBuf.String(), `"event":"rollout_halted"`) {
 		t.Errorf("no rollout_halted security event in the log")
@@ -399,5 +404,85 @@ func TestRolloutPolicyBeforePatch(t *testing.T) {
 	b.upload("5.15.0-107.117", "generic", "107.1", "amd64") // b reloads its catalog, nothing else
 	if got := offered(f.checkIn(b), "107.1"); len(got) != 0 {
 		t.Fatalf("a unit that had not refreshed since the policy offered %v", got)
+	}
+}
+
+// TestRolloutPrune checks that a unit forgets the rollouts no check-in consults (a patch
+// superseded by a newer one, a tier whose policy is gone) and, when one matters again (the
+// newer patch blocked), loads its offers again: the machines offered it keep their offer
+// and take no new slot.
+func TestRolloutPrune(t *testing.T) {
+	t.Parallel()
+	clk := newClock(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))
+	e := newEnv(t, clk.options)
+	f := newFleet(e, "edge", 4)
+	e.must(200, "PUT", "/v1/admin/tiers/edge/rollout-policy", "session", map[string]any{"rate-limit": 2, "rate-period": "1h"}, nil)
+	e.upload("5.15.0-107.117", "generic", "107.1", "amd64")
+	f.checkIn(e)
+	e.refreshRollouts()
+	first := offered(f.checkIn(e), "107.1")
+	if len(first) != 2 {
+		t.Fatalf("offered %v, want the rate limit's 2", first)
+	}
+	e.refreshRollouts() // records the offers
+	if got := e.api.RolloutsHeld(); fmt.Sprint(got) != "map[edge/107.1:2]" {
+		t.Fatalf("held %v", got)
+	}
+
+	// 107.2 supersedes 107.1: only its rollout is held. Other offers recorded meanwhile
+	// (another tier's) take the offer cursor well past those of 107.1.
+	e.upload("5.15.0-107.117", "generic", "107.2", "amd64")
+	f.checkIn(e)
+	e.refreshRollouts()
+	if _, err := e.db.SetRolloutState(t.Context(), "stable", "107.1", server.RolloutPaused, "", clk.now()); err != nil {
+		t.Fatal(err)
+	}
+	var others []server.RolloutOffer
+	for i := range 1000 {
+		others = append(others, server.RolloutOffer{MachineID: fmt.Sprint("other-", i), OfferedAt: clk.now()})
+	}
+	if err := e.db.RecordOffers(t.Context(), "stable", "107.1", others); err != nil {
+		t.Fatal(err)
+	}
+	e.refreshRollouts()
+	if got := e.api.RolloutsHeld(); fmt.Sprint(got) != "map[edge/107.2:0]" {
+		t.Errorf("after 107.2, held %v, want 107.2 alone", got)
+	}
+
+	// 107.2 blocked: 107.1 is offered again, to the machines offered it before, at once
+	// (the period's two slots are gone).
+	e.must(200, "POST", "/v1/admin/patches/107.2/block", "session", map[string]string{"reason": "regression"}, nil)
+	e.refreshRollouts() // gives back the slots 107.2 held
+	e.refreshRollouts()
+	if got := e.api.RolloutsHeld(); fmt.Sprint(got) != "map[edge/107.1:2]" {
+		t.Errorf("after blocking 107.2, held %v, want 107.1 alone with its 2 offers", got)
+	}
+	if got := offered(f.checkIn(e), "107.1"); !slices.Equal(got, first) {
+		t.Errorf("after blocking 107.2, offered %v, want %v", got, first)
+	}
+	if r := e.rollout("edge", "107.1"); r.Claimed != 2 {
+		t.Errorf("after blocking 107.2, %d slots claimed, want 2", r.Claimed)
+	}
+	if r := e.rollout("edge", "107.2"); r.Claimed != 0 {
+		t.Errorf("107.2 blocked: %d slots still claimed, want them given back", r.Claimed)
+	}
+
+	// A halted rollout counts in the halted gauge while its patch is offered, not once a
+	// newer one supersedes it.
+	e.must(200, "POST", "/v1/admin/tiers/edge/rollouts/107.1/halt", "session", nil, nil)
+	if m := e.metric(`livepatch_server_rollout_halted{tier="edge"}`); !strings.HasSuffix(m, " 1") {
+		t.Errorf("107.1 halted: %q", m)
+	}
+	e.must(200, "POST", "/v1/admin/patches/107.2/unblock", "session", nil, nil)
+	e.refreshRollouts()
+	if m := e.metric(`livepatch_server_rollout_halted{tier="edge"}`); !strings.HasSuffix(m, " 0") {
+		t.Errorf("107.1 halted, superseded by 107.2: %q", m)
+	}
+
+	// No policy: nothing held.
+	e.must(204, "DELETE", "/v1/admin/tiers/edge/rollout-policy", "session", nil, nil)
+	e.refreshRollouts()
+	if got := e.api.RolloutsHeld(); len(got) != 0 {
+		t.Errorf("without a policy, held %v", got)
 	}
 }

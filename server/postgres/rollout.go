@@ -128,38 +128,64 @@ func (db *DB) Rollouts(ctx context.Context, tier string, now time.Time) (_ []ser
 				return err
 			}
 		}
-		policies, err := listPolicies(ctx, tx, tier)
-		if err != nil {
-			return err
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+rolloutColumns+`
-			FROM rollouts r JOIN tiers t ON t.id = r.tier_id
-			WHERE $1 = '' OR t.name = $1 ORDER BY t.position, r.started_at, r.version`, tier)
-		if err != nil {
-			return fmt.Errorf("cannot list rollouts: %w", err)
-		}
-		var ids []int64
-		for rows.Next() {
-			r, id, err := scanRollout(rows)
-			if err != nil {
-				rows.Close()
-				return fmt.Errorf("cannot list rollouts: %w", err)
-			}
-			out, ids = append(out, r), append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("cannot list rollouts: %w", err)
-		}
-		for i := range out {
-			p := policyOf(policies, out[i].Tier)
-			if err := countRollout(ctx, tx, ids[i], &out[i], p, now); err != nil {
-				return err
-			}
-		}
-		return nil
+		out, err = listRollouts(ctx, tx, tier, now, `$1 = '' OR t.name = $1`, tier)
+		return err
 	})
 	return out, err
+}
+
+// RolloutsOf lists the rollouts of refs that have started, with their counts at now.
+func (db *DB) RolloutsOf(ctx context.Context, refs []server.RolloutRef, now time.Time) (_ []server.Rollout, err error) {
+	defer classifyInto(&err)
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	tiers, versions := make(pq.StringArray, len(refs)), make(pq.StringArray, len(refs))
+	for i, r := range refs {
+		tiers[i], versions[i] = r.Tier, r.Version
+	}
+	var out []server.Rollout
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		out, err = listRollouts(ctx, tx, "", now,
+			`(t.name, r.version) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, tiers, versions)
+		return err
+	})
+	return out, err
+}
+
+// listRollouts lists the rollouts of rollouts r joined to tiers t where where holds (with
+// args), and counts them at now under the policies of tier (every tier when empty).
+func listRollouts(ctx context.Context, tx *sql.Tx, tier string, now time.Time, where string, args ...any) ([]server.Rollout, error) {
+	policies, err := listPolicies(ctx, tx, tier)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+rolloutColumns+`
+		FROM rollouts r JOIN tiers t ON t.id = r.tier_id
+		WHERE `+where+` ORDER BY t.position, r.started_at, r.version`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list rollouts: %w", err)
+	}
+	var out []server.Rollout
+	var ids []int64
+	for rows.Next() {
+		r, id, err := scanRollout(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("cannot list rollouts: %w", err)
+		}
+		out, ids = append(out, r), append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cannot list rollouts: %w", err)
+	}
+	for i := range out {
+		if err := countRollout(ctx, tx, ids[i], &out[i], policyOf(policies, out[i].Tier), now); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 func policyOf(policies []server.RolloutPolicy, tier string) server.RolloutPolicy {
@@ -174,7 +200,10 @@ func policyOf(policies []server.RolloutPolicy, tier string) server.RolloutPolicy
 // rolloutMachinesSQL classifies the machines offered a rollout's patch ($1 tier id, $2
 // version) at $3, with the apply timeout $4 (seconds), in offer order: applied when it
 // runs the version; failed when it reported a failure after the offer; timed out when
-// neither within the timeout. Machines removed since are left out.
+// neither within the timeout; downloaded when it reported after the offer holding a
+// verified patch it has not applied (unapplied). The machine's last report is what the
+// check-in recorded: classifying costs the check-in nothing. Machines removed since are
+// left out.
 const rolloutMachinesSQL = `
 	SELECT row_number() OVER (ORDER BY o.id) AS n, o.machine_id, o.offered_at,
 		m.patch_state, m.patch_version, s.state
@@ -183,6 +212,7 @@ const rolloutMachinesSQL = `
 		WHEN m.patch_version = o.version AND m.patch_state = 'applied' THEN 'applied'
 		WHEN m.patch_state IN ('apply-failed', 'check-failed') AND m.last_seen > o.offered_at THEN 'failed'
 		WHEN o.offered_at < $3::timestamptz - make_interval(secs => $4) THEN 'timed-out'
+		WHEN m.patch_state = 'unapplied' AND m.last_seen > o.offered_at THEN 'downloaded'
 		ELSE 'offered' END AS state) s
 	WHERE o.tier_id = $1 AND o.version = $2`
 
@@ -193,11 +223,11 @@ func countRollout(ctx context.Context, tx *sql.Tx, tierID int64, r *server.Rollo
 	}
 	target := p.CanaryCount(r.Machines)
 	err := tx.QueryRowContext(ctx, `
-		SELECT count(*), count(*) FILTER (WHERE state = 'applied'), count(*) FILTER (WHERE state = 'failed'),
-			count(*) FILTER (WHERE state = 'timed-out'), count(*) FILTER (WHERE n <= $5),
-			count(*) FILTER (WHERE n <= $5 AND state = 'applied')
+		SELECT count(*), count(*) FILTER (WHERE state = 'downloaded'), count(*) FILTER (WHERE state = 'applied'),
+			count(*) FILTER (WHERE state = 'failed'), count(*) FILTER (WHERE state = 'timed-out'),
+			count(*) FILTER (WHERE n <= $5), count(*) FILTER (WHERE n <= $5 AND state = 'applied')
 		FROM (`+rolloutMachinesSQL+`) x`, tierID, r.Version, now, applyTimeout(p).Seconds(), target).
-		Scan(&r.Offered, &r.Applied, &r.Failed, &r.TimedOut, &r.Canaries, &r.CanariesApplied)
+		Scan(&r.Offered, &r.Downloaded, &r.Applied, &r.Failed, &r.TimedOut, &r.Canaries, &r.CanariesApplied)
 	if err != nil {
 		return fmt.Errorf("cannot count the rollout of %s in tier %q: %w", r.Version, r.Tier, err)
 	}
@@ -315,20 +345,29 @@ func (db *DB) SetRolloutState(ctx context.Context, tier, version, state, reason 
 	return changed, err
 }
 
-// HaltRollout halts an active rollout; it reports whether this call did.
-func (db *DB) HaltRollout(ctx context.Context, tier, version, reason string) (halted bool, err error) {
+// HaltRollout halts the active rollout when p says it must, from its counts under its row
+// lock; it returns the reason, "" when it did not halt it.
+func (db *DB) HaltRollout(ctx context.Context, p server.RolloutPolicy, version string, now time.Time) (reason string, err error) {
 	defer classifyInto(&err)
 	err = db.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE rollouts r SET state = 'halted', reason = $3
-			FROM tiers t WHERE t.id = r.tier_id AND t.name = $1 AND r.version = $2 AND r.state = 'active'`, tier, version, reason)
+		reason = ""
+		r, id, err := findRollout(ctx, tx, p.Tier, version, "FOR UPDATE OF r")
 		if err != nil {
-			return fmt.Errorf("cannot halt the rollout of %s in tier %q: %w", version, tier, err)
+			return err
 		}
-		n, _ := res.RowsAffected()
-		halted = n > 0
+		if err := countRollout(ctx, tx, id, &r, p, now); err != nil {
+			return err
+		}
+		if reason = p.HaltReason(r); reason == "" {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE rollouts SET state = 'halted', reason = $3 WHERE tier_id = $1 AND version = $2`,
+			id, version, reason); err != nil {
+			return fmt.Errorf("cannot halt the rollout of %s in tier %q: %w", version, p.Tier, err)
+		}
 		return nil
 	})
-	return halted, err
+	return reason, err
 }
 
 // ClaimSlots grants offer slots under the rollout's row lock, so that units never
@@ -404,4 +443,27 @@ func (db *DB) OffersSince(ctx context.Context, cursor int64, limit int) (_ []ser
 		return rows.Err()
 	})
 	return out, next, err
+}
+
+// RolloutOffers returns the machines offered version in tier, in offer order.
+func (db *DB) RolloutOffers(ctx context.Context, tier, version string) (_ []string, err error) {
+	defer classifyInto(&err)
+	var out []string
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT o.machine_id FROM rollout_offers o JOIN tiers t ON t.id = o.tier_id
+			WHERE t.name = $1 AND o.version = $2 ORDER BY o.id`, tier, version)
+		if err != nil {
+			return fmt.Errorf("cannot load the offers of %s in tier %q: %w", version, tier, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return fmt.Errorf("cannot load the offers of %s in tier %q: %w", version, tier, err)
+			}
+			out = append(out, id)
+		}
+		return rows.Err()
+	})
+	return out, err
 }

@@ -17,4 +17,7 @@
 //     recovering when fixed; a machine downloads a synced patch from the bucket.
 //   - TestS3IntegratorSecretPatchstore: the same through s3-integrator 2/, the keys in Juju
 //     secrets (a user secret for s3-integrator, secret-extra for livepatch).
+//   - TestRollout: rollout policies through two units behind haproxy, from the machines'
+//     side: canaries, a rate-limited wave, a halt on apply failures, a resume, and a
+//     maintenance window that opens by the servers' clocks.
 package e2e

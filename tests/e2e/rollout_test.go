@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,8 @@ type rolloutFleet struct {
 	tokens  map[string]string
 	status  map[string]server.Status
 	offered map[string]string // machine -> newest version offered
+	// explain says where the rollout of a version stands, for failure messages.
+	explain func(version string) string
 }
 
 func newRolloutFleet(t *testing.T, d *deploy.Deployment, tier string, n int) *rolloutFleet {
@@ -30,9 +33,21 @@ func newRolloutFleet(t *testing.T, d *deploy.Deployment, tier string, n int) *ro
 		t.Fatal(err)
 	}
 	f := &rolloutFleet{c: c, tokens: map[string]string{}, status: map[string]server.Status{}, offered: map[string]string{}}
+	f.explain = func(version string) string {
+		r, err := d.AdminClient(t).Rollout(t.Context(), tier, version)
+		if err != nil {
+			return err.Error()
+		}
+		out := fmt.Sprintf("rollout: %+v", r.Rollout)
+		for _, u := range d.Units("livepatch") {
+			out += fmt.Sprintf("\n%s: %v offers, %v held back, %v halted", u, d.UnitMetric(t, u, "livepatch_server_rollout_offers_total"),
+				d.UnitMetric(t, u, "livepatch_server_rollout_held_total"), d.UnitMetric(t, u, "livepatch_server_rollout_halted"))
+		}
+		return out
+	}
 	token := d.AuthToken(t, tier)
 	for i := range n {
-		id := fmt.Sprintf("rollout%02d", i)
+		id := fmt.Sprintf("%s%02d", tier, i)
 		st := server.Status{Kernel: deploy.DemoKernel, Architecture: "amd64", PatchState: server.StateNothingToApply, ClientVersion: "e2e-rollout"}
 		mt, _, err := c.Enable(t.Context(), id, token, &st)
 		if err != nil {
@@ -69,7 +84,7 @@ func (f *rolloutFleet) report(ids []string, state, version string) {
 }
 
 // until runs check-in rounds until cond holds of the machines offered version, checking
-// invariant at every round, within deploy.Timeout.
+// invariant at every round, within deploy.Timeout; a failure says where the rollout stands.
 func (f *rolloutFleet) until(t *testing.T, version, what string, cond, invariant func([]string) bool) []string {
 	t.Helper()
 	deadline := time.Now().Add(deploy.Timeout)
@@ -77,19 +92,20 @@ func (f *rolloutFleet) until(t *testing.T, version, what string, cond, invariant
 	for time.Now().Before(deadline) {
 		got = f.round(t, version)
 		if !invariant(got) {
-			t.Fatalf("%s: %d machines offered %s: %v", what, len(got), version, got)
+			t.Fatalf("%s: %d machines offered %s: %v\n%s", what, len(got), version, got, f.explain(version))
 		}
 		if cond(got) {
 			return got
 		}
 	}
-	t.Fatalf("%s: not reached within %s; offered %v", what, deploy.Timeout, got)
+	t.Fatalf("%s: not reached within %s; offered %v\n%s", what, deploy.Timeout, got, f.explain(version))
 	return nil
 }
 
-// TestRollout follows a rollout policy through two units behind haproxy from the
+// TestRollout follows rollout policies through two units behind haproxy from the
 // machines' point of view: the canaries alone first, then a rate-limited wave, a halt when
-// that wave fails to apply, and a resume that lets the rest through.
+// that wave fails to apply, and a resume that lets the rest through; then, in another
+// tier, a maintenance window that opens, and what machines report after the offer.
 func TestRollout(t *testing.T) {
 	t.Parallel()
 	d := deploy.Deploy(t, deploy.Options{Units: 2, NoUpstream: true})
@@ -142,8 +158,19 @@ func TestRollout(t *testing.T) {
 	if !strings.Contains(out, "107.9 in tier edge: halted: 2 failed and 0 timed out of 4 offered") {
 		t.Errorf("rollout status:\n%s", out)
 	}
-	if again := f.round(t, "107.9"); len(again) != 4 {
-		t.Errorf("while halted, %d machines offered: %v", len(again), again)
+	// Halted: nobody new gets it; the wave keeps its offer at either unit (a unit knows
+	// the other's offers from its next refresh on).
+	inWave := func(got []string) bool {
+		for _, id := range got {
+			if !slices.Contains(wave, id) {
+				return false
+			}
+		}
+		return true
+	}
+	f.until(t, "107.9", "while halted", func(got []string) bool { return len(got) == 4 }, inWave)
+	if r := status(); r.State != server.RolloutHalted || r.Offered != 4 {
+		t.Errorf("while halted: %+v", r)
 	}
 
 	// The operator resumes with a higher rate: the rest get it within the hour.
@@ -155,5 +182,61 @@ func TestRollout(t *testing.T) {
 	f.until(t, "107.9", "every offer recorded", func([]string) bool { return status().Offered == 12 }, atMost(12))
 	if r := status(); r.State != server.RolloutActive || r.Failed != 2 || r.Claimed > 20 {
 		t.Errorf("after resume: %+v", r)
+	}
+
+	// A maintenance window, by the servers' own clocks: stable's policy allows offers from
+	// the next minute on (in a time zone half an hour off UTC, on that day alone), and 107.9
+	// is promoted to stable. No machine gets it before the window opens; every one does
+	// once it has.
+	stable := newRolloutFleet(t, d, "stable", 6)
+	zone, err := time.LoadLocation("Asia/Kolkata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opens := time.Now().In(zone).Truncate(time.Minute).Add(time.Minute)
+	if time.Until(opens) < 15*time.Second {
+		opens = opens.Add(time.Minute) // time for rounds before it opens
+	}
+	window := fmt.Sprintf("%s %s-%s", strings.ToLower(opens.Weekday().String()[:3]), opens.Format("15:04"), opens.Add(30*time.Minute).Format("15:04"))
+	d.Admin(t, "rollout", "policy", "set", "stable", "--window", window, "--time-zone", zone.String())
+	d.Admin(t, "patch", "promote", "107.9", "stable")
+	before := 0
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for time.Until(opens) > 0 {
+		got := stable.round(t, "107.9")
+		if ended := time.Now(); ended.Before(opens) {
+			if len(got) > 0 {
+				t.Fatalf("at %s, before the window %s opens at %s, machines offered 107.9: %v", ended.In(zone).Format(time.TimeOnly), window, opens.Format(time.TimeOnly), got)
+			}
+			before++
+		}
+		<-tick.C
+	}
+	if before == 0 {
+		t.Fatalf("no check-in round ended before the window opened")
+	}
+	inWindow := stable.until(t, "107.9", "window open", func(got []string) bool { return len(got) == 6 }, atMost(6))
+	if time.Now().Before(opens) {
+		t.Fatalf("offered %v before the window opened", inWindow)
+	}
+
+	// What the machines report after the offer: two hold it verified, not applied (mode
+	// no-apply: downloaded), the others applied it.
+	stable.report(inWindow[:2], server.StateUnapplied, "")
+	stable.report(inWindow[2:], server.StateApplied, "107.9")
+	stableStatus := func() server.Rollout {
+		r, err := admin.Rollout(t.Context(), "stable", "107.9")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Rollout
+	}
+	stable.until(t, "107.9", "downloaded and applied", func([]string) bool {
+		r := stableStatus()
+		return r.Downloaded == 2 && r.Applied == 4
+	}, atMost(6))
+	if out := d.Admin(t, "report", "patch-health", "stable", "107.9"); !strings.Contains(out, "6 offered, 2 downloaded, 4 applied, 0 failed") {
+		t.Errorf("patch health:\n%s", out)
 	}
 }

@@ -5,7 +5,7 @@
 //
 //	lpbench -size quick|full -bin build/bench/bin -work build/bench -out docs/benchmarks.md
 //
-// Phases (-only to pick some): checkins, downloads, fleet. Every process it starts is
+// Phases (-only to pick some): checkins, downloads, rollout, fleet, hooks. Every process it starts is
 // stopped when it ends, fails or is interrupted; every request loop is bounded in count
 // and time.
 package main
@@ -123,7 +123,7 @@ func run(ctx context.Context, args []string) error {
 	bin := fs.String("bin", "build/bench/bin", "directory holding livepatch-server, lptrivial and lpserver")
 	work := fs.String("work", "build/bench", "directory for configs and logs (emptied first)")
 	out := fs.String("out", "docs/benchmarks.md", "the report to write (empty: none)")
-	only := fs.String("only", "checkins,downloads,fleet,hooks", "phases to run, comma-separated")
+	only := fs.String("only", "checkins,downloads,rollout,fleet,hooks", "phases to run, comma-separated")
 	fsync := fs.Bool("fsync", true, "keep PostgreSQL durability on (fsync, synchronous_commit)")
 	profile := fs.Bool("profile", true, "where a target is missed, profile the server (pprof) under the same load")
 	rates := fs.String("rates", "", "override the check-in rates of the size, e.g. 500,1000,2000")
@@ -147,8 +147,8 @@ func run(ctx context.Context, args []string) error {
 	}
 	phases := strings.Split(*only, ",")
 	for _, p := range phases {
-		if !slices.Contains([]string{"checkins", "downloads", "fleet", "hooks"}, p) {
-			return fmt.Errorf("unknown phase %q: want checkins, downloads, fleet or hooks", p)
+		if !slices.Contains([]string{"checkins", "downloads", "rollout", "fleet", "hooks"}, p) {
+			return fmt.Errorf("unknown phase %q: want checkins, downloads, rollout, fleet or hooks", p)
 		}
 	}
 
@@ -219,7 +219,7 @@ func run(ctx context.Context, args []string) error {
 	b.report.Settings = b.settings()
 
 	var failures []error
-	if slices.Contains(phases, "checkins") || slices.Contains(phases, "downloads") {
+	if slices.Contains(phases, "checkins") || slices.Contains(phases, "downloads") || slices.Contains(phases, "rollout") {
 		if err := b.pg.CreateDatabase(ctx, "livepatch"); err != nil {
 			return err
 		}
@@ -235,6 +235,11 @@ func run(ctx context.Context, args []string) error {
 		if slices.Contains(phases, "downloads") && ctx.Err() == nil {
 			if err := b.downloads(ctx, fx); err != nil {
 				failures = append(failures, fmt.Errorf("downloads: %w", err))
+			}
+		}
+		if slices.Contains(phases, "rollout") && ctx.Err() == nil {
+			if err := b.rollout(ctx, fx); err != nil { // rollout.go
+				failures = append(failures, fmt.Errorf("rollout: %w", err))
 			}
 		}
 	}
