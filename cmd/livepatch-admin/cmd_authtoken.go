@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server"
 )
 
@@ -46,10 +47,10 @@ func (c *cmdAuthToken) args(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
 		return argNames([]string{"<id>", "<tier>"})(cmd, args)
 	}
-	ue := usagef(cmd, "missing arguments <id> <tier>: <id> labels the machines that share the token, <tier> is the tier they get patches from")
+	ue := cli.Usagef(cmd, "missing arguments <id> <tier>: <id> labels the machines that share the token, <tier> is the tier they get patches from")
 	if cl, err := c.g.admin(); err == nil {
 		if tiers, err := cl.Tiers(cmd.Context()); err == nil && len(tiers) > 0 {
-			ue.detail = fmt.Sprintf("Tiers on %s: %s", cl.URL(), strings.Join(tierNames(tiers), ", "))
+			ue.Detail = fmt.Sprintf("Tiers on %s: %s", cl.URL(), strings.Join(tierNames(tiers), ", "))
 		}
 	}
 	return ue
@@ -58,12 +59,12 @@ func (c *cmdAuthToken) args(cmd *cobra.Command, args []string) error {
 func (c *cmdAuthToken) run(cmd *cobra.Command, args []string) error {
 	req := server.AuthTokenRequest{ID: args[0], Tier: args[1], MaxMachines: c.flagMaxMachines}
 	if c.flagMaxMachines < 0 {
-		return usagef(cmd, "invalid --max-machines %d: want 0 (unlimited) or more", c.flagMaxMachines)
+		return cli.Usagef(cmd, "invalid --max-machines %d: want 0 (unlimited) or more", c.flagMaxMachines)
 	}
 	if c.flagExpires != "" {
 		t, err := parseExpiry(c.flagExpires, time.Now())
 		if err != nil {
-			return usagef(cmd, "%v", err)
+			return cli.Usagef(cmd, "%v", err)
 		}
 		req.ExpiresAt = &t
 	}

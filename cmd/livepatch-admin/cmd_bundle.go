@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/livepatch-onprem/livepatch/internal/atomicfile"
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/offline"
@@ -104,7 +105,7 @@ func trustedKeys(cmd *cobra.Command, value string) ([]ed25519.PublicKey, error) 
 	}
 	keys, err := server.ParsePublicKeys(value)
 	if err != nil {
-		return nil, usagef(cmd, "invalid --trusted-key: %v: give the content of the exporting server's signing.pub (several, comma-separated, while it rotates keys)", err)
+		return nil, cli.Usagef(cmd, "invalid --trusted-key: %v: give the content of the exporting server's signing.pub (several, comma-separated, while it rotates keys)", err)
 	}
 	return keys, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 )
@@ -75,20 +76,20 @@ func (c *cmdReportDownstream) completeArgs(cmd *cobra.Command, args []string, to
 func (c *cmdReportDownstream) run(cmd *cobra.Command, args []string) error {
 	if len(args) == 0 {
 		if c.flagState != "" || c.flagTier != "" {
-			return usagef(cmd, "--state and --tier need a <deployment-id>")
+			return cli.Usagef(cmd, "--state and --tier need a <deployment-id>")
 		}
 		return c.list(cmd)
 	}
 	f := server.DownstreamMachineFilter{DeploymentID: args[0], Tier: c.flagTier, PatchState: c.flagState, Limit: machinesPageSize}
 	if err := server.CheckDeploymentID(f.DeploymentID); err != nil {
-		return usagef(cmd, "%s", server.ErrorMessage(err))
+		return cli.Usagef(cmd, "%s", server.ErrorMessage(err))
 	}
 	if f.PatchState != "" && !slices.Contains(server.PatchStates, f.PatchState) {
-		return usagef(cmd, "invalid --state %q: want one of %s", f.PatchState, strings.Join(server.PatchStates, ", "))
+		return cli.Usagef(cmd, "invalid --state %q: want one of %s", f.PatchState, strings.Join(server.PatchStates, ", "))
 	}
 	if f.Tier != "" {
 		if err := server.CheckTierName(f.Tier); err != nil {
-			return usagef(cmd, "invalid --tier: %s", server.ErrorMessage(err))
+			return cli.Usagef(cmd, "invalid --tier: %s", server.ErrorMessage(err))
 		}
 	}
 	return c.machines(cmd, f)

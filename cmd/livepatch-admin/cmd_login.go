@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server/client"
 )
 
@@ -43,11 +44,11 @@ the first line of standard input.`,
 
 func (c *cmdLogin) run(cmd *cobra.Command, args []string) error {
 	if c.flagAuth == "" {
-		return usagef(cmd, "missing -a <user>[:<password>]")
+		return cli.Usagef(cmd, "missing -a <user>[:<password>]")
 	}
 	user, password, hasPassword := strings.Cut(c.flagAuth, ":")
 	if user == "" {
-		return usagef(cmd, "missing user name in -a")
+		return cli.Usagef(cmd, "missing user name in -a")
 	}
 	cl, err := c.g.client()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server"
 )
 
@@ -40,23 +41,23 @@ func (f *machineFilterFlags) set() bool {
 // filter as the API takes it.
 func (f *machineFilterFlags) query(cmd *cobra.Command) (server.MachineQuery, error) {
 	if f.state != "" && !slices.Contains(server.PatchStates, f.state) {
-		return server.MachineQuery{}, usagef(cmd, "invalid --state %q: want one of %s", f.state, strings.Join(server.PatchStates, ", "))
+		return server.MachineQuery{}, cli.Usagef(cmd, "invalid --state %q: want one of %s", f.state, strings.Join(server.PatchStates, ", "))
 	}
 	for _, age := range []struct{ flag, value string }{{"--seen-before", f.seenBefore}, {"--seen-after", f.seenAfter}} {
 		if age.value == "" {
 			continue
 		}
 		if _, err := server.ParseAge(age.value); err != nil {
-			return server.MachineQuery{}, usagef(cmd, "invalid %s %q: want a duration such as 7d, 36h or 90m", age.flag, age.value)
+			return server.MachineQuery{}, cli.Usagef(cmd, "invalid %s %q: want a duration such as 7d, 36h or 90m", age.flag, age.value)
 		}
 	}
 	for _, kv := range f.tags {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return server.MachineQuery{}, usagef(cmd, "invalid --tag %q: want key=value", kv)
+			return server.MachineQuery{}, cli.Usagef(cmd, "invalid --tag %q: want key=value", kv)
 		}
 		if err := server.CheckTag(k, v); err != nil {
-			return server.MachineQuery{}, usagef(cmd, "%s", server.ErrorMessage(err))
+			return server.MachineQuery{}, cli.Usagef(cmd, "%s", server.ErrorMessage(err))
 		}
 	}
 	return server.MachineQuery{
@@ -108,7 +109,7 @@ func (c *cmdMachinesMove) run(cmd *cobra.Command, args []string) error {
 		return nil
 	}
 	if len(args) > 1 {
-		return usagef(cmd, "unexpected argument %q: filter flags select the machines, name only the tier", args[0])
+		return cli.Usagef(cmd, "unexpected argument %q: filter flags select the machines, name only the tier", args[0])
 	}
 	if err := argNames([]string{"<tier>"})(cmd, args); err != nil {
 		return err
@@ -156,14 +157,14 @@ func (c *cmdMachinesTag) run(cmd *cobra.Command, args []string) error {
 		if !ok {
 			k, ok = strings.CutSuffix(a, "-")
 			if !ok {
-				return usagef(cmd, "invalid tag %q: want key=value to set or key- to remove", a)
+				return cli.Usagef(cmd, "invalid tag %q: want key=value to set or key- to remove", a)
 			}
 			remove = append(remove, k)
 		} else {
 			set[k] = v
 		}
 		if err := server.CheckTag(k, v); err != nil {
-			return usagef(cmd, "%s", server.ErrorMessage(err))
+			return cli.Usagef(cmd, "%s", server.ErrorMessage(err))
 		}
 	}
 	cl, err := c.g.admin()

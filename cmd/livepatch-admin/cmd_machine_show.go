@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server"
 )
 
@@ -37,7 +38,7 @@ version or kernel changed by a check-in, moves between tiers), newest first.`,
 
 func (c *cmdMachinesShow) run(cmd *cobra.Command, args []string) error {
 	if c.history < 1 || c.history > 10000 {
-		return usagef(cmd, "invalid --history %d: want 1 to 10000", c.history)
+		return cli.Usagef(cmd, "invalid --history %d: want 1 to 10000", c.history)
 	}
 	cl, err := c.g.admin()
 	if err != nil {
@@ -140,7 +141,7 @@ const historyPageSize = 1000
 
 func (c *cmdMachinesHistory) run(cmd *cobra.Command, args []string) error {
 	if c.limit < 1 || c.limit > 100_000 {
-		return usagef(cmd, "invalid --limit %d: want 1 to 100000", c.limit)
+		return cli.Usagef(cmd, "invalid --limit %d: want 1 to 100000", c.limit)
 	}
 	cl, err := c.g.admin()
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/httpapi"
@@ -107,7 +108,7 @@ func (f *fleet) usage(args []string, want string) {
 	f.t.Helper()
 	code, stdout, stderr := runCLI(f.t, args, f.env, "")
 	first, _, _ := strings.Cut(stderr, "\n")
-	if code != exitUsage || stdout != "" || first != want {
+	if code != cli.ExitUsage || stdout != "" || first != want {
 		f.t.Errorf("livepatch-admin %q: exit %d, stdout %q, first line of stderr %q; want exit 2 with %q", args, code, stdout, first, want)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server"
 	"github.com/livepatch-onprem/livepatch/server/client"
 )
@@ -120,14 +121,14 @@ func orDash(s string) string {
 
 func (c *cmdReportMachines) run(cmd *cobra.Command, args []string) error {
 	if len(args) > 2 && !slices.Contains(server.PatchStates, args[2]) {
-		return usagef(cmd, "invalid patch state %q: want one of %s", args[2], strings.Join(server.PatchStates, ", "))
+		return cli.Usagef(cmd, "invalid patch state %q: want one of %s", args[2], strings.Join(server.PatchStates, ", "))
 	}
 	for i, p := range []*string{&c.filter.tier, &c.filter.version, &c.filter.state} {
 		if i >= len(args) {
 			break
 		}
 		if *p != "" {
-			return usagef(cmd, "%s is given both as an argument and a flag", []string{"tier", "patch version", "patch state"}[i])
+			return cli.Usagef(cmd, "%s is given both as an argument and a flag", []string{"tier", "patch version", "patch state"}[i])
 		}
 		*p = args[i]
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server"
 )
 
@@ -76,7 +77,7 @@ func (c *cmdRolloutPolicySet) run(cmd *cobra.Command, args []string) error {
 		v, percent := strings.CutSuffix(c.flagCanaries, "%")
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return usagef(cmd, "invalid --canaries %q: want a count such as 5 or a percentage such as 2%%", c.flagCanaries)
+			return cli.Usagef(cmd, "invalid --canaries %q: want a count such as 5 or a percentage such as 2%%", c.flagCanaries)
 		}
 		if percent {
 			p.CanaryPercent = n
@@ -89,19 +90,19 @@ func (c *cmdRolloutPolicySet) run(cmd *cobra.Command, args []string) error {
 		n, err := strconv.Atoi(count)
 		d, derr := time.ParseDuration(per)
 		if !ok || err != nil || derr != nil || n <= 0 {
-			return usagef(cmd, "invalid --rate %q: want COUNT/PERIOD such as 50/1h", c.flagRate)
+			return cli.Usagef(cmd, "invalid --rate %q: want COUNT/PERIOD such as 50/1h", c.flagRate)
 		}
 		p.RateLimit, p.RatePeriod = n, server.Duration(d)
 	}
 	for _, w := range c.flagWindows {
 		win, err := parseWindow(w)
 		if err != nil {
-			return usagef(cmd, "invalid --window %q: %v", w, err)
+			return cli.Usagef(cmd, "invalid --window %q: %v", w, err)
 		}
 		p.Windows = append(p.Windows, win)
 	}
 	if err := p.Check(); err != nil {
-		return usagef(cmd, "%s", server.ErrorMessage(err))
+		return cli.Usagef(cmd, "%s", server.ErrorMessage(err))
 	}
 	cl, err := c.g.admin()
 	if err != nil {
@@ -285,11 +286,11 @@ func (c *cmdRolloutStatus) command() *cobra.Command {
 
 func (c *cmdRolloutStatus) run(cmd *cobra.Command, args []string) error {
 	if c.flagMachines && len(args) < 2 {
-		return usagef(cmd, "--machines needs a version")
+		return cli.Usagef(cmd, "--machines needs a version")
 	}
 	if len(args) == 2 {
 		if err := server.CheckVersion(args[1]); err != nil {
-			return usagef(cmd, "%s", server.ErrorMessage(err))
+			return cli.Usagef(cmd, "%s", server.ErrorMessage(err))
 		}
 	}
 	cl, err := c.g.admin()
@@ -394,7 +395,7 @@ func (c *cmdRolloutState) command() *cobra.Command {
 
 func (c *cmdRolloutState) run(cmd *cobra.Command, args []string) error {
 	if err := server.CheckVersion(args[1]); err != nil {
-		return usagef(cmd, "%s", server.ErrorMessage(err))
+		return cli.Usagef(cmd, "%s", server.ErrorMessage(err))
 	}
 	cl, err := c.g.admin()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -87,7 +88,7 @@ func (c *cmdSessionsRevoke) command() *cobra.Command {
 
 func (c *cmdSessionsRevoke) run(cmd *cobra.Command, args []string) error {
 	if (len(args) == 1) == (c.flagUser != "") {
-		return usagef(cmd, "give a session id or --user <name>, not both")
+		return cli.Usagef(cmd, "give a session id or --user <name>, not both")
 	}
 	cl, err := c.g.admin()
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server"
 )
 
@@ -169,7 +170,7 @@ func (c *cmdSyncReports) command() *cobra.Command {
 
 func (c *cmdSyncReports) run(cmd *cobra.Command, args []string) error {
 	if c.flagLimit < 1 || c.flagLimit > 1000 {
-		return usagef(cmd, "invalid --limit %d: want 1 to 1000", c.flagLimit)
+		return cli.Usagef(cmd, "invalid --limit %d: want 1 to 1000", c.flagLimit)
 	}
 	cl, err := c.g.admin()
 	if err != nil {
@@ -241,7 +242,7 @@ func (c *cmdSyncTokensAdd) run(cmd *cobra.Command, args []string) error {
 	if c.flagValidUntil != "" {
 		t, err := parseExpiry(c.flagValidUntil, time.Now())
 		if err != nil {
-			return usagef(cmd, "invalid --valid-until %q: want a duration (720h, 30d), a date (2025-12-31) or an RFC 3339 time", c.flagValidUntil)
+			return cli.Usagef(cmd, "invalid --valid-until %q: want a duration (720h, 30d), a date (2025-12-31) or an RFC 3339 time", c.flagValidUntil)
 		}
 		req.ValidUntil = &t
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server"
 )
 
@@ -84,7 +85,7 @@ func (c *cmdTierAdd) command() *cobra.Command {
 
 func (c *cmdTierAdd) run(cmd *cobra.Command, args []string) error {
 	if c.flagFirst && c.flagAfter != "" {
-		return usagef(cmd, "--after and --first cannot be used together")
+		return cli.Usagef(cmd, "--after and --first cannot be used together")
 	}
 	cl, err := c.g.admin()
 	if err != nil {

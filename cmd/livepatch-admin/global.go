@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server/client"
 )
 
@@ -72,15 +73,13 @@ that long. Connecting, and the TLS handshake, wait at most --connect-timeout
 (LIVEPATCH_CONNECT_TIMEOUT).
 Log in once with "livepatch-admin login -a user": the session is cached per
 server.`,
-		Args:              rootArgs,
+		Args:              cli.RootArgs,
 		RunE:              groupRun,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		PersistentPreRunE: g.checkFlags,
 	}
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return &usageError{cmd: cmd, msg: err.Error()}
-	})
+	root.SetFlagErrorFunc(cli.FlagError)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.flagURL, "url", "", "server URL (default $"+envURL+")")
 	pf.StringVar(&g.flagCA, "ca", "", "CA to trust: path or PEM (default $"+envCA+")")
@@ -108,30 +107,12 @@ server.`,
 	return root
 }
 
-// rootArgs refuses unknown commands.
-func rootArgs(cmd *cobra.Command, args []string) error {
-	if len(args) == 0 {
-		return nil
-	}
-	return unknownCommand(cmd, args[0])
-}
-
 // groupRun runs a command that only groups subcommands: being run is a usage error.
 func groupRun(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return unknownCommand(cmd, args[0])
+		return cli.UnknownCommand(cmd, args[0])
 	}
-	return usagef(cmd, "missing command")
-}
-
-// unknownCommand is the usage error for an unknown subcommand name, suggesting close ones.
-func unknownCommand(cmd *cobra.Command, name string) error {
-	msg := fmt.Sprintf("unknown command %q for %q", name, cmd.CommandPath())
-	cmd.SuggestionsMinimumDistance = 2
-	if s := cmd.SuggestionsFor(name); len(s) > 0 {
-		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
-	}
-	return usagef(cmd, "%s", msg)
+	return cli.Usagef(cmd, "missing command")
 }
 
 // group returns a command that groups subcommands.
@@ -154,13 +135,13 @@ func argNames(required []string, optional ...string) cobra.PositionalArgs {
 		if len(args) < len(required) {
 			missing := required[len(args):]
 			if len(missing) == 1 {
-				return usagef(cmd, "missing argument %s", missing[0])
+				return cli.Usagef(cmd, "missing argument %s", missing[0])
 			}
-			return usagef(cmd, "missing arguments %s", strings.Join(missing, " "))
+			return cli.Usagef(cmd, "missing arguments %s", strings.Join(missing, " "))
 		}
 		variadic := len(optional) > 0 && strings.HasSuffix(optional[len(optional)-1], "...")
 		if max := len(required) + len(optional); !variadic && len(args) > max {
-			return usagef(cmd, "unexpected argument %q", args[max])
+			return cli.Usagef(cmd, "unexpected argument %q", args[max])
 		}
 		return nil
 	}
@@ -170,7 +151,7 @@ func (g *global) checkFlags(cmd *cobra.Command, args []string) error {
 	switch g.flagFormat {
 	case formatTable, formatJSON, formatYAML:
 	default:
-		return usagef(cmd, "invalid --format %q: want table, json or yaml", g.flagFormat)
+		return cli.Usagef(cmd, "invalid --format %q: want table, json or yaml", g.flagFormat)
 	}
 	var err error
 	if g.timeouts.Request, err = g.duration(cmd, "--timeout", g.flagTimeout, envTimeout); err != nil {
@@ -192,7 +173,7 @@ func (g *global) duration(cmd *cobra.Command, flag, value, env string) (time.Dur
 	}
 	d, err := time.ParseDuration(value)
 	if err != nil || d <= 0 || d > maxTimeout {
-		return 0, usagef(cmd, "invalid %s %q: want a duration such as 30s or 5m, at most %s", name, value, maxTimeout)
+		return 0, cli.Usagef(cmd, "invalid %s %q: want a duration such as 30s or 5m, at most %s", name, value, maxTimeout)
 	}
 	return d, nil
 }

@@ -15,17 +15,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/spf13/cobra"
-
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/internal/safeterm"
 	"github.com/livepatch-onprem/livepatch/server/client"
-)
-
-// Exit codes.
-const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
 )
 
 func main() {
@@ -49,34 +41,28 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
-		return exitOK
+		return cli.ExitOK
 	}
 	if errors.Is(err, errReported) {
-		return exitError
+		return cli.ExitError
 	}
-	if ue, ok := errors.AsType[*usageError](err); ok {
-		fmt.Fprintf(stderr, "error: %s\n", ue.msg)
-		if ue.detail != "" {
-			fmt.Fprintln(stderr, ue.detail)
-		}
-		fmt.Fprint(stderr, ue.cmd.UsageString())
-		return exitUsage
+	if cli.ReportUsage(stderr, err) {
+		return cli.ExitUsage
 	}
 	if apiErr, ok := errors.AsType[*client.APIError](err); ok && apiErr.Status == 401 && g.usedSession {
 		g.forgetSession()
 		fmt.Fprintln(stderr, "error: not logged in or session expired: run livepatch-admin login")
-		return exitError
+		return cli.ExitError
 	}
 	if errors.Is(err, errNotLoggedIn) {
 		fmt.Fprintln(stderr, "error: not logged in or session expired: run livepatch-admin login")
-		return exitError
+		return cli.ExitError
 	}
 	if _, ok := errors.AsType[*client.TimeoutError](err); ok {
 		fmt.Fprintf(stderr, "error: %s (wait longer with --timeout or %s)\n", safeterm.String(err.Error()), envTimeout)
-		return exitError
+		return cli.ExitError
 	}
-	fmt.Fprintf(stderr, "error: %s\n", safeterm.String(err.Error()))
-	return exitError
+	return cli.ReportError(stderr, err)
 }
 
 // errReported is returned by commands that printed their own error messages.
@@ -84,16 +70,3 @@ var errReported = errors.New("error already reported")
 
 // errNotLoggedIn means there is no cached session for the server.
 var errNotLoggedIn = errors.New("not logged in")
-
-// usageError is a command line the command cannot run: exit 2 with the usage.
-type usageError struct {
-	cmd    *cobra.Command
-	msg    string
-	detail string // printed between the message and the usage, when set
-}
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(cmd *cobra.Command, format string, args ...any) *usageError {
-	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
-}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/internal/badserver"
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 )
 
 // runWithin is runCLI that fails the test when the command has not ended after a
@@ -69,7 +70,7 @@ func TestHungServer(t *testing.T) {
 				env[k] = v
 			}
 			code, stdout, stderr := runWithin(t, tt.args, env)
-			if code != exitError || stdout != "" || stderr != tt.stderr {
+			if code != cli.ExitError || stdout != "" || stderr != tt.stderr {
 				t.Errorf("exit %d, stdout %q, stderr %q; want exit 1, stderr %q", code, stdout, stderr, tt.stderr)
 			}
 		})
@@ -86,7 +87,7 @@ func TestEndlessAnswer(t *testing.T) {
 	loginSession(t, dir, url)
 	code, stdout, stderr := runWithin(t, []string{"tier", "list"}, map[string]string{envURL: url, envConfigDir: dir})
 	want := "error: cannot decode response of GET /v1/admin/tiers from livepatch server at " + url + ": the answer is larger than 8 MiB\n"
-	if code != exitError || stdout != "" || stderr != want {
+	if code != cli.ExitError || stdout != "" || stderr != want {
 		t.Errorf("exit %d, stdout %q, stderr %q; want exit 1, stderr %q", code, stdout, stderr, want)
 	}
 }
@@ -108,7 +109,7 @@ func TestBadTimeouts(t *testing.T) {
 			env[k] = v
 		}
 		code, _, stderr := runCLI(t, tt.args, env, "")
-		if code != exitUsage || !strings.HasPrefix(stderr, tt.msg+"\nUsage:") {
+		if code != cli.ExitUsage || !strings.HasPrefix(stderr, tt.msg+"\nUsage:") {
 			t.Errorf("%v %v: exit %d, stderr %q; want exit 2 and %q with the usage", tt.args, tt.env, code, stderr, tt.msg)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/livepatch-onprem/livepatch/agent"
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 )
 
 // cmdConfig shows or sets the configuration.
@@ -55,11 +56,11 @@ func (c *cmdConfig) run(cmd *cobra.Command, args []string) error {
 	for _, arg := range args {
 		key, value, ok := strings.Cut(arg, "=")
 		if !ok {
-			return usagef(cmd, "invalid argument %q: want key=value (key= clears a key)", arg)
+			return cli.Usagef(cmd, "invalid argument %q: want key=value (key= clears a key)", arg)
 		}
 		if value == "@stdin" {
 			if usedStdin != "" {
-				return usagef(cmd, "both %s and %s read @stdin: standard input can be read once", usedStdin, key)
+				return cli.Usagef(cmd, "both %s and %s read @stdin: standard input can be read once", usedStdin, key)
 			}
 			usedStdin = key
 			data, err := io.ReadAll(io.LimitReader(c.g.stdin, 1<<20))
@@ -67,13 +68,13 @@ func (c *cmdConfig) run(cmd *cobra.Command, args []string) error {
 				return fmt.Errorf("cannot read %s from standard input: %w", key, err)
 			}
 			if value = strings.TrimSpace(string(data)); value == "" {
-				return usagef(cmd, "%s=@stdin: standard input is empty", key)
+				return cli.Usagef(cmd, "%s=@stdin: standard input is empty", key)
 			}
 		}
 		if err := cfg.Set(key, value); err != nil {
-			ue := usagef(cmd, "%v", err)
+			ue := cli.Usagef(cmd, "%v", err)
 			if strings.HasPrefix(err.Error(), "unknown config key") {
-				ue.detail = "valid keys: " + strings.Join(keyNames(), ", ")
+				ue.Detail = "valid keys: " + strings.Join(keyNames(), ", ")
 			}
 			return ue
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -18,7 +19,7 @@ func (c *cmdDisable) command() *cobra.Command {
 		Long: `disable unregisters this machine from the server and forgets its machine token.
 Patches already applied stay loaded until the next reboot. When the server no longer
 knows the machine (it refuses the token), the token is forgotten locally anyway.`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: c.run,
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/livepatch-onprem/livepatch/agent"
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/server"
 )
 
@@ -25,7 +26,7 @@ and replaces its machine token.`,
 		Example: `  sudo livepatch-client enable 0b0d7e4c-3a1f-4a55-9bbf-7f5d1c2e9a10`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return usagef(cmd, "enable takes one argument, the auth token")
+				return cli.Usagef(cmd, "enable takes one argument, the auth token")
 			}
 			return nil
 		},

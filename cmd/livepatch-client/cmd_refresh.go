@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -17,7 +18,7 @@ func (c *cmdRefresh) command() *cobra.Command {
 		Short: "Check for a patch now",
 		Long: `refresh checks in with the server now: it reports this machine's status, then
 downloads, verifies and (in mode normal) applies the patch the server offers.`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: c.run,
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -22,7 +23,7 @@ check-interval minutes (or as the server advises when check-interval is not set)
 whenever it receives SIGHUP. It exits 0 on SIGTERM. It reads the configuration again
 before every check. In mode no-refresh it makes no check-ins but applies a patch it
 verified before (after a reboot); in mode stop it does nothing.`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: c.run,
 	}
 }

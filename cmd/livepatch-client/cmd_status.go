@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/livepatch-onprem/livepatch/agent"
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 )
 
 // cmdStatus shows the state of the machine and its patches.
@@ -23,7 +24,7 @@ func (c *cmdStatus) command() *cobra.Command {
 		Long: `status shows the last check, the kernel, how the server check-in went, the patch
 state and version, the tier and the machine id; --verbose adds the server, the mode,
 machine facts and the fixes of the patch. It needs no root.`,
-		Args: noArgs,
+		Args: cli.NoArgs,
 		RunE: c.run,
 	}
 	cmd.Flags().BoolVar(&c.flagVerbose, "verbose", false, "also show the server, machine facts and the patch's fixes")
@@ -33,7 +34,7 @@ machine facts and the fixes of the patch. It needs no root.`,
 
 func (c *cmdStatus) run(cmd *cobra.Command, args []string) error {
 	if !slices.Contains(agent.Formats, c.flagFormat) {
-		return usagef(cmd, "invalid format %q: want one of %s", c.flagFormat, strings.Join(agent.Formats, ", "))
+		return cli.Usagef(cmd, "invalid format %q: want one of %s", c.flagFormat, strings.Join(agent.Formats, ", "))
 	}
 	a := c.g.agent()
 	st, err := a.State()

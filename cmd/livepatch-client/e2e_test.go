@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 	"github.com/livepatch-onprem/livepatch/internal/testbin"
 	"github.com/livepatch-onprem/livepatch/server"
@@ -224,7 +225,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// A wrong token is refused with the server's reason.
 	code, _, errOut := m.run("", "enable", "not-a-token")
-	if code != exitError || !strings.HasPrefix(errOut, "error: the server refused the token: ") {
+	if code != cli.ExitError || !strings.HasPrefix(errOut, "error: the server refused the token: ") {
 		t.Errorf("enable with a bad token: exit %d, %q", code, errOut)
 	}
 
@@ -289,7 +290,7 @@ func TestEndToEnd(t *testing.T) {
 	p2 := uploadPatch(t, admin, "107.2", "stable")
 	code, out, errOut = m.run("", "refresh")
 	tamperedPrefix := "error: patch 107.2 failed verification: checksum mismatch: got "
-	if code != exitError || out != "" || !strings.HasPrefix(errOut, tamperedPrefix) || !strings.HasSuffix(errOut, " want "+p2.SHA256+"\n") {
+	if code != cli.ExitError || out != "" || !strings.HasPrefix(errOut, tamperedPrefix) || !strings.HasSuffix(errOut, " want "+p2.SHA256+"\n") {
 		t.Errorf("refresh with a tampered download: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	st = statusJSON(t, m)
@@ -329,7 +330,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("disable: %q", out)
 	}
 	code, _, errOut = m.run("", "status")
-	if code != exitError || errOut != "error: machine is not enabled: run livepatch-client enable <token>\n" {
+	if code != cli.ExitError || errOut != "error: machine is not enabled: run livepatch-client enable <token>\n" {
 		t.Errorf("status after disable: exit %d, %q", code, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(m.stateDir, "machine-token")); !os.IsNotExist(err) {
@@ -346,7 +347,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("disable behind the client's back: %v", err)
 	}
 	code, _, errOut = m.run("", "refresh")
-	if code != exitError || !strings.HasPrefix(errOut, "error: the server refused the token: ") {
+	if code != cli.ExitError || !strings.HasPrefix(errOut, "error: the server refused the token: ") {
 		t.Errorf("refresh with a forgotten machine: exit %d, %q", code, errOut)
 	}
 	out = m.mustRun("", "disable")
@@ -402,7 +403,7 @@ func TestEndToEndDaemon(t *testing.T) {
 		}
 	}
 	cancel()
-	if code := <-done; code != exitOK {
+	if code := <-done; code != cli.ExitOK {
 		t.Errorf("run exited %d on stop, want 0", code)
 	}
 }

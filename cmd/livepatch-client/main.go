@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,14 +20,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/livepatch-onprem/livepatch/agent"
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/internal/safeterm"
-)
-
-// Exit codes.
-const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
 )
 
 // version is set at build time (-ldflags "-X main.version=..."); it becomes the client
@@ -68,31 +61,12 @@ func run(ctx context.Context, g *global, args []string) int {
 	root.SetErr(g.stderr)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
-		return exitOK
+		return cli.ExitOK
 	}
-	if ue, ok := errors.AsType[*usageError](err); ok {
-		fmt.Fprintf(g.stderr, "error: %s\n", ue.msg)
-		if ue.detail != "" {
-			fmt.Fprintln(g.stderr, ue.detail)
-		}
-		fmt.Fprint(g.stderr, ue.cmd.UsageString())
-		return exitUsage
+	if cli.ReportUsage(g.stderr, err) {
+		return cli.ExitUsage
 	}
-	fmt.Fprintf(g.stderr, "error: %s\n", safeterm.String(err.Error()))
-	return exitError
-}
-
-// usageError is a command line the command cannot run: exit 2 with the usage.
-type usageError struct {
-	cmd    *cobra.Command
-	msg    string
-	detail string // printed between the message and the usage, when set
-}
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(cmd *cobra.Command, format string, args ...any) *usageError {
-	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
+	return cli.ReportError(g.stderr, err)
 }
 
 // global holds what every command shares: the streams, the global flags and the options
@@ -137,14 +111,12 @@ Enrol a machine:
   sudo livepatch-client enable <token>
   livepatch-client status --verbose`,
 		Version:       agent.Version,
-		Args:          rootArgs,
-		RunE:          func(cmd *cobra.Command, args []string) error { return usagef(cmd, "missing command") },
+		Args:          cli.RootArgs,
+		RunE:          func(cmd *cobra.Command, args []string) error { return cli.Usagef(cmd, "missing command") },
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return &usageError{cmd: cmd, msg: err.Error()}
-	})
+	root.SetFlagErrorFunc(cli.FlagError)
 	root.PersistentFlags().StringVar(&g.flagStateDir, "state-dir", agent.DefaultStateDir, "directory of the client's config, state, token and patches")
 	root.AddCommand(
 		(&cmdConfig{g: g}).command(),
@@ -155,25 +127,4 @@ Enrol a machine:
 		(&cmdRun{g: g}).command(),
 	)
 	return root
-}
-
-// rootArgs refuses unknown commands, suggesting close ones.
-func rootArgs(cmd *cobra.Command, args []string) error {
-	if len(args) == 0 {
-		return nil
-	}
-	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
-	cmd.SuggestionsMinimumDistance = 2
-	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
-	}
-	return usagef(cmd, "%s", msg)
-}
-
-// noArgs is the Args of commands that take none.
-func noArgs(cmd *cobra.Command, args []string) error {
-	if len(args) > 0 {
-		return usagef(cmd, "unexpected argument %q", args[0])
-	}
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/livepatch-onprem/livepatch/agent"
 	"github.com/livepatch-onprem/livepatch/internal/badserver"
+	"github.com/livepatch-onprem/livepatch/internal/cli"
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 )
 
@@ -206,7 +207,7 @@ func TestUsageErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		code, out, errOut := m.run(tt.stdin, tt.args...)
-		if code != exitUsage || out != "" || !strings.HasPrefix(errOut, tt.err) || !strings.Contains(errOut, "Usage:") {
+		if code != cli.ExitUsage || out != "" || !strings.HasPrefix(errOut, tt.err) || !strings.Contains(errOut, "Usage:") {
 			t.Errorf("%q: exit %d, stdout %q, stderr:\n%s\nwant exit 2 and %q with the usage", tt.args, code, out, errOut, tt.err)
 		}
 	}
@@ -228,7 +229,7 @@ func TestRuntimeErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		code, out, errOut := m.run("", tt.args...)
-		if code != exitError || out != "" || errOut != tt.err {
+		if code != cli.ExitError || out != "" || errOut != tt.err {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 1 and %q", tt.args, code, out, errOut, tt.err)
 		}
 	}
@@ -237,7 +238,7 @@ func TestRuntimeErrors(t *testing.T) {
 	}
 	m.mustRun("", "config", "remote-server=http://127.0.0.1:1")
 	code, _, errOut := m.run("", "enable", "token")
-	if code != exitError || !strings.HasPrefix(errOut, "error: cannot reach livepatch server at http://127.0.0.1:1: ") {
+	if code != cli.ExitError || !strings.HasPrefix(errOut, "error: cannot reach livepatch server at http://127.0.0.1:1: ") {
 		t.Errorf("enable with the server down: exit %d, %q", code, errOut)
 	}
 }
@@ -255,7 +256,7 @@ func TestNeedsRoot(t *testing.T) {
 		code, _, errOut := m.run("", args...)
 		name := "livepatch-client " + args[2]
 		want := "error: " + name + " must be run as root: try sudo " + name + " (or use --state-dir DIR)\n"
-		if code != exitError || errOut != want {
+		if code != cli.ExitError || errOut != want {
 			t.Errorf("%q as non-root: exit %d, %q; want %q", args, code, errOut, want)
 		}
 	}
@@ -264,7 +265,7 @@ func TestNeedsRoot(t *testing.T) {
 		ro := t.TempDir()
 		os.Chmod(ro, 0o555)
 		code, _, errOut := m.run("", "--state-dir", filepath.Join(ro, "state"), "config", "mode=stop")
-		if code != exitError || !strings.Contains(errOut, "permission denied: run livepatch-client as root (sudo), or use --state-dir") {
+		if code != cli.ExitError || !strings.Contains(errOut, "permission denied: run livepatch-client as root (sudo), or use --state-dir") {
 			t.Errorf("read-only state dir: exit %d, %q", code, errOut)
 		}
 	}
@@ -299,7 +300,7 @@ func TestHungServer(t *testing.T) {
 		t.Fatal("enable has not ended after 30s: it waits without a deadline")
 	}
 	want := "error: livepatch server at " + url + " did not answer within 1s (a slow server needs a longer request-timeout: livepatch-client config request-timeout=5m)\n"
-	if r.code != exitError || r.stdout != "" || r.stderr != want {
+	if r.code != cli.ExitError || r.stdout != "" || r.stderr != want {
 		t.Errorf("enable: exit %d, stdout %q, stderr %q; want exit 1, stderr %q", r.code, r.stdout, r.stderr, want)
 	}
 }
