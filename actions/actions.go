@@ -13,6 +13,16 @@ import (
 	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
 )
 
+// Charm is the livepatch charm, wired once: its reconcile, hooks and actions, as its
+// dispatch binary (cmd/livepatch-charm) runs it and the charm tests drive it.
+func Charm() hooks.Charm {
+	return hooks.Charm{
+		Reconcile: livepatch.Reconcile,
+		Hooks:     livepatch.Hooks(),
+		Actions:   Livepatch(),
+	}
+}
+
 // Livepatch returns the action handlers of the livepatch charm.
 func Livepatch() map[string]hooks.Action {
 	return map[string]hooks.Action{

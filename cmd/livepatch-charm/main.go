@@ -8,18 +8,8 @@ import (
 
 	"github.com/livepatch-onprem/livepatch/actions"
 	"github.com/livepatch-onprem/livepatch/hooks"
-	"github.com/livepatch-onprem/livepatch/hooks/livepatch"
 )
 
 func main() {
-	os.Exit(hooks.Main(charm()))
-}
-
-// charm wires the livepatch charm's handlers.
-func charm() hooks.Charm {
-	return hooks.Charm{
-		Reconcile: livepatch.Reconcile,
-		Hooks:     livepatch.Hooks(),
-		Actions:   actions.Livepatch(),
-	}
+	os.Exit(hooks.Main(actions.Charm()))
 }

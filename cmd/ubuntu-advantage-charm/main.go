@@ -10,8 +10,5 @@ import (
 )
 
 func main() {
-	os.Exit(hooks.Main(hooks.Charm{
-		Reconcile: ubuntuadvantage.Reconcile,
-		Hooks:     ubuntuadvantage.Hooks(),
-	}))
+	os.Exit(hooks.Main(ubuntuadvantage.Charm()))
 }

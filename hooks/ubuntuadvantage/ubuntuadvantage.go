@@ -90,6 +90,10 @@ type state struct {
 	FailReason        string `json:"fail-reason,omitempty"`
 }
 
+// Charm is the ubuntu-advantage charm, wired once, as its dispatch binary
+// (cmd/ubuntu-advantage-charm) runs it and the tests drive it. It has no actions.
+func Charm() hooks.Charm { return hooks.Charm{Reconcile: Reconcile, Hooks: Hooks()} }
+
 // Hooks returns the hooks that do something other than Reconcile.
 func Hooks() map[string]hooks.Handler {
 	return map[string]hooks.Handler{

@@ -138,7 +138,7 @@ func cat(lists ...[]string) []string {
 
 func newHarness(t *testing.T, installed bool) (*hookstest.Harness, *fakePro) {
 	t.Helper()
-	h := hookstest.New(t, hooks.Charm{Reconcile: ubuntuadvantage.Reconcile, Hooks: ubuntuadvantage.Hooks()})
+	h := hookstest.New(t, ubuntuadvantage.Charm())
 	h.LoadCharm(t, filepath.Join("..", "..", "charms", "ubuntu-advantage"))
 	p := &fakePro{installed: installed, root: h.Root}
 	h.System = p.commands()

@@ -26,7 +26,7 @@ func init() {
 		Name:  uaCharm,
 		Files: os.DirFS(filepath.Join("..", "..", "charms", "ubuntu-advantage")),
 		Main: func() int {
-			return hooks.Main(hooks.Charm{Reconcile: ubuntuadvantage.Reconcile, Hooks: ubuntuadvantage.Hooks()})
+			return hooks.Main(ubuntuadvantage.Charm())
 		},
 	})
 }

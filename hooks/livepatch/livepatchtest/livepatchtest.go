@@ -35,15 +35,6 @@ const (
 	ModelUUID = "6b5b8c3e-0d3c-4e39-8f4f-5d2a3a6d7e01"
 )
 
-// Charm returns the livepatch charm as cmd/livepatch-charm wires it.
-func Charm() hooks.Charm {
-	return hooks.Charm{
-		Reconcile: livepatch.Reconcile,
-		Hooks:     livepatch.Hooks(),
-		Actions:   actions.Livepatch(),
-	}
-}
-
 // RepoRoot returns the root of the repository (testbin.RepoRoot); it panics outside it.
 func RepoRoot() string {
 	root, err := testbin.RepoRoot()
@@ -183,7 +174,7 @@ func New(t testing.TB) *Env {
 func NewWithServer(t testing.TB, srv *Server) *Env {
 	t.Helper()
 	e := &Env{
-		H:             hookstest.New(t, Charm()),
+		H:             hookstest.New(t, actions.Charm()),
 		Server:        srv,
 		SystemctlFail: map[string]bool{},
 		Users:         map[string]bool{},
