@@ -260,7 +260,9 @@ func init() { staleWindow.Store(2048) }
 // fleet reads each block about once, where a scan from the start at every batch would
 // read the machines kept again and again. Rows another transaction holds (a check-in)
 // are skipped, so the job never waits on the fleet; a stale machine whose row an update
-// moved behind the cursor waits for the next pass.
+// moved behind the cursor waits for the next pass. Rows are deleted by the row address the
+// lock returned (a TID scan, no index probe per machine): a row updated meanwhile fails
+// the recheck and stays.
 func (db *DB) RemoveStaleMachines(ctx context.Context, before time.Time, cursor string, limit int) (_ int, _ string, err error) {
 	defer classifyInto(&err)
 	if limit <= 0 {
@@ -277,15 +279,15 @@ func (db *DB) RemoveStaleMachines(ctx context.Context, before time.Time, cursor 
 	window := staleWindow.Load()
 	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `
-			WITH d AS (
-				DELETE FROM machines WHERE id IN (
-					SELECT id FROM machines
-					WHERE ctid >= format('(%s,0)', $3::bigint)::tid AND ctid < format('(%s,0)', $4::bigint)::tid
-						AND coalesce(last_seen, enabled_at) < $1
-					LIMIT $2 FOR UPDATE SKIP LOCKED
-				) RETURNING id
+			WITH s AS MATERIALIZED (
+				SELECT ctid AS addr FROM machines
+				WHERE ctid >= format('(%s,0)', $3::bigint)::tid AND ctid < format('(%s,0)', $4::bigint)::tid
+					AND coalesce(last_seen, enabled_at) < $1
+				LIMIT $2 FOR UPDATE SKIP LOCKED
+			), d AS (
+				DELETE FROM machines WHERE ctid = ANY(ARRAY(SELECT addr FROM s)) RETURNING id
 			), c AS (
-				DELETE FROM machine_changes WHERE machine_id IN (SELECT id FROM d)
+				DELETE FROM machine_changes WHERE machine_id = ANY(ARRAY(SELECT id FROM d))
 			)
 			SELECT count(*), pg_relation_size('machines') / current_setting('block_size')::bigint FROM d`,
 			before, limit, from, from+window).Scan(&n, &blocks)
