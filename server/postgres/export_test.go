@@ -45,10 +45,3 @@ func SetStaleWindow(t testing.TB, blocks int64) {
 	old := staleWindow.Swap(blocks)
 	t.Cleanup(func() { staleWindow.Store(old) })
 }
-
-// SetMachineWindow makes a filtered page of Machines read windows of n machines until the
-// test ends. The window is the package's: other tests' pages only take another step.
-func SetMachineWindow(t testing.TB, n int64) {
-	old := machineWindow.Swap(n)
-	t.Cleanup(func() { machineWindow.Store(old) })
-}

@@ -232,57 +232,6 @@ func TestMachineFilters(t *testing.T) {
 	}
 }
 
-// TestMachinePagesByWindow pages through filters read a window at a time, with windows
-// smaller than a page and than the gaps between matches: the pages are those of one
-// ordered query.
-func TestMachinePagesByWindow(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
-	db := newDB(t)
-	postgres.SetMachineWindow(t, 7)
-	createToken(t, db, "web", "beta", nil, 0)
-	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
-	// 200 machines: role=db on every 10th and on 150-159, last seen i hours ago.
-	if _, err := db.SQL().ExecContext(ctx, `
-		INSERT INTO machines (id, tier_id, auth_token_id, machine_token_hash, enabled_at, last_seen, tags)
-		SELECT format('m%s', lpad(i::text, 3, '0')), t.id, a.id, sha256(i::text::bytea), $1::timestamptz - interval '60 days',
-			$1::timestamptz - i * interval '1 hour',
-			CASE WHEN i % 10 = 0 OR i BETWEEN 150 AND 159 THEN '{"role": "db"}'::jsonb ELSE '{}'::jsonb END
-		FROM generate_series(1, 200) i, tiers t, auth_tokens a
-		WHERE t.name = 'beta' AND a.label = 'web'`, now); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name string
-		f    server.MachineFilter
-		want int
-	}{
-		{"tag", server.MachineFilter{Tags: map[string]string{"role": "db"}}, 29},
-		{"seen before", server.MachineFilter{SeenBefore: now.Add(-190 * time.Hour)}, 10},
-		{"tier", server.MachineFilter{Tier: "beta"}, 200},
-		{"no match", server.MachineFilter{Tags: map[string]string{"role": "none"}}, 0},
-	} {
-		all := must[[]server.Machine](t)(db.Machines(ctx, tc.f))
-		if len(all) != tc.want {
-			t.Errorf("%s: %d machines, want %d", tc.name, len(all), tc.want)
-		}
-		var paged []server.Machine
-		f := tc.f
-		f.Limit = 4
-		for range 100 {
-			page := must[[]server.Machine](t)(db.Machines(ctx, f))
-			paged = append(paged, page...)
-			if len(page) < f.Limit {
-				break
-			}
-			f.After = page[len(page)-1].ID
-		}
-		if diff := cmp.Diff(all, paged, cmpopts.EquateEmpty()); diff != "" {
-			t.Errorf("%s: pages of 4 (-all +paged):\n%s", tc.name, diff)
-		}
-	}
-}
-
 // TestRemoveStaleMachines removes machines not seen for long in bounded batches, and
 // frees their places in their token's machine limit.
 func TestRemoveStaleMachines(t *testing.T) {

@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
@@ -196,31 +194,12 @@ func machineColumns(prefix string) string {
 
 // machineSelect selects machines m with their tier and token names, for scanMachine
 // with names.
-var machineSelect = machineSelectFrom("machines")
-
-// machineSelectFrom is machineSelect over source, a table or a subquery of machines rows.
-func machineSelectFrom(source string) string {
-	return `SELECT ` + machineColumns("m.") + `, t.name, a.label
-	FROM ` + source + ` m
+var machineSelect = `SELECT ` + machineColumns("m.") + `, t.name, a.label
+	FROM machines m
 	JOIN tiers t ON t.id = m.tier_id
 	JOIN auth_tokens a ON a.id = m.auth_token_id`
-}
-
-// machineWindow is how many machines, in id order, a page of a filter with no index in
-// id order reads before it asks the planner (see Machines). Tests set it smaller.
-var machineWindow atomic.Int64
-
-func init() { machineWindow.Store(50_000) }
 
 // Machines lists machines matching f in id order, at most f.Limit of them after f.After.
-//
-// A page of a filter without an index in id order (tags, tier, state, last seen) is read
-// in two steps. The first reads the next machineWindow machines in id order and keeps
-// those that match: a common filter (a tag one machine in ten has) fills its page from
-// a few thousand rows, where the planner, which cannot tell how common a tag or an age
-// is, might gather every match through a bitmap and sort them. A page still short after
-// the window goes on from its end with the plan the planner picks, which for a filter
-// that rare is an index (a tag's) or a short walk.
 func (db *DB) Machines(ctx context.Context, f server.MachineFilter) (_ []server.Machine, err error) {
 	defer classifyInto(&err)
 	var machines []server.Machine
@@ -229,61 +208,30 @@ func (db *DB) Machines(ctx context.Context, f server.MachineFilter) (_ []server.
 		if err != nil {
 			return err
 		}
-		after := f.After
-		if f.Limit > 0 && f.Kernel == "" && f.Hostname == "" && len(args) > 0 {
-			window := machineWindow.Load()
-			wargs := append(slices.Clone(args), after, window, f.Limit)
-			n := len(args)
-			source := fmt.Sprintf(`(SELECT * FROM machines WHERE id > $%d ORDER BY id LIMIT $%d)`, n+1, n+2)
-			query := machineSelectFrom(source) + ` WHERE ` + where + fmt.Sprintf(` ORDER BY m.id LIMIT $%d`, n+3)
-			if machines, err = listMachines(ctx, tx, query, wargs); err != nil {
-				return err
-			}
-			if len(machines) == f.Limit {
-				return nil
-			}
-			// The id the window ended at; none when it reached the last machine.
-			err := tx.QueryRowContext(ctx, `SELECT id FROM machines WHERE id > $1 ORDER BY id OFFSET $2 LIMIT 1`,
-				after, window-1).Scan(&after)
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil
-			}
+		args = append(args, f.After)
+		query := machineSelect + ` WHERE ` + where + fmt.Sprintf(` AND m.id > $%d ORDER BY m.id`, len(args))
+		if f.Limit > 0 {
+			args = append(args, f.Limit)
+			query += fmt.Sprintf(` LIMIT $%d`, len(args))
+		}
+		rows, err := tx.QueryContext(ctx, query, args...)
+		if err != nil {
+			return fmt.Errorf("cannot list machines: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			m, err := scanMachine(rows, true)
 			if err != nil {
 				return fmt.Errorf("cannot list machines: %w", err)
 			}
+			machines = append(machines, m)
 		}
-		args = append(args, after)
-		query := machineSelect + ` WHERE ` + where + fmt.Sprintf(` AND m.id > $%d ORDER BY m.id`, len(args))
-		if f.Limit > 0 {
-			args = append(args, f.Limit-len(machines))
-			query += fmt.Sprintf(` LIMIT $%d`, len(args))
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("cannot list machines: %w", err)
 		}
-		rest, err := listMachines(ctx, tx, query, args)
-		machines = append(machines, rest...)
-		return err
+		return nil
 	})
 	return machines, err
-}
-
-// listMachines runs a query of machineSelect and reads its machines.
-func listMachines(ctx context.Context, tx *sql.Tx, query string, args []any) ([]server.Machine, error) {
-	rows, err := tx.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("cannot list machines: %w", err)
-	}
-	defer rows.Close()
-	var machines []server.Machine
-	for rows.Next() {
-		m, err := scanMachine(rows, true)
-		if err != nil {
-			return nil, fmt.Errorf("cannot list machines: %w", err)
-		}
-		machines = append(machines, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("cannot list machines: %w", err)
-	}
-	return machines, nil
 }
 
 // machineWhere returns the condition on machines m that selects the machines of f (its
