@@ -246,7 +246,7 @@ func (db *DB) TagMachine(ctx context.Context, id string, set map[string]string, 
 }
 
 // staleWindow is how many heap blocks of machines one batch of RemoveStaleMachines reads
-// (16 MB, some 30,000 machines): the work of a batch stays bounded however few of the
+// (16 MB: 30,000 to 60,000 machines): the work of a batch stays bounded however few of the
 // machines are stale. Tests set it smaller.
 var staleWindow atomic.Int64
 
