@@ -72,6 +72,20 @@ bench: deps
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BENCH_BIN)/ ./cmd/livepatch-server ./tests/load/cmd/...
 	$(BENCH_BIN)/lpbench -size $(BENCH_SIZE) -bin $(BENCH_BIN) -work build/bench/run -out docs/benchmarks.md $(BENCH_FLAGS)
 
+## soak: the harness's soak phase alone (lpbench -only soak; not part of make test, nor of
+## make bench's default phases): 1,000,000 distinct machines checking in at 3,000/s
+## through haproxy for 30 minutes while retention and the stale-machine job run; p99 per
+## minute and the tables' sizes at start, middle and end, written to docs/soak.md.
+## SOAK_FLAGS passes more lpbench flags (e.g. SOAK_FLAGS='-soak-duration 3m').
+SOAK_FLAGS ?=
+SOAK_OUT   ?= docs/soak.md
+.PHONY: soak
+soak: deps
+	./tests/load/deps
+	mkdir -p $(BENCH_BIN)
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BENCH_BIN)/ ./cmd/livepatch-server ./tests/load/cmd/...
+	$(BENCH_BIN)/lpbench -only soak -size $(BENCH_SIZE) -bin $(BENCH_BIN) -work build/bench/soak -out $(SOAK_OUT) $(SOAK_FLAGS)
+
 ## jujusim: the Juju model emulator CLI (tests/cmd/jujusim) into build/bin; see tests/README.md
 .PHONY: jujusim test-emulator
 jujusim:

@@ -199,8 +199,10 @@ type Store interface {
 	FleetCounts(ctx context.Context, topKernels int) (FleetCounts, error)
 	// RemoveStaleMachines removes at most limit machines last seen before before (never
 	// seen: enabled before before) with their history of changes, returning how many it
-	// removed; they no longer count against their auth tokens' limits.
-	RemoveStaleMachines(ctx context.Context, before time.Time, limit int) (int, error)
+	// removed; they no longer count against their auth tokens' limits. A pass over the
+	// fleet is a series of such batches: the first with cursor "", each next one with the
+	// cursor the previous returned, until it returns "".
+	RemoveStaleMachines(ctx context.Context, before time.Time, cursor string, limit int) (removed int, next string, err error)
 
 	// RunExclusive runs fn while holding the cluster-wide lock named job (a PostgreSQL
 	// advisory lock), so a background job runs on one unit at a time. ran is false, and fn

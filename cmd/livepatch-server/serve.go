@@ -277,12 +277,20 @@ const maxCleanupBatches = 10_000
 // staleBatch bounds the machines one transaction of the stale machine cleanup removes.
 const staleBatch = 5000
 
-// removeStaleMachines removes the machines not seen since before in batches of limit
-// (each its own transaction) until none is left or maxBatches batches ran.
+// removeStaleMachines removes the machines not seen since before in batches of at most
+// limit (each its own transaction) until a pass over the fleet is done, ctx ends or
+// maxBatches batches ran.
 func removeStaleMachines(ctx context.Context, db *postgres.DB, before time.Time, limit, maxBatches int) (int, error) {
-	return inBatches(ctx, limit, maxBatches, func(ctx context.Context) (int, error) {
-		return db.RemoveStaleMachines(ctx, before, limit)
-	})
+	total, cursor := 0, ""
+	for range maxBatches {
+		n, next, err := db.RemoveStaleMachines(ctx, before, cursor, limit)
+		total += n
+		if err != nil || next == "" || ctx.Err() != nil {
+			return total, err
+		}
+		cursor = next
+	}
+	return total, nil
 }
 
 // pruneReports deletes history rows older than before in batches of limit rows (each its

@@ -38,3 +38,10 @@ func HoldCheckIns(t testing.TB, db *DB) (wait func(n int), release func()) {
 	}
 	return wait, release
 }
+
+// SetStaleWindow makes RemoveStaleMachines read windows of blocks blocks until the test
+// ends. The window is the package's: other tests' passes only take more batches.
+func SetStaleWindow(t testing.TB, blocks int64) {
+	old := staleWindow.Swap(blocks)
+	t.Cleanup(func() { staleWindow.Store(old) })
+}

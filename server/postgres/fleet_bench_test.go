@@ -130,15 +130,16 @@ func BenchmarkFleet(b *testing.B) {
 		for i := range b.N {
 			// Each round removes the next day's worth of machines not seen for 25 days.
 			before := now.AddDate(0, 0, -29+i)
-			for {
-				r, err := db.RemoveStaleMachines(ctx, before, 5000)
+			for cursor := ""; ; {
+				r, next, err := db.RemoveStaleMachines(ctx, before, cursor, 5000)
 				if err != nil {
 					b.Fatal(err)
 				}
 				removed += r
-				if r < 5000 {
+				if next == "" {
 					break
 				}
+				cursor = next
 			}
 		}
 		b.ReportMetric(float64(removed)/b.Elapsed().Seconds(), "machines/s")

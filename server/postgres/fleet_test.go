@@ -257,11 +257,13 @@ func TestRemoveStaleMachines(t *testing.T) {
 
 	// Not seen for 15 days: m2 (20 days), m3 (30) and m4 (never, enabled 60 days ago).
 	before := now.AddDate(0, 0, -15)
-	if n := must[int](t)(db.RemoveStaleMachines(ctx, before, 2)); n != 2 {
-		t.Errorf("first batch removed %d, want 2", n)
+	n, next, err := db.RemoveStaleMachines(ctx, before, "", 2)
+	if err != nil || n != 2 || next == "" {
+		t.Fatalf("first batch = %d, %q, %v; want 2 and a cursor", n, next, err)
 	}
-	if n := must[int](t)(db.RemoveStaleMachines(ctx, before, 2)); n != 1 {
-		t.Errorf("second batch removed %d, want 1", n)
+	n, next, err = db.RemoveStaleMachines(ctx, before, next, 2)
+	if err != nil || n != 1 || next != "" {
+		t.Errorf("second batch = %d, %q, %v; want 1 and the end of the pass", n, next, err)
 	}
 	var ids []string
 	for _, m := range must[[]server.Machine](t)(db.Machines(ctx, server.MachineFilter{})) {
@@ -277,8 +279,135 @@ func TestRemoveStaleMachines(t *testing.T) {
 	for _, id := range []string{"new", "m3", "m4"} {
 		enable(t, db, tok, id)
 	}
-	_, err = db.RemoveStaleMachines(ctx, before, 0)
+	_, _, err = db.RemoveStaleMachines(ctx, before, "", 0)
 	wantCode(t, err, server.CodeInvalid)
+	_, _, err = db.RemoveStaleMachines(ctx, before, "x", 2)
+	wantCode(t, err, server.CodeInvalid)
+}
+
+// TestRemoveStaleMachinesPass removes the stale machines of a table of many windows in one
+// pass of bounded batches, each window read until it has no more than a batch of them.
+func TestRemoveStaleMachinesPass(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := newDB(t)
+	postgres.SetStaleWindow(t, 4)
+	tok := createToken(t, db, "web", "beta", nil, 0)
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	// 600 machines, one in three last seen 20 days ago, over some 20 blocks.
+	if _, err := db.SQL().ExecContext(ctx, `
+		INSERT INTO machines (id, tier_id, auth_token_id, machine_token_hash, enabled_at, last_seen, kernel, architecture)
+		SELECT format('m%s', lpad(i::text, 4, '0')), t.id, a.id, sha256(i::text::bytea), $1::timestamptz - interval '60 days',
+			$1::timestamptz - CASE WHEN i % 3 = 0 THEN interval '20 days' ELSE interval '1 hour' END,
+			'5.15.0-107-generic', 'amd64'
+		FROM generate_series(1, 600) i, tiers t, auth_tokens a
+		WHERE t.name = 'beta' AND a.label = $2`, now, "web"); err != nil {
+		t.Fatal(err)
+	}
+	enable(t, db, tok, "never-seen") // enabled now: not stale
+	before := now.AddDate(0, 0, -15)
+	removed, batches, cursor := 0, 0, ""
+	for {
+		n, next, err := db.RemoveStaleMachines(ctx, before, cursor, 30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 30 {
+			t.Fatalf("a batch of at most 30 removed %d", n)
+		}
+		removed += n
+		batches++
+		if next == "" {
+			break
+		}
+		if batches > 100 {
+			t.Fatalf("no end of the pass after %d batches (cursor %q)", batches, next)
+		}
+		cursor = next
+	}
+	if removed != 200 || batches < 7 {
+		t.Errorf("the pass removed %d machines in %d batches, want 200 in at least 7", removed, batches)
+	}
+	var left, stale int
+	if err := db.SQL().QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE last_seen < $1) FROM machines`, before).Scan(&left, &stale); err != nil {
+		t.Fatal(err)
+	}
+	if left != 401 || stale != 0 {
+		t.Errorf("%d machines left, %d of them stale; want 401, 0", left, stale)
+	}
+}
+
+// TestKernelCounts keeps the kernels report equal to a count of the machines through
+// every way machines come, change kernel and go, including statements of many rows.
+func TestKernelCounts(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := newDB(t)
+	tok := createToken(t, db, "web", "stable", nil, 0)
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	checkInKernel := func(id, kernel string) {
+		t.Helper()
+		c := checkIn(id, "107.1", server.StateApplied)
+		c.Status.Kernel = kernel
+		if _, err := db.CheckIn(ctx, c, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	counted := func(when string) {
+		t.Helper()
+		var want []server.KernelCount
+		rows, err := db.SQL().QueryContext(ctx, `
+			SELECT kernel, architecture, count(*) FROM machines WHERE kernel <> ''
+			GROUP BY kernel, architecture ORDER BY count(*) DESC, kernel, architecture`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k server.KernelCount
+			if err := rows.Scan(&k.Kernel, &k.Architecture, &k.Machines); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, k)
+		}
+		got := must[[]server.KernelCount](t)(db.Kernels(ctx))
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Kernels() %s (-counted +reported):\n%s", when, diff)
+		}
+	}
+	for i := range 6 {
+		enable(t, db, tok, fmt.Sprintf("m%d", i))
+	}
+	counted("after enabling machines that never checked in")
+	for i := range 6 {
+		checkInKernel(fmt.Sprintf("m%d", i), []string{"5.15.0-107-generic", "6.8.0-31-generic"}[i%2])
+	}
+	counted("after their first check-ins")
+	checkInKernel("m0", "6.8.0-31-generic")
+	checkInKernel("m1", "6.8.0-31-generic") // the same kernel: no change
+	counted("after a kernel upgrade")
+	enable(t, db, tok, "m2") // enabling again keeps the kernel
+	must[server.Machine](t)(db.MoveMachine(ctx, "m3", "beta", now))
+	if err := db.RemoveMachine(ctx, "m4"); err != nil {
+		t.Fatal(err)
+	}
+	counted("after a re-enable, a move and a removal")
+	if _, err := db.SQL().ExecContext(ctx, `
+		INSERT INTO machines (id, tier_id, auth_token_id, machine_token_hash, enabled_at, last_seen, kernel, architecture)
+		SELECT format('bulk-%s', i), 1, a.id, sha256(i::text::bytea), $1, $1, 'k' || i % 3, 'arm64'
+		FROM generate_series(1, 30) i, auth_tokens a WHERE a.label = 'web'`, now.AddDate(0, 0, -30)); err != nil {
+		t.Fatal(err)
+	}
+	counted("after a bulk insert")
+	if _, _, err := db.RemoveStaleMachines(ctx, now.AddDate(0, 0, -1), "", 10); err != nil {
+		t.Fatal(err)
+	}
+	counted("after a batch of stale removals")
+	if _, err := db.SQL().ExecContext(ctx, `UPDATE machines SET kernel = 'k9' WHERE id LIKE 'bulk-%'`); err != nil {
+		t.Fatal(err)
+	}
+	counted("after a bulk kernel change")
+	counted("read twice")
 }
 
 var _ server.Store = (*postgres.DB)(nil)

@@ -74,9 +74,11 @@ func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'
 // FleetSQL returns the statements that fill a freshly migrated database with machines
 // enrolled machines and their report history, straight into the real schema: one auth
 // token per tier, machines spread over tiers, kernels and states as above, last seen
-// within the hour for most, and 3 to 10 history rows each, 15 days apart, so that about
-// a fifth of the history is older than the default 90 days of retention. Run them in one
-// session: setseed makes the fleet the same every time.
+// within the hour for most, hostnames host-1, host-2, ..., one in ten tagged role=db,
+// and 3 to 10 history rows each, 15 days apart, so that about a fifth of the history is
+// older than the default 90 days of retention, and three changes each (enabled, first
+// check-in, last change of state). Run them in one session: setseed makes the fleet the
+// same every time.
 func FleetSQL(machines int) []string {
 	kernelChoices := make([]Weighted, len(FleetKernels))
 	values := make([]string, len(FleetKernels))
@@ -93,14 +95,15 @@ func FleetSQL(machines int) []string {
 		`INSERT INTO auth_tokens (label, tier_id, token_hash)
 			SELECT 'fleet-' || name, id, sha256(('fleet-' || name)::bytea) FROM tiers`,
 		fmt.Sprintf(`INSERT INTO machines (id, tier_id, auth_token_id, machine_token_hash, enabled_at,
-				last_seen, kernel, architecture, cpu_model, boot_time, uptime, client_version,
-				patch_state, patch_version)
-			SELECT s.id, t.id, a.id, sha256(s.id::bytea), s.last_seen - s.age,
-				s.last_seen, k.release, k.arch, 'AMD EPYC 7B13', s.last_seen - s.uptime * interval '1 second',
+				first_seen, last_seen, state_since, kernel, architecture, cpu_model, boot_time, uptime,
+				client_version, patch_state, patch_version, hostname, tags)
+			SELECT s.id, t.id, a.id, sha256(s.id::bytea), s.last_seen - s.age, s.last_seen - s.age,
+				s.last_seen, s.last_seen - s.age / 3, k.release, k.arch, 'AMD EPYC 7B13', s.last_seen - s.uptime * interval '1 second',
 				s.uptime, '10.8.3', s.state,
-				CASE WHEN s.state IN (%s) THEN k.version ELSE '' END
+				CASE WHEN s.state IN (%s) THEN k.version ELSE '' END,
+				'host-' || s.i, CASE WHEN s.i %% 10 = 0 THEN '{"role": "db"}'::jsonb ELSE '{}'::jsonb END
 			FROM (
-				SELECT md5('machine-' || i) AS id,
+				SELECT i, md5('machine-' || i) AS id,
 					%s AS tier,
 					(%s)::int AS kernel,
 					%s AS state,
@@ -127,6 +130,12 @@ func FleetSQL(machines int) []string {
 				m.patch_state, m.patch_version
 			FROM machines m,
 				generate_series(0, 2 + ('x' || substr(m.id, 1, 7))::bit(28)::int % 8) AS j`,
+		`INSERT INTO machine_changes (machine_id, changed_at, cause, tier, kernel, patch_state, patch_version)
+			SELECT m.id, c.at, c.cause, t.name, c.kernel, c.state, c.version
+			FROM machines m JOIN tiers t ON t.id = m.tier_id,
+				LATERAL (VALUES (m.enabled_at, 'enable', '', '', ''),
+					(m.enabled_at + interval '1 minute', 'check-in', m.kernel, 'applied', ''),
+					(m.state_since, 'check-in', m.kernel, m.patch_state, m.patch_version)) AS c (at, cause, kernel, state, version)`,
 	}
 }
 
@@ -135,5 +144,6 @@ func FleetSQL(machines int) []string {
 var FleetVacuumSQL = []string{
 	`VACUUM (ANALYZE) machines`,
 	`VACUUM (ANALYZE) machine_reports`,
+	`VACUUM (ANALYZE) machine_changes`,
 	`VACUUM (ANALYZE) auth_tokens`,
 }

@@ -75,6 +75,8 @@ func TestFleetFixture(t *testing.T) {
 	if share := float64(old) / float64(reports); share < 0.1 || share > 0.3 {
 		t.Errorf("%.2f of the history is older than 90 days, want about 0.2", share)
 	}
+	var oldChanges int
+	query(`SELECT count(*) FROM machine_changes WHERE changed_at < now() - interval '90 days'`, &oldChanges)
 
 	// Every kind of row is a status the server accepts.
 	rows, err := db.QueryContext(ctx, `SELECT DISTINCT kernel, architecture, patch_state, patch_version FROM machines`)
@@ -107,6 +109,18 @@ func TestFleetFixture(t *testing.T) {
 	if err != nil || health["applied"] == 0 {
 		t.Errorf("PatchHealth = %v, %v", health, err)
 	}
+	tagged, err := store.Machines(ctx, server.MachineFilter{Tags: map[string]string{"role": "db"}})
+	if err != nil || len(tagged) != n/10 {
+		t.Errorf("Machines tagged role=db: %d machines, %v; want %d", len(tagged), err, n/10)
+	}
+	byHost, err := store.Machines(ctx, server.MachineFilter{Hostname: "host-42"})
+	if err != nil || len(byHost) != 1 {
+		t.Fatalf("Machines of host-42: %d machines, %v; want 1", len(byHost), err)
+	}
+	detail, err := store.Machine(ctx, byHost[0].ID, 20)
+	if err != nil || len(detail.History) != 3 || detail.History[2].Cause != server.CauseEnable {
+		t.Errorf("Machine(%s) history = %+v, %v; want three changes from its enable", byHost[0].ID, detail.History, err)
+	}
 	deleted := 0
 	for range 100 {
 		n, err := store.CleanupReports(ctx, cutoff, 1000)
@@ -118,8 +132,8 @@ func TestFleetFixture(t *testing.T) {
 		}
 		deleted += n
 	}
-	if deleted != old {
-		t.Errorf("cleanup deleted %d rows, want the %d older than 90 days", deleted, old)
+	if deleted != old+oldChanges {
+		t.Errorf("cleanup deleted %d rows, want the %d reports and %d changes older than 90 days", deleted, old, oldChanges)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/livepatch-onprem/livepatch/server/config"
 	"github.com/livepatch-onprem/livepatch/server/patchstore"
@@ -147,6 +148,10 @@ type Unit struct {
 	PatchCache     bool
 	PoolMax        int // database.connection-pool-max; 0: the default
 	RetentionDays  int // machine-reports.retention-days; 0: the default
+	// StaleAfterDays is machine-reports.stale-after-days (0: off, the default).
+	StaleAfterDays int
+	// CleanupInterval is machine-reports.cleanup-interval; 0: the default.
+	CleanupInterval time.Duration
 }
 
 // Config returns the unit's server config: the defaults (as the charm renders them for an
@@ -172,6 +177,10 @@ func (u Unit) Config() config.Config {
 	}
 	if u.RetentionDays > 0 {
 		c.MachineReports.RetentionDays = u.RetentionDays
+	}
+	c.MachineReports.StaleAfterDays = u.StaleAfterDays
+	if u.CleanupInterval > 0 {
+		c.MachineReports.CleanupInterval = config.Duration(u.CleanupInterval)
 	}
 	return c
 }

@@ -5,8 +5,9 @@
 //
 //	lpbench -size quick|full -bin build/bench/bin -work build/bench -out docs/benchmarks.md
 //
-// Phases (-only to pick some): checkins, downloads, rollout, fleet, hooks. Every process it starts is
-// stopped when it ends, fails or is interrupted; every request loop is bounded in count
+// Phases (-only to pick some): checkins, downloads, rollout, fleet, hooks, and soak (only
+// when named: it runs for -soak-duration, 30 minutes by default). Every process it starts
+// is stopped when it ends, fails or is interrupted; every request loop is bounded in count
 // and time.
 package main
 
@@ -106,6 +107,10 @@ type bench struct {
 	pool        int      // units' connection-pool-max (0: the default)
 	dsnOptions  string   // PostgreSQL options for the units' connections (experiments)
 	experiments bool     // measure the proposed fixes beside the defaults
+
+	soakDuration time.Duration // the soak phase (soak.go)
+	soakMachines int
+	soakRate     float64
 }
 
 func main() {
@@ -131,6 +136,9 @@ func run(ctx context.Context, args []string) error {
 	exps := fs.Bool("experiments", true, "also measure one unit under the configurations the findings propose (tests/load/cmd/lpbench/experiments.go)")
 	pool := fs.Int("pool", 0, "experiment: the units' database.connection-pool-max (0: the default)")
 	dsnOptions := fs.String("pg-options", "", "experiment: PostgreSQL options for the units' connections, e.g. '-c synchronous_commit=off'")
+	soakDuration := fs.Duration("soak-duration", 30*time.Minute, "soak phase: how long the machines check in")
+	soakMachines := fs.Int("soak-machines", 1_000_000, "soak phase: distinct machines checking in")
+	soakRate := fs.Float64("soak-rate", 3000, "soak phase: check-ins per second")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -147,12 +155,16 @@ func run(ctx context.Context, args []string) error {
 	}
 	phases := strings.Split(*only, ",")
 	for _, p := range phases {
-		if !slices.Contains([]string{"checkins", "downloads", "rollout", "fleet", "hooks"}, p) {
-			return fmt.Errorf("unknown phase %q: want checkins, downloads, rollout, fleet or hooks", p)
+		if !slices.Contains([]string{"checkins", "downloads", "rollout", "fleet", "hooks", "soak"}, p) {
+			return fmt.Errorf("unknown phase %q: want checkins, downloads, rollout, fleet, hooks or soak", p)
 		}
 	}
+	if *soakDuration < time.Minute || *soakMachines < 1 || *soakRate <= 0 {
+		return fmt.Errorf("invalid soak: want -soak-duration of a minute or more, -soak-machines and -soak-rate above 0")
+	}
 
-	b := &bench{size: sz, fsync: *fsync, profile: *profile, pool: *pool, dsnOptions: *dsnOptions, experiments: *exps}
+	b := &bench{size: sz, fsync: *fsync, profile: *profile, pool: *pool, dsnOptions: *dsnOptions, experiments: *exps,
+		soakDuration: *soakDuration, soakMachines: *soakMachines, soakRate: *soakRate}
 	var err error
 	if b.bin, err = filepath.Abs(*bin); err != nil {
 		return err
@@ -246,6 +258,11 @@ func run(ctx context.Context, args []string) error {
 	if slices.Contains(phases, "fleet") && ctx.Err() == nil {
 		if err := b.fleet(ctx); err != nil {
 			failures = append(failures, fmt.Errorf("fleet: %w", err))
+		}
+	}
+	if slices.Contains(phases, "soak") && ctx.Err() == nil {
+		if err := b.soak(ctx); err != nil {
+			failures = append(failures, fmt.Errorf("soak: %w", err))
 		}
 	}
 	if ctx.Err() != nil {
