@@ -11,6 +11,7 @@ import (
 
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/app"
 	"github.com/livepatch-onprem/livepatch/server/config"
 	"github.com/livepatch-onprem/livepatch/server/postgres"
 )
@@ -33,7 +34,7 @@ func TestServeStopsDespiteTricklingClient(t *testing.T) {
 	cfg.Server.RequestTimeout = config.Duration(time.Hour) // only the drain may end the request
 	cfg.Server.ShutdownTimeout = config.Duration(50 * time.Millisecond)
 	listening := make(chan net.Addr, 1)
-	m := &Main{Config: cfg, Listening: listening, Logger: newLogger(io.Discard, "info")}
+	m := &app.Main{Config: cfg, Listening: listening, Logger: app.NewLogger(io.Discard, "info")}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- m.Run(runCtx) }()

@@ -2,57 +2,19 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/app"
 	"github.com/livepatch-onprem/livepatch/server/config"
 	"github.com/livepatch-onprem/livepatch/server/patchstore"
 	"github.com/livepatch-onprem/livepatch/server/postgres"
 )
-
-// openPatchFiles returns the patch store the configuration names; db is the server's
-// database, which the postgres store keeps files in.
-func openPatchFiles(s config.PatchStorage, db *sql.DB) (server.PatchFiles, error) {
-	switch s.Type {
-	case config.StorageFilesystem:
-		return patchstore.NewFilesystem(s.FilesystemPath)
-	case config.StorageS3:
-		return patchstore.NewS3(s3Options(s))
-	default:
-		return patchstore.NewPostgres(db), nil
-	}
-}
-
-// s3Options returns the options of the s3 store the configuration names.
-func s3Options(s config.PatchStorage) patchstore.S3Options {
-	return patchstore.S3Options{
-		Endpoint: s.S3Endpoint, Region: s.S3Region, Bucket: s.S3Bucket, Prefix: s.S3PathPrefix,
-		AccessKey: s.S3AccessKey, SecretKey: s.S3SecretKey, CAFile: s.S3CAFile, PathStyle: s.S3PathStyle,
-	}
-}
-
-// redirectTTL is how long a redirected download's presigned URL stays valid: the machine
-// follows the redirect at once, and asks the server again when it retries.
-const redirectTTL = 5 * time.Minute
-
-// downloadRedirect returns the download redirect of patch-storage.redirect-downloads, nil
-// when downloads are streamed.
-func downloadRedirect(s config.PatchStorage, files server.PatchFiles) func(ctx context.Context, filename string) (*url.URL, error) {
-	s3, ok := files.(*patchstore.S3)
-	if !s.RedirectDownloads || !ok {
-		return nil
-	}
-	return func(ctx context.Context, filename string) (*url.URL, error) {
-		return s3.DownloadURL(ctx, filename, redirectTTL)
-	}
-}
 
 // cmdStorageMigrate copies every stored patch file from the patch storage of one config
 // to that of another (patchstore.Migrate), for an operator moving a site to S3. Both
@@ -92,11 +54,11 @@ func cmdStorageMigrate(ctx context.Context, args []string, stdout io.Writer) err
 		return err
 	}
 	defer db.Close()
-	src, err := openPatchFiles(from, db.SQL())
+	src, err := app.OpenPatchFiles(from, db.SQL())
 	if err != nil {
 		return err
 	}
-	dst, err := openPatchFiles(to, db.SQL())
+	dst, err := app.OpenPatchFiles(to, db.SQL())
 	if err != nil {
 		return err
 	}
@@ -153,7 +115,7 @@ func cmdStorageCheck(ctx context.Context, args []string, stdout, stderr io.Write
 	defer cancel()
 	switch cfg.PatchStorage.Type {
 	case config.StorageS3:
-		s, err := patchstore.NewS3(s3Options(cfg.PatchStorage))
+		s, err := patchstore.NewS3(app.S3Options(cfg.PatchStorage))
 		if err == nil {
 			err = s.Check(ctx)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/livepatch-onprem/livepatch/internal/pgtest"
 	"github.com/livepatch-onprem/livepatch/internal/syncbuf"
 	"github.com/livepatch-onprem/livepatch/server"
+	"github.com/livepatch-onprem/livepatch/server/app"
 	"github.com/livepatch-onprem/livepatch/server/client"
 	"github.com/livepatch-onprem/livepatch/server/config"
 	"github.com/livepatch-onprem/livepatch/server/patchfile"
@@ -57,22 +58,22 @@ func TestKeysGenerate(t *testing.T) {
 		t.Errorf("signing.key is not PEM:\n%s", keyPEM)
 	}
 	// The key reads back from its path, its PEM text, and base64 of the 64-byte key.
-	key, err := loadSigningKey(keyPath)
+	key, err := app.LoadSigningKey(keyPath)
 	if err != nil || !key.Public().(ed25519.PublicKey).Equal(pub) {
-		t.Fatalf("loadSigningKey(path) = %v; public key differs from signing.pub", err)
+		t.Fatalf("app.LoadSigningKey(path) = %v; public key differs from signing.pub", err)
 	}
 	for _, value := range []string{string(keyPEM), base64.StdEncoding.EncodeToString(key)} {
-		if k, err := loadSigningKey(value); err != nil || !k.Equal(key) {
-			t.Errorf("loadSigningKey(%.20q...) = %v", value, err)
+		if k, err := app.LoadSigningKey(value); err != nil || !k.Equal(key) {
+			t.Errorf("app.LoadSigningKey(%.20q...) = %v", value, err)
 		}
 	}
 	// The public key given by mistake is refused, as text or as a file.
 	for _, value := range []string{pubPath, string(pubText)} {
-		if _, err := loadSigningKey(value); err == nil {
-			t.Errorf("loadSigningKey(%q) accepted the public key", value)
+		if _, err := app.LoadSigningKey(value); err == nil {
+			t.Errorf("app.LoadSigningKey(%q) accepted the public key", value)
 		}
 	}
-	if _, err := loadSigningKey("/nonexistent/signing.key"); err == nil {
+	if _, err := app.LoadSigningKey("/nonexistent/signing.key"); err == nil {
 		t.Errorf("loadSigningKey of a missing file succeeded")
 	}
 
@@ -116,7 +117,7 @@ func startMainLog(t *testing.T, cfg config.Config, w io.Writer) string {
 		t.Fatal(errOut)
 	}
 	listening := make(chan net.Addr, 1)
-	m := &Main{Config: cfg, Listening: listening, Logger: newLogger(w, "info")}
+	m := &app.Main{Config: cfg, Listening: listening, Logger: app.NewLogger(w, "info")}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()

@@ -107,7 +107,7 @@ func TestImportRules(t *testing.T) {
 			})
 		}
 		if !under(path, "server", "cmd/livepatch-server", "tests", "internal/s3test") {
-			forbid(path, p.imports, "the adapters are wired only in cmd/livepatch-server", func(d string) bool { return under(d, adapters...) })
+			forbid(path, p.imports, "the adapters are wired only in server/app and cmd/livepatch-server", func(d string) bool { return under(d, adapters...) })
 		}
 		if under(path, charms...) {
 			forbid(path, p.deps, "the charms do not depend on the adapters, server/client or lib/pq", func(d string) bool {

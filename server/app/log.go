@@ -1,7 +1,8 @@
-package main
+package app
 
 import (
 	"context"
+	"io"
 	"log/slog"
 
 	"github.com/livepatch-onprem/livepatch/server/config"
@@ -55,4 +56,14 @@ func redactAttr(a slog.Attr) slog.Attr {
 		}
 	}
 	return slog.Attr{Key: a.Key, Value: v}
+}
+
+// NewLogger returns the server's JSON logger at level (info when it is not a level), every
+// record redacted of credentials.
+func NewLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(redactingHandler{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})})
 }

@@ -1,0 +1,9 @@
+package app
+
+import (
+	"testing"
+
+	"github.com/livepatch-onprem/livepatch/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
