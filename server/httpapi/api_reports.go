@@ -82,8 +82,10 @@ func (s *Server) reportPatchHealth(w http.ResponseWriter, r *http.Request) error
 	return writeJSON(w, http.StatusOK, out)
 }
 
+// reportKernels answers the machines per kernel and architecture, counted at most
+// kernelsTTL ago by this unit (kernels.go).
 func (s *Server) reportKernels(w http.ResponseWriter, r *http.Request) error {
-	kernels, err := s.store.Kernels(r.Context())
+	kernels, err := s.kernels.get(r.Context(), s.store, s.opts.Now)
 	if err != nil {
 		return err
 	}

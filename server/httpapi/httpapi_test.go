@@ -521,6 +521,17 @@ func TestPatchLifecycleAndCheckIn(t *testing.T) {
 	if len(kernels.Kernels) != 1 || kernels.Kernels[0].Machines != 2 {
 		t.Errorf("kernels = %+v", kernels)
 	}
+	// The unit answers from its count for kernelsTTL (30s), then counts again.
+	checkIn("m-edge", mEdge, status("5.15.0-105-generic"))
+	e.must(200, "GET", "/v1/admin/reports/kernels", "session", nil, &kernels)
+	if len(kernels.Kernels) != 1 || kernels.Kernels[0].Machines != 2 {
+		t.Errorf("kernels within the TTL = %+v, want the count of before", kernels)
+	}
+	e.now = e.now.Add(31 * time.Second)
+	e.must(200, "GET", "/v1/admin/reports/kernels", "session", nil, &kernels)
+	if len(kernels.Kernels) != 2 || kernels.Kernels[0].Machines != 1 || kernels.Kernels[1].Machines != 1 {
+		t.Errorf("kernels after the TTL = %+v, want one machine on each kernel", kernels)
+	}
 
 	// Disable: the machine token stops working.
 	e.must(204, "DELETE", "/v1/client/m-edge", "Bearer "+mEdge, nil, nil)

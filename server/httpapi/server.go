@@ -100,7 +100,8 @@ type Server struct {
 	limit   *limiter
 	metrics *metrics
 	fleet   *fleetCollector
-	cache   *fileCache // nil when the patch cache is off
+	kernels kernelsCache // the kernels report (kernels.go)
+	cache   *fileCache   // nil when the patch cache is off
 	lockout *lockout
 	logKey  [32]byte // keys the user-ref of unknown user names in security events
 

@@ -351,29 +351,16 @@ func (db *DB) PatchHealth(ctx context.Context, tier, version string) (_ map[stri
 }
 
 // Kernels counts machines per kernel and architecture, most used first. Machines that
-// have not reported yet are left out. It reads the deltas of machine_kernel_counts
-// (migration 0012) and folds them into one row per kernel and architecture, under a lock
-// so that two reports do not fold the same rows; deltas committed meanwhile stay for the
-// next report. A few hundred rows however large the fleet.
+// have not reported yet are left out.
 func (db *DB) Kernels(ctx context.Context) (_ []server.KernelCount, err error) {
 	defer classifyInto(&err)
 	var kernels []server.KernelCount
 	err = db.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey("machine-kernel-counts")); err != nil {
-			return fmt.Errorf("cannot lock the kernel counts: %w", err)
-		}
 		rows, err := tx.QueryContext(ctx, `
-			WITH d AS (
-				DELETE FROM machine_kernel_counts RETURNING kernel, architecture, machines
-			), s AS (
-				SELECT kernel, architecture, sum(machines)::bigint AS machines FROM d GROUP BY kernel, architecture
-			), folded AS (
-				INSERT INTO machine_kernel_counts (kernel, architecture, machines)
-				SELECT kernel, architecture, machines FROM s WHERE machines <> 0
-			)
-			SELECT kernel, architecture, machines FROM s
-			WHERE kernel <> '' AND machines > 0
-			ORDER BY machines DESC, kernel, architecture`)
+			SELECT kernel, architecture, count(*) FROM machines
+			WHERE kernel <> ''
+			GROUP BY kernel, architecture
+			ORDER BY count(*) DESC, kernel, architecture`)
 		if err != nil {
 			return fmt.Errorf("cannot count kernels: %w", err)
 		}
