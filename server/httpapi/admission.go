@@ -107,7 +107,11 @@ func (s *Server) admit(r *http.Request, access Access) (context.Context, error) 
 		if err != nil {
 			return nil, err
 		}
-		return ctx, s.verifyMachine(r)
+		m, err := s.verifyMachine(r)
+		if err != nil {
+			return nil, err
+		}
+		return context.WithValue(ctx, machineKey{}, m), nil
 	case syncAccess:
 		if s.opts.SigningKey == nil {
 			return nil, errNotUpstream
@@ -128,24 +132,40 @@ func (s *Server) admit(r *http.Request, access Access) (context.Context, error) 
 
 // verifyMachine checks the machine token of the machine named in the path before its body
 // is read: from the tokens recently verified, else with one database read.
-func (s *Server) verifyMachine(r *http.Request) error {
-	id := r.PathValue("id")
-	if err := server.CheckMachineID(id); err != nil {
-		return err
+func (s *Server) verifyMachine(r *http.Request) (machineCaller, error) {
+	m := machineCaller{id: r.PathValue("id")}
+	if err := server.CheckMachineID(m.id); err != nil {
+		return m, err
 	}
-	hash := server.HashToken(bearer(r))
-	if s.machineTokens.has(id, hash) {
-		return nil
+	m.tokenHash = server.HashToken(bearer(r))
+	if s.machineTokens.has(m.id, m.tokenHash) {
+		return m, nil
 	}
-	err := s.withSlot(r.Context(), func() error { return s.store.CheckMachineToken(r.Context(), id, hash) })
+	err := s.withSlot(r.Context(), func() error { return s.store.CheckMachineToken(r.Context(), m.id, m.tokenHash) })
 	if err != nil {
 		if server.ErrorCode(err) == server.CodeUnauthorized {
 			s.metrics.authFails.WithLabelValues("machine").Inc()
 		}
-		return err
+		return m, err
 	}
-	s.machineTokens.add(id, hash)
-	return nil
+	s.machineTokens.add(m.id, m.tokenHash)
+	return m, nil
+}
+
+// machineCaller is the machine that admission verified for a machine route: the id of
+// the path and the hash of the machine token it proved itself with.
+type machineCaller struct {
+	id        string
+	tokenHash []byte
+}
+
+// machineKey is the context key of the machineCaller admission verified.
+type machineKey struct{}
+
+// machineOf returns the machine admission verified for r (machine routes only).
+func machineOf(r *http.Request) machineCaller {
+	m, _ := r.Context().Value(machineKey{}).(machineCaller)
+	return m
 }
 
 // readBody reads a JSON request body whole, at most limit bytes, within the read deadline,

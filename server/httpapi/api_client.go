@@ -49,10 +49,7 @@ func (s *Server) enableMachine(w http.ResponseWriter, r *http.Request) error {
 // checkIn records a machine's status in one database round trip and answers the patch
 // its tier offers for its kernel, chosen from the in-memory catalog.
 func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) error {
-	id := r.PathValue("id")
-	if err := server.CheckMachineID(id); err != nil {
-		return err
-	}
+	m := machineOf(r)
 	var st server.Status
 	if err := decodeJSON(w, r, &st, false); err != nil {
 		return err
@@ -61,18 +58,20 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	tier, err := s.store.CheckIn(r.Context(), server.CheckIn{
-		MachineID:        id,
-		MachineTokenHash: server.HashToken(bearer(r)),
+		MachineID:        m.id,
+		MachineTokenHash: m.tokenHash,
 		Status:           st,
 	}, s.opts.Now())
 	if err != nil {
 		if server.ErrorCode(err) == server.CodeUnauthorized {
-			s.machineTokens.remove(id, server.HashToken(bearer(r)))
+			s.machineTokens.remove(m.id, m.tokenHash)
 			s.metrics.authFails.WithLabelValues("machine").Inc()
 		}
 		return err
 	}
-	catalog := s.catalog.get().catalog
+	// One snapshot serves the choice and the rollout's gate of it.
+	snap := s.catalog.get()
+	catalog := snap.catalog
 	up := server.Update{
 		Tier:        tier,
 		KernelState: catalog.KernelState(st.Kernel, st.Architecture),
@@ -80,7 +79,7 @@ func (s *Server) checkIn(w http.ResponseWriter, r *http.Request) error {
 	}
 	p, ok := catalog.Select(tier, st.Kernel, st.Architecture)
 	if ok {
-		p, ok = s.rollouts.gate(s.catalog.get(), tier, id, st, p, s.opts.Now()) // rollout.go
+		p, ok = s.rollouts.gate(snap, tier, m.id, st, p, s.opts.Now()) // rollout.go
 	}
 	if ok {
 		up.Patch = server.Offer(p, s.opts.URLTemplate)
@@ -107,15 +106,12 @@ func (s *Server) removeMachine(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) disableMachine(w http.ResponseWriter, r *http.Request) error {
-	id := r.PathValue("id")
-	if err := server.CheckMachineID(id); err != nil {
+	m := machineOf(r)
+	if err := s.store.Disable(r.Context(), m.id, m.tokenHash); err != nil {
 		return err
 	}
-	if err := s.store.Disable(r.Context(), id, server.HashToken(bearer(r))); err != nil {
-		return err
-	}
-	s.machineTokens.remove(id, server.HashToken(bearer(r)))
-	s.log.Info("Machine disabled", "machine", id)
+	s.machineTokens.remove(m.id, m.tokenHash)
+	s.log.Info("Machine disabled", "machine", m.id)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

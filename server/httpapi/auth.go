@@ -116,8 +116,8 @@ func (s *Server) authorize(r *http.Request, access Access) (context.Context, err
 		if _, ok := bearerToken(r); !ok {
 			return nil, server.Errorf(server.CodeUnauthorized, "a bearer token is required")
 		}
-		// The handler reads the token with bearer and verifies it against the store in the
-		// same round trip as its work.
+		// Admission verifies machine and sync tokens next (admit) and hands the handler
+		// the verified caller; an auth token is verified by the statement that enrols.
 		return ctx, nil
 	}
 	return nil, server.Errorf(server.CodeInternal, "unknown access level")
