@@ -26,13 +26,14 @@ type kernelsCache struct {
 func (c *kernelsCache) get(ctx context.Context, store server.Store, now func() time.Time) ([]server.KernelCount, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.at.IsZero() && now().Sub(c.at) < kernelsTTL && now().Sub(c.at) >= 0 {
+	t := now()
+	if age := t.Sub(c.at); !c.at.IsZero() && age >= 0 && age < kernelsTTL {
 		return c.kernels, nil
 	}
 	kernels, err := store.Kernels(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c.kernels, c.at = kernels, now()
+	c.kernels, c.at = kernels, t
 	return kernels, nil
 }
