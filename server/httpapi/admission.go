@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/livepatch-onprem/livepatch/server"
@@ -215,56 +214,3 @@ func (s semaphore) tryAcquire() (release func(), ok bool) {
 
 // errDownloadsBusy answers a download beyond Options.DownloadLimit.
 var errDownloadsBusy = server.Errorf(server.CodeUnavailable, "too many patch downloads in progress: retry in "+retryAfter+" seconds")
-
-// tokenCache remembers machine tokens verified recently (by a hash of id and token), so a
-// check-in is verified before its body is read without a database read per check-in. It is
-// a pre-check only: the check-in's own statement verifies the token again.
-type tokenCache struct {
-	mu      sync.Mutex
-	max     int
-	ttl     time.Duration
-	entries map[string]time.Time // id + "\x00" + token hash -> verified until
-}
-
-// Bounds of the machine token cache.
-const (
-	machineTokenCacheSize = 100_000
-	machineTokenCacheTTL  = 2 * time.Hour // longer than the check-in interval
-)
-
-func newTokenCache(max int, ttl time.Duration) *tokenCache {
-	return &tokenCache{max: max, ttl: ttl, entries: map[string]time.Time{}}
-}
-
-func tokenKey(id string, hash []byte) string { return id + "\x00" + string(hash) }
-
-func (c *tokenCache) has(id string, hash []byte) bool {
-	k := tokenKey(id, hash)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	until, ok := c.entries[k]
-	if ok && time.Now().After(until) {
-		delete(c.entries, k)
-		return false
-	}
-	return ok
-}
-
-func (c *tokenCache) add(id string, hash []byte) {
-	k := tokenKey(id, hash)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.max {
-		for old := range c.entries { // a random entry: map iteration order is unspecified
-			delete(c.entries, old)
-			break
-		}
-	}
-	c.entries[k] = time.Now().Add(c.ttl)
-}
-
-func (c *tokenCache) remove(id string, hash []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.entries, tokenKey(id, hash))
-}
